@@ -1,0 +1,1 @@
+"""Deployers: local server processes (the default) and, later, Kubernetes."""

@@ -1,0 +1,113 @@
+"""The record of local deployments, one JSON file each, so any shell can find, query and stop them."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mfn.errors import MfnError
+from mfn.servers.process import is_running
+
+
+def mfn_home() -> Path:
+    """Where mfn keeps deployment records and server work directories (`$MFN_HOME`, else `~/.mfn`)."""
+    return Path(os.environ.get("MFN_HOME") or Path.home() / ".mfn")
+
+
+def deployments_dir() -> Path:
+    return mfn_home() / "deployments"
+
+
+@dataclass
+class Deployment:
+    """One running server and the models it serves."""
+
+    name: str
+    server: str
+    pid: int
+    start_time: int | None
+    host: str
+    ports: dict[str, int]
+    models: list[str]
+    repository: str
+    log_file: str
+    workdir: str
+    shm_prefix: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return is_running(self.pid, self.start_time)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports['http']}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports['grpc']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports['metrics']}/metrics"
+
+    def endpoints(self) -> dict[str, str]:
+        return {"http": self.http_url, "grpc": self.grpc_url, "metrics": self.metrics_url}
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "endpoints": self.endpoints(), "running": self.running}
+
+
+def state_file(name: str) -> Path:
+    return deployments_dir() / f"{name}.json"
+
+
+def save(deployment: Deployment) -> None:
+    """Write the record atomically, so a reader never sees half a file."""
+    directory = deployments_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{deployment.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(deployment), handle, indent=2, sort_keys=True)
+    os.replace(temp, state_file(deployment.name))
+
+
+def load(name: str) -> Deployment | None:
+    try:
+        return Deployment(**json.loads(state_file(name).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def remove(name: str) -> None:
+    state_file(name).unlink(missing_ok=True)
+
+
+def all_deployments() -> list[Deployment]:
+    directory = deployments_dir()
+    if not directory.is_dir():
+        return []
+    return [Deployment(**json.loads(path.read_text())) for path in sorted(directory.glob("*.json"))]
+
+
+def get(name: str) -> Deployment:
+    """The named deployment, or an error listing the ones that exist."""
+    deployment = load(name)
+    if deployment is None:
+        known = ", ".join(d.name for d in all_deployments()) or "none"
+        raise MfnError(f"no deployment named {name!r} (deployments: {known}); see `mfn status`")
+    return deployment
+
+
+def find_serving(model: str) -> Deployment:
+    """The running deployment that serves `model`."""
+    serving = [d for d in all_deployments() if model in d.models and d.running]
+    if not serving:
+        raise MfnError(f"no running deployment serves model {model!r}; deploy it with `mfn deploy`, or pass --url")
+    if len(serving) > 1:
+        names = ", ".join(d.name for d in serving)
+        raise MfnError(f"model {model!r} is served by several deployments ({names}); choose one with --deployment")
+    return serving[0]

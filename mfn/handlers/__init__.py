@@ -1,0 +1,17 @@
+"""The handler contract and the declarations a handler makes about itself."""
+
+from mfn.handlers.base import Arrays, Context, Handler, function
+from mfn.handlers.declarations import Batching, Instances, QueuePolicy, Tensor, VersionPolicy, Warmup
+
+__all__ = [
+    "Arrays",
+    "Batching",
+    "Context",
+    "Handler",
+    "Instances",
+    "QueuePolicy",
+    "Tensor",
+    "VersionPolicy",
+    "Warmup",
+    "function",
+]

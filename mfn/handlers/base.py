@@ -1,0 +1,119 @@
+"""The handler contract: one class whose small lifecycle methods mfn's server adapters call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mfn.handlers.declarations import Batching, Instances, Tensor, VersionPolicy, Warmup
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler instance learns about where it runs.
+
+    Attributes:
+        model_dir: Directory of the packaged model version (or of the handler file in-process).
+        version: Model version being served.
+        device: Torch-style device string: "cpu" or "cuda:N".
+        instance: Name of the server instance or worker running this handler.
+        logger: Logger for the handler's own messages.
+    """
+
+    model_dir: Path
+    version: int
+    device: str = "cpu"
+    instance: str = "local"
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("mfn.handler"))
+    artifact_paths: Mapping[str, Path] = field(default_factory=dict)
+
+    def artifact(self, name: str) -> str:
+        """Return the local path of a declared artifact.
+
+        Raises:
+            KeyError: naming the declared artifacts when `name` is not one of them.
+        """
+        try:
+            return str(self.artifact_paths[name])
+        except KeyError:
+            declared = ", ".join(sorted(self.artifact_paths)) or "none"
+            raise KeyError(f"artifact {name!r} is not declared (declared: {declared}); add it to the handler's artifacts") from None
+
+
+class Handler:
+    """Base class of a model function.
+
+    Subclasses declare `name`, `inputs` and `outputs` (and optionally batching, instances, artifacts,
+    requirements) as class attributes and implement `predict`. `setup` runs once per server instance;
+    `preprocess`/`postprocess` run once per request around the batched `predict`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    inputs: ClassVar[list[Tensor]]
+    outputs: ClassVar[list[Tensor]]
+    batching: ClassVar[Batching] = Batching()
+    instances: ClassVar[list[Instances]] = [Instances()]
+    artifacts: ClassVar[dict[str, str]] = {}
+    requirements: ClassVar[list[str]] = []
+    warmup: ClassVar[Warmup | None] = None
+    version_policy: ClassVar[VersionPolicy | None] = None
+    execution_env: ClassVar[str | None] = None
+    parameters: ClassVar[dict[str, str]] = {}
+
+    def setup(self, ctx: Context) -> None:
+        """Load weights and other state; runs once per server instance or worker."""
+
+    def preprocess(self, request: Arrays) -> Arrays:
+        """Transform one request's inputs before they join a batch."""
+        return request
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        """Compute the outputs of one batch: every array's first dimension is the row count."""
+        raise NotImplementedError
+
+    def postprocess(self, response: Arrays) -> Arrays:
+        """Transform one request's outputs after the batch is split back."""
+        return response
+
+    def teardown(self) -> None:
+        """Release resources when the server unloads the model."""
+
+
+def function(
+    *,
+    name: str,
+    inputs: list[Tensor],
+    outputs: list[Tensor],
+    **declarations: Any,
+) -> Callable[[Callable[[Arrays], Arrays]], type[Handler]]:
+    """Turn a plain `predict`-like function into a one-method handler class.
+
+    The decorated name becomes a `Handler` subclass, so `module:function_name` is a valid handler reference.
+    """
+
+    def wrap(predict_fn: Callable[[Arrays], Arrays]) -> type[Handler]:
+        def predict(self: Handler, batch: Arrays) -> Arrays:
+            return predict_fn(batch)
+
+        attributes = {
+            "name": name,
+            "inputs": inputs,
+            "outputs": outputs,
+            **declarations,
+            "predict": predict,
+            "__module__": predict_fn.__module__,
+            "__qualname__": predict_fn.__qualname__,
+            "__doc__": predict_fn.__doc__,
+            "__wrapped__": staticmethod(predict_fn),
+        }
+        return type(predict_fn.__name__, (Handler,), attributes)
+
+    return wrap

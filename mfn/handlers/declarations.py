@@ -1,0 +1,141 @@
+"""What a handler declares about itself: tensors, batching, instances, versions, warm-up.
+
+These are the typed building blocks of `mfn.spec.ModelSpec`; a handler class uses them directly,
+so a mistake is reported by the same validation whether it is found at import or at packaging.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mfn.handlers.dtypes import canonical_dtype
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class Tensor(BaseModel):
+    """One named input or output tensor, described per row: the batch dimension is implied."""
+
+    model_config = _FROZEN
+
+    name: str = Field(
+        description="Tensor name clients use; letters, digits, '_' and '.'.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+    )
+    dtype: str = Field(description="Triton data type (BOOL, INT8..INT64, UINT8..UINT64, FP16, FP32, FP64, BYTES).")
+    shape: tuple[int, ...] = Field(description="Per-row shape without the batch dimension; -1 marks a variable dimension.")
+
+    def __init__(self, name: str | None = None, dtype: object = None, shape: object = None, /, **data: object) -> None:
+        positional = {"name": name, "dtype": dtype, "shape": shape}
+        super().__init__(**{key: value for key, value in positional.items() if value is not None}, **data)
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _canonical_dtype(cls, value: object) -> str:
+        return canonical_dtype(value)
+
+    @field_validator("shape")
+    @classmethod
+    def _dims_positive_or_variable(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if any(dim == 0 or dim < -1 for dim in shape):
+            raise ValueError(f"dimensions must be positive or -1 (variable), got {list(shape)}")
+        return shape
+
+
+class QueuePolicy(BaseModel):
+    """How the dynamic batcher treats requests that wait too long or arrive when the queue is full."""
+
+    model_config = _FROZEN
+
+    max_queue_size: int = Field(0, ge=0, description="Requests held before new ones are rejected; 0 means unbounded.")
+    timeout_us: int = Field(0, ge=0, description="Time a request may wait in the queue, in microseconds; 0 means no limit.")
+    timeout_action: Literal["reject", "delay"] = Field("reject", description="What happens to a request past its timeout.")
+    allow_timeout_override: bool = Field(False, description="Whether a request may set its own shorter timeout.")
+
+
+class Batching(BaseModel):
+    """Batching limits and the server-side dynamic batcher."""
+
+    model_config = _FROZEN
+
+    max_batch_size: int = Field(8, ge=1, description="Most rows one predict call receives.")
+    dynamic: bool = Field(True, description="Let the server combine concurrent requests into one predict call.")
+    max_queue_delay_us: int = Field(
+        0, ge=0, description="How long the batcher may hold a request to fill a batch, in microseconds."
+    )
+    preferred_batch_sizes: tuple[int, ...] = Field((), description="Batch sizes the batcher should aim for.")
+    preserve_ordering: bool = Field(False, description="Return responses in the order requests arrived.")
+    queue_policy: QueuePolicy | None = Field(None, description="Queue limits and timeouts; none means the server's default.")
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> Batching:
+        too_big = [size for size in self.preferred_batch_sizes if size > self.max_batch_size]
+        if too_big:
+            raise ValueError(
+                f"preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}: "
+                "lower them or raise max_batch_size"
+            )
+        if any(size < 1 for size in self.preferred_batch_sizes):
+            raise ValueError("preferred_batch_sizes must be positive")
+        if not self.dynamic and (self.preferred_batch_sizes or self.max_queue_delay_us or self.queue_policy):
+            raise ValueError("preferred_batch_sizes, max_queue_delay_us and queue_policy need dynamic=True")
+        return self
+
+
+class Instances(BaseModel):
+    """A group of model instances (Triton) or workers (TorchServe) on one kind of device."""
+
+    model_config = _FROZEN
+
+    kind: Literal["cpu", "gpu", "auto"] = Field("cpu", description="Device kind; 'auto' lets the server choose.")
+    count: int = Field(1, ge=1, description="Instances in this group (per listed GPU for GPU groups).")
+    gpus: tuple[int, ...] | None = Field(None, description="GPU ids for a 'gpu' group; none means every visible GPU.")
+
+    @model_validator(mode="after")
+    def _gpus_only_for_gpu_groups(self) -> Instances:
+        if self.gpus is not None and self.kind != "gpu":
+            raise ValueError(f"gpus={list(self.gpus)} is only valid with kind='gpu', not kind={self.kind!r}")
+        if self.gpus is not None and (not self.gpus or any(gpu < 0 for gpu in self.gpus)):
+            raise ValueError("gpus must list one or more non-negative GPU ids")
+        return self
+
+
+class VersionPolicy(BaseModel):
+    """Which versions of a model the server loads when several are packaged side by side."""
+
+    model_config = _FROZEN
+
+    kind: Literal["latest", "all", "specific"] = Field("latest", description="Serve the newest N, all, or listed versions.")
+    latest: int = Field(1, ge=1, description="How many of the newest versions to serve when kind is 'latest'.")
+    versions: tuple[int, ...] = Field((), description="Versions to serve when kind is 'specific'.")
+
+    @model_validator(mode="after")
+    def _versions_match_kind(self) -> VersionPolicy:
+        if self.kind == "specific" and not self.versions:
+            raise ValueError("kind='specific' needs versions, e.g. VersionPolicy(kind='specific', versions=(1, 2))")
+        if self.kind != "specific" and self.versions:
+            raise ValueError("versions is only used with kind='specific'")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        """Parse the command-line form: 'all', 'latest' / 'latest:N', or 'specific:1,2'."""
+        kind, _, argument = text.partition(":")
+        if kind == "all" and not argument:
+            return cls(kind="all")
+        if kind == "latest":
+            return cls(kind="latest", latest=int(argument or 1))
+        if kind == "specific" and argument:
+            return cls(kind="specific", versions=tuple(int(v) for v in argument.split(",")))
+        raise ValueError(f"version policy {text!r}: use 'all', 'latest[:N]' or 'specific:1,2'")
+
+
+class Warmup(BaseModel):
+    """Requests the server runs through the model at load time, so the first real request is not slow."""
+
+    model_config = _FROZEN
+
+    batch_size: int = Field(1, ge=1, description="Rows in each warm-up request.")
+    count: int = Field(1, ge=1, description="How many times the warm-up request is run.")

@@ -1,0 +1,63 @@
+"""mfn's Triton Python-backend adapter, copied into each model version as model.py.
+
+It only translates Triton's request and response objects; the batch loop and the handler loading
+are mfn's shared runtime, the same code the TorchServe adapter runs.
+"""
+
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+try:
+    from mfn.runtime.bundle import load_bundle
+    from mfn.runtime.loop import RequestFailure
+except ImportError as error:
+    raise ImportError(
+        "mfn is not importable by Triton's Python backend: install mfn into the Python environment of the "
+        "tritonserver stub (the python3 first on PATH) or point the model's EXECUTION_ENV_PATH at one that has it"
+    ) from error
+
+
+def _triton_error(failure):
+    codes = {400: "INVALID_ARG", 404: "NOT_FOUND", 503: "UNAVAILABLE"}
+    code = getattr(pb_utils.TritonError, codes.get(failure.status, "INTERNAL"), None)
+    if code is None:
+        return pb_utils.TritonError(failure.message)
+    return pb_utils.TritonError(failure.message, code)
+
+
+class TritonPythonModel:
+    """Serves one packaged mfn handler."""
+
+    def initialize(self, args):
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        on_gpu = args.get("model_instance_kind") == "GPU"
+        device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
+        self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"])
+        self.input_names = [tensor.name for tensor in self.model.spec.inputs]
+        self.output_names = [tensor.name for tensor in self.model.spec.outputs]
+
+    def execute(self, requests):
+        outcomes = self.model.loop.run([self._decode(request) for request in requests])
+        return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
+
+    def finalize(self):
+        self.model.close()
+
+    def _decode(self, request):
+        arrays = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                return RequestFailure(f"missing input {name!r}")
+            arrays[name] = tensor.as_numpy()
+        return arrays
+
+    def _encode(self, request, outcome):
+        if isinstance(outcome, RequestFailure):
+            return pb_utils.InferenceResponse(error=_triton_error(outcome))
+        requested = set(request.requested_output_names())
+        tensors = [
+            pb_utils.Tensor(name, outcome[name]) for name in self.output_names if not requested or name in requested
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)

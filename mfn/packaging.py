@@ -1,0 +1,137 @@
+"""`mfn package`: import a handler, check it on a sample batch, and write it for a server."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfn.errors import HandlerError, MfnError, SpecError
+from mfn.handlers.base import Handler
+from mfn.handlers.loading import handler_source_file, load_handler
+from mfn.runtime.bundle import load_in_process
+from mfn.runtime.loop import RequestFailure, check_outputs
+from mfn.runtime.samples import sample_inputs
+from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
+
+TARGETS = ("triton",)
+SAMPLE_ROWS = 2
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    """What `package` wrote."""
+
+    spec: ModelSpec
+    target: str
+    path: Path
+
+
+def package(ref: str, output: Path | str, target: str = "triton", **overrides: object) -> PackageResult:
+    """Package the handler `ref` into `output` for `target`.
+
+    The handler is imported, its spec validated and its `setup` + `predict` run on a generated sample batch
+    before anything is written; the output is built in a temporary directory and moved into place, so a
+    failure leaves `output` as it was.
+
+    Args:
+        ref: `path/to/handler.py:Class` or `package.module:Class`.
+        output: Model repository directory (Triton).
+        target: Server to package for.
+        **overrides: Spec fields that replace the handler's declarations (name, version, batching, ...).
+
+    Raises:
+        MfnError: naming what is wrong with the handler, its spec or the output directory.
+    """
+    if target not in TARGETS:
+        raise MfnError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    cls, handler_file, spec = build_spec(ref, **overrides)
+    check_handler(cls, spec, handler_file)
+    output = Path(output)
+    return _write_triton(spec, handler_file, output)
+
+
+def build_spec(ref: str, **overrides: object) -> tuple[type[Handler], Path, ModelSpec]:
+    """Import the handler a reference names and build its validated spec."""
+    cls = load_handler(ref)
+    handler_file = handler_source_file(cls)
+    entrypoint = Entrypoint(file=handler_file.name, attribute=ref.rpartition(":")[2])
+    spec = spec_from_handler(cls, entrypoint, **overrides)
+    for name, declared in spec.artifacts.items():
+        if not (handler_file.parent / declared).exists():
+            raise SpecError(
+                f"artifact {name!r}: {handler_file.parent / declared} does not exist "
+                f"(artifact paths are relative to {handler_file.name}); create it or fix the path"
+            )
+    return cls, handler_file, spec
+
+
+def check_handler(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> None:
+    """Run setup, preprocess, predict and postprocess on a sample batch and check the outputs.
+
+    Raises:
+        HandlerError: with the handler's own traceback, or the mismatch between outputs and declaration.
+    """
+    with _handler_step(spec, "setup"):
+        loaded = load_in_process(cls, spec, handler_file)
+    try:
+        batch = sample_inputs(spec, rows=min(SAMPLE_ROWS, spec.batching.max_batch_size))
+        with _handler_step(spec, "preprocess"):
+            batch = loaded.handler.preprocess(batch)
+        with _handler_step(spec, "predict"):
+            outputs = loaded.handler.predict(batch)
+        try:
+            outputs = check_outputs(outputs, spec, rows=next(iter(batch.values())).shape[0])
+        except RequestFailure as failure:
+            raise HandlerError(f"{spec.name}: on a sample batch, {failure.message}") from None
+        with _handler_step(spec, "postprocess"):
+            loaded.handler.postprocess(outputs)
+    finally:
+        with _handler_step(spec, "teardown"):
+            loaded.close()
+
+
+@contextmanager
+def _handler_step(spec: ModelSpec, step: str) -> Iterator[None]:
+    try:
+        yield
+    except MfnError:
+        raise
+    except Exception as error:
+        frames = traceback.format_exception(type(error), error, error.__traceback__)
+        raise HandlerError(f"{spec.name}: {step} failed on a sample batch:\n{''.join(frames).rstrip()}") from error
+
+
+def _write_triton(spec: ModelSpec, handler_file: Path, repository: Path) -> PackageResult:
+    from mfn.model_repository.layout import check_sibling_versions, install_model, stage_model
+
+    model_dir = repository / spec.name
+    if repository.exists() and not repository.is_dir():
+        raise MfnError(f"output {repository} is a file; give a directory for the model repository")
+    if model_dir.is_dir():
+        check_sibling_versions(spec, model_dir)
+    with _staging_area(repository) as staging:
+        model_staging = staging / spec.name
+        stage_model(spec, handler_file, model_staging)
+        install_model(model_staging, model_dir, spec.version)
+    return PackageResult(spec=spec, target="triton", path=model_dir)
+
+
+@contextmanager
+def _staging_area(output: Path) -> Iterator[Path]:
+    """A temporary directory inside `output` (so moves are renames); `output` is removed again if it was new."""
+    created = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".mfn-staging-", dir=output))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""The server-neutral bundle of one model version: handler source, artifacts, spec and requirements.
+
+Both the Triton repository and the TorchServe archive hold this same layout, so one loader serves both:
+
+    mfn.json            the ModelSpec
+    handler/<file>.py   the user's handler source
+    artifacts/<name>/…  each declared artifact, under its declared name
+    requirements.txt    the handler's pip requirements
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from mfn.handlers.base import Context, Handler
+from mfn.handlers.loading import handler_class, import_handler_file
+from mfn.runtime.loop import BatchLoop
+from mfn.spec import ModelSpec
+
+SPEC_FILE = "mfn.json"
+HANDLER_DIR = "handler"
+ARTIFACTS_DIR = "artifacts"
+REQUIREMENTS_FILE = "requirements.txt"
+
+
+def bundled_artifact_path(name: str, declared: str) -> PurePosixPath:
+    """Where a declared artifact lives inside a bundle, relative to the bundle root."""
+    return PurePosixPath(ARTIFACTS_DIR, name, PurePosixPath(declared).name)
+
+
+def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path) -> None:
+    """Copy the handler source and its artifacts and write the spec into `destination`.
+
+    Files are copied by content only, and the spec is written with sorted keys, so the same inputs
+    give byte-identical bundles.
+    """
+    (destination / HANDLER_DIR).mkdir(parents=True)
+    shutil.copyfile(handler_file, destination / HANDLER_DIR / spec.entrypoint.file)
+    for name, declared in sorted(spec.artifacts.items()):
+        source = handler_file.parent / declared
+        target = destination / bundled_artifact_path(name, declared)
+        target.parent.mkdir(parents=True)
+        if source.is_dir():
+            shutil.copytree(source, target, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(source, target)
+    (destination / SPEC_FILE).write_text(spec.to_json())
+    (destination / REQUIREMENTS_FILE).write_text("".join(f"{requirement}\n" for requirement in spec.requirements))
+
+
+@dataclass
+class LoadedModel:
+    """A handler instance that has run `setup`, with its spec and batch loop."""
+
+    spec: ModelSpec
+    handler: Handler
+    loop: BatchLoop
+
+    def close(self) -> None:
+        """Run the handler's teardown."""
+        self.handler.teardown()
+
+
+def load_bundle(bundle_dir: Path, device: str = "cpu", instance: str = "local") -> LoadedModel:
+    """Import the bundled handler, build its context and run `setup`, as a server adapter does at load time."""
+    spec = ModelSpec.from_json((bundle_dir / SPEC_FILE).read_text())
+    module = import_handler_file(bundle_dir / HANDLER_DIR / spec.entrypoint.file)
+    cls = handler_class(module, spec.entrypoint.attribute, f"{spec.name} v{spec.version}")
+    artifacts = {name: bundle_dir / bundled_artifact_path(name, declared) for name, declared in spec.artifacts.items()}
+    return start_handler(cls, spec, Context(
+        model_dir=bundle_dir,
+        version=spec.version,
+        device=device,
+        instance=instance,
+        logger=logging.getLogger(f"mfn.handler.{spec.name}"),
+        artifact_paths=artifacts,
+    ))
+
+
+def load_in_process(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> LoadedModel:
+    """Instantiate a handler straight from its source tree, artifacts at their declared paths."""
+    artifacts = {name: (handler_file.parent / declared).resolve() for name, declared in spec.artifacts.items()}
+    return start_handler(cls, spec, Context(
+        model_dir=handler_file.parent,
+        version=spec.version,
+        logger=logging.getLogger(f"mfn.handler.{spec.name}"),
+        artifact_paths=artifacts,
+    ))
+
+
+def start_handler(cls: type[Handler], spec: ModelSpec, ctx: Context) -> LoadedModel:
+    """Create the handler, run its setup and wrap it in a batch loop."""
+    handler = cls()
+    handler.setup(ctx)
+    return LoadedModel(spec=spec, handler=handler, loop=BatchLoop(handler, spec))

@@ -1,0 +1,197 @@
+"""The batch loop both server adapters run: check each request, batch, predict once, check, split back.
+
+Server adapters only translate their own request and response objects to and from `dict[str, ndarray]`;
+everything a handler can observe happens here, so the same handler behaves the same on every server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mfn.handlers.base import Arrays, Handler
+from mfn.handlers.declarations import Tensor
+from mfn.handlers.dtypes import canonical_dtype, numpy_dtype
+from mfn.spec import ModelSpec
+
+
+@dataclass
+class RequestFailure(Exception):
+    """One request's failure, with the HTTP-style status a server should report for it."""
+
+    message: str
+    status: int = 400
+
+    def __str__(self) -> str:
+        return self.message
+
+
+Outcome = Arrays | RequestFailure
+
+
+class BatchLoop:
+    """Runs a handler over lists of decoded requests."""
+
+    def __init__(self, handler: Handler, spec: ModelSpec) -> None:
+        self.handler = handler
+        self.spec = spec
+        self.max_rows = spec.batching.max_batch_size
+        handler_type = type(handler)
+        self._has_preprocess = handler_type.preprocess is not Handler.preprocess
+        self._has_postprocess = handler_type.postprocess is not Handler.postprocess
+
+    def run(self, requests: Sequence[Arrays | Exception]) -> list[Outcome]:
+        """Answer every request: outputs for the good ones, a RequestFailure for each failed one."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, Arrays]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                prepared = self._prepare(request)
+            except RequestFailure as failure:
+                outcomes[index] = failure
+                continue
+            groups.setdefault(_shape_key(prepared), []).append((index, prepared))
+        for members in groups.values():
+            for chunk in _chunks_by_rows(members, self.max_rows):
+                for index, outcome in zip((i for i, _ in chunk), self._predict([r for _, r in chunk])):
+                    outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _prepare(self, request: Arrays | Exception) -> Arrays:
+        if isinstance(request, RequestFailure):
+            raise request
+        if isinstance(request, Exception):
+            raise RequestFailure(f"malformed request: {request}")
+        check_inputs(request, self.spec)
+        if not self._has_preprocess:
+            return request
+        try:
+            return self.handler.preprocess(request)
+        except Exception as error:
+            raise RequestFailure(f"preprocess failed: {type(error).__name__}: {error}", status=500) from error
+
+    def _predict(self, requests: list[Arrays]) -> list[Outcome]:
+        rows = [_rows(request) for request in requests]
+        batch = requests[0] if len(requests) == 1 else {
+            name: np.concatenate([request[name] for request in requests]) for name in requests[0]
+        }
+        try:
+            outputs = self.handler.predict(batch)
+            outputs = check_outputs(outputs, self.spec, sum(rows))
+        except RequestFailure as failure:
+            return [failure] * len(requests)
+        except Exception as error:
+            failure = RequestFailure(f"predict failed: {type(error).__name__}: {error}", status=500)
+            return [failure] * len(requests)
+        return [self._finish(response) for response in _split(outputs, rows)]
+
+    def _finish(self, response: Arrays) -> Outcome:
+        if not self._has_postprocess:
+            return response
+        try:
+            return self.handler.postprocess(response)
+        except Exception as error:
+            return RequestFailure(f"postprocess failed: {type(error).__name__}: {error}", status=500)
+
+
+def check_inputs(request: Arrays, spec: ModelSpec) -> None:
+    """Raise RequestFailure naming the first input whose name, dtype or shape disagrees with the spec."""
+    declared = {tensor.name for tensor in spec.inputs}
+    unknown = sorted(set(request) - declared)
+    if unknown:
+        raise RequestFailure(f"unknown input(s) {unknown}; {spec.name} takes {sorted(declared)}")
+    row_counts = set()
+    for tensor in spec.inputs:
+        if tensor.name not in request:
+            raise RequestFailure(f"missing input {tensor.name!r} ({tensor.dtype} {list(tensor.shape)} per row)")
+        array = request[tensor.name]
+        problem = _tensor_problem(array, tensor)
+        if problem:
+            raise RequestFailure(f"input {problem}")
+        row_counts.add(array.shape[0])
+    if len(row_counts) > 1:
+        raise RequestFailure(f"inputs disagree on the batch dimension: row counts {sorted(row_counts)}")
+    rows = row_counts.pop()
+    if rows < 1 or rows > spec.batching.max_batch_size:
+        raise RequestFailure(f"batch of {rows} rows: {spec.name} takes 1 to {spec.batching.max_batch_size} rows per request")
+
+
+def check_outputs(outputs: object, spec: ModelSpec, rows: int) -> Arrays:
+    """Return predict's outputs as arrays, or raise RequestFailure saying how they break the declaration."""
+    hint = "Hint: predict must return a dict mapping each declared output name to an array with one row per input row."
+    if not isinstance(outputs, dict):
+        raise RequestFailure(f"predict returned {type(outputs).__name__}, not a dict. {hint}", status=500)
+    declared = [tensor.name for tensor in spec.outputs]
+    if set(outputs) != set(declared):
+        missing = sorted(set(declared) - set(outputs))
+        extra = sorted(set(outputs) - set(declared))
+        raise RequestFailure(f"predict outputs do not match the declaration: missing {missing}, undeclared {extra}. {hint}", status=500)
+    checked: Arrays = {}
+    for tensor in spec.outputs:
+        array = _as_output_array(outputs[tensor.name], tensor)
+        problem = _tensor_problem(array, tensor)
+        if problem is None and array.shape[0] != rows:
+            problem = f"{tensor.name!r} has {array.shape[0]} rows for {rows} input rows"
+        if problem:
+            raise RequestFailure(f"predict output {problem}. {hint}", status=500)
+        checked[tensor.name] = array
+    return checked
+
+
+def _as_output_array(value: object, tensor: Tensor) -> np.ndarray:
+    array = np.asarray(value)
+    if tensor.dtype == "BYTES" and array.dtype.kind in "US":
+        # Text from the handler is sent as UTF-8 bytes, the only string form both servers carry.
+        array = np.vectorize(lambda item: item.encode() if isinstance(item, str) else bytes(item), otypes=[object])(array)
+    return array
+
+
+def _tensor_problem(array: np.ndarray, tensor: Tensor) -> str | None:
+    expected = numpy_dtype(tensor.dtype)
+    if array.dtype != expected and not (tensor.dtype == "BYTES" and array.dtype.kind in "OSU"):
+        return f"{tensor.name!r} has dtype {_dtype_name(array.dtype)}, declared {tensor.dtype}"
+    if array.ndim != len(tensor.shape) + 1 or any(
+        want not in (-1, got) for want, got in zip(tensor.shape, array.shape[1:])
+    ):
+        per_row = ["-1" if dim == -1 else str(dim) for dim in tensor.shape]
+        return f"{tensor.name!r} has shape {list(array.shape)}, declared [batch, {', '.join(per_row)}]"
+    return None
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    try:
+        return f"{canonical_dtype(dtype)} ({dtype})"
+    except ValueError:
+        return str(dtype)
+
+
+def _rows(request: Arrays) -> int:
+    return next(iter(request.values())).shape[0]
+
+
+def _shape_key(request: Arrays) -> tuple:
+    """Requests can share a batch only when their per-row shapes agree (variable dims may differ per request)."""
+    return tuple((name, array.shape[1:]) for name, array in sorted(request.items()))
+
+
+def _chunks_by_rows(members: list[tuple[int, Arrays]], max_rows: int) -> list[list[tuple[int, Arrays]]]:
+    chunks: list[list[tuple[int, Arrays]]] = [[]]
+    rows_in_chunk = 0
+    for member in members:
+        rows = _rows(member[1])
+        if chunks[-1] and rows_in_chunk + rows > max_rows:
+            chunks.append([])
+            rows_in_chunk = 0
+        chunks[-1].append(member)
+        rows_in_chunk += rows
+    return chunks
+
+
+def _split(outputs: Arrays, rows: list[int]) -> list[Arrays]:
+    if len(rows) == 1:
+        return [outputs]
+    boundaries = np.cumsum(rows)[:-1]
+    pieces = {name: np.split(array, boundaries) for name, array in outputs.items()}
+    return [{name: pieces[name][i] for name in outputs} for i in range(len(rows))]

@@ -1,0 +1,1 @@
+"""Local server processes: where their binaries are, how they are launched and stopped."""

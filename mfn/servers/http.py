@@ -1,0 +1,27 @@
+"""Tiny JSON-over-HTTP helpers for health and repository calls, so deploying needs no client library."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+
+def request(method: str, url: str, timeout_s: float, body: bytes | None = None) -> tuple[int, str]:
+    """Return (status, body text); connection failures come back as status 0 with the reason."""
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as error:
+        return 0, str(getattr(error, "reason", error))
+
+
+def error_message(body: str) -> str:
+    """The `error` field of a KServe v2 error body, or the body itself."""
+    try:
+        return str(json.loads(body).get("error", body))
+    except (ValueError, AttributeError):
+        return body

@@ -1,0 +1,88 @@
+"""Start, watch and stop server processes that outlive the command that started them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS assigns on 127.0.0.1; all held open together so they are distinct."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_detached(command: list[str], env: dict[str, str], log_file: Path, cwd: Path) -> subprocess.Popen:
+    """Start `command` in its own session, output appended to `log_file`, so it survives this process."""
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None if it is gone.
+
+    Stored with the pid so a later command never signals an unrelated process that reused the pid.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def is_running(pid: int, start_time: int | None) -> bool:
+    """Whether the process recorded as (`pid`, `start_time`) is still alive."""
+    current = process_start_time(pid)
+    return current is not None and (start_time is None or current == start_time)
+
+
+def stop_process_group(pid: int, start_time: int | None, grace_s: float) -> None:
+    """SIGTERM the process group led by `pid`, wait up to `grace_s`, then SIGKILL what is left."""
+    if not is_running(pid, start_time):
+        _kill_group(pid, signal.SIGKILL)
+        return
+    _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and is_running(pid, start_time):
+        _reap(pid)
+        time.sleep(0.05)
+    _kill_group(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the server is our own child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
