@@ -125,7 +125,14 @@ def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: o
         if required not in overrides and not hasattr(cls, required):
             raise SpecError(f"{cls.__qualname__}: declare `{required}` as a class attribute (see mfn.Handler)")
     fields = {name: getattr(cls, name) for name in _HANDLER_FIELDS if hasattr(cls, name)}
-    fields.update({name: value for name, value in overrides.items() if value is not None})
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        declared = fields.get(name)
+        if isinstance(value, dict) and isinstance(declared, BaseModel):
+            # A partial override (e.g. only max_batch_size) keeps the handler's other batching settings.
+            value = {**declared.model_dump(), **value}
+        fields[name] = value
     try:
         return ModelSpec(**fields, entrypoint=entrypoint)
     except ValidationError as error:

@@ -1,0 +1,1 @@
+"""The mfn command line."""

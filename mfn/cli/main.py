@@ -1,0 +1,160 @@
+"""The `mfn` command: thin click commands over the library functions of the same names."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mfn.cli.options import debug_option, instances_option, invoke_data, json_option, run_guarded
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mfn")
+def cli() -> None:
+    """mfn: package one handler class for Triton, deploy it, invoke it."""
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--target", type=click.Choice(["triton"]), default="triton", show_default=True, help="Server to package for.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository directory.")
+@click.option("--name", help="Override the model name.")
+@click.option("--version", "model_version", type=int, help="Override the model version.")
+@click.option("--max-batch-size", type=int, help="Override batching.max_batch_size.")
+@click.option("--max-queue-delay-us", type=int, help="Override batching.max_queue_delay_us.")
+@instances_option
+@click.option("--version-policy", help="Versions served side by side: all, latest[:N] or specific:1,2.")
+@click.option("--warmup", type=int, help="Warm up with this many rows per request when the model loads.")
+@click.option("--execution-env", help="Python environment for Triton's stub (EXECUTION_ENV_PATH).")
+@json_option
+@debug_option
+def package(ref, target, output, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
+    """Package handler REF (path/to/handler.py:Class or package.module:Class) into OUTPUT."""
+    from mfn.handlers.declarations import VersionPolicy
+    from mfn.packaging import package as package_model
+
+    batching = {key: value for key, value in {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}.items() if value is not None}
+    with run_guarded(debug):
+        policy = VersionPolicy.parse(version_policy) if version_policy else None
+        result = package_model(
+            ref, output, target=target, name=name, version=model_version, batching=batching or None,
+            instances=instances or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
+            execution_env=execution_env,
+        )
+    summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path)}
+    click.echo(json.dumps(summary) if as_json else f"packaged {result.spec.name} v{result.spec.version} for {target} in {result.path}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--target", type=click.Choice(["local"]), default="local", show_default=True, help="Where to deploy.")
+@click.option("--name", help="Deployment name (default: the repository directory's name).")
+@click.option("--model", "models", multiple=True, help="Load only this model (repeatable; default: all).")
+@click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
+@json_option
+@debug_option
+def deploy(path, target, name, models, foreground, as_json, debug):
+    """Serve the packaged models in PATH on a local server."""
+    from mfn.deploy import local
+
+    progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
+    with run_guarded(debug):
+        deployment = local.deploy(path, name=name, models=list(models) or None, progress=progress)
+    if as_json:
+        click.echo(json.dumps(deployment.to_json()))
+    else:
+        click.echo(f"deployed {deployment.name}: {', '.join(deployment.models)}")
+        for protocol, url in deployment.endpoints().items():
+            click.echo(f"  {protocol:8} {url}")
+    if foreground:
+        try:
+            local.wait_until_stopped(deployment)
+        except KeyboardInterrupt:
+            click.echo(f"stopping {deployment.name} ...", err=True)
+        local.undeploy(deployment.name)
+
+
+@cli.command()
+@json_option
+def status(as_json):
+    """List local deployments, their endpoints and models."""
+    from mfn.deploy import local
+
+    deployments = local.status()
+    if as_json:
+        click.echo(json.dumps([deployment.to_json() for deployment in deployments]))
+        return
+    if not deployments:
+        click.echo("no deployments")
+    for deployment in deployments:
+        state = "running" if deployment.running else "stopped"
+        click.echo(f"{deployment.name} ({deployment.server}, pid {deployment.pid}, {state}): {', '.join(deployment.models)}")
+        for protocol, url in deployment.endpoints().items():
+            click.echo(f"  {protocol:8} {url}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--lines", "-n", type=int, default=50, show_default=True, help="Lines from the end; 0 for all.")
+@debug_option
+def logs(name, lines, debug):
+    """Print the server log of deployment NAME."""
+    from mfn.deploy import local, state
+
+    with run_guarded(debug):
+        deployment = state.get(name)
+    click.echo(local.log_tail(deployment, lines) if lines else Path(deployment.log_file).read_text(errors="replace"))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--all", "everything", is_flag=True, help="Stop every local deployment.")
+@debug_option
+def undeploy(name, everything, debug):
+    """Stop deployment NAME (or --all) and remove what it left behind."""
+    from mfn.deploy import local
+
+    if bool(name) == everything:
+        raise click.UsageError("give a deployment NAME or --all")
+    with run_guarded(debug):
+        stopped = local.undeploy_all() if everything else [local.undeploy(name)]
+    for deployment in stopped:
+        click.echo(f"stopped {deployment.name}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--data", "-d", required=True, help='Inputs as JSON ({"input": [[...]]} or KServe v2), or @file.json.')
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--version", "model_version", type=int, help="Model version (default: the server's choice).")
+@click.option("--url", help="Server URL instead of a local deployment (http://host:port or grpc://host:port).")
+@click.option("--deployment", help="Local deployment to use when several serve MODEL.")
+@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds per call.")
+@json_option
+@debug_option
+def invoke(model, data, protocol, model_version, url, deployment, timeout_s, as_json, debug):
+    """Run one request against MODEL and print its outputs."""
+    from mfn.cli.options import outputs_to_json
+    from mfn.client import Client
+
+    with run_guarded(debug), Client(url or deployment, protocol=protocol, timeout_s=timeout_s) as client:
+        outputs = client.infer(model, invoke_data(data), version=model_version)
+        endpoint = str(client.endpoint(model))
+    answer = {"model": model, "version": model_version, "endpoint": endpoint, "outputs": outputs_to_json(outputs)}
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo(f"{model} via {endpoint}")
+    for name, value in answer["outputs"].items():
+        click.echo(f"  {name} = {json.dumps(value)}")
+
+
+def main() -> None:
+    cli(prog_name="mfn")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Options and helpers shared by mfn's commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from mfn.errors import MfnError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+
+
+def _parse_instances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
+    groups = []
+    for value in values:
+        kind, _, rest = value.partition(":")
+        count, _, gpus = rest.partition(":")
+        try:
+            group: dict[str, Any] = {"kind": kind, "count": int(count or 1)}
+            if gpus:
+                group["gpus"] = [int(gpu) for gpu in gpus.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: use KIND[:COUNT[:GPU,GPU]], e.g. cpu:2 or gpu:1:0,1") from None
+        groups.append(group)
+    return groups
+
+
+instances_option = click.option(
+    "--instances",
+    multiple=True,
+    callback=_parse_instances,
+    help="Replace the instance groups: KIND[:COUNT[:GPU,...]] (repeatable), e.g. cpu:2 or gpu:1:0,1.",
+)
+
+
+@contextmanager
+def run_guarded(debug: bool) -> Iterator[None]:
+    """Turn mfn's user-facing errors into a clean message and exit status 1 (tracebacks only with --debug)."""
+    try:
+        yield
+    except MfnError as error:
+        if debug:
+            raise
+        raise click.ClickException(str(error)) from None
+
+
+def invoke_data(data: str) -> dict[str, Any]:
+    """Parse --data: inline JSON or @file, by input name or in the KServe v2 `inputs` list form."""
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise click.BadParameter(f"not valid JSON: {error}", param_hint="--data") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('give an object such as {"features": [[1, 2, 3, 4]]}', param_hint="--data")
+    if "inputs" in parsed and isinstance(parsed["inputs"], list):
+        return {item["name"]: np.reshape(np.array(item["data"], dtype=object if item.get("datatype") == "BYTES" else None), item["shape"]) for item in parsed["inputs"]}
+    return parsed
+
+
+def outputs_to_json(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Arrays as nested lists, bytes decoded as UTF-8 text where they are text."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return value.hex()
+        return value
+
+    return {name: np.vectorize(plain, otypes=[object])(array).tolist() if array.dtype == object else array.tolist() for name, array in outputs.items()}
