@@ -49,9 +49,10 @@ def package(ref: str, output: Path | str, target: str = "triton", **overrides: o
     """
     if target not in TARGETS:
         raise MfnError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
-    cls, handler_file, spec = build_spec(ref, **overrides)
-    check_handler(cls, spec, handler_file)
     output = Path(output)
+    cls, handler_file, spec = build_spec(ref, **overrides)
+    _check_triton_output(spec, output)
+    check_handler(cls, spec, handler_file)
     return _write_triton(spec, handler_file, output)
 
 
@@ -106,14 +107,19 @@ def _handler_step(spec: ModelSpec, step: str) -> Iterator[None]:
         raise HandlerError(f"{spec.name}: {step} failed on a sample batch:\n{''.join(frames).rstrip()}") from error
 
 
-def _write_triton(spec: ModelSpec, handler_file: Path, repository: Path) -> PackageResult:
-    from mfn.model_repository.layout import check_sibling_versions, install_model, stage_model
+def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
+    from mfn.model_repository.layout import check_sibling_versions
 
-    model_dir = repository / spec.name
     if repository.exists() and not repository.is_dir():
         raise MfnError(f"output {repository} is a file; give a directory for the model repository")
-    if model_dir.is_dir():
-        check_sibling_versions(spec, model_dir)
+    if (repository / spec.name).is_dir():
+        check_sibling_versions(spec, repository / spec.name)
+
+
+def _write_triton(spec: ModelSpec, handler_file: Path, repository: Path) -> PackageResult:
+    from mfn.model_repository.layout import install_model, stage_model
+
+    model_dir = repository / spec.name
     with _staging_area(repository) as staging:
         model_staging = staging / spec.name
         stage_model(spec, handler_file, model_staging)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -12,6 +13,7 @@ from mfn.handlers.base import Handler
 from mfn.handlers.declarations import Batching, Instances, Tensor, VersionPolicy, Warmup
 
 SPEC_FORMAT = 1
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class Entrypoint(BaseModel):
@@ -29,10 +31,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", title="mfn ModelSpec")
 
     format: int = Field(SPEC_FORMAT, description="Version of this spec's layout.")
-    name: str = Field(
-        description="Model name on the server and in URLs.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-    )
+    name: str = Field(description="Model name on the server and in URLs: letters, digits, '_', '.', '-'; at most 64.")
     version: int = Field(1, ge=1, description="Model version, a positive integer.")
     inputs: tuple[Tensor, ...] = Field(min_length=1, description="Input tensors, per row.")
     outputs: tuple[Tensor, ...] = Field(min_length=1, description="Output tensors, per row.")
@@ -49,6 +48,16 @@ class ModelSpec(BaseModel):
     )
     parameters: dict[str, str] = Field({}, description="Extra string parameters passed to the server config.")
     entrypoint: Entrypoint = Field(description="The handler class the server adapters load.")
+
+    @field_validator("name")
+    @classmethod
+    def _url_safe_name(cls, name: str) -> str:
+        if not _MODEL_NAME.fullmatch(name):
+            raise ValueError(
+                f"model name {name!r} must start with a letter or digit and use only letters, digits, '_', '.' "
+                "and '-' (at most 64 characters), since it appears in URLs and directory names"
+            )
+        return name
 
     @field_validator("artifacts")
     @classmethod
@@ -75,7 +84,7 @@ class ModelSpec(BaseModel):
             )
         if self.warmup and self.warmup.batch_size > self.batching.max_batch_size:
             raise ValueError(
-                f"warmup.batch_size {self.warmup.batch_size} exceeds batching.max_batch_size {self.batching.max_batch_size}"
+                f"warmup: batch_size {self.warmup.batch_size} exceeds batching.max_batch_size {self.batching.max_batch_size}"
             )
         return self
 
@@ -154,6 +163,11 @@ def describe_validation_error(error: ValidationError, owner: str) -> str:
         for part in item["loc"]:
             path += f"[{part}]" if isinstance(part, int) else f".{part}"
         message = item["msg"].removeprefix("Value error, ")
+        # Cross-field checks name their field at the start of the message; show it as part of the path.
+        field_prefix = re.match(r"(\w+(?:\.\w+)*): ", message) if not item["loc"] else None
+        if field_prefix:
+            path += f".{field_prefix.group(1)}"
+            message = message[field_prefix.end():]
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 

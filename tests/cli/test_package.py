@@ -1,0 +1,142 @@
+"""`mfn package` through click's CliRunner, on real handler files, checked through the files it writes."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from mfn.cli.main import cli
+from mfn.spec import ModelSpec
+from tests.conftest import EXAMPLES, HANDLERS
+
+MLP = f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP"
+TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
+BAD = HANDLERS / "bad_outputs.py"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_every_command_has_help():
+    for name, command in cli.commands.items():
+        result = run(name, "--help")
+        assert result.exit_code == 0, name
+        assert command.help and command.help.split()[0] in result.output
+
+
+def test_package_writes_a_self_contained_model(tmp_path):
+    result = run("package", MLP, "--output", tmp_path / "repo")
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "repo" / "mlp"
+    assert sorted(tree_digest(model)) == [
+        "1/artifacts/weights/weights.pt", "1/handler/handler.py", "1/mfn.json", "1/model.py", "1/requirements.txt",
+        "config.pbtxt",
+    ]
+    config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert (config.name, config.backend, config.max_batch_size) == ("mlp", "python", 32)
+    spec = ModelSpec.from_json((model / "1" / "mfn.json").read_text())
+    assert spec.entrypoint.attribute == "MLP"
+    assert (model / "1" / "requirements.txt").read_text() == "torch>=2.1\n"
+    assert (model / "1" / "artifacts/weights/weights.pt").read_bytes() == (EXAMPLES / "mlp" / "weights.pt").read_bytes()
+
+
+def test_same_inputs_give_byte_identical_output(tmp_path):
+    for out in ("a", "b"):
+        assert run("package", MLP, "-o", tmp_path / out).exit_code == 0
+        assert run("package", TEXT_STATS, "-o", tmp_path / out).exit_code == 0
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+
+def test_overrides_reach_the_config(tmp_path):
+    result = run(
+        "package", TEXT_STATS, "-o", tmp_path, "--name", "stats", "--version", "3", "--max-batch-size", "4",
+        "--instances", "cpu:3", "--warmup", "2", "--version-policy", "all", "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"model": "stats", "version": 3, "target": "triton", "path": str(tmp_path / "stats")}
+    config = text_format.Parse((tmp_path / "stats" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.max_batch_size == 4
+    assert config.instance_group[0].count == 3
+    assert config.model_warmup[0].batch_size == 2
+    assert config.version_policy.HasField("all")
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1000  # kept from the handler
+
+
+def test_a_second_version_joins_the_first(tmp_path):
+    versioned = f"{HANDLERS / 'versioned.py'}:Versioned"
+    assert run("package", versioned, "-o", tmp_path, "--version", "1").exit_code == 0
+    assert run("package", versioned, "-o", tmp_path, "--version", "2").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "versioned").iterdir()) == ["1", "2", "config.pbtxt"]
+    assert "versioned v2" in (tmp_path / "versioned" / "config.pbtxt").read_text()
+
+
+def test_a_version_with_other_tensors_is_refused(tmp_path):
+    assert run("package", TEXT_STATS, "-o", tmp_path, "--name", "clash").exit_code == 0
+    before = tree_digest(tmp_path)
+    result = run("package", f"{HANDLERS / 'faulty.py'}:Faulty", "-o", tmp_path, "--name", "clash", "--version", "2")
+    assert result.exit_code == 1
+    assert "declares different inputs from v1" in result.output
+    assert tree_digest(tmp_path) == before
+
+
+BROKEN = [
+    (f"{HANDLERS / 'import_error.py'}:Broken", ["importing", "No module named 'a_module_that_does_not_exist'", "Hint:"]),
+    (f"{HANDLERS / 'no_predict.py'}:NoPredict", ["NoPredict has no predict method"]),
+    (f"{BAD}:WrongName", ["missing ['y'], undeclared ['z']"]),
+    (f"{BAD}:WrongDtype", ["'y' has dtype FP64 (float64), declared FP32"]),
+    (f"{BAD}:WrongShape", ["'y' has shape [2, 2], declared [batch, 3]"]),
+    (f"{BAD}:WrongRows", ["'y' has 1 rows for 2 input rows"]),
+    (f"{BAD}:SetupFails", ["setup failed", "RuntimeError: weights are corrupt"]),
+    (f"{BAD}:BadName", ["BadName.name: model name 'bad name' must start with a letter or digit"]),
+    (f"{BAD}:BadSpec", ["BadSpec.instances: with more than one GPU group each group must list its gpus"]),
+    (f"{BAD}:Missing", ["no attribute 'Missing'", "WrongDtype"]),
+    ("no_such_file.py:X", ["no_such_file.py does not exist"]),
+    ("not-a-reference", ["must look like"]),
+]
+
+
+@pytest.mark.parametrize(("ref", "fragments"), BROKEN, ids=[ref.rpartition("/")[2] for ref, _ in BROKEN])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-dir", "existing-dir"])
+def test_broken_handlers_are_refused_and_the_output_is_untouched(tmp_path, ref, fragments, existing):
+    output = tmp_path / "repo"
+    if existing:
+        assert run("package", TEXT_STATS, "-o", output).exit_code == 0
+    before = tree_digest(tmp_path)
+    result = run("package", ref, "-o", output)
+    assert result.exit_code != 0
+    for fragment in fragments:
+        assert fragment in result.output
+    assert "Traceback (most recent call last)" not in result.output or "failed" in result.output
+    assert tree_digest(tmp_path) == before
+    assert output.exists() == existing
+
+
+def test_missing_artifact_is_named(tmp_path):
+    handler = tmp_path / "h.py"
+    handler.write_text(
+        "import mfn\n"
+        "class H(mfn.Handler):\n"
+        "    name = 'h'\n"
+        "    inputs = [mfn.Tensor('x', 'FP32', [1])]\n"
+        "    outputs = [mfn.Tensor('y', 'FP32', [1])]\n"
+        "    artifacts = {'weights': 'model/weights.bin'}\n"
+        "    def predict(self, inputs):\n"
+        "        return {'y': inputs['x']}\n"
+    )
+    result = run("package", f"{handler}:H", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "artifact 'weights'" in result.output and "model/weights.bin does not exist" in result.output
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,19 @@
+"""Fails any batch that contains a negative value, to show one batch's failure stays in that batch."""
+
+import numpy as np
+
+import mfn
+
+POISON = -1.0
+
+
+class Faulty(mfn.Handler):
+    name = "faulty"
+    inputs = [mfn.Tensor("x", "FP32", [2])]
+    outputs = [mfn.Tensor("y", "FP32", [2])]
+    batching = mfn.Batching(max_batch_size=4)
+
+    def predict(self, inputs):
+        if (inputs["x"] == POISON).any():
+            raise ValueError("poisoned row in batch")
+        return {"y": inputs["x"] * 2}
