@@ -1,0 +1,71 @@
+"""Real tritonserver fixtures: one packaged repository and one deployment shared by the module's tests.
+
+Every server started here is stopped by its fixture, and the session ends by checking that no
+tritonserver, stub process or shared-memory region it created is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import mfn
+from mfn.deploy import local
+from tests.conftest import EXAMPLES, HANDLERS
+
+MLP = f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP"
+TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
+SERVER_PROCESS_NAMES = ("tritonserver", "triton_python_b")  # /proc/PID/comm keeps 15 characters
+
+
+def server_processes() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() in SERVER_PROCESS_NAMES:
+                    pids.add(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def shm_regions() -> set[str]:
+    return {path.name for path in Path("/dev/shm").glob("mfn_*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    processes_before, regions_before = server_processes(), shm_regions()
+    yield
+    local.undeploy_all()
+    leaked_processes = server_processes() - processes_before
+    leaked_regions = shm_regions() - regions_before
+    for pid in leaked_processes:
+        os.kill(pid, 9)
+    for region in leaked_regions:
+        (Path("/dev/shm") / region).unlink(missing_ok=True)
+    assert not leaked_processes, f"server processes left running: {sorted(leaked_processes)}"
+    assert not leaked_regions, f"shared-memory regions left behind: {sorted(leaked_regions)}"
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("repository")
+    mfn.package(MLP, repo)
+    mfn.package(TEXT_STATS, repo)
+    mfn.package(f"{HANDLERS / 'faulty.py'}:Faulty", repo)
+    mfn.package(f"{HANDLERS / 'sequences.py'}:Sequences", repo, warmup={"batch_size": 2, "count": 2})
+    for version in (1, 2):
+        mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", repo, version=version)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def deployment(repository: Path) -> Iterator[local.Deployment]:
+    deployed = local.deploy(repository, name="suite")
+    yield deployed
+    local.undeploy("suite")

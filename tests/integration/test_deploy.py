@@ -1,0 +1,104 @@
+"""Deployment lifecycle on a real tritonserver: failures, cleanup, state across shells, foreground mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy import local, state
+from mfn.errors import DeployError
+from tests.conftest import HANDLERS
+from tests.integration.conftest import TEXT_STATS, server_processes, shm_regions
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def small_repository(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("small")
+    mfn.package(TEXT_STATS, repo)
+    return repo
+
+
+def pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2][:3]
+
+
+def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repository):
+    result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--name", "lifecycle", "--json"])
+    assert result.exit_code == 0, result.output
+    deployed = json.loads(result.output)
+    assert deployed["models"] == ["text_stats"]
+    assert set(deployed["endpoints"]) == {"http", "grpc", "metrics"}
+    owned_regions = {r for r in shm_regions() if r.startswith(deployed["shm_prefix"])}
+    assert owned_regions, "the Python backend should hold shared memory under the deployment's prefix"
+    assert pid_alive(deployed["pid"])
+
+    result = CliRunner().invoke(cli, ["undeploy", "lifecycle"])
+    assert result.exit_code == 0 and "stopped lifecycle" in result.output
+    assert not pid_alive(deployed["pid"])
+    assert not {r for r in shm_regions() if r.startswith(deployed["shm_prefix"])}
+    assert state.load("lifecycle") is None
+    assert not Path(deployed["workdir"]).exists()
+
+
+def test_a_model_that_fails_to_load_reports_the_reason_and_leaves_nothing_running(tmp_path):
+    mfn.package(f"{HANDLERS / 'bad_outputs.py'}:FailsToLoad", tmp_path)
+    processes_before = server_processes()
+    result = CliRunner().invoke(cli, ["deploy", str(tmp_path), "--name", "doomed"])
+    assert result.exit_code == 1
+    assert "model 'fails_to_load' failed to load" in result.output
+    assert "cannot open the model store from the server" in result.output
+    assert state.load("doomed") is None
+    assert server_processes() == processes_before
+
+
+def test_a_running_name_is_not_taken_twice(small_repository):
+    local.deploy(small_repository, name="twice")
+    try:
+        with pytest.raises(DeployError, match="'twice' is already running"):
+            local.deploy(small_repository, name="twice")
+    finally:
+        local.undeploy("twice")
+
+
+def test_unknown_deployment_and_model_errors_name_what_exists(small_repository):
+    result = CliRunner().invoke(cli, ["undeploy", "nobody"])
+    assert result.exit_code == 1 and "no deployment named 'nobody'" in result.output
+    result = CliRunner().invoke(cli, ["invoke", "ghost", "-d", "{}"])
+    assert result.exit_code == 1 and "no running deployment serves model 'ghost'" in result.output
+    result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--model", "ghost"])
+    assert result.exit_code == 1 and "models ['ghost'] are not in" in result.output
+
+
+def test_foreground_deploy_stops_cleanly_on_ctrl_c(small_repository):
+    command = [sys.executable, "-m", "mfn.cli.main", "deploy", str(small_repository), "--name", "fg", "--foreground"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (state.load("fg") and state.load("fg").models):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        deployed = state.load("fg")
+        assert deployed and deployed.models == ["text_stats"]
+        with mfn.Client("fg") as client:
+            assert client.infer("text_stats", {"text": ["x y"]})["n_words"].tolist() == [[2]]
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "deployed fg: text_stats" in stdout and "stopping fg" in stderr
+    assert not pid_alive(deployed.pid)
+    assert state.load("fg") is None

@@ -1,0 +1,162 @@
+"""Package → deploy → invoke on a real tritonserver, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+from click.testing import CliRunner
+from tritonclient.utils import InferenceServerException
+
+import mfn
+from mfn.cli.main import cli
+from mfn.errors import InvokeError
+from mfn.packaging import build_spec
+from mfn.runtime.bundle import load_in_process
+from tests.integration.conftest import MLP, TEXT_STATS
+
+pytestmark = pytest.mark.integration
+PROTOCOLS = ["http", "grpc"]
+
+
+def in_process(ref: str, inputs: dict) -> dict:
+    cls, handler_file, spec = build_spec(ref)
+    loaded = load_in_process(cls, spec, handler_file)
+    try:
+        (outputs,) = loaded.loop.run([inputs])
+    finally:
+        loaded.close()
+    return outputs
+
+
+def model_stats(deployment, model: str) -> dict[int, int]:
+    with urllib.request.urlopen(f"{deployment.http_url}/v2/models/{model}/stats", timeout=10) as response:
+        (stats,) = json.load(response)["model_stats"]
+    return {entry["batch_size"]: entry["compute_infer"]["count"] for entry in stats["batch_stats"]}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_mlp_outputs_equal_the_handler_in_process(deployment, protocol):
+    features = np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)
+    expected = in_process(MLP, {"features": features})
+    with mfn.Client("suite", protocol=protocol) as client:
+        served = client.infer("mlp", {"features": features})
+    np.testing.assert_allclose(served["probs"], expected["probs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(served["label"], expected["label"])
+    assert served["probs"].dtype == np.float32 and served["label"].dtype == np.int64
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_text_stats_outputs_equal_the_handler_in_process(deployment, protocol):
+    texts = np.array([["hello world"], ["mfn serves model functions"], ["\u00e9t\u00e9 \u00e0 Paris"]], dtype=object)
+    expected = in_process(TEXT_STATS, {"text": np.vectorize(str.encode, otypes=[object])(texts)})
+    with mfn.Client(protocol=protocol) as client:  # found through the state file by model name
+        served = client.infer("text_stats", {"text": texts})
+    for name in ("n_chars", "n_words", "upper"):
+        np.testing.assert_array_equal(served[name], expected[name])
+    assert served["upper"][2, 0].decode() == "\u00c9T\u00c9 \u00c0 PARIS"
+
+
+def test_32_concurrent_one_row_requests_are_answered_correctly_and_batched(deployment):
+    rows = np.random.default_rng(3).standard_normal((32, 4)).astype(np.float32)
+    expected = in_process(MLP, {"features": rows})["probs"]
+    before = model_stats(deployment, "mlp")
+    with mfn.Client("suite", protocol="grpc") as client, ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda row: client.infer("mlp", {"features": row[None]})["probs"][0], rows))
+    np.testing.assert_allclose(np.stack(answers), expected, rtol=1e-5, atol=1e-6)
+    after = model_stats(deployment, "mlp")
+    new_batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    assert sum(size * count for size, count in new_batches.items()) == 32
+    assert any(count > 0 for size, count in new_batches.items() if size > 1), f"no batch larger than 1: {new_batches}"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_two_versions_are_served_side_by_side(deployment, protocol):
+    with mfn.Client("suite", protocol=protocol) as client:
+        for version in (1, 2):
+            answer = client.infer("versioned", {"x": [[0]]}, version=version)
+            assert answer["served_by"].tolist() == [[version]]
+        assert client.metadata("versioned")["versions"] == ["1", "2"]
+
+
+def raw_infer(deployment, model: str, name: str, array: np.ndarray, datatype: str) -> None:
+    client = triton_http.InferenceServerClient(deployment.http_url.removeprefix("http://"))
+    try:
+        infer_input = triton_http.InferInput(name, list(array.shape), datatype)
+        infer_input.set_data_from_numpy(array)
+        client.infer(model, [infer_input])
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("array", "datatype", "message"),
+    [
+        (np.ones((1, 4), np.int32), "INT32", "data-type is 'INT32', but model 'mlp' expects 'FP32'"),
+        (np.ones((1, 5), np.float32), "FP32", "unexpected shape for input 'features'"),
+        (np.ones((33, 4), np.float32), "FP32", "batch-size must be <= 32"),
+    ],
+    ids=["dtype", "shape", "batch"],
+)
+def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(deployment, array, datatype, message):
+    with pytest.raises(InferenceServerException) as caught:
+        raw_infer(deployment, "mlp", "features", array, datatype)
+    assert message in str(caught.value)
+    with mfn.Client("suite") as client:
+        assert client.infer("mlp", {"features": [1, 2, 3, 4]})["probs"].shape == (1, 3)
+
+
+def test_mfn_client_names_the_model_in_errors(deployment):
+    with mfn.Client("suite", protocol="grpc") as client, pytest.raises(InvokeError) as caught:
+        client.infer("mlp", {"features": np.ones((1, 5))})
+    assert "mlp at grpc://" in str(caught.value) and "unexpected shape" in str(caught.value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_handler_exception_fails_only_its_batch(deployment, protocol):
+    with mfn.Client("suite", protocol=protocol) as client:
+        with pytest.raises(InvokeError, match="predict failed: ValueError: poisoned row in batch"):
+            client.infer("faulty", {"x": [[1.0, -1.0]]})
+        assert client.infer("faulty", {"x": [[1.0, 2.0]]})["y"].tolist() == [[2.0, 4.0]]
+
+
+def test_variable_length_inputs_and_warmup(deployment):
+    with mfn.Client("suite", protocol="grpc") as client, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda n: client.infer("sequences", {"tokens": [list(range(n))]}), [1, 2, 3, 1, 2, 3]))
+    assert [a["length"].item() for a in answers] == [1, 2, 3, 1, 2, 3]
+    assert [a["total"].item() for a in answers] == [0, 1, 3, 0, 1, 3]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_invoke_prints_outputs_as_json(deployment, protocol):
+    result = CliRunner().invoke(
+        cli, ["invoke", "text_stats", "--data", '{"text": ["a b c"]}', "--protocol", protocol, "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["outputs"] == {"n_chars": [[5]], "n_words": [[3]], "upper": [["A B C"]]}
+    assert answer["endpoint"].startswith(f"{protocol}://127.0.0.1:")
+
+
+def test_cli_invoke_accepts_kserve_v2_json_from_a_file(deployment, tmp_path):
+    request = {"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    result = CliRunner().invoke(cli, ["invoke", "mlp", "-d", f"@{tmp_path / 'request.json'}", "--version", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("probs = ") == 1 and "label = [[" in result.output
+
+
+def test_status_lists_the_deployment_with_its_endpoints(deployment):
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    (entry,) = [d for d in json.loads(result.output) if d["name"] == "suite"]
+    assert entry["running"] is True
+    assert sorted(entry["models"]) == ["faulty", "mlp", "sequences", "text_stats", "versioned"]
+    assert entry["endpoints"]["http"] == deployment.http_url
+    with urllib.request.urlopen(entry["endpoints"]["metrics"], timeout=10) as response:
+        assert "nv_inference_request_success" in response.read().decode()
+    logs = CliRunner().invoke(cli, ["logs", "suite", "-n", "0"])
+    assert "successfully loaded 'mlp'" in logs.output
