@@ -160,3 +160,11 @@ def test_status_lists_the_deployment_with_its_endpoints(deployment):
         assert "nv_inference_request_success" in response.read().decode()
     logs = CliRunner().invoke(cli, ["logs", "suite", "-n", "0"])
     assert "successfully loaded 'mlp'" in logs.output
+
+
+@pytest.mark.parametrize("scheme", PROTOCOLS)
+def test_invoke_by_url_without_the_state_file(deployment, scheme):
+    address = deployment.http_url.removeprefix("http://") if scheme == "http" else deployment.grpc_url
+    result = CliRunner().invoke(cli, ["invoke", "versioned", "--url", f"{scheme}://{address}", "-d", '{"x": [7]}', "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outputs"] == {"served_by": [[2]]}
