@@ -18,7 +18,7 @@ from mfn.runtime.loop import RequestFailure, check_outputs
 from mfn.runtime.samples import sample_inputs
 from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
 
-TARGETS = ("triton",)
+TARGETS = ("triton", "torchserve")
 SAMPLE_ROWS = 2
 
 
@@ -31,7 +31,9 @@ class PackageResult:
     path: Path
 
 
-def package(ref: str, output: Path | str, target: str = "triton", **overrides: object) -> PackageResult:
+def package(
+    ref: str, output: Path | str, target: str = "triton", archive_format: str = "default", **overrides: object
+) -> PackageResult:
     """Package the handler `ref` into `output` for `target`.
 
     The handler is imported, its spec validated and its `setup` + `predict` run on a generated sample batch
@@ -40,8 +42,9 @@ def package(ref: str, output: Path | str, target: str = "triton", **overrides: o
 
     Args:
         ref: `path/to/handler.py:Class` or `package.module:Class`.
-        output: Model repository directory (Triton).
-        target: Server to package for.
+        output: Model repository directory (Triton) or model store directory (TorchServe).
+        target: Server to package for: "triton" or "torchserve".
+        archive_format: TorchServe archive format: "default" (.mar), "no-archive" or "tgz".
         **overrides: Spec fields that replace the handler's declarations (name, version, batching, ...).
 
     Raises:
@@ -50,9 +53,14 @@ def package(ref: str, output: Path | str, target: str = "triton", **overrides: o
     if target not in TARGETS:
         raise MfnError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise MfnError(f"output {output} is a file; give a directory")
     cls, handler_file, spec = build_spec(ref, **overrides)
-    _check_triton_output(spec, output)
+    if target == "triton":
+        _check_triton_output(spec, output)
     check_handler(cls, spec, handler_file)
+    if target == "torchserve":
+        return _write_torchserve(spec, handler_file, output, archive_format)
     return _write_triton(spec, handler_file, output)
 
 
@@ -110,8 +118,6 @@ def _handler_step(spec: ModelSpec, step: str) -> Iterator[None]:
 def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
     from mfn.model_repository.layout import check_sibling_versions
 
-    if repository.exists() and not repository.is_dir():
-        raise MfnError(f"output {repository} is a file; give a directory for the model repository")
     if (repository / spec.name).is_dir():
         check_sibling_versions(spec, repository / spec.name)
 
@@ -125,6 +131,18 @@ def _write_triton(spec: ModelSpec, handler_file: Path, repository: Path) -> Pack
         stage_model(spec, handler_file, model_staging)
         install_model(model_staging, model_dir, spec.version)
     return PackageResult(spec=spec, target="triton", path=model_dir)
+
+
+def _write_torchserve(spec: ModelSpec, handler_file: Path, store: Path, archive_format: str) -> PackageResult:
+    from mfn.archiver.build import build_archive
+
+    with _staging_area(store) as staging:
+        built = build_archive(spec, handler_file, staging, archive_format)
+        destination = store / built.name
+        if destination.is_dir():
+            destination.rename(staging / "replaced")
+        built.replace(destination)
+    return PackageResult(spec=spec, target="torchserve", path=destination)
 
 
 @contextmanager

@@ -19,8 +19,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("--target", type=click.Choice(["triton"]), default="triton", show_default=True, help="Server to package for.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository directory.")
+@click.option("--target", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="Server to package for.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository (Triton) or model store (TorchServe) directory.")
+@click.option("--archive-format", type=click.Choice(["default", "no-archive", "tgz"]), default="default", show_default=True, help="TorchServe archive format.")
 @click.option("--name", help="Override the model name.")
 @click.option("--version", "model_version", type=int, help="Override the model version.")
 @click.option("--max-batch-size", type=int, help="Override batching.max_batch_size.")
@@ -31,7 +32,7 @@ def cli() -> None:
 @click.option("--execution-env", help="Python environment for Triton's stub (EXECUTION_ENV_PATH).")
 @json_option
 @debug_option
-def package(ref, target, output, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
+def package(ref, target, output, archive_format, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
     """Package handler REF (path/to/handler.py:Class or package.module:Class) into OUTPUT."""
     from mfn.handlers.declarations import VersionPolicy
     from mfn.packaging import package as package_model
@@ -40,7 +41,7 @@ def package(ref, target, output, name, model_version, max_batch_size, max_queue_
     with run_guarded(debug):
         policy = VersionPolicy.parse(version_policy) if version_policy else None
         result = package_model(
-            ref, output, target=target, name=name, version=model_version, batching=batching or None,
+            ref, output, target=target, archive_format=archive_format, name=name, version=model_version, batching=batching or None,
             instances=instances or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
             execution_env=execution_env,
         )
@@ -54,15 +55,16 @@ def package(ref, target, output, name, model_version, max_batch_size, max_queue_
 @click.option("--name", help="Deployment name (default: the repository directory's name).")
 @click.option("--model", "models", multiple=True, help="Load only this model (repeatable; default: all).")
 @click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
+@click.option("--no-auth", is_flag=True, help="TorchServe: turn token authorization off.")
 @json_option
 @debug_option
-def deploy(path, target, name, models, foreground, as_json, debug):
+def deploy(path, target, name, models, foreground, no_auth, as_json, debug):
     """Serve the packaged models in PATH on a local server."""
     from mfn.deploy import local
 
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     with run_guarded(debug):
-        deployment = local.deploy(path, name=name, models=list(models) or None, progress=progress)
+        deployment = local.deploy(path, name=name, models=list(models) or None, auth=not no_auth, progress=progress)
     if as_json:
         click.echo(json.dumps(deployment.to_json()))
     else:
@@ -123,6 +125,20 @@ def undeploy(name, everything, debug):
         stopped = local.undeploy_all() if everything else [local.undeploy(name)]
     for deployment in stopped:
         click.echo(f"stopped {deployment.name}")
+
+
+@cli.command("set-default")
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--deployment", help="Local deployment to use when several serve MODEL.")
+@debug_option
+def set_default(model, version, deployment, debug):
+    """Serve VERSION of MODEL to requests that name no version (TorchServe)."""
+    from mfn.deploy import local
+
+    with run_guarded(debug):
+        chosen = local.set_default_version(model, version, deployment)
+    click.echo(f"{model} v{version} is now the default on {chosen.name}")
 
 
 @cli.command()

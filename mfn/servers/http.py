@@ -7,9 +7,11 @@ import urllib.error
 import urllib.request
 
 
-def request(method: str, url: str, timeout_s: float, body: bytes | None = None) -> tuple[int, str]:
+def request(
+    method: str, url: str, timeout_s: float, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Return (status, body text); connection failures come back as status 0 with the reason."""
-    req = urllib.request.Request(url, data=body, method=method)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as response:
             return response.status, response.read().decode("utf-8", "replace")

@@ -1,0 +1,126 @@
+"""Build a TorchServe archive with torch-model-archiver's Python API, then make it reproducible.
+
+torch-model-archiver stamps the wall-clock time into the manifest, keeps file modification times
+and walks directories in filesystem order. mfn passes it a manifest with a fixed creation time and
+rewrites the finished archive with sorted entries and fixed timestamps and modes, so the same
+inputs give a byte-identical archive.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mfn.archiver.render import ADAPTER_FILE, CONFIG_FILE, render_model_config
+from mfn.errors import MfnError
+from mfn.runtime.bundle import REQUIREMENTS_FILE, write_bundle
+from mfn.spec import ModelSpec
+
+ARCHIVE_FORMATS = ("default", "no-archive", "tgz")
+_ADAPTER_SOURCE = Path(__file__).with_name("torchserve_adapter.py")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def archive_name(spec: ModelSpec, archive_format: str) -> str:
+    """`<name>.mar` for version 1; later versions carry theirs so several can share one model store."""
+    stem = spec.name if spec.version == 1 else f"{spec.name}.v{spec.version}"
+    return {"default": f"{stem}.mar", "tgz": f"{stem}.tar.gz", "no-archive": stem}[archive_format]
+
+
+def build_time() -> float:
+    """The creation time stamped into archives: SOURCE_DATE_EPOCH when set, else 1980-01-01 (zip's epoch)."""
+    return float(os.environ.get("SOURCE_DATE_EPOCH", 315532800))
+
+
+def build_archive(spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str) -> Path:
+    """Build the archive inside `staging` and return its path there."""
+    from model_archiver.model_archiver_config import ModelArchiverConfig
+    from model_archiver.model_packaging import package_model
+    from model_archiver.model_packaging_utils import ModelExportUtils
+
+    if archive_format not in ARCHIVE_FORMATS:
+        raise MfnError(f"unknown archive format {archive_format!r}: choose one of {', '.join(ARCHIVE_FORMATS)}")
+    sources, export = staging / "sources", staging / "export"
+    bundle = sources / "bundle"
+    write_bundle(spec, handler_file, bundle)
+    shutil.copyfile(_ADAPTER_SOURCE, sources / ADAPTER_FILE)
+    (sources / CONFIG_FILE).write_text(render_model_config(spec))
+    export.mkdir()
+    config = ModelArchiverConfig(
+        model_name=spec.name,
+        handler=str(sources / ADAPTER_FILE),
+        version=str(spec.version),
+        extra_files=str(bundle),
+        export_path=str(export),
+        archive_format=archive_format,
+        force=True,
+        requirements_file=str(bundle / REQUIREMENTS_FILE),
+        config_file=str(sources / CONFIG_FILE),
+    )
+    manifest = _reproducible_manifest(ModelExportUtils.generate_manifest_json(config))
+    with _archiver_temp_dir(staging / "archiver-tmp"):
+        package_model(config, manifest=manifest)
+    built = export / (spec.name if archive_format == "no-archive" else f"{spec.name}{'.tar.gz' if archive_format == 'tgz' else '.mar'}")
+    final = staging / archive_name(spec, archive_format)
+    {"default": _normalise_zip, "tgz": _normalise_tgz, "no-archive": _normalise_directory}[archive_format](built, final)
+    return final
+
+
+def _reproducible_manifest(manifest: str) -> str:
+    document = json.loads(manifest)
+    document["createdOn"] = time.strftime("%d/%m/%Y %H:%M:%S", time.gmtime(build_time()))
+    return json.dumps(document, indent=2)
+
+
+@contextmanager
+def _archiver_temp_dir(directory: Path) -> Iterator[None]:
+    """torch-model-archiver stages files in <tempdir>/<model name>; give it a private tempdir so
+    concurrent builds of the same model cannot collide."""
+    directory.mkdir()
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(directory)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
+def _normalise_zip(built: Path, final: Path) -> None:
+    with zipfile.ZipFile(built) as source, zipfile.ZipFile(final, "w", zipfile.ZIP_DEFLATED) as target:
+        for name in sorted(source.namelist()):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3
+            target.writestr(info, source.read(name))
+
+
+def _normalise_tgz(built: Path, final: Path) -> None:
+    mtime = int(build_time())
+    with tarfile.open(built, "r:gz") as source:
+        members = sorted((m for m in source.getmembers() if m.isfile()), key=lambda m: m.name)
+        payload = io.BytesIO()
+        with tarfile.open(fileobj=payload, mode="w", format=tarfile.PAX_FORMAT) as target:
+            for member in members:
+                data = source.extractfile(member).read()  # type: ignore[union-attr]
+                info = tarfile.TarInfo(member.name)
+                info.size, info.mtime, info.mode = len(data), mtime, 0o644
+                target.addfile(info, io.BytesIO(data))
+    with open(final, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime) as zipped:
+        zipped.write(payload.getvalue())
+
+
+def _normalise_directory(built: Path, final: Path) -> None:
+    built.rename(final)
+    for path in final.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)

