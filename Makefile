@@ -13,7 +13,7 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[triton,dev]'
+	$(PY) -m pip install --quiet -e '.[triton,torchserve,dev]'
 	touch $@
 
 demo: setup

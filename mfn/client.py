@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,15 +14,18 @@ from mfn.errors import InvokeError, MfnError
 from mfn.handlers.dtypes import numpy_dtype
 
 PROTOCOLS = ("http", "grpc")
+SERVERS = ("triton", "torchserve")
 RETRYABLE = ("unavailable", "connection refused", "connection reset", "failed to connect", "broken pipe")
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to reach a server for one protocol."""
+    """Where to reach a server for one protocol, and which server API it speaks."""
 
     protocol: str
     address: str
+    server: str = "triton"
+    token: Callable[[], str | None] = field(default=lambda: None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.address}"
@@ -34,15 +38,27 @@ class Client:
         target: A URL (`http://host:port`, `grpc://host:port`, or `host:port` for `protocol`), the name of a
             local deployment, or None to find the local deployment serving each model.
         protocol: "http" or "grpc".
+        server: API spoken at a URL target: "triton" (KServe v2) or "torchserve"; local deployments say their own.
         timeout_s: Limit for each call, connection included.
         retries: Extra attempts when the server is unreachable (e.g. restarting); other errors are not retried.
     """
 
-    def __init__(self, target: str | None = None, *, protocol: str = "http", timeout_s: float = 30.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        protocol: str = "http",
+        server: str = "triton",
+        timeout_s: float = 30.0,
+        retries: int = 2,
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise MfnError(f"unknown protocol {protocol!r}: use http or grpc")
+        if server not in SERVERS:
+            raise MfnError(f"unknown server {server!r}: use triton or torchserve")
         self.target = target
         self.protocol = protocol
+        self.server = server
         self.timeout_s = timeout_s
         self.retries = retries
         self._clients: dict[str, Any] = {}
@@ -67,17 +83,24 @@ class Client:
             scheme, _, address = target.partition("://")
             if scheme not in PROTOCOLS:
                 raise MfnError(f"URL scheme {scheme!r} in {target!r}: use http:// or grpc://")
-            return Endpoint(scheme, address.rstrip("/"))
+            return Endpoint(scheme, address.rstrip("/"), self.server)
         if target and ":" in target:
-            return Endpoint(self.protocol, target)
+            return Endpoint(self.protocol, target, self.server)
         from mfn.deploy import state
 
         deployment = state.get(target) if target else state.find_serving(model)
-        return Endpoint(self.protocol, f"{deployment.host}:{deployment.ports[self.protocol]}")
+        address = f"{deployment.host}:{deployment.ports[self.protocol]}"
+        if deployment.server == "torchserve":
+            from mfn.deploy.torchserve_local import read_key
+
+            return Endpoint(self.protocol, address, "torchserve", lambda: read_key(deployment, "inference"))
+        return Endpoint(self.protocol, address)
 
     def metadata(self, model: str, version: int | None = None) -> dict:
-        """The model's KServe v2 metadata: name, versions, inputs and outputs with datatypes and shapes."""
+        """The model's KServe v2 metadata: name, versions, inputs and outputs with datatypes and shapes (Triton)."""
         endpoint = self.endpoint(model)
+        if endpoint.server != "triton":
+            raise MfnError(f"{model} at {endpoint}: TorchServe publishes no tensor metadata; see the handler's declaration")
         key = (str(endpoint), model, str(version or ""))
         if key not in self._metadata:
             self._metadata[key] = self._call(
@@ -100,8 +123,10 @@ class Client:
         Raises:
             InvokeError: with the server's reason when the request fails.
         """
-        metadata = self.metadata(model, version)
         endpoint = self.endpoint(model)
+        if endpoint.server == "torchserve":
+            return self._infer_torchserve(endpoint, model, inputs, version, outputs)
+        metadata = self.metadata(model, version)
         arrays = coerce_inputs(inputs, metadata)
         module = _protocol_module(endpoint.protocol)
         infer_inputs = []
@@ -117,6 +142,36 @@ class Client:
 
         result = self._call(endpoint, model, call)
         return {name: result.as_numpy(name) for name in wanted}
+
+    def _infer_torchserve(
+        self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None
+    ) -> dict[str, np.ndarray]:
+        from mfn import torchserve_client
+
+        body = torchserve_client.request_body({name: np.asarray(value) for name, value in inputs.items()})
+        for attempt in range(self.retries + 1):
+            try:
+                if endpoint.protocol == "grpc":
+                    reply = self._grpc_channel(endpoint).infer(model, body, version, endpoint.token(), self.timeout_s)
+                else:
+                    reply = torchserve_client.rest_infer(endpoint.address, model, body, version, endpoint.token(), self.timeout_s)
+                return torchserve_client.parse_response(reply, outputs)
+            except torchserve_client.Unavailable as error:
+                if attempt == self.retries:
+                    raise InvokeError(f"{model} at {endpoint}: unavailable after {attempt + 1} attempts: {error}") from None
+                time.sleep(0.5 * 2**attempt)
+            except InvokeError as error:
+                raise InvokeError(f"{model} at {endpoint}: {error}") from None
+        raise AssertionError("unreachable")
+
+    def _grpc_channel(self, endpoint: Endpoint) -> Any:
+        key = str(endpoint)
+        if key not in self._clients:
+            from mfn import torchserve_client
+            from mfn.deploy.state import mfn_home
+
+            self._clients[key] = torchserve_client.GrpcChannel(endpoint.address, mfn_home() / "cache")
+        return self._clients[key]
 
     def _call(self, endpoint: Endpoint, model: str, call: Any) -> Any:
         from tritonclient.utils import InferenceServerException

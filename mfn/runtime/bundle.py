@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from mfn.handlers.base import Context, Handler
 from mfn.handlers.loading import handler_class, import_handler_file
 from mfn.runtime.loop import BatchLoop
+from mfn.runtime.metrics import LoopMetrics
 from mfn.spec import ModelSpec
 
 SPEC_FILE = "mfn.json"
@@ -64,7 +65,9 @@ class LoadedModel:
         self.handler.teardown()
 
 
-def load_bundle(bundle_dir: Path, device: str = "cpu", instance: str = "local") -> LoadedModel:
+def load_bundle(
+    bundle_dir: Path, device: str = "cpu", instance: str = "local", metrics: LoopMetrics | None = None
+) -> LoadedModel:
     """Import the bundled handler, build its context and run `setup`, as a server adapter does at load time."""
     spec = ModelSpec.from_json((bundle_dir / SPEC_FILE).read_text())
     module = import_handler_file(bundle_dir / HANDLER_DIR / spec.entrypoint.file)
@@ -77,7 +80,7 @@ def load_bundle(bundle_dir: Path, device: str = "cpu", instance: str = "local") 
         instance=instance,
         logger=logging.getLogger(f"mfn.handler.{spec.name}"),
         artifact_paths=artifacts,
-    ))
+    ), metrics)
 
 
 def load_in_process(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> LoadedModel:
@@ -91,8 +94,8 @@ def load_in_process(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> 
     ))
 
 
-def start_handler(cls: type[Handler], spec: ModelSpec, ctx: Context) -> LoadedModel:
+def start_handler(cls: type[Handler], spec: ModelSpec, ctx: Context, metrics: LoopMetrics | None = None) -> LoadedModel:
     """Create the handler, run its setup and wrap it in a batch loop."""
     handler = cls()
     handler.setup(ctx)
-    return LoadedModel(spec=spec, handler=handler, loop=BatchLoop(handler, spec))
+    return LoadedModel(spec=spec, handler=handler, loop=BatchLoop(handler, spec, metrics))

@@ -100,6 +100,8 @@ def _v2_input(item: dict, declared: dict[str, Tensor]) -> np.ndarray:
             array = array.reshape(item["shape"])
         except (ValueError, TypeError):
             raise RequestFailure(f"input {name!r}: {array.size} values do not fit shape {item['shape']}") from None
+    if array.ndim == len(tensor.shape):
+        array = array[np.newaxis]  # one row given without its batch dimension
     return array
 
 

@@ -6,6 +6,8 @@ everything a handler can observe happens here, so the same handler behaves the s
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ import numpy as np
 from mfn.handlers.base import Arrays, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype, numpy_dtype
+from mfn.runtime.metrics import LoopMetrics, NoMetrics, outcome_of
 from mfn.spec import ModelSpec
 
 
@@ -34,9 +37,10 @@ Outcome = Arrays | RequestFailure
 class BatchLoop:
     """Runs a handler over lists of decoded requests."""
 
-    def __init__(self, handler: Handler, spec: ModelSpec) -> None:
+    def __init__(self, handler: Handler, spec: ModelSpec, metrics: LoopMetrics | None = None) -> None:
         self.handler = handler
         self.spec = spec
+        self.metrics = metrics or NoMetrics()
         self.max_rows = spec.batching.max_batch_size
         handler_type = type(handler)
         self._has_preprocess = handler_type.preprocess is not Handler.preprocess
@@ -57,6 +61,9 @@ class BatchLoop:
             for chunk in _chunks_by_rows(members, self.max_rows):
                 for index, outcome in zip((i for i, _ in chunk), self._predict([r for _, r in chunk])):
                     outcomes[index] = outcome
+        counts = Counter("success" if isinstance(o, dict) else outcome_of(o.status) for o in outcomes)  # type: ignore[union-attr]
+        for outcome, count in counts.items():
+            self.metrics.requests(outcome, count)
         return outcomes  # type: ignore[return-value]
 
     def _prepare(self, request: Arrays | Exception) -> Arrays:
@@ -77,6 +84,7 @@ class BatchLoop:
         batch = requests[0] if len(requests) == 1 else {
             name: np.concatenate([request[name] for request in requests]) for name in requests[0]
         }
+        started = time.perf_counter()
         try:
             outputs = self.handler.predict(batch)
             outputs = check_outputs(outputs, self.spec, sum(rows))
@@ -85,6 +93,8 @@ class BatchLoop:
         except Exception as error:
             failure = RequestFailure(f"predict failed: {type(error).__name__}: {error}", status=500)
             return [failure] * len(requests)
+        finally:
+            self.metrics.batch(sum(rows), time.perf_counter() - started)
         return [self._finish(response) for response in _split(outputs, rows)]
 
     def _finish(self, response: Arrays) -> Outcome:

@@ -75,6 +75,10 @@ def config_properties(ports: Ports, model_store: str, auth: bool, address: str =
         "default_workers_per_model": 1,
         "enable_envvars_config": "false",
         "disable_system_metrics": "false",
+        # Lets handler metrics (mfn_*) reach the metrics port without a per-model metrics yaml.
+        "model_metrics_auto_detect": "true",
+        # mfn re-reads the key file on every call; a long lifetime keeps long-running local servers usable.
+        "token_expiration_min": 10080,
     }
     return "".join(f"{key}={value}\n" for key, value in properties.items())
 

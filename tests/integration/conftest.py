@@ -18,18 +18,20 @@ from tests.conftest import EXAMPLES, HANDLERS
 
 MLP = f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP"
 TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
-SERVER_PROCESS_NAMES = ("tritonserver", "triton_python_b")  # /proc/PID/comm keeps 15 characters
+SERVER_MARKERS = (b"tritonserver", b"triton_python_backend_stub", b"org.pytorch.serve", b"ts.model_server", b"model_service_worker")
 
 
 def server_processes() -> set[int]:
+    """Every tritonserver, Python stub, TorchServe frontend (Java) and worker process on the machine."""
     pids = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "comm").read_text().strip() in SERVER_PROCESS_NAMES:
-                    pids.add(int(proc.name))
+                command = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
+            if any(marker in command for marker in SERVER_MARKERS):
+                pids.add(int(proc.name))
     return pids
 
 
@@ -62,6 +64,25 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for version in (1, 2):
         mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", repo, version=version)
     return repo
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("store")
+    batching = {"max_batch_size": 8, "max_queue_delay_us": 5000, "preferred_batch_sizes": [4, 8]}
+    mfn.package(MLP, store, target="torchserve", batching=batching)
+    mfn.package(TEXT_STATS, store, target="torchserve")
+    mfn.package(f"{HANDLERS / 'faulty.py'}:Faulty", store, target="torchserve")
+    for version in (1, 2):
+        mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", store, target="torchserve", version=version)
+    return store
+
+
+@pytest.fixture(scope="session")
+def torchserve_deployment(store: Path) -> Iterator[local.Deployment]:
+    deployed = local.deploy(store, name="suite-ts")
+    yield deployed
+    local.undeploy("suite-ts")
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def test_mlp_outputs_equal_the_handler_in_process(deployment, protocol):
 def test_text_stats_outputs_equal_the_handler_in_process(deployment, protocol):
     texts = np.array([["hello world"], ["mfn serves model functions"], ["\u00e9t\u00e9 \u00e0 Paris"]], dtype=object)
     expected = in_process(TEXT_STATS, {"text": np.vectorize(str.encode, otypes=[object])(texts)})
-    with mfn.Client(protocol=protocol) as client:  # found through the state file by model name
+    with mfn.Client("suite", protocol=protocol) as client:
         served = client.infer("text_stats", {"text": texts})
     for name in ("n_chars", "n_words", "upper"):
         np.testing.assert_array_equal(served[name], expected[name])
@@ -125,7 +125,7 @@ def test_a_handler_exception_fails_only_its_batch(deployment, protocol):
 
 
 def test_variable_length_inputs_and_warmup(deployment):
-    with mfn.Client("suite", protocol="grpc") as client, ThreadPoolExecutor(6) as pool:
+    with mfn.Client(protocol="grpc") as client, ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda n: client.infer("sequences", {"tokens": [list(range(n))]}), [1, 2, 3, 1, 2, 3]))
     assert [a["length"].item() for a in answers] == [1, 2, 3, 1, 2, 3]
     assert [a["total"].item() for a in answers] == [0, 1, 3, 0, 1, 3]
@@ -134,7 +134,8 @@ def test_variable_length_inputs_and_warmup(deployment):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_cli_invoke_prints_outputs_as_json(deployment, protocol):
     result = CliRunner().invoke(
-        cli, ["invoke", "text_stats", "--data", '{"text": ["a b c"]}', "--protocol", protocol, "--json"], catch_exceptions=False
+        cli, ["invoke", "text_stats", "--deployment", "suite", "--data", '{"text": ["a b c"]}', "--protocol", protocol, "--json"],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
@@ -145,7 +146,7 @@ def test_cli_invoke_prints_outputs_as_json(deployment, protocol):
 def test_cli_invoke_accepts_kserve_v2_json_from_a_file(deployment, tmp_path):
     request = {"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}
     (tmp_path / "request.json").write_text(json.dumps(request))
-    result = CliRunner().invoke(cli, ["invoke", "mlp", "-d", f"@{tmp_path / 'request.json'}", "--version", "1"])
+    result = CliRunner().invoke(cli, ["invoke", "mlp", "--deployment", "suite", "-d", f"@{tmp_path / 'request.json'}", "--version", "1"])
     assert result.exit_code == 0, result.output
     assert result.output.count("probs = ") == 1 and "label = [[" in result.output
 

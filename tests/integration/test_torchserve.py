@@ -1,0 +1,145 @@
+"""The same handlers on a real TorchServe: parity with Triton and in-process, batching, auth, faults, versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy.torchserve_local import management_url, read_key
+from mfn.errors import InvokeError
+from tests.integration.conftest import MLP, TEXT_STATS
+from tests.integration.test_triton import in_process
+
+pytestmark = pytest.mark.integration
+PROTOCOLS = ["http", "grpc"]
+
+
+def metric_samples(deployment, name: str) -> dict[str, float]:
+    """Sum of a metric's samples by sample name (e.g. _sum, _count), from the live metrics port."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(name) and sample.labels.get("model") == "mlp":
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_mlp_matches_in_process_and_triton(torchserve_deployment, deployment, protocol):
+    features = np.random.default_rng(11).standard_normal((6, 4)).astype(np.float32)
+    expected = in_process(MLP, {"features": features})
+    with mfn.Client("suite-ts", protocol=protocol) as torchserve, mfn.Client("suite", protocol=protocol) as triton:
+        on_torchserve = torchserve.infer("mlp", {"features": features})
+        on_triton = triton.infer("mlp", {"features": features})
+    for served in (on_torchserve, on_triton):
+        np.testing.assert_allclose(served["probs"], expected["probs"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(served["label"], expected["label"])
+    assert on_torchserve["probs"].dtype == np.float32 and on_torchserve["label"].dtype == np.int64
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_text_stats_matches_in_process_and_triton(torchserve_deployment, deployment, protocol):
+    texts = np.array([["one two"], ["\u00fcber alles"], [""]], dtype=object)
+    expected = in_process(TEXT_STATS, {"text": np.vectorize(str.encode, otypes=[object])(texts)})
+    with mfn.Client("suite-ts", protocol=protocol) as torchserve, mfn.Client("suite", protocol=protocol) as triton:
+        for served in (torchserve.infer("text_stats", {"text": texts}), triton.infer("text_stats", {"text": texts})):
+            for name in ("n_chars", "n_words", "upper"):
+                np.testing.assert_array_equal(served[name], expected[name])
+
+
+def test_32_concurrent_requests_are_correct_and_metrics_show_batches(torchserve_deployment):
+    rows = np.random.default_rng(5).standard_normal((32, 4)).astype(np.float32)
+    expected = in_process(MLP, {"features": rows})["probs"]
+    before = metric_samples(torchserve_deployment, "mfn_batch_size")
+    with mfn.Client("suite-ts", protocol="grpc") as client, ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda row: client.infer("mlp", {"features": row[None]})["probs"][0], rows))
+    np.testing.assert_allclose(np.stack(answers), expected, rtol=1e-5, atol=1e-6)
+    after = metric_samples(torchserve_deployment, "mfn_batch_size")
+    rows_predicted = after["mfn_batch_size_sum"] - before.get("mfn_batch_size_sum", 0)
+    predict_calls = after["mfn_batch_size_count"] - before.get("mfn_batch_size_count", 0)
+    assert rows_predicted == 32
+    assert predict_calls < 32, f"{predict_calls} predict calls for 32 rows: no batch was larger than 1"
+
+
+def test_token_auth_refuses_a_request_without_the_key(torchserve_deployment):
+    url = f"{torchserve_deployment.http_url}/predictions/text_stats"
+    request = urllib.request.Request(url, data=b'{"text": ["a"]}', headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code in (400, 401)
+    assert "Token Authorization failed" in caught.value.read().decode()
+    result = CliRunner().invoke(cli, ["invoke", "text_stats", "--deployment", "suite-ts", "-d", '{"text": ["a b"]}', "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outputs"]["n_words"] == [[2]]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_handler_exception_gives_an_error_and_the_server_keeps_serving(torchserve_deployment, protocol):
+    with mfn.Client("suite-ts", protocol=protocol) as client:
+        with pytest.raises(InvokeError, match="predict failed: ValueError: poisoned row in batch"):
+            client.infer("faulty", {"x": [[1.0, -1.0]]})
+        assert client.infer("faulty", {"x": [[1.0, 2.0]]})["y"].tolist() == [[2.0, 4.0]]
+
+
+def test_a_malformed_request_gets_a_4xx_of_its_own(torchserve_deployment):
+    with mfn.Client("suite-ts") as client:
+        with pytest.raises(InvokeError, match=r"HTTP 400: input 'features' has shape \[1, 3\], declared \[batch, 4\]"):
+            client.infer("mlp", {"features": [[1.0, 2.0, 3.0]]})
+        assert client.infer("mlp", {"features": [1, 2, 3, 4]})["probs"].shape == (1, 3)
+
+
+def test_versions_are_served_side_by_side_and_the_default_can_be_switched(torchserve_deployment):
+    runner = CliRunner()
+
+    def served_by(*extra: str) -> int:
+        result = runner.invoke(cli, ["invoke", "versioned", "--deployment", "suite-ts", "-d", '{"x": [0]}', "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["outputs"]["served_by"][0][0]
+
+    assert (served_by("--version", "1"), served_by("--version", "2", "--protocol", "grpc")) == (1, 2)
+    assert served_by() == 1  # the first registered version is TorchServe's default
+    result = runner.invoke(cli, ["set-default", "versioned", "2", "--deployment", "suite-ts"])
+    assert result.exit_code == 0 and "versioned v2 is now the default on suite-ts" in result.output
+    assert served_by() == 2
+    runner.invoke(cli, ["set-default", "versioned", "1", "--deployment", "suite-ts"])
+
+
+def ready_worker_pids(deployment, model: str) -> list[int]:
+    """The pids of a model's workers once all are READY (a worker restarting from an earlier kill is not)."""
+    token = read_key(deployment, "management")
+    request = urllib.request.Request(f"{management_url(deployment)}/models/{model}", headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            (description,) = json.load(response)
+        workers = description["workers"]
+        if workers and all(worker["status"] == "READY" for worker in workers) or time.monotonic() > deadline:
+            return [int(worker["pid"]) for worker in workers]
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_killed_worker_is_survived_by_a_bounded_retry(torchserve_deployment, protocol):
+    worker_pids = ready_worker_pids(torchserve_deployment, "text_stats")
+    for pid in worker_pids:
+        os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    with mfn.Client("suite-ts", protocol=protocol, timeout_s=5.0, retries=4) as client:
+        answer = client.infer("text_stats", {"text": ["still here"]})
+    assert answer["n_words"].tolist() == [[2]]
+    assert time.monotonic() - started < 5.0 * 5 + 10  # the retry policy's bound: attempts x timeout + backoff
