@@ -10,11 +10,10 @@ from pathlib import Path
 from ts.torch_handler.base_handler import BaseHandler
 
 try:
-    from mfn.archiver.ts_metrics import TorchServeMetrics
+    from mfn.archiver.ts_metrics import TorchServeMetricFactory
     from mfn.runtime import codec
-    from mfn.runtime.bundle import SPEC_FILE, load_bundle
+    from mfn.runtime.bundle import load_bundle
     from mfn.runtime.loop import RequestFailure
-    from mfn.spec import ModelSpec
 except ImportError as error:
     raise ImportError(
         "mfn is not importable by the TorchServe worker: install mfn into the Python environment TorchServe runs"
@@ -28,9 +27,12 @@ class MfnHandler(BaseHandler):
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and _cuda_available() else "cpu"
-        model_dir = Path(properties["model_dir"])
-        metrics = TorchServeMetrics(context, ModelSpec.from_json((model_dir / SPEC_FILE).read_text()))
-        self.model = load_bundle(model_dir, device=device, instance=f"worker-{os.getpid()}", metrics=metrics)
+        self.model = load_bundle(
+            Path(properties["model_dir"]),
+            device=device,
+            instance=f"worker-{os.getpid()}",
+            metrics=TorchServeMetricFactory(context),
+        )
         self.initialized = True
 
     def handle(self, data, context):

@@ -1,32 +1,41 @@
-"""mfn's handler metrics through TorchServe's metrics cache, so they appear on TorchServe's metrics port.
+"""A MetricFactory over TorchServe's metrics cache, so metrics appear on TorchServe's metrics port.
 
 TorchServe learns of these metrics at run time (`model_metrics_auto_detect=true` in the generated
-config.properties), so archives need no metrics yaml of their own.
+config.properties), so archives need no metrics yaml. It serves histograms with its own fixed buckets
+and a Hostname label; descriptions are not carried.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mfn.runtime.metrics import BATCH_SIZE, PREDICT_SECONDS, REQUESTS
-from mfn.spec import ModelSpec
+from mfn.handlers.metrics import Record
 
 
-class TorchServeMetrics:
-    """LoopMetrics over a TorchServe context's metrics cache."""
+class TorchServeMetricFactory:
+    """Creates metrics through a TorchServe context's metrics cache."""
 
-    def __init__(self, context: Any, spec: ModelSpec) -> None:
+    def __init__(self, context: Any) -> None:
         from ts.metrics.metric_type_enum import MetricTypes
 
-        cache = context.metrics
-        self._labels = [spec.name, str(spec.version)]
-        self._requests = cache.add_metric_to_cache(REQUESTS, "count", ["model", "version", "outcome"], MetricTypes.COUNTER)
-        self._batch_size = cache.add_metric_to_cache(BATCH_SIZE, "count", ["model", "version"], MetricTypes.HISTOGRAM)
-        self._predict = cache.add_metric_to_cache(PREDICT_SECONDS, "s", ["model", "version"], MetricTypes.HISTOGRAM)
+        self._cache = context.metrics
+        self._types = MetricTypes
 
-    def batch(self, rows: int, predict_s: float) -> None:
-        self._batch_size.add_or_update(rows, self._labels)
-        self._predict.add_or_update(predict_s, self._labels)
+    def _create(self, name: str, unit: str, label_names: Sequence[str], kind: Any) -> Record:
+        metric = self._cache.add_metric_to_cache(name, unit, list(label_names), kind)
+        order = list(label_names)
 
-    def requests(self, outcome: str, count: int = 1) -> None:
-        self._requests.add_or_update(count, [*self._labels, outcome])
+        def record(value: float, labels: Mapping[str, str]) -> None:
+            metric.add_or_update(value, [labels[label] for label in order])
+
+        return record
+
+    def counter(self, name: str, description: str, label_names: Sequence[str]) -> Record:
+        return self._create(name, "count", label_names, self._types.COUNTER)
+
+    def gauge(self, name: str, description: str, label_names: Sequence[str]) -> Record:
+        return self._create(name, "count", label_names, self._types.GAUGE)
+
+    def histogram(self, name: str, description: str, label_names: Sequence[str], buckets: Sequence[float]) -> Record:
+        return self._create(name, "s" if name.endswith("_seconds") else "count", label_names, self._types.HISTOGRAM)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mfn.handlers.declarations import Batching, Instances, Tensor, VersionPolicy, Warmup
+from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics
 
 Arrays = dict[str, np.ndarray]
 
@@ -25,6 +26,7 @@ class Context:
         device: Torch-style device string: "cpu" or "cuda:N".
         instance: Name of the server instance or worker running this handler.
         logger: Logger for the handler's own messages.
+        metrics: The handler's own metrics (`counter`, `gauge`, `histogram`), served on the server's metrics port.
     """
 
     model_dir: Path
@@ -33,6 +35,7 @@ class Context:
     instance: str = "local"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("mfn.handler"))
     artifact_paths: Mapping[str, Path] = field(default_factory=dict)
+    metrics: HandlerMetrics = field(default_factory=lambda: HandlerMetrics(InMemoryMetrics(), "local", 1))
 
     def artifact(self, name: str) -> str:
         """Return the local path of a declared artifact.

@@ -9,6 +9,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 try:
+    from mfn.model_repository.triton_metrics import TritonMetricFactory
     from mfn.runtime.bundle import load_bundle
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
@@ -33,7 +34,9 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         on_gpu = args.get("model_instance_kind") == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
-        self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"])
+        self.model = load_bundle(
+            version_dir, device=device, instance=args["model_instance_name"], metrics=TritonMetricFactory()
+        )
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
 

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from mfn.handlers.base import Context, Handler
 from mfn.handlers.loading import handler_class, import_handler_file
 from mfn.runtime.loop import BatchLoop
+from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics, MetricFactory
 from mfn.runtime.metrics import LoopMetrics
 from mfn.spec import ModelSpec
 
@@ -66,13 +67,18 @@ class LoadedModel:
 
 
 def load_bundle(
-    bundle_dir: Path, device: str = "cpu", instance: str = "local", metrics: LoopMetrics | None = None
+    bundle_dir: Path, device: str = "cpu", instance: str = "local", metrics: MetricFactory | None = None
 ) -> LoadedModel:
-    """Import the bundled handler, build its context and run `setup`, as a server adapter does at load time."""
+    """Import the bundled handler, build its context and run `setup`, as a server adapter does at load time.
+
+    Args:
+        metrics: The server's metric factory; mfn's built-in metrics and the handler's own go through it.
+    """
     spec = ModelSpec.from_json((bundle_dir / SPEC_FILE).read_text())
     module = import_handler_file(bundle_dir / HANDLER_DIR / spec.entrypoint.file)
     cls = handler_class(module, spec.entrypoint.attribute, f"{spec.name} v{spec.version}")
     artifacts = {name: bundle_dir / bundled_artifact_path(name, declared) for name, declared in spec.artifacts.items()}
+    factory = metrics or InMemoryMetrics()
     return start_handler(cls, spec, Context(
         model_dir=bundle_dir,
         version=spec.version,
@@ -80,18 +86,21 @@ def load_bundle(
         instance=instance,
         logger=logging.getLogger(f"mfn.handler.{spec.name}"),
         artifact_paths=artifacts,
-    ), metrics)
+        metrics=HandlerMetrics(factory, spec.name, spec.version),
+    ), LoopMetrics(factory, spec.name, spec.version))
 
 
 def load_in_process(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> LoadedModel:
     """Instantiate a handler straight from its source tree, artifacts at their declared paths."""
     artifacts = {name: (handler_file.parent / declared).resolve() for name, declared in spec.artifacts.items()}
+    factory = InMemoryMetrics()
     return start_handler(cls, spec, Context(
         model_dir=handler_file.parent,
         version=spec.version,
         logger=logging.getLogger(f"mfn.handler.{spec.name}"),
         artifact_paths=artifacts,
-    ))
+        metrics=HandlerMetrics(factory, spec.name, spec.version),
+    ), LoopMetrics(factory, spec.name, spec.version))
 
 
 def start_handler(cls: type[Handler], spec: ModelSpec, ctx: Context, metrics: LoopMetrics | None = None) -> LoadedModel:

@@ -16,7 +16,8 @@ import numpy as np
 from mfn.handlers.base import Arrays, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype, numpy_dtype
-from mfn.runtime.metrics import LoopMetrics, NoMetrics, outcome_of
+from mfn.handlers.metrics import InMemoryMetrics
+from mfn.runtime.metrics import LoopMetrics, outcome_of
 from mfn.spec import ModelSpec
 
 
@@ -40,7 +41,7 @@ class BatchLoop:
     def __init__(self, handler: Handler, spec: ModelSpec, metrics: LoopMetrics | None = None) -> None:
         self.handler = handler
         self.spec = spec
-        self.metrics = metrics or NoMetrics()
+        self.metrics = metrics or LoopMetrics(InMemoryMetrics(), spec.name, spec.version)
         self.max_rows = spec.batching.max_batch_size
         handler_type = type(handler)
         self._has_preprocess = handler_type.preprocess is not Handler.preprocess

@@ -1,0 +1,36 @@
+"""PromQL over mfn's handler metrics and the servers' own, shared by the alert rules and the dashboard.
+
+Triton labels its metrics `model`/`version`, TorchServe `model_name`/`model_version`; the recording
+rules below rename TorchServe's so every query can group by `model` and `version`.
+"""
+
+from __future__ import annotations
+
+WINDOW = "5m"
+
+REQUEST_RATE = "sum by (model, version, outcome) (rate(mfn_requests_total[{w}]))"
+ERROR_RATIO = (
+    'sum by (model, version) (rate(mfn_requests_total{{outcome="error"}}[{w}]))'
+    " / sum by (model, version) (rate(mfn_requests_total[{w}]))"
+)
+PREDICT_QUANTILE = "histogram_quantile({q}, sum by (model, version, le) (rate(mfn_predict_duration_seconds_bucket[{w}])))"
+MEAN_BATCH_SIZE = "sum by (model, version) (rate(mfn_batch_size_sum[{w}])) / sum by (model, version) (rate(mfn_batch_size_count[{w}]))"
+
+# Seconds a request waits in the server's queue, averaged over the window, for either server.
+QUEUE_SECONDS_RECORD = "mfn:queue_seconds_per_request:rate5m"
+# Triton's queue time counter covers successful requests, so it is averaged over those.
+TRITON_QUEUE_SECONDS = (
+    "sum by (model, version) (rate(nv_inference_queue_duration_us[5m]))"
+    " / sum by (model, version) (rate(nv_inference_request_success[5m])) / 1e6"
+)
+TORCHSERVE_QUEUE_SECONDS = (
+    "sum without (model_name, model_version) (label_replace(label_replace("
+    "sum by (model_name, model_version) (rate(ts_queue_latency_microseconds[5m]))"
+    " / sum by (model_name, model_version) (rate(ts_inference_requests_total[5m])) / 1e6,"
+    ' "model", "$1", "model_name", "(.*)"), "version", "$1", "model_version", "(.*)"))'
+)
+
+
+def window(query: str, length: str = WINDOW, quantile: float | None = None) -> str:
+    """Fill a query template's window (and quantile)."""
+    return query.format(w=length, q=quantile)

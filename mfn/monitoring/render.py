@@ -1,0 +1,193 @@
+"""Render Prometheus scrape configs, alerting rules and a Grafana dashboard for mfn deployments."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mfn.monitoring import queries as q
+
+JOB_PREFIX = "mfn-"
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One server's metrics endpoint."""
+
+    deployment: str
+    server: str
+    address: str
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    """When the alerts fire; each has a sensible default for online inference."""
+
+    error_ratio: float = 0.05
+    predict_p95_s: float = 0.5
+    queue_s: float = 0.1
+    for_duration: str = "5m"
+
+
+def scrape_config(targets: list[ScrapeTarget], interval_s: int = 15, rule_files: list[str] | None = None) -> dict[str, Any]:
+    """prometheus.yml: one job per deployment, labelled with the deployment and its server."""
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": f"{interval_s}s", "evaluation_interval": f"{interval_s}s"},
+        "scrape_configs": [
+            {
+                "job_name": f"{JOB_PREFIX}{target.deployment}",
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {"targets": [target.address], "labels": {"deployment": target.deployment, "server": target.server}}
+                ],
+            }
+            for target in targets
+        ],
+    }
+    if rule_files:
+        config["rule_files"] = rule_files
+    return config
+
+
+def alert_rules(thresholds: AlertThresholds = AlertThresholds()) -> dict[str, Any]:
+    """Recording rules that unify the servers' queue metrics, and the alerts on mfn's metrics."""
+    wait = thresholds.for_duration
+    return {
+        "groups": [
+            {
+                "name": "mfn-recording",
+                "rules": [
+                    {"record": q.QUEUE_SECONDS_RECORD, "expr": q.TRITON_QUEUE_SECONDS},
+                    {"record": q.QUEUE_SECONDS_RECORD, "expr": q.TORCHSERVE_QUEUE_SECONDS},
+                ],
+            },
+            {
+                "name": "mfn-alerts",
+                "rules": [
+                    _alert(
+                        "MfnHighErrorRate",
+                        f"({q.window(q.ERROR_RATIO)}) > {thresholds.error_ratio}",
+                        wait,
+                        "critical",
+                        "{{ $labels.model }} v{{ $labels.version }} fails {{ $value | humanizePercentage }} of requests",
+                    ),
+                    _alert(
+                        "MfnPredictLatencyHigh",
+                        f"({q.window(q.PREDICT_QUANTILE, quantile=0.95)}) > {thresholds.predict_p95_s}",
+                        wait,
+                        "warning",
+                        "{{ $labels.model }} v{{ $labels.version }}: p95 predict time {{ $value | humanizeDuration }}",
+                    ),
+                    _alert(
+                        "MfnQueueTimeGrowing",
+                        f"{q.QUEUE_SECONDS_RECORD} > {thresholds.queue_s} and deriv({q.QUEUE_SECONDS_RECORD}[10m]) > 0",
+                        wait,
+                        "warning",
+                        "{{ $labels.model }} v{{ $labels.version }}: requests wait {{ $value | humanizeDuration }} in the queue, and rising",
+                    ),
+                    _alert(
+                        "MfnTargetDown",
+                        f'up{{job=~"{JOB_PREFIX}.*"}} == 0',
+                        "1m",
+                        "critical",
+                        "{{ $labels.deployment }} ({{ $labels.server }}) metrics endpoint is down: the server or its models are not serving",
+                    ),
+                ],
+            },
+        ]
+    }
+
+
+def _alert(name: str, expr: str, wait: str, severity: str, summary: str) -> dict[str, Any]:
+    return {"alert": name, "expr": expr, "for": wait, "labels": {"severity": severity}, "annotations": {"summary": summary}}
+
+
+PANELS = (
+    ("Requests per second", "reqps", q.window(q.REQUEST_RATE), "{{model}} v{{version}} {{outcome}}"),
+    ("Error ratio", "percentunit", q.window(q.ERROR_RATIO), "{{model}} v{{version}}"),
+    ("Predict latency p50", "s", q.window(q.PREDICT_QUANTILE, quantile=0.5), "{{model}} v{{version}}"),
+    ("Predict latency p95", "s", q.window(q.PREDICT_QUANTILE, quantile=0.95), "{{model}} v{{version}}"),
+    ("Predict latency p99", "s", q.window(q.PREDICT_QUANTILE, quantile=0.99), "{{model}} v{{version}}"),
+    ("Mean batch size", "short", q.window(q.MEAN_BATCH_SIZE), "{{model}} v{{version}}"),
+    ("Queue time per request", "s", q.QUEUE_SECONDS_RECORD, "{{model}} v{{version}}"),
+)
+
+
+def dashboard_expressions() -> list[str]:
+    """Every PromQL expression the dashboard runs, with its variables set to match all."""
+    return [_select_all(expr) for _, _, expr, _ in PANELS]
+
+
+def dashboard() -> dict[str, Any]:
+    """A Grafana dashboard: one time-series panel per figure, filtered by model and version variables."""
+    panels = []
+    for index, (title, unit, expr, legend) in enumerate(PANELS):
+        panels.append({
+            "id": index + 1,
+            "type": "timeseries",
+            "title": title,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [{"refId": "A", "expr": _filtered(expr), "legendFormat": legend}],
+        })
+    return {
+        "title": "mfn model functions",
+        "uid": "mfn-overview",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "tags": ["mfn"],
+        "templating": {"list": [
+            {"name": "datasource", "type": "datasource", "query": "prometheus"},
+            _variable("model", "label_values(mfn_requests_total, model)"),
+            _variable("version", 'label_values(mfn_requests_total{model=~"$model"}, version)'),
+        ]},
+        "panels": panels,
+    }
+
+
+def _variable(name: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": query,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "refresh": 2,
+    }
+
+
+_SELECTORS = (
+    ("mfn_requests_total[", 'mfn_requests_total{model=~"$model", version=~"$version"}['),
+    ('mfn_requests_total{outcome="error"}', 'mfn_requests_total{outcome="error", model=~"$model", version=~"$version"}'),
+    ("_bucket[", '_bucket{model=~"$model", version=~"$version"}['),
+    ("_sum[", '_sum{model=~"$model", version=~"$version"}['),
+    ("_count[", '_count{model=~"$model", version=~"$version"}['),
+)
+
+
+def _filtered(expr: str) -> str:
+    if expr == q.QUEUE_SECONDS_RECORD:
+        return f'{expr}{{model=~"$model", version=~"$version"}}'
+    for plain, filtered in _SELECTORS:
+        expr = expr.replace(plain, filtered)
+    return expr
+
+
+def _select_all(expr: str) -> str:
+    return _filtered(expr).replace("$model", ".*").replace("$version", ".*")
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(document, sort_keys=False, width=200)
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"
