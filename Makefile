@@ -4,9 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.mfn-installed
 
-.PHONY: setup demo test schema golden clean
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-setup: $(INSTALLED)
+.PHONY: setup system-deps demo test schema golden clean
+
+setup: system-deps $(INSTALLED)
+
+# Prometheus and promtool come from the distribution (Debian/Ubuntu); everything else from PyPI.
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 # torch goes in first and pinned: a loose torch requirement resolved later would pull a multi-GB CUDA build.
 $(INSTALLED): pyproject.toml

@@ -56,15 +56,18 @@ def package(ref, target, output, archive_format, name, model_version, max_batch_
 @click.option("--model", "models", multiple=True, help="Load only this model (repeatable; default: all).")
 @click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
 @click.option("--no-auth", is_flag=True, help="TorchServe: turn token authorization off.")
+@click.option("--prometheus", is_flag=True, help="Also start a Prometheus scraping the server (stopped by undeploy).")
 @json_option
 @debug_option
-def deploy(path, target, name, models, foreground, no_auth, as_json, debug):
+def deploy(path, target, name, models, foreground, no_auth, prometheus, as_json, debug):
     """Serve the packaged models in PATH on a local server."""
     from mfn.deploy import local
 
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     with run_guarded(debug):
-        deployment = local.deploy(path, name=name, models=list(models) or None, auth=not no_auth, progress=progress)
+        deployment = local.deploy(
+            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress
+        )
     if as_json:
         click.echo(json.dumps(deployment.to_json()))
     else:
@@ -125,6 +128,36 @@ def undeploy(name, everything, debug):
         stopped = local.undeploy_all() if everything else [local.undeploy(name)]
     for deployment in stopped:
         click.echo(f"stopped {deployment.name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Directory for the files.")
+@click.option("--interval", "interval_s", type=int, default=15, show_default=True, help="Scrape interval in seconds.")
+@debug_option
+def monitor(name, output, interval_s, debug):
+    """Write prometheus.yml, alert rules and a Grafana dashboard for deployment NAME, for your own Prometheus."""
+    from mfn.deploy import state
+    from mfn.monitoring.local import write_monitoring_files
+
+    with run_guarded(debug):
+        written = write_monitoring_files(state.get(name), output, interval_s)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("name")
+@json_option
+@debug_option
+def stats(name, as_json, debug):
+    """Summarise deployment NAME from its live metrics: requests, errors, batch size, latency, queue time."""
+    from mfn.deploy import state
+    from mfn.monitoring.stats import deployment_stats, format_stats
+
+    with run_guarded(debug):
+        rows = deployment_stats(state.get(name))
+    click.echo(json.dumps([row.to_json() for row in rows]) if as_json else format_stats(rows))
 
 
 @cli.command("set-default")

@@ -69,6 +69,7 @@ def deploy(
     name: str | None = None,
     models: list[str] | None = None,
     auth: bool = True,
+    monitor: bool = False,
     progress: Progress = lambda message: None,
 ) -> Deployment:
     """Start a server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
@@ -78,6 +79,7 @@ def deploy(
         name: Deployment name; defaults to the directory's name.
         models: Load only these models.
         auth: TorchServe token authorization (mfn's client reads the key file); ignored for Triton.
+        monitor: Also start a Prometheus on 127.0.0.1 that scrapes the server; `undeploy` stops it.
         progress: Called with one line per step.
 
     Raises:
@@ -107,6 +109,10 @@ def deploy(
             deployment.models.append(model)
             state.save(deployment)
             progress(f"{model} ready ({time.monotonic() - started:.1f} s)")
+        if monitor:
+            from mfn.monitoring.local import start_prometheus
+
+            progress(f"Prometheus at {start_prometheus(deployment)}")
     except BaseException:
         undeploy(name)
         raise
@@ -162,7 +168,10 @@ def launch(
 
 def undeploy(name: str) -> Deployment:
     """Stop a deployment's server, remove its shared-memory regions, work directory and record."""
+    from mfn.monitoring.local import stop_prometheus
+
     deployment = state.get(name)
+    stop_prometheus(deployment)
     stop_process_group(deployment.pid, deployment.start_time, grace_s=STOP_GRACE_S)
     _forget(deployment)
     return deployment

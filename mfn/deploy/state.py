@@ -55,7 +55,10 @@ class Deployment:
         return f"http://{self.host}:{self.ports['metrics']}/metrics"
 
     def endpoints(self) -> dict[str, str]:
-        return {"http": self.http_url, "grpc": self.grpc_url, "metrics": self.metrics_url}
+        endpoints = {"http": self.http_url, "grpc": self.grpc_url, "metrics": self.metrics_url}
+        if "prometheus_url" in self.extra:
+            endpoints["prometheus"] = self.extra["prometheus_url"]
+        return endpoints
 
     def to_json(self) -> dict:
         return {**asdict(self), "endpoints": self.endpoints(), "running": self.running}

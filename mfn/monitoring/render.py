@@ -58,8 +58,7 @@ def alert_rules(thresholds: AlertThresholds = AlertThresholds()) -> dict[str, An
             {
                 "name": "mfn-recording",
                 "rules": [
-                    {"record": q.QUEUE_SECONDS_RECORD, "expr": q.TRITON_QUEUE_SECONDS},
-                    {"record": q.QUEUE_SECONDS_RECORD, "expr": q.TORCHSERVE_QUEUE_SECONDS},
+                    {"record": q.QUEUE_SECONDS_RECORD, "expr": f"({q.TRITON_QUEUE_SECONDS}) or ({q.TORCHSERVE_QUEUE_SECONDS})"},
                 ],
             },
             {
@@ -186,7 +185,7 @@ def _select_all(expr: str) -> str:
 def to_yaml(document: dict[str, Any]) -> str:
     import yaml
 
-    return yaml.safe_dump(document, sort_keys=False, width=200)
+    return yaml.safe_dump(document, sort_keys=False, width=1_000_000)
 
 
 def to_json(document: dict[str, Any]) -> str:

@@ -18,11 +18,18 @@ from tests.conftest import EXAMPLES, HANDLERS
 
 MLP = f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP"
 TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
-SERVER_MARKERS = (b"tritonserver", b"triton_python_backend_stub", b"org.pytorch.serve", b"ts.model_server", b"model_service_worker")
+SERVER_MARKERS = (
+    b"tritonserver",
+    b"triton_python_backend_stub",
+    b"org.pytorch.serve",
+    b"ts.model_server",
+    b"model_service_worker",
+    b"--storage.tsdb.path",  # Prometheus
+)
 
 
 def server_processes() -> set[int]:
-    """Every tritonserver, Python stub, TorchServe frontend (Java) and worker process on the machine."""
+    """Every tritonserver, Python stub, TorchServe frontend (Java) and worker, and Prometheus on the machine."""
     pids = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():

@@ -1,0 +1,137 @@
+"""`mfn stats`: a summary of a running deployment computed from its live metrics endpoint.
+
+Figures are totals since the server started (no Prometheus needed): requests by outcome, error rate,
+mean batch size, predict latency percentiles from mfn's histogram, and the server's mean queue time.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.request
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from mfn.deploy.state import Deployment
+from mfn.errors import MfnError
+from mfn.runtime.metrics import BATCH_SIZE, PREDICT_SECONDS, REQUESTS
+
+Key = tuple[str, str]
+
+
+@dataclass
+class ModelStats:
+    """One model version's figures."""
+
+    model: str
+    version: str
+    requests: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    error_rate: float | None = None
+    mean_batch_size: float | None = None
+    predict_p50_s: float | None = None
+    predict_p95_s: float | None = None
+    queue_mean_s: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def deployment_stats(deployment: Deployment) -> list[ModelStats]:
+    """Scrape the deployment's metrics endpoint and summarise each model version."""
+    try:
+        with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError as error:
+        raise MfnError(f"cannot read metrics of {deployment.name} at {deployment.metrics_url}: {error}") from None
+    return summarise(text, deployment.server)
+
+
+def summarise(text: str, server: str) -> list[ModelStats]:
+    """Compute the figures from Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    outcomes: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    batch = defaultdict(lambda: [0.0, 0.0])  # sum, count
+    buckets: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    queue = defaultdict(lambda: [0.0, 0.0])  # microseconds, requests
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            mfn_key = (labels.get("model", ""), labels.get("version", ""))
+            # The parser adds `_total` to counters whose exposed name lacks it (Triton's and TorchServe's do).
+            name = sample.name.removesuffix("_total")
+            if name == REQUESTS.removesuffix("_total"):
+                outcomes[mfn_key][labels["outcome"]] += sample.value
+            elif name == f"{BATCH_SIZE}_sum":
+                batch[mfn_key][0] += sample.value
+            elif name == f"{BATCH_SIZE}_count":
+                batch[mfn_key][1] += sample.value
+            elif name == f"{PREDICT_SECONDS}_bucket":
+                buckets[mfn_key][float(labels["le"])] += sample.value
+            else:
+                _queue_sample(name, labels, sample.value, queue)
+    rows = []
+    for key in sorted(set(outcomes) | set(batch)):
+        counts = {outcome: int(value) for outcome, value in sorted(outcomes[key].items())}
+        total = sum(counts.values())
+        queued_us, queued_requests = queue.get(key) or queue.get((key[0], "*"), [0.0, 0.0])
+        rows.append(ModelStats(
+            model=key[0],
+            version=key[1],
+            requests=total,
+            outcomes=counts,
+            error_rate=counts.get("error", 0) / total if total else None,
+            mean_batch_size=batch[key][0] / batch[key][1] if batch[key][1] else None,
+            predict_p50_s=histogram_quantile(0.5, buckets[key]),
+            predict_p95_s=histogram_quantile(0.95, buckets[key]),
+            queue_mean_s=queued_us / queued_requests / 1e6 if queued_requests else None,
+        ))
+    return rows
+
+
+def _queue_sample(name: str, labels: dict[str, str], value: float, queue: dict) -> None:
+    if name == "nv_inference_queue_duration_us":
+        queue[(labels["model"], labels["version"])][0] += value
+    elif name == "nv_inference_request_success":
+        queue[(labels["model"], labels["version"])][1] += value
+    # TorchServe labels requests without a version "default", so its queue time is kept per model.
+    elif name == "ts_queue_latency_microseconds":
+        queue[(labels["model_name"], "*")][0] += value
+    elif name == "ts_inference_requests":
+        queue[(labels["model_name"], "*")][1] += value
+
+
+def histogram_quantile(quantile: float, cumulative: dict[float, float]) -> float | None:
+    """Prometheus's histogram_quantile over cumulative bucket counts: linear within the chosen bucket."""
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] == 0:
+        return None
+    rank = quantile * cumulative[bounds[-1]]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = cumulative[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def format_stats(rows: list[ModelStats]) -> str:
+    """A short table for people."""
+    if not rows:
+        return "no requests yet"
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.2f} ms"
+
+    lines = [f"{'model':20} {'ver':>3} {'requests':>8} {'errors':>7} {'batch':>6} {'p50':>10} {'p95':>10} {'queue':>10}"]
+    for row in rows:
+        errors = "-" if row.error_rate is None else f"{row.error_rate:.1%}"
+        batch = "-" if row.mean_batch_size is None else f"{row.mean_batch_size:.2f}"
+        lines.append(
+            f"{row.model:20} {row.version:>3} {row.requests:>8} {errors:>7} {batch:>6} "
+            f"{ms(row.predict_p50_s):>10} {ms(row.predict_p95_s):>10} {ms(row.queue_mean_s):>10}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""Handler metrics on both servers, scraped by a real Prometheus started by `mfn deploy --prometheus`."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy import state
+from mfn.errors import InvokeError
+from mfn.monitoring.render import dashboard_expressions
+from tests.conftest import HANDLERS
+from tests.integration.conftest import TEXT_STATS
+
+pytestmark = pytest.mark.integration
+FAULTY = f"{HANDLERS / 'faulty.py'}:Faulty"
+SENT = {("text_stats", "success"): 7, ("faulty", "success"): 2, ("faulty", "error"): 3}
+
+
+def query(prometheus_url: str, expr: str) -> list[dict]:
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.load(response)
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def wait_for(prometheus_url: str, expr: str, predicate, timeout_s: float = 45.0) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = query(prometheus_url, expr)
+        if predicate(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def send_known_traffic(name: str) -> None:
+    # Both protocols: TorchServe records its queue and latency metrics for REST requests only.
+    with mfn.Client(name, protocol="http") as client:
+        for index in range(SENT[("text_stats", "success")]):
+            client.infer("text_stats", {"text": [f"request {index}"]})
+    with mfn.Client(name, protocol="grpc") as client:
+        for _ in range(SENT[("faulty", "error")]):
+            with pytest.raises(InvokeError, match="poisoned"):
+                client.infer("faulty", {"x": [[-1.0, 0.0]]})
+        for _ in range(SENT[("faulty", "success")]):
+            client.infer("faulty", {"x": [[1.0, 2.0]]})
+
+
+@pytest.fixture(scope="module", params=["triton", "torchserve"])
+def monitored(request, tmp_path_factory):
+    server = request.param
+    models = tmp_path_factory.mktemp(f"monitored-{server}")
+    for ref in (TEXT_STATS, FAULTY):
+        mfn.package(ref, models, target=server)
+    name = f"monitored-{server}"
+    result = CliRunner().invoke(cli, ["deploy", str(models), "--name", name, "--prometheus", "--json"])
+    assert result.exit_code == 0, result.output
+    deployment = state.get(name)
+    prometheus_url = json.loads(result.output)["endpoints"]["prometheus"]
+    up = wait_for(prometheus_url, "up", lambda r: r and r[0]["value"][1] == "1")
+    assert up and up[0]["metric"]["job"] == f"mfn-{name}", up
+    send_known_traffic(name)
+    yield server, deployment, prometheus_url
+    prometheus_pid = int(deployment.extra["prometheus_pid"])
+    assert CliRunner().invoke(cli, ["undeploy", name]).exit_code == 0
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{prometheus_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{prometheus_pid}").exists(), "undeploy left Prometheus running"
+
+
+def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored):
+    server, deployment, prometheus_url = monitored
+    expected = {key: float(count) for key, count in SENT.items()}
+
+    def counts(result):
+        return {(r["metric"]["model"], r["metric"]["outcome"]): float(r["value"][1]) for r in result}
+
+    result = wait_for(prometheus_url, "mfn_requests_total", lambda r: counts(r) == expected)
+    assert counts(result) == expected
+    for series in result:
+        labels = series["metric"]
+        assert labels["version"] == "1"
+        assert (labels["deployment"], labels["server"], labels["job"]) == (deployment.name, server, f"mfn-{deployment.name}")
+    batches = query(prometheus_url, 'mfn_batch_size_count{model="text_stats"}')
+    assert batches and float(batches[0]["value"][1]) >= 1
+
+
+def test_prometheus_also_holds_the_servers_own_metrics(monitored):
+    server, _, prometheus_url = monitored
+    if server == "triton":
+        expr, label = 'nv_inference_request_success{model="text_stats"}', "model"
+    else:
+        expr, label = 'ts_inference_requests_total{model_name="text_stats"}', "model_name"
+    result = wait_for(prometheus_url, expr, lambda r: r and float(r[0]["value"][1]) == 7.0)
+    assert result and result[0]["metric"][label] == "text_stats" and float(result[0]["value"][1]) == 7.0
+
+
+def test_every_dashboard_expression_parses_and_returns_data(monitored):
+    _, _, prometheus_url = monitored
+    for expr in dashboard_expressions():
+        result = wait_for(prometheus_url, expr, bool, timeout_s=30)
+        assert result, f"no data for dashboard query: {expr}"
+
+
+def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
+    _, deployment, _ = monitored
+    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+        families = {family.name for family in text_string_to_metric_families(response.read().decode())}
+    assert {"mfn_requests", "mfn_batch_size", "mfn_predict_duration_seconds"} <= families
+    result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["model"]: row for row in json.loads(result.output)}
+    assert rows["text_stats"]["requests"] == 7 and rows["text_stats"]["error_rate"] == 0.0
+    assert rows["faulty"]["outcomes"] == {"error": 3, "success": 2}
+    assert rows["faulty"]["error_rate"] == pytest.approx(0.6)
+    assert rows["text_stats"]["mean_batch_size"] == 1.0
+    assert rows["text_stats"]["predict_p95_s"] is not None and rows["text_stats"]["queue_mean_s"] is not None
+    human = CliRunner().invoke(cli, ["stats", deployment.name])
+    assert "text_stats" in human.output and "60.0%" in human.output
+
+
+def test_monitor_writes_config_rules_and_dashboard_for_another_prometheus(monitored, tmp_path):
+    _, deployment, _ = monitored
+    result = CliRunner().invoke(cli, ["monitor", deployment.name, "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dashboard.json", "prometheus.yml", "rules.yml"]
+    assert f"127.0.0.1:{deployment.ports['metrics']}" in (tmp_path / "prometheus.yml").read_text()
