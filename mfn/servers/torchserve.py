@@ -56,8 +56,13 @@ def check_installed() -> None:
         )
 
 
-def config_properties(ports: Ports, model_store: str, auth: bool, address: str = "127.0.0.1") -> str:
-    """config.properties for one server; the server reads no other settings."""
+def config_properties(
+    ports: Ports, model_store: str, auth: bool, address: str = "127.0.0.1", load_models: str | None = None
+) -> str:
+    """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
+
+    `load_models` ("all" or archive names) makes the server load models at start, as a pod must.
+    """
     properties = {
         "inference_address": f"http://{address}:{ports.inference}",
         "management_address": f"http://{address}:{ports.management}",
@@ -80,6 +85,8 @@ def config_properties(ports: Ports, model_store: str, auth: bool, address: str =
         # mfn re-reads the key file on every call; a long lifetime keeps long-running local servers usable.
         "token_expiration_min": 10080,
     }
+    if load_models:
+        properties["load_models"] = load_models
     return "".join(f"{key}={value}\n" for key, value in properties.items())
 
 
@@ -107,10 +114,13 @@ LOG_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def server_command(config_file: str, log_config_file: str, model_store: str) -> list[str]:
-    """The TorchServe launch command mfn uses; it stays in the foreground so its process group can be stopped."""
+def server_command(config_file: str, log_config_file: str, model_store: str, python: str = sys.executable) -> list[str]:
+    """The TorchServe launch command mfn uses, locally and in the Helm chart.
+
+    It stays in the foreground so its process group can be stopped; workers run under the same `python`.
+    """
     return [
-        sys.executable,
+        python,
         "-m",
         "ts.model_server",
         "--start",

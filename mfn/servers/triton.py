@@ -90,16 +90,21 @@ def server_args(
     repository: str,
     ports: Ports,
     models: list[str],
-    backend_directory: str,
-    cache_directory: str,
     shm_prefix: str,
+    backend_directory: str | None = None,
+    cache_directory: str | None = None,
     address: str = "127.0.0.1",
 ) -> list[str]:
-    """The tritonserver arguments mfn uses, explicit model control included."""
-    args = [
-        f"--model-repository={repository}",
-        f"--backend-directory={backend_directory}",
-        f"--cache-directory={cache_directory}",
+    """The tritonserver arguments mfn uses, locally and in the Helm chart, explicit model control included.
+
+    `backend_directory`/`cache_directory` are for the pip-installed server; an official image has its own.
+    """
+    args = [f"--model-repository={repository}"]
+    if backend_directory:
+        args.append(f"--backend-directory={backend_directory}")
+    if cache_directory:
+        args.append(f"--cache-directory={cache_directory}")
+    args += [
         f"--http-address={address}",
         f"--http-port={ports.http}",
         f"--grpc-address={address}",

@@ -1,0 +1,48 @@
+{{/* Names and labels follow the app.kubernetes.io conventions. */}}
+{{- define "mfn.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mfn.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mfn.labels" -}}
+{{ include "mfn.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ .Values.server }}
+app.kubernetes.io/part-of: mfn
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* The official image of the chosen server, GPU flavour when GPUs are requested. */}}
+{{- define "mfn.image" -}}
+{{- $repository := .Values.image.repository -}}
+{{- $tag := .Values.image.tag -}}
+{{- if eq .Values.server "triton" -}}
+{{- $repository = default "nvcr.io/nvidia/tritonserver" $repository -}}
+{{- $tag = default "24.10-py3" $tag -}}
+{{- else -}}
+{{- $repository = default "pytorch/torchserve" $repository -}}
+{{- $tag = default (ternary "0.12.0-gpu" "0.12.0-cpu" (gt (int .Values.gpu.count) 0)) $tag -}}
+{{- end -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
+{{/* Health endpoints: KServe v2 on Triton; TorchServe answers /ping, and a model's readiness under /models. */}}
+{{- define "mfn.livePath" -}}
+{{- if eq .Values.server "triton" -}}/v2/health/live{{- else -}}/ping{{- end -}}
+{{- end -}}
+{{- define "mfn.readyPath" -}}
+{{- if eq .Values.server "triton" -}}/v2/health/ready{{- else -}}/ping{{- end -}}
+{{- end -}}
+
+{{- define "mfn.restrictedApiSecret" -}}
+{{- default (printf "%s-restricted-api" (include "mfn.fullname" .)) .Values.triton.restrictedApi.secretName -}}
+{{- end -}}
