@@ -22,6 +22,7 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[triton,torchserve,dev]'
+	$(PY) scripts/install_helm.py $(VENV)/bin
 	touch $@
 
 demo: setup

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mfn.cli.options import debug_option, instances_option, invoke_data, json_option, run_guarded
+from mfn.cli.options import debug_option, instances_option, invoke_data, json_option, kubernetes_options, run_guarded
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,18 +51,27 @@ def package(ref, target, output, archive_format, name, model_version, max_batch_
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
-@click.option("--target", type=click.Choice(["local"]), default="local", show_default=True, help="Where to deploy.")
+@click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True, help="Where to deploy.")
 @click.option("--name", help="Deployment name (default: the repository directory's name).")
 @click.option("--model", "models", multiple=True, help="Load only this model (repeatable; default: all).")
 @click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
 @click.option("--no-auth", is_flag=True, help="TorchServe: turn token authorization off.")
 @click.option("--prometheus", is_flag=True, help="Also start a Prometheus scraping the server (stopped by undeploy).")
+@kubernetes_options
 @json_option
 @debug_option
-def deploy(path, target, name, models, foreground, no_auth, prometheus, as_json, debug):
-    """Serve the packaged models in PATH on a local server."""
+def deploy(path, target, name, models, foreground, no_auth, prometheus, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
+    """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     from mfn.deploy import local
 
+    if target == "kubernetes":
+        from mfn.kubernetes import helm
+
+        if not release:
+            raise click.UsageError("--target kubernetes needs --release NAME")
+        with run_guarded(debug):
+            click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run), nl=False)
+        return
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     with run_guarded(debug):
         deployment = local.deploy(
@@ -83,22 +92,36 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, as_json,
 
 
 @cli.command()
+@click.option("--kubernetes/--no-kubernetes", default=True, show_default=True, help="Also list Helm releases of the mfn chart.")
 @json_option
-def status(as_json):
-    """List local deployments, their endpoints and models."""
+def status(kubernetes, as_json):
+    """List local deployments (and Kubernetes releases), their endpoints and models."""
     from mfn.deploy import local
+    from mfn.errors import MfnError
 
     deployments = local.status()
+    releases, note = [], None
+    if kubernetes:
+        from mfn.kubernetes import helm
+
+        try:
+            releases = helm.releases()
+        except MfnError as error:
+            note = f"kubernetes: {str(error).splitlines()[0]}"
     if as_json:
-        click.echo(json.dumps([deployment.to_json() for deployment in deployments]))
+        click.echo(json.dumps({"local": [d.to_json() for d in deployments], "kubernetes": [vars(r) for r in releases]}))
         return
     if not deployments:
-        click.echo("no deployments")
+        click.echo("no local deployments")
     for deployment in deployments:
         state = "running" if deployment.running else "stopped"
         click.echo(f"{deployment.name} ({deployment.server}, pid {deployment.pid}, {state}): {', '.join(deployment.models)}")
         for protocol, url in deployment.endpoints().items():
             click.echo(f"  {protocol:8} {url}")
+    for release in releases:
+        click.echo(f"{release.name} (kubernetes, namespace {release.namespace}, {release.status}): {release.chart}")
+    if note:
+        click.echo(note, err=True)
 
 
 @cli.command()
@@ -117,13 +140,21 @@ def logs(name, lines, debug):
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--all", "everything", is_flag=True, help="Stop every local deployment.")
+@click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
+@click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace of the release.")
 @debug_option
-def undeploy(name, everything, debug):
-    """Stop deployment NAME (or --all) and remove what it left behind."""
+def undeploy(name, everything, target, namespace, debug):
+    """Stop deployment NAME (or --all) and remove what it left behind; uninstall a Kubernetes release."""
     from mfn.deploy import local
 
     if bool(name) == everything:
         raise click.UsageError("give a deployment NAME or --all")
+    if target == "kubernetes":
+        from mfn.kubernetes import helm
+
+        with run_guarded(debug):
+            click.echo(helm.undeploy(name, namespace), nl=False)
+        return
     with run_guarded(debug):
         stopped = local.undeploy_all() if everything else [local.undeploy(name)]
     for deployment in stopped:
@@ -181,15 +212,16 @@ def set_default(model, version, deployment, debug):
 @click.option("--version", "model_version", type=int, help="Model version (default: the server's choice).")
 @click.option("--url", help="Server URL instead of a local deployment (http://host:port or grpc://host:port).")
 @click.option("--deployment", help="Local deployment to use when several serve MODEL.")
+@click.option("--server", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="API spoken at --url.")
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds per call.")
 @json_option
 @debug_option
-def invoke(model, data, protocol, model_version, url, deployment, timeout_s, as_json, debug):
+def invoke(model, data, protocol, model_version, url, deployment, server, timeout_s, as_json, debug):
     """Run one request against MODEL and print its outputs."""
     from mfn.cli.options import outputs_to_json
     from mfn.client import Client
 
-    with run_guarded(debug), Client(url or deployment, protocol=protocol, timeout_s=timeout_s) as client:
+    with run_guarded(debug), Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s) as client:
         outputs = client.infer(model, invoke_data(data), version=model_version)
         endpoint = str(client.endpoint(model))
     answer = {"model": model, "version": model_version, "endpoint": endpoint, "outputs": outputs_to_json(outputs)}

@@ -40,6 +40,21 @@ instances_option = click.option(
 )
 
 
+def kubernetes_options(command):
+    """Options of `deploy --target kubernetes`."""
+    options = [
+        click.option("--release", help="Kubernetes: Helm release name."),
+        click.option("--namespace", default="default", show_default=True, help="Kubernetes: namespace."),
+        click.option("--model-uri", help="Kubernetes: where pods fetch the packaged models (https://, s3://, gs://)."),
+        click.option("--pvc", help="Kubernetes: a PersistentVolumeClaim holding the packaged models instead."),
+        click.option("--set", "sets", multiple=True, help="Kubernetes: extra chart value, KEY=VALUE (repeatable)."),
+        click.option("--dry-run", is_flag=True, help="Kubernetes: print the rendered manifests, change nothing."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @contextmanager
 def run_guarded(debug: bool) -> Iterator[None]:
     """Turn mfn's user-facing errors into a clean message and exit status 1 (tracebacks only with --debug)."""

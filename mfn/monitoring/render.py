@@ -50,20 +50,19 @@ def scrape_config(targets: list[ScrapeTarget], interval_s: int = 15, rule_files:
     return config
 
 
-def alert_rules(thresholds: AlertThresholds = AlertThresholds()) -> dict[str, Any]:
-    """Recording rules that unify the servers' queue metrics, and the alerts on mfn's metrics."""
+def alert_rules(thresholds: AlertThresholds = AlertThresholds(), job: str = f"{JOB_PREFIX}.*") -> dict[str, Any]:
+    """Recording rules that unify the servers' queue metrics, and the alerts on mfn's metrics.
+
+    `job` is a regular expression for the scrape jobs of mfn's servers (the target-down alert watches them).
+    """
     wait = thresholds.for_duration
+    # One group: rules in a group run in order, so the alert on the queue time sees this evaluation's record.
     return {
         "groups": [
             {
-                "name": "mfn-recording",
+                "name": "mfn",
                 "rules": [
                     {"record": q.QUEUE_SECONDS_RECORD, "expr": f"({q.TRITON_QUEUE_SECONDS}) or ({q.TORCHSERVE_QUEUE_SECONDS})"},
-                ],
-            },
-            {
-                "name": "mfn-alerts",
-                "rules": [
                     _alert(
                         "MfnHighErrorRate",
                         f"({q.window(q.ERROR_RATIO)}) > {thresholds.error_ratio}",
@@ -87,10 +86,10 @@ def alert_rules(thresholds: AlertThresholds = AlertThresholds()) -> dict[str, An
                     ),
                     _alert(
                         "MfnTargetDown",
-                        f'up{{job=~"{JOB_PREFIX}.*"}} == 0',
+                        f'up{{job=~"{job}"}} == 0',
                         "1m",
                         "critical",
-                        "{{ $labels.deployment }} ({{ $labels.server }}) metrics endpoint is down: the server or its models are not serving",
+                        "{{ $labels.job }} at {{ $labels.instance }} is down: its server is not serving metrics or models",
                     ),
                 ],
             },

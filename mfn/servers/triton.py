@@ -94,10 +94,12 @@ def server_args(
     backend_directory: str | None = None,
     cache_directory: str | None = None,
     address: str = "127.0.0.1",
+    gpus: bool = False,
 ) -> list[str]:
     """The tritonserver arguments mfn uses, locally and in the Helm chart, explicit model control included.
 
     `backend_directory`/`cache_directory` are for the pip-installed server; an official image has its own.
+    Without `gpus`, GPU metrics and the pinned-memory pool (which would probe for CUDA) are switched off.
     """
     args = [f"--model-repository={repository}"]
     if backend_directory:
@@ -114,8 +116,10 @@ def server_args(
         "--model-control-mode=explicit",
         # mfn writes complete configs; auto-complete would only slow loading and hide mistakes.
         "--disable-auto-complete-config",
-        "--allow-gpu-metrics=false",
-        "--pinned-memory-pool-byte-size=0",
+    ]
+    if not gpus:
+        args += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
+    args += [
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         # A per-deployment prefix lets mfn find and remove the shared-memory regions a crash leaves behind.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",

@@ -66,7 +66,7 @@ def test_promtool_unit_tests_fire_each_alert(rules_dir):
                     series("mfn_predict_duration_seconds_bucket", {**M, "le": "+Inf"}, "0+10x30"),
                     series("nv_inference_queue_duration_us", M, queue_us),
                     series("nv_inference_request_success", M, "0+60x30"),
-                    series("up", {"job": "mfn-demo", "deployment": "demo", "server": "triton"}, "0x30"),
+                    series("up", {"job": "mfn-demo", "instance": "127.0.0.1:8002"}, "0x30"),
                 ],
                 "alert_rule_test": [
                     {
@@ -90,8 +90,8 @@ def test_promtool_unit_tests_fire_each_alert(rules_dir):
                     {
                         "eval_time": "5m",
                         "alertname": "MfnTargetDown",
-                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "mfn-demo", "deployment": "demo", "server": "triton"},
-                                        "exp_annotations": {"summary": "demo (triton) metrics endpoint is down: the server or its models are not serving"}}],
+                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "mfn-demo", "instance": "127.0.0.1:8002"},
+                                        "exp_annotations": {"summary": "mfn-demo at 127.0.0.1:8002 is down: its server is not serving metrics or models"}}],
                     },
                     {"eval_time": "3m", "alertname": "MfnHighErrorRate", "exp_alerts": []},
                 ],

@@ -1,0 +1,1 @@
+"""Kubernetes: chart values from the ModelSpec, and helm runs for `mfn deploy --target kubernetes`."""

@@ -1,0 +1,124 @@
+"""`mfn deploy --target kubernetes`: chart values from the packaged models, then the user's helm."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mfn.deploy.local import Store, discover
+from mfn.errors import DeployError, MfnError
+from mfn.kubernetes.values import chart_values
+from mfn.spec import ModelSpec
+
+HELM_TIMEOUT = "10m"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A helm release of the mfn chart."""
+
+    name: str
+    namespace: str
+    status: str
+    chart: str
+
+
+def chart_path() -> Path:
+    """The chart shipped inside the mfn package (the repository's helm/mfn)."""
+    return Path(str(resources.files("mfn.kubernetes") / "chart")).resolve()
+
+
+def find_helm() -> str:
+    helm = shutil.which("helm")
+    if helm is None:
+        raise DeployError("helm was not found on PATH: install Helm 3 (https://helm.sh/docs/intro/install/)")
+    return helm
+
+
+def check_kubeconfig() -> None:
+    """Fail early, with the fix, when no cluster is configured (helm's own error is less clear)."""
+    paths = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or [Path.home() / ".kube" / "config"]
+    if not any(path.is_file() for path in paths):
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise DeployError(f"no kubeconfig at {where}: point KUBECONFIG at your cluster's config (or use --dry-run)")
+
+
+def values_for(path: Path, release: str, model_uri: str | None, pvc: str | None) -> dict:
+    """Chart values for the models packaged in `path`."""
+    if not model_uri and not pvc:
+        raise MfnError("say where the cluster gets the packaged models: --model-uri https://… / s3://… / gs://… or --pvc CLAIM")
+    store = discover(path)
+    return chart_values(store, _specs(store), release, model_uri, pvc)
+
+
+def deploy(
+    path: Path,
+    release: str,
+    namespace: str = "default",
+    model_uri: str | None = None,
+    pvc: str | None = None,
+    sets: tuple[str, ...] = (),
+    dry_run: bool = False,
+) -> str:
+    """Install or upgrade `release`, or with `dry_run` render its manifests; returns helm's output."""
+    values = values_for(path, release, model_uri, pvc)
+    helm = find_helm()
+    if not dry_run:
+        check_kubeconfig()
+    with tempfile.TemporaryDirectory() as scratch:
+        values_file = Path(scratch) / "values.json"
+        values_file.write_text(json.dumps(values, indent=2, sort_keys=True))
+        if dry_run:
+            command = [helm, "template", release, str(chart_path()), "--namespace", namespace]
+        else:
+            command = [
+                helm, "upgrade", "--install", release, str(chart_path()), "--namespace", namespace,
+                "--create-namespace", "--wait", "--timeout", HELM_TIMEOUT,
+            ]
+        command += ["--values", str(values_file)]
+        for assignment in sets:
+            command += ["--set", assignment]
+        return _run(command)
+
+
+def undeploy(release: str, namespace: str = "default") -> str:
+    check_kubeconfig()
+    return _run([find_helm(), "uninstall", release, "--namespace", namespace, "--wait"])
+
+
+def releases() -> list[Release]:
+    """Releases of the mfn chart in every namespace of the current cluster."""
+    check_kubeconfig()
+    listed = json.loads(_run([find_helm(), "list", "--all-namespaces", "--output", "json"]) or "[]")
+    return [
+        Release(item["name"], item["namespace"], item["status"], item["chart"])
+        for item in listed
+        if item["chart"].startswith("mfn-")
+    ]
+
+
+def _specs(store: Store) -> list[ModelSpec]:
+    if store.server == "triton":
+        from mfn.runtime.bundle import SPEC_FILE
+
+        return [
+            ModelSpec.from_json(spec_file.read_text())
+            for model_dir in (paths[0] for paths in store.models.values())
+            for spec_file in sorted(model_dir.glob(f"*/{SPEC_FILE}"))
+        ]
+    from mfn.archiver.reading import archive_spec
+
+    return [archive_spec(archive) for archives in store.models.values() for archive in archives]
+
+
+def _run(command: list[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DeployError(f"{' '.join(command[:3])} failed:\n{result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout

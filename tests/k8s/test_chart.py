@@ -1,0 +1,154 @@
+"""The helm/ chart: lint, render over a values matrix, validate every object, golden dry-runs, schema errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.kubernetes.helm import chart_path, values_for
+from tests.conftest import EXAMPLES, GOLDEN, assert_matches_golden
+
+KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("k8s")
+    mfn.package(f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP", root / "triton")
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", root / "torchserve", target="torchserve")
+    return {"triton": root / "triton", "torchserve": root / "torchserve"}
+
+
+def helm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["helm", *args], capture_output=True, text=True)
+
+
+def render(values: dict, *sets: str) -> list[dict]:
+    values_file = Path(values["__file__"])
+    result = helm("template", "demo", str(chart_path()), "--namespace", "serving", "--values", str(values_file),
+                  "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", *itertools.chain.from_iterable(("--set", s) for s in sets))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def write_values(packaged: dict[str, Path], server: str, tmp_path: Path, gpu: bool, delivery: str) -> dict:
+    values = values_for(
+        packaged[server], "demo",
+        model_uri="https://models.example.com/store.tar.gz" if delivery == "uri" else None,
+        pvc="models-pvc" if delivery == "pvc" else None,
+    )
+    if gpu:
+        values["gpu"] = {"count": 2}
+    path = tmp_path / f"{server}-{gpu}-{delivery}.json"
+    path.write_text(json.dumps(values))
+    return {**values, "__file__": str(path)}
+
+
+MATRIX = [
+    # server, gpu, scaling, servicemonitor, delivery
+    ("triton", False, "hpa", True, "uri"),
+    ("triton", True, "keda", False, "pvc"),
+    ("triton", False, "none", False, "pvc"),
+    ("torchserve", True, "hpa", False, "uri"),
+    ("torchserve", False, "keda", True, "pvc"),
+    ("torchserve", False, "none", True, "uri"),
+]
+
+
+def test_helm_lint_strict_passes_with_mfn_values(packaged, tmp_path):
+    for server in ("triton", "torchserve"):
+        values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+        result = helm("lint", "--strict", str(chart_path()), "--values", values["__file__"])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("server", "gpu", "scaling", "service_monitor", "delivery"), MATRIX)
+def test_rendered_objects_validate_against_kubernetes_schemas(packaged, tmp_path, server, gpu, scaling, service_monitor, delivery):
+    values = write_values(packaged, server, tmp_path, gpu, delivery)
+    sets = [
+        f"autoscaling.enabled={str(scaling == 'hpa').lower()}",
+        f"autoscaling.queueTime.enabled={str(scaling == 'hpa').lower()}",
+        f"keda.enabled={str(scaling == 'keda').lower()}",
+        f"metrics.serviceMonitor.enabled={str(service_monitor).lower()}",
+        f"metrics.prometheusRule.enabled={str(service_monitor).lower()}",
+        "networkPolicy.enabled=true",
+        "replicaCount=2",
+    ]
+    if server == "triton":
+        sets.append("triton.restrictedApi.enabled=true")
+    documents = render(values, *sets)
+    kinds = sorted(doc["kind"] for doc in documents)
+    expected = {"ConfigMap", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"}
+    expected |= {"HorizontalPodAutoscaler"} if scaling == "hpa" else {"ScaledObject"} if scaling == "keda" else set()
+    expected |= {"ServiceMonitor", "PrometheusRule"} if service_monitor else set()
+    expected |= {"Secret"} if server == "triton" else set()
+    assert set(kinds) == expected
+    for document in documents:
+        if document["kind"] in CRD_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(document, version, strict=True)
+    deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == values["command"]
+    limits = container.get("resources", {}).get("limits", {})
+    assert limits.get("nvidia.com/gpu") == (2 if gpu else None)
+    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert ("persistentVolumeClaim" in volumes["models"]) == (delivery == "pvc")
+
+
+def test_gpu_instance_groups_become_gpu_limits(tmp_path):
+    handler = EXAMPLES / "mlp" / "handler.py"
+    mfn.package(f"{handler}:MLP", tmp_path / "gpu", instances=[{"kind": "gpu", "count": 1, "gpus": [0, 1]}])
+    values = values_for(tmp_path / "gpu", "gpu-demo", model_uri="https://x/y.tar.gz", pvc=None)
+    assert values["gpu"] == {"count": 2}
+    assert "--pinned-memory-pool-byte-size=0" not in values["args"]
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("replicaCount=-1", "at '/replicaCount': minimum: got -1, want 0"),
+        ("server=onnx", "at '/server': value must be one of 'triton', 'torchserve'"),
+        ("gpu.count=two", "at '/gpu/count': got string, want integer"),
+        ("replicas=3", "additional properties 'replicas' not allowed"),
+        ("models.uri=ftp://host/model.tgz", "at '/models/uri'"),
+    ],
+)
+def test_values_schema_rejects_bad_values_readably(packaged, tmp_path, assignment, message):
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", assignment)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_deploy_dry_run_matches_golden(packaged, server, tmp_path):
+    # The packaged paths differ per run; the manifests must not depend on them.
+    result = CliRunner().invoke(cli, [
+        "deploy", str(packaged[server]), "--target", "kubernetes", "--release", "demo", "--namespace", "serving",
+        "--model-uri", "https://models.example.com/store.tar.gz", "--dry-run",
+    ])
+    assert result.exit_code == 0, result.output
+    assert_matches_golden(result.output, GOLDEN / "kubernetes" / f"{server}.yaml")
+
+
+def test_kubernetes_target_needs_a_release_a_model_source_and_a_cluster(packaged, monkeypatch, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["deploy", str(packaged["triton"]), "--target", "kubernetes"])
+    assert result.exit_code == 2 and "--target kubernetes needs --release NAME" in result.output
+    result = runner.invoke(cli, ["deploy", str(packaged["triton"]), "--target", "kubernetes", "--release", "r"])
+    assert result.exit_code == 1 and "--model-uri" in result.output
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    result = runner.invoke(cli, ["deploy", str(packaged["triton"]), "--target", "kubernetes", "--release", "r", "--pvc", "p"])
+    assert result.exit_code == 1 and "no kubeconfig at" in result.output
