@@ -23,6 +23,7 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[triton,torchserve,dev]'
 	$(PY) scripts/install_helm.py $(VENV)/bin
+	$(PY) scripts/fetch_crd_schemas.py $(VENV)/share/mfn-crd-schemas
 	touch $@
 
 demo: setup

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -19,6 +21,13 @@ from tests.conftest import EXAMPLES, GOLDEN, assert_matches_golden
 
 KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CRD_SCHEMAS = Path(sys.prefix) / "share" / "mfn-crd-schemas"  # written by `make setup` (scripts/fetch_crd_schemas.py)
+
+
+def validate_custom_resource(document: dict) -> None:
+    schema_file = CRD_SCHEMAS / f"{document['kind']}.json"
+    assert schema_file.is_file(), f"{schema_file} is missing: run `make setup`"
+    jsonschema.Draft7Validator(json.loads(schema_file.read_text())).validate(document)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +104,7 @@ def test_rendered_objects_validate_against_kubernetes_schemas(packaged, tmp_path
     assert set(kinds) == expected
     for document in documents:
         if document["kind"] in CRD_KINDS:
+            validate_custom_resource(document)
             continue
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(document, version, strict=True)
@@ -105,6 +115,13 @@ def test_rendered_objects_validate_against_kubernetes_schemas(packaged, tmp_path
     assert limits.get("nvidia.com/gpu") == (2 if gpu else None)
     volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
     assert ("persistentVolumeClaim" in volumes["models"]) == (delivery == "pvc")
+
+
+def test_custom_resource_schemas_reject_a_misspelt_field():
+    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "m"},
+               "spec": {"selector": {}, "endpoints": [{"port": "metrics", "intervall": "15s"}]}}
+    with pytest.raises(jsonschema.ValidationError, match="'intervall' was unexpected"):
+        validate_custom_resource(monitor)
 
 
 def test_gpu_instance_groups_become_gpu_limits(tmp_path):
@@ -152,3 +169,15 @@ def test_kubernetes_target_needs_a_release_a_model_source_and_a_cluster(packaged
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
     result = runner.invoke(cli, ["deploy", str(packaged["triton"]), "--target", "kubernetes", "--release", "r", "--pvc", "p"])
     assert result.exit_code == 1 and "no kubeconfig at" in result.output
+
+
+def test_the_chart_ships_inside_the_wheel(tmp_path):
+    import zipfile
+
+    from tests.conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)], check=True)
+    (wheel,) = tmp_path.glob("mfn-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    chart_files = {str(path.relative_to(chart_path())) for path in chart_path().rglob("*") if path.is_file()}
+    assert {f"mfn/kubernetes/chart/{name}" for name in chart_files} <= names
