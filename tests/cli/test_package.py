@@ -140,3 +140,12 @@ def test_missing_artifact_is_named(tmp_path):
     assert result.exit_code == 1
     assert "artifact 'weights'" in result.output and "model/weights.bin does not exist" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_status_without_a_cluster_lists_local_deployments_and_says_why_not_kubernetes(monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 0
+    assert "no local deployments" in result.output
+    assert "kubernetes:" in result.output
+    assert json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["kubernetes"] == []

@@ -153,7 +153,7 @@ def test_cli_invoke_accepts_kserve_v2_json_from_a_file(deployment, tmp_path):
 
 def test_status_lists_the_deployment_with_its_endpoints(deployment):
     result = CliRunner().invoke(cli, ["status", "--json"])
-    (entry,) = [d for d in json.loads(result.output) if d["name"] == "suite"]
+    (entry,) = [d for d in json.loads(result.output)["local"] if d["name"] == "suite"]
     assert entry["running"] is True
     assert sorted(entry["models"]) == ["faulty", "mlp", "sequences", "text_stats", "versioned"]
     assert entry["endpoints"]["http"] == deployment.http_url
