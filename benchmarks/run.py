@@ -235,7 +235,7 @@ def ceiling(model: str, seconds: float = 2.0) -> dict[str, float]:
 
 def cold_starts(work: Path) -> list[dict]:
     results = []
-    for model in ("mlp", "wide_mlp"):
+    for model in [m for m in ("mlp", "wide_mlp") if m in MODELS]:
         ref, inputs = MODELS[model]
         artifact = sum(p.stat().st_size for p in Path(ref.split(":")[0]).parent.glob("*.pt"))
         for server in ("triton", "torchserve"):
@@ -302,7 +302,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="Seconds per measurement.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--servers", nargs="+", default=["triton", "torchserve"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--skip-cold-start", action="store_true")
     options = parser.parse_args()
+    for model in set(MODELS) - set(options.models):
+        del MODELS[model]
     os.environ.setdefault("MFN_HOME", tempfile.mkdtemp(prefix="mfn-bench-home-"))
     results_dir = BENCH / "results"
     results_dir.mkdir(exist_ok=True)
@@ -317,7 +321,7 @@ def main() -> None:
             print(f"serving on {server}", flush=True)
             runs += serve_and_measure(repo if server == "triton" else store, server, options.concurrency, options.duration, work)
         print("cold starts", flush=True)
-        starts = cold_starts(work)
+        starts = [] if options.skip_cold_start else cold_starts(work)
     report = {"machine": machine(), "ceilings_rows_per_s": ceilings, "runs": [asdict(r) for r in runs], "cold_starts": starts,
               "command": "make bench", "duration_s": options.duration}
     (results_dir / "latest.json").write_text(json.dumps(report, indent=2))

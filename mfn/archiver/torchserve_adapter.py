@@ -33,6 +33,7 @@ class MfnHandler(BaseHandler):
             instance=f"worker-{os.getpid()}",
             metrics=TorchServeMetricFactory(context),
         )
+        self.decoder = codec.RequestDecoder(self.model.spec)
         self.initialized = True
 
     def handle(self, data, context):
@@ -43,7 +44,7 @@ class MfnHandler(BaseHandler):
     def _decode(self, row):
         body = row.get("body") if row.get("body") is not None else row.get("data")
         try:
-            return codec.decode_request(body, self.model.spec)
+            return self.decoder.decode(body)
         except RequestFailure as failure:
             return failure
 

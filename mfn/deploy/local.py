@@ -39,13 +39,13 @@ class Store:
 
 def discover(path: Path) -> Store:
     """Recognise a Triton model repository (or one model directory) or a TorchServe model store."""
-    from mfn.archiver.reading import archive_spec, is_archive, store_archives
+    from mfn.archiver.reading import archive_info, is_archive, store_archives
 
     path = Path(path).resolve()
     if (path / "config.pbtxt").is_file():
         return Store("triton", path.parent, {path.name: [path]})
     if is_archive(path):
-        return Store("torchserve", path.parent, {archive_spec(path).name: [path]})
+        return Store("torchserve", path.parent, {archive_info(path).name: [path]})
     if not path.is_dir():
         raise MfnError(f"{path} is not a directory; give a model repository or model store written by `mfn package`")
     triton_models = {child.name: [child] for child in sorted(path.iterdir()) if (child / "config.pbtxt").is_file()}
@@ -57,7 +57,7 @@ def discover(path: Path) -> Store:
     if archives:
         models: dict[str, list[Path]] = {}
         for archive in archives:
-            models.setdefault(archive_spec(archive).name, []).append(archive)
+            models.setdefault(archive_info(archive).name, []).append(archive)
         return Store("torchserve", path, models)
     raise MfnError(
         f"{path} holds no models (no <name>/config.pbtxt, no .mar archives); run `mfn package ... --output {path}` first"

@@ -6,7 +6,7 @@ import json
 import urllib.parse
 from pathlib import Path
 
-from mfn.archiver.reading import archive_spec
+from mfn.archiver.reading import archive_info
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
@@ -48,14 +48,13 @@ def start(name: str, store: Store, workdir: Path, auth: bool, progress: Progress
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
     """Register every packaged version of `model` (oldest first, so it is the default) and wait for its workers."""
     token = read_key(deployment, "management")
-    for archive in sorted(store.models[model], key=lambda path: archive_spec(path).version):
-        spec = archive_spec(archive)
-        workers = sum(group.count * len(group.gpus or (0,)) for group in spec.instances)
-        query = urllib.parse.urlencode({"url": archive.name, "initial_workers": workers, "synchronous": "true"})
+    for archive in sorted(store.models[model], key=lambda path: archive_info(path).version):
+        info = archive_info(archive)
+        query = urllib.parse.urlencode({"url": archive.name, "initial_workers": info.workers, "synchronous": "true"})
         code, body = http_json("POST", f"{management_url(deployment)}/models?{query}", LOAD_TIMEOUT_S, token)
         if code != 200:
             reason = describe_failure(code, body, deployment)
-            raise DeployError(f"model {model!r} v{spec.version} failed to load: {reason}\n{_worker_errors(deployment)}")
+            raise DeployError(f"model {model!r} v{info.version} failed to load: {reason}\n{_worker_errors(deployment)}")
 
 
 def management_url(deployment: Deployment) -> str:

@@ -31,34 +31,46 @@ class DecodedRequest:
     style: str
 
 
-def decode_request(body: Any, spec: ModelSpec) -> DecodedRequest:
-    """Parse a JSON body (bytes, text or an already-parsed dict) into arrays of the declared dtypes.
+class RequestDecoder:
+    """Decodes JSON bodies for one model; built once per model so nothing per request is rebuilt."""
 
-    Raises:
-        RequestFailure: (status 400) naming the input and what is wrong with it.
-    """
-    if body is None:
-        raise RequestFailure("empty request body: send a JSON object with Content-Type: application/json")
-    if isinstance(body, (bytes, bytearray, str)):
-        try:
-            body = json.loads(body)
-        except ValueError as error:
-            raise RequestFailure(f"request body is not JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise RequestFailure('request body must be a JSON object: {"inputs": [...]} or {"<input name>": [...]}')
-    declared = {tensor.name: tensor for tensor in spec.inputs}
-    if isinstance(body.get("inputs"), list) and "inputs" not in declared:
-        return DecodedRequest({item_name(item): _v2_input(item, declared) for item in body["inputs"]}, KSERVE_V2)
-    unknown = sorted(set(body) - set(declared))
-    if unknown:
-        raise RequestFailure(f"unknown input(s) {unknown}; {spec.name} takes {sorted(declared)}")
-    return DecodedRequest({name: _plain_input(value, declared[name]) for name, value in body.items()}, PLAIN)
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.declared = {tensor.name: tensor for tensor in spec.inputs}
+
+    def decode(self, body: Any) -> DecodedRequest:
+        """Parse a JSON body (bytes, text or an already-parsed dict) into arrays of the declared dtypes.
+
+        Raises:
+            RequestFailure: (status 400) naming the input and what is wrong with it.
+        """
+        if body is None:
+            raise RequestFailure("empty request body: send a JSON object with Content-Type: application/json")
+        if isinstance(body, (bytes, bytearray, str)):
+            try:
+                body = json.loads(body)
+            except ValueError as error:
+                raise RequestFailure(f"request body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise RequestFailure('request body must be a JSON object: {"inputs": [...]} or {"<input name>": [...]}')
+        declared = self.declared
+        if isinstance(body.get("inputs"), list) and "inputs" not in declared:
+            return DecodedRequest({item_name(item): _v2_input(item, declared) for item in body["inputs"]}, KSERVE_V2)
+        unknown = sorted(set(body) - set(declared))
+        if unknown:
+            raise RequestFailure(f"unknown input(s) {unknown}; {self.spec.name} takes {sorted(declared)}")
+        return DecodedRequest({name: _plain_input(value, declared[name]) for name, value in body.items()}, PLAIN)
+
+
+def decode_request(body: Any, spec: ModelSpec) -> DecodedRequest:
+    """Decode one body for `spec` (see RequestDecoder, which adapters keep per model)."""
+    return RequestDecoder(spec).decode(body)
 
 
 def encode_response(outputs: Arrays, style: str, spec: ModelSpec) -> dict[str, Any]:
     """Render outputs in the body shape of the request they answer."""
     if style == PLAIN:
-        return {name: _json_values(array).tolist() for name, array in outputs.items()}
+        return {name: _nested_json_values(array) for name, array in outputs.items()}
     return {
         "model_name": spec.name,
         "model_version": str(spec.version),
@@ -67,7 +79,7 @@ def encode_response(outputs: Arrays, style: str, spec: ModelSpec) -> dict[str, A
                 "name": tensor.name,
                 "datatype": tensor.dtype,
                 "shape": list(outputs[tensor.name].shape),
-                "data": _json_values(outputs[tensor.name]).ravel().tolist(),
+                "data": _flat_json_values(outputs[tensor.name]),
             }
             for tensor in spec.outputs
             if tensor.name in outputs
@@ -87,7 +99,7 @@ def _v2_input(item: dict, declared: dict[str, Tensor]) -> np.ndarray:
         raise RequestFailure(f"unknown input {name!r}; the model takes {sorted(declared)}")
     tensor = declared[name]
     datatype = item.get("datatype")
-    if datatype is not None:
+    if datatype is not None and datatype != tensor.dtype:
         try:
             given = canonical_dtype(datatype)
         except ValueError as error:
@@ -115,7 +127,10 @@ def _plain_input(value: Any, tensor: Tensor) -> np.ndarray:
 def _cast(value: Any, tensor: Tensor) -> np.ndarray:
     if tensor.dtype == "BYTES":
         raw = np.asarray(value, dtype=object)
-        return np.vectorize(lambda item: item.encode("utf-8") if isinstance(item, str) else bytes(item), otypes=[object])(raw)
+        encoded = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in raw.ravel().tolist()]
+        array = np.empty(len(encoded), dtype=object)
+        array[:] = encoded
+        return array.reshape(raw.shape)
     try:
         raw = np.asarray(value)
     except ValueError:
@@ -132,7 +147,16 @@ def _json_kind(array: np.ndarray) -> str:
     return {"f": "numbers with fractions", "U": "strings", "O": "mixed values", "b": "booleans"}.get(array.dtype.kind, str(array.dtype))
 
 
-def _json_values(array: np.ndarray) -> np.ndarray:
+def _flat_json_values(array: np.ndarray) -> list:
+    values = array.ravel().tolist()
     if array.dtype == object:
-        return np.vectorize(lambda item: item.decode("utf-8", "replace") if isinstance(item, bytes) else item, otypes=[object])(array)
-    return array
+        return [item.decode("utf-8", "replace") if isinstance(item, bytes) else item for item in values]
+    return values
+
+
+def _nested_json_values(array: np.ndarray) -> list:
+    if array.dtype != object:
+        return array.tolist()
+    decoded = np.empty(array.size, dtype=object)
+    decoded[:] = _flat_json_values(array)
+    return decoded.reshape(array.shape).tolist()

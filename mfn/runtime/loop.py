@@ -46,10 +46,22 @@ class BatchLoop:
         handler_type = type(handler)
         self._has_preprocess = handler_type.preprocess is not Handler.preprocess
         self._has_postprocess = handler_type.postprocess is not Handler.postprocess
+        self._input_names = tuple(tensor.name for tensor in spec.inputs)
+        self._expected = [
+            (
+                tensor.name,
+                numpy_dtype(tensor.dtype),
+                tensor.dtype == "BYTES",
+                len(tensor.shape) + 1,
+                [(axis + 1, dim) for axis, dim in enumerate(tensor.shape) if dim != -1],
+            )
+            for tensor in spec.inputs
+        ]
 
     def run(self, requests: Sequence[Arrays | Exception]) -> list[Outcome]:
         """Answer every request: outputs for the good ones, a RequestFailure for each failed one."""
         outcomes: list[Outcome | None] = [None] * len(requests)
+        # Requests share a batch only when their per-row shapes agree (variable dims may differ per request).
         groups: dict[tuple, list[tuple[int, Arrays]]] = {}
         for index, request in enumerate(requests):
             try:
@@ -57,7 +69,8 @@ class BatchLoop:
             except RequestFailure as failure:
                 outcomes[index] = failure
                 continue
-            groups.setdefault(_shape_key(prepared), []).append((index, prepared))
+            key = tuple(prepared[name].shape[1:] for name in self._input_names)
+            groups.setdefault(key, []).append((index, prepared))
         for members in groups.values():
             for chunk in _chunks_by_rows(members, self.max_rows):
                 for index, outcome in zip((i for i, _ in chunk), self._predict([r for _, r in chunk])):
@@ -72,13 +85,34 @@ class BatchLoop:
             raise request
         if isinstance(request, Exception):
             raise RequestFailure(f"malformed request: {request}")
-        check_inputs(request, self.spec)
+        if not self._conforms(request):
+            check_inputs(request, self.spec)  # raises, naming what is wrong
         if not self._has_preprocess:
             return request
         try:
             return self.handler.preprocess(request)
         except Exception as error:
             raise RequestFailure(f"preprocess failed: {type(error).__name__}: {error}", status=500) from error
+
+    def _conforms(self, request: Arrays) -> bool:
+        """The per-request check on the hot path: no messages, no allocations; check_inputs explains failures."""
+        if len(request) != len(self._expected):
+            return False
+        rows = None
+        for name, dtype, accepts_text, ndim, fixed_dims in self._expected:
+            array = request.get(name)
+            if array is None or array.ndim != ndim:
+                return False
+            if array.dtype != dtype and not (accepts_text and array.dtype.kind in "OSU"):
+                return False
+            shape = array.shape
+            if any(shape[axis] != dim for axis, dim in fixed_dims):
+                return False
+            if rows is None:
+                rows = shape[0]
+            elif shape[0] != rows:
+                return False
+        return rows is not None and 1 <= rows <= self.max_rows
 
     def _predict(self, requests: list[Arrays]) -> list[Outcome]:
         rows = [_rows(request) for request in requests]
@@ -182,11 +216,6 @@ def _rows(request: Arrays) -> int:
     return next(iter(request.values())).shape[0]
 
 
-def _shape_key(request: Arrays) -> tuple:
-    """Requests can share a batch only when their per-row shapes agree (variable dims may differ per request)."""
-    return tuple((name, array.shape[1:]) for name, array in sorted(request.items()))
-
-
 def _chunks_by_rows(members: list[tuple[int, Arrays]], max_rows: int) -> list[list[tuple[int, Arrays]]]:
     chunks: list[list[tuple[int, Arrays]]] = [[]]
     rows_in_chunk = 0
@@ -201,8 +230,11 @@ def _chunks_by_rows(members: list[tuple[int, Arrays]], max_rows: int) -> list[li
 
 
 def _split(outputs: Arrays, rows: list[int]) -> list[Arrays]:
+    """Each request's rows, as views of the batch outputs (no copies)."""
     if len(rows) == 1:
         return [outputs]
-    boundaries = np.cumsum(rows)[:-1]
-    pieces = {name: np.split(array, boundaries) for name, array in outputs.items()}
-    return [{name: pieces[name][i] for name in outputs} for i in range(len(rows))]
+    pieces, start = [], 0
+    for count in rows:
+        pieces.append({name: array[start:start + count] for name, array in outputs.items()})
+        start += count
+    return pieces
