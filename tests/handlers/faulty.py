@@ -13,7 +13,11 @@ class Faulty(mfn.Handler):
     outputs = [mfn.Tensor("y", "FP32", [2])]
     batching = mfn.Batching(max_batch_size=4)
 
+    def setup(self, ctx):
+        self.poisoned = ctx.metrics.counter("faulty_poisoned_batches_total", "Batches refused for a poisoned row.")
+
     def predict(self, inputs):
         if (inputs["x"] == POISON).any():
+            self.poisoned.inc()
             raise ValueError("poisoned row in batch")
         return {"y": inputs["x"] * 2}

@@ -95,6 +95,15 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
     assert batches and float(batches[0]["value"][1]) >= 1
 
 
+def test_a_handlers_own_metric_reaches_prometheus_with_model_labels(monitored):
+    _, _, prometheus_url = monitored
+    result = wait_for(prometheus_url, "faulty_poisoned_batches_total", lambda r: r and float(r[0]["value"][1]) == 3.0)
+    assert result, "the handler's ctx.metrics counter never reached Prometheus"
+    (series,) = result
+    assert float(series["value"][1]) == 3.0
+    assert (series["metric"]["model"], series["metric"]["version"]) == ("faulty", "1")
+
+
 def test_prometheus_also_holds_the_servers_own_metrics(monitored):
     server, _, prometheus_url = monitored
     if server == "triton":
