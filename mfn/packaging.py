@@ -41,7 +41,8 @@ def package(
     failure leaves `output` as it was.
 
     Args:
-        ref: `path/to/handler.py:Class` or `package.module:Class`.
+        ref: `path/to/handler.py:Class`, `package.module:Class`, or a model file (e.g. `model.onnx`) that a
+            built-in handler serves with no handler code.
         output: Model repository directory (Triton) or model store directory (TorchServe).
         target: Server to package for: "triton" or "torchserve".
         archive_format: TorchServe archive format: "default" (.mar), "no-archive" or "tgz".
@@ -55,13 +56,33 @@ def package(
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise MfnError(f"output {output} is a file; give a directory")
-    cls, handler_file, spec = build_spec(ref, **overrides)
+    source = resolve(ref, **overrides)
     if target == "triton":
-        _check_triton_output(spec, output)
-    check_handler(cls, spec, handler_file)
+        _check_triton_output(source.spec, output)
+    check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)
     if target == "torchserve":
-        return _write_torchserve(spec, handler_file, output, archive_format)
-    return _write_triton(spec, handler_file, output)
+        return _write_torchserve(source, output, archive_format)
+    return _write_triton(source, output)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A handler class, the file it lives in, its spec, and where its artifacts are read from."""
+
+    cls: type[Handler]
+    handler_file: Path
+    spec: ModelSpec
+    artifact_root: Path
+
+
+def resolve(ref: str, **overrides: object) -> Source:
+    """A handler reference, or a model file served by the built-in handler for its format."""
+    from mfn.handlers.builtin import builtin_source, is_model_file
+
+    if is_model_file(ref):
+        return builtin_source(Path(ref), **overrides)
+    cls, handler_file, spec = build_spec(ref, **overrides)
+    return Source(cls, handler_file, spec, handler_file.parent)
 
 
 def build_spec(ref: str, **overrides: object) -> tuple[type[Handler], Path, ModelSpec]:
@@ -79,14 +100,14 @@ def build_spec(ref: str, **overrides: object) -> tuple[type[Handler], Path, Mode
     return cls, handler_file, spec
 
 
-def check_handler(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> None:
+def check_handler(cls: type[Handler], spec: ModelSpec, handler_file: Path, artifact_root: Path | None = None) -> None:
     """Run setup, preprocess, predict and postprocess on a sample batch and check the outputs.
 
     Raises:
         HandlerError: with the handler's own traceback, or the mismatch between outputs and declaration.
     """
     with _handler_step(spec, "setup"):
-        loaded = load_in_process(cls, spec, handler_file)
+        loaded = load_in_process(cls, spec, handler_file, artifact_root)
     try:
         batch = sample_inputs(spec, rows=min(SAMPLE_ROWS, spec.batching.max_batch_size))
         with _handler_step(spec, "preprocess"):
@@ -122,22 +143,24 @@ def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
         check_sibling_versions(spec, repository / spec.name)
 
 
-def _write_triton(spec: ModelSpec, handler_file: Path, repository: Path) -> PackageResult:
+def _write_triton(source: Source, repository: Path) -> PackageResult:
     from mfn.model_repository.layout import install_model, stage_model
 
+    spec = source.spec
     model_dir = repository / spec.name
     with _staging_area(repository) as staging:
         model_staging = staging / spec.name
-        stage_model(spec, handler_file, model_staging)
+        stage_model(spec, source.handler_file, model_staging, source.artifact_root)
         install_model(model_staging, model_dir, spec.version)
     return PackageResult(spec=spec, target="triton", path=model_dir)
 
 
-def _write_torchserve(spec: ModelSpec, handler_file: Path, store: Path, archive_format: str) -> PackageResult:
+def _write_torchserve(source: Source, store: Path, archive_format: str) -> PackageResult:
     from mfn.archiver.build import build_archive
 
+    spec = source.spec
     with _staging_area(store) as staging:
-        built = build_archive(spec, handler_file, staging, archive_format)
+        built = build_archive(spec, source.handler_file, staging, archive_format, source.artifact_root)
         destination = store / built.name
         if destination.is_dir():
             destination.rename(staging / "replaced")

@@ -42,7 +42,9 @@ def build_time() -> float:
     return float(os.environ.get("SOURCE_DATE_EPOCH", 315532800))
 
 
-def build_archive(spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str) -> Path:
+def build_archive(
+    spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str, artifact_root: Path | None = None
+) -> Path:
     """Build the archive inside `staging` and return its path there."""
     from model_archiver.model_archiver_config import ModelArchiverConfig
     from model_archiver.model_packaging import package_model
@@ -52,7 +54,7 @@ def build_archive(spec: ModelSpec, handler_file: Path, staging: Path, archive_fo
         raise MfnError(f"unknown archive format {archive_format!r}: choose one of {', '.join(ARCHIVE_FORMATS)}")
     sources, export = staging / "sources", staging / "export"
     bundle = sources / "bundle"
-    write_bundle(spec, handler_file, bundle)
+    write_bundle(spec, handler_file, bundle, artifact_root)
     shutil.copyfile(_ADAPTER_SOURCE, sources / ADAPTER_FILE)
     (sources / CONFIG_FILE).write_text(render_model_config(spec))
     export.mkdir()

@@ -33,7 +33,8 @@ def cli() -> None:
 @json_option
 @debug_option
 def package(ref, target, output, archive_format, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
-    """Package handler REF (path/to/handler.py:Class or package.module:Class) into OUTPUT."""
+    """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
+    (model.onnx) that a built-in handler serves with no handler code."""
     from mfn.handlers.declarations import VersionPolicy
     from mfn.packaging import package as package_model
 

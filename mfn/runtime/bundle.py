@@ -33,16 +33,17 @@ def bundled_artifact_path(name: str, declared: str) -> PurePosixPath:
     return PurePosixPath(ARTIFACTS_DIR, name, PurePosixPath(declared).name)
 
 
-def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path) -> None:
+def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path, artifact_root: Path | None = None) -> None:
     """Copy the handler source and its artifacts and write the spec into `destination`.
 
-    Files are copied by content only, and the spec is written with sorted keys, so the same inputs
-    give byte-identical bundles.
+    Artifact paths are relative to `artifact_root` (default: the handler file's directory; built-in
+    handlers serving a model file use the model file's directory). Files are copied by content only,
+    and the spec is written with sorted keys, so the same inputs give byte-identical bundles.
     """
     (destination / HANDLER_DIR).mkdir(parents=True)
     shutil.copyfile(handler_file, destination / HANDLER_DIR / spec.entrypoint.file)
     for name, declared in sorted(spec.artifacts.items()):
-        source = handler_file.parent / declared
+        source = (artifact_root or handler_file.parent) / declared
         target = destination / bundled_artifact_path(name, declared)
         target.parent.mkdir(parents=True)
         if source.is_dir():
@@ -90,9 +91,12 @@ def load_bundle(
     ), LoopMetrics(factory, spec.name, spec.version))
 
 
-def load_in_process(cls: type[Handler], spec: ModelSpec, handler_file: Path) -> LoadedModel:
+def load_in_process(
+    cls: type[Handler], spec: ModelSpec, handler_file: Path, artifact_root: Path | None = None
+) -> LoadedModel:
     """Instantiate a handler straight from its source tree, artifacts at their declared paths."""
-    artifacts = {name: (handler_file.parent / declared).resolve() for name, declared in spec.artifacts.items()}
+    root = artifact_root or handler_file.parent
+    artifacts = {name: (root / declared).resolve() for name, declared in spec.artifacts.items()}
     factory = InMemoryMetrics()
     return start_handler(cls, spec, Context(
         model_dir=handler_file.parent,

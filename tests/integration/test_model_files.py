@@ -1,0 +1,76 @@
+"""A model file with no handler code: package → deploy → invoke on both servers, equal to onnxruntime in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy import local
+
+pytestmark = pytest.mark.integration
+FEATURES = np.random.default_rng(3).standard_normal((5, 6)).astype(np.float32)
+
+
+def export_onnx(path: Path, dynamic_batch: bool = True) -> Path:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).eval()
+    axes = {"features": {0: "batch"}, "scores": {0: "batch"}} if dynamic_batch else None
+    torch.onnx.export(model, (torch.randn(2, 6),), str(path), input_names=["features"], output_names=["scores"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory) -> Path:
+    return export_onnx(tmp_path_factory.mktemp("onnx") / "scorer.onnx")
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_an_onnx_file_is_served_with_no_handler_code(onnx_model, tmp_path, server):
+    expected = onnxruntime.InferenceSession(str(onnx_model)).run(["scores"], {"features": FEATURES})[0]
+    result = CliRunner().invoke(cli, ["package", str(onnx_model), "--target", server, "-o", str(tmp_path), "--max-batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    deployment = local.deploy(tmp_path, name=f"onnx-{server}")
+    try:
+        for protocol in ("http", "grpc"):
+            with mfn.Client(deployment.name, protocol=protocol) as client:
+                served = client.infer("scorer", {"features": FEATURES})
+            np.testing.assert_allclose(served["scores"], expected, rtol=1e-5, atol=1e-6)
+    finally:
+        local.undeploy(deployment.name)
+
+
+def test_the_spec_comes_from_the_graph(onnx_model, tmp_path):
+    spec = mfn.package(str(onnx_model), tmp_path).spec
+    assert [(t.name, t.dtype, t.shape) for t in spec.inputs] == [("features", "FP32", (6,))]
+    assert [(t.name, t.dtype, t.shape) for t in spec.outputs] == [("scores", "FP32", (3,))]
+    assert spec.artifacts == {"model": "scorer.onnx"} and "onnxruntime>=1.17" in spec.requirements
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: write(d / "broken.onnx", b"not a model"), "broken.onnx is not a model onnxruntime can load"),
+        (lambda d: export_onnx(d / "fixed.onnx", dynamic_batch=False), "fixed first dimension 2; export the model with a dynamic batch axis"),
+        (lambda d: write(d / "weights.pkl", b"x"), "no built-in handler for .pkl; supported: .onnx"),
+    ],
+    ids=["corrupt", "fixed-batch", "unsupported"],
+)
+def test_bad_model_files_get_an_error_naming_the_file(tmp_path, make, message):
+    model_file = make(tmp_path)
+    result = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
