@@ -32,7 +32,12 @@ class PackageResult:
 
 
 def package(
-    ref: str, output: Path | str, target: str = "triton", archive_format: str = "default", **overrides: object
+    ref: str,
+    output: Path | str,
+    target: str = "triton",
+    archive_format: str = "default",
+    native: bool = False,
+    **overrides: object,
 ) -> PackageResult:
     """Package the handler `ref` into `output` for `target`.
 
@@ -46,6 +51,8 @@ def package(
         output: Model repository directory (Triton) or model store directory (TorchServe).
         target: Server to package for: "triton" or "torchserve".
         archive_format: TorchServe archive format: "default" (.mar), "no-archive" or "tgz".
+        native: For a model file on Triton, write a config for Triton's native backend (e.g. onnxruntime_onnx)
+            and the file itself, instead of mfn's Python-backend adapter.
         **overrides: Spec fields that replace the handler's declarations (name, version, batching, ...).
 
     Raises:
@@ -57,12 +64,14 @@ def package(
     if output.exists() and not output.is_dir():
         raise MfnError(f"output {output} is a file; give a directory")
     source = resolve(ref, **overrides)
+    if native and (target != "triton" or source.handler_file.parent != Path(__file__).parent / "handlers"):
+        raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --target triton")
     if target == "triton":
         _check_triton_output(source.spec, output)
     check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)
     if target == "torchserve":
         return _write_torchserve(source, output, archive_format)
-    return _write_triton(source, output)
+    return _write_triton(source, output, native)
 
 
 @dataclass(frozen=True)
@@ -143,14 +152,18 @@ def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
         check_sibling_versions(spec, repository / spec.name)
 
 
-def _write_triton(source: Source, repository: Path) -> PackageResult:
+def _write_triton(source: Source, repository: Path, native: bool = False) -> PackageResult:
     from mfn.model_repository.layout import install_model, stage_model
+    from mfn.model_repository.native import stage_native_model
 
     spec = source.spec
     model_dir = repository / spec.name
     with _staging_area(repository) as staging:
         model_staging = staging / spec.name
-        stage_model(spec, source.handler_file, model_staging, source.artifact_root)
+        if native:
+            stage_native_model(spec, source.artifact_root / spec.artifacts["model"], model_staging)
+        else:
+            stage_model(spec, source.handler_file, model_staging, source.artifact_root)
         install_model(model_staging, model_dir, spec.version)
     return PackageResult(spec=spec, target="triton", path=model_dir)
 

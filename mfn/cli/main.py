@@ -22,6 +22,7 @@ def cli() -> None:
 @click.option("--target", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="Server to package for.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository (Triton) or model store (TorchServe) directory.")
 @click.option("--archive-format", type=click.Choice(["default", "no-archive", "tgz"]), default="default", show_default=True, help="TorchServe archive format.")
+@click.option("--native", is_flag=True, help="Model files on Triton: use Triton's native backend (e.g. onnxruntime_onnx).")
 @click.option("--name", help="Override the model name.")
 @click.option("--version", "model_version", type=int, help="Override the model version.")
 @click.option("--max-batch-size", type=int, help="Override batching.max_batch_size.")
@@ -32,7 +33,7 @@ def cli() -> None:
 @click.option("--execution-env", help="Python environment for Triton's stub (EXECUTION_ENV_PATH).")
 @json_option
 @debug_option
-def package(ref, target, output, archive_format, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
+def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
     """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     (model.onnx) that a built-in handler serves with no handler code."""
     from mfn.handlers.declarations import VersionPolicy
@@ -42,7 +43,7 @@ def package(ref, target, output, archive_format, name, model_version, max_batch_
     with run_guarded(debug):
         policy = VersionPolicy.parse(version_policy) if version_policy else None
         result = package_model(
-            ref, output, target=target, archive_format=archive_format, name=name, version=model_version, batching=batching or None,
+            ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version, batching=batching or None,
             instances=instances or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
             execution_env=execution_env,
         )

@@ -74,3 +74,21 @@ def test_bad_model_files_get_an_error_naming_the_file(tmp_path, make, message):
     assert result.exit_code == 1
     assert message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_native_onnx_config_for_triton_matches_golden_and_parses(onnx_model, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from tests.conftest import GOLDEN, assert_matches_golden
+
+    result = CliRunner().invoke(cli, ["package", str(onnx_model), "-o", str(tmp_path), "--native", "--instances", "gpu:1:0"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "scorer" / "config.pbtxt").read_text()
+    assert_matches_golden(text, GOLDEN / "triton" / "native_onnx.pbtxt")
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert (config.platform, config.default_model_filename, config.backend) == ("onnxruntime_onnx", "model.onnx", "")
+    assert sorted(p.name for p in (tmp_path / "scorer").rglob("*") if p.is_file()) == ["config.pbtxt", "model.onnx"]
+    assert (tmp_path / "scorer" / "1" / "model.onnx").read_bytes() == onnx_model.read_bytes()
+    refused = CliRunner().invoke(cli, ["package", str(onnx_model), "-o", str(tmp_path / "ts"), "--native", "--target", "torchserve"])
+    assert refused.exit_code == 1 and "--native applies to model files" in refused.output
