@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from mfn.cli.options import debug_option, instances_option, invoke_data, json_option, kubernetes_options, run_guarded
+from mfn.cli.options import (
+    debug_option,
+    instances_option,
+    invoke_data,
+    json_option,
+    kubernetes_options,
+    run_guarded,
+    tensors_option,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,12 +36,13 @@ def cli() -> None:
 @click.option("--max-batch-size", type=int, help="Override batching.max_batch_size.")
 @click.option("--max-queue-delay-us", type=int, help="Override batching.max_queue_delay_us.")
 @instances_option
+@tensors_option
 @click.option("--version-policy", help="Versions served side by side: all, latest[:N] or specific:1,2.")
 @click.option("--warmup", type=int, help="Warm up with this many rows per request when the model loads.")
 @click.option("--execution-env", help="Python environment for Triton's stub (EXECUTION_ENV_PATH).")
 @json_option
 @debug_option
-def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, version_policy, warmup, execution_env, as_json, debug):
+def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, as_json, debug):
     """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     (model.onnx) that a built-in handler serves with no handler code."""
     from mfn.handlers.declarations import VersionPolicy
@@ -44,7 +53,7 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
         policy = VersionPolicy.parse(version_policy) if version_policy else None
         result = package_model(
             ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version, batching=batching or None,
-            instances=instances or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
+            instances=instances or None, inputs=inputs or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
             execution_env=execution_env,
         )
     summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path)}

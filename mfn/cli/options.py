@@ -55,6 +55,29 @@ def kubernetes_options(command):
     return command
 
 
+def _parse_tensors(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
+    tensors = []
+    for value in values:
+        name, _, rest = value.partition(":")
+        dtype, _, dims = rest.partition(":")
+        try:
+            tensors.append({"name": name, "dtype": dtype, "shape": [int(dim) for dim in dims.split(",") if dim]})
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: use NAME:DTYPE:DIMS, e.g. features:FP32:4 or tokens:INT64:-1") from None
+        if not name or not dtype:
+            raise click.BadParameter(f"{value!r}: use NAME:DTYPE:DIMS, e.g. features:FP32:4")
+    return tensors
+
+
+tensors_option = click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    callback=_parse_tensors,
+    help="Declare an input NAME:DTYPE:DIMS per row (repeatable); needed for TorchScript files.",
+)
+
+
 @contextmanager
 def run_guarded(debug: bool) -> Iterator[None]:
     """Turn mfn's user-facing errors into a clean message and exit status 1 (tracebacks only with --debug)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from mfn.errors import MfnError
 from mfn.spec import Entrypoint, spec_from_handler
 
-SUPPORTED = {".onnx": "ONNX (onnxruntime)"}
+SUPPORTED = {".onnx": "ONNX (onnxruntime)", ".pt": "TorchScript", ".ts": "TorchScript"}
 
 
 def is_model_file(ref: str) -> bool:
@@ -29,13 +29,19 @@ def builtin_source(path: Path, **overrides: object):
     if path.suffix not in SUPPORTED:
         supported = ", ".join(f"{suffix} ({kind})" for suffix, kind in SUPPORTED.items())
         raise MfnError(f"{path.name}: no built-in handler for {path.suffix or 'files without a suffix'}; supported: {supported}")
-    from mfn.handlers import onnx
+    if path.suffix == ".onnx":
+        from mfn.handlers import onnx as module
 
-    declarations = onnx.onnx_declarations(path)
-    cls = onnx.OnnxModel
+        declarations = module.onnx_declarations(path)
+        cls, requirements = module.OnnxModel, ["onnxruntime>=1.17"]
+    else:
+        from mfn.handlers import torchscript as module  # type: ignore[no-redef]
+
+        declarations = module.torchscript_declarations(path, overrides.pop("inputs", None))
+        cls, requirements = module.TorchScriptModel, ["torch>=2.1"]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("_.-") or "model"
-    fields = {"name": name, **declarations, "artifacts": {"model": path.name}, "requirements": ["onnxruntime>=1.17"]}
+    fields = {"name": name, **declarations, "artifacts": {"model": path.name}, "requirements": requirements}
     fields.update({key: value for key, value in overrides.items() if value is not None})
-    handler_file = Path(onnx.__file__).resolve()
+    handler_file = Path(module.__file__).resolve()
     spec = spec_from_handler(cls, Entrypoint(file=handler_file.name, attribute=cls.__name__), **fields)
     return Source(cls, handler_file, spec, path.parent)

@@ -64,7 +64,7 @@ def write(path: Path, content: bytes) -> Path:
     [
         (lambda d: write(d / "broken.onnx", b"not a model"), "broken.onnx is not a model onnxruntime can load"),
         (lambda d: export_onnx(d / "fixed.onnx", dynamic_batch=False), "fixed first dimension 2; export the model with a dynamic batch axis"),
-        (lambda d: write(d / "weights.pkl", b"x"), "no built-in handler for .pkl; supported: .onnx"),
+        (lambda d: write(d / "weights.pkl", b"x"), "no built-in handler for .pkl; supported: .onnx (ONNX (onnxruntime)), .pt (TorchScript)"),
     ],
     ids=["corrupt", "fixed-batch", "unsupported"],
 )
@@ -92,3 +92,24 @@ def test_native_onnx_config_for_triton_matches_golden_and_parses(onnx_model, tmp
     assert (tmp_path / "scorer" / "1" / "model.onnx").read_bytes() == onnx_model.read_bytes()
     refused = CliRunner().invoke(cli, ["package", str(onnx_model), "-o", str(tmp_path / "ts"), "--native", "--target", "torchserve"])
     assert refused.exit_code == 1 and "--native applies to model files" in refused.output
+
+
+def test_a_torchscript_file_is_served_with_declared_inputs(tmp_path):
+    torch.manual_seed(1)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Softmax(dim=1)).eval()
+    model_file = tmp_path / "softmax.pt"
+    torch.jit.script(module).save(str(model_file))
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(FEATURES)).numpy()
+    result = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "repo"), "--input", "features:FP32:6"])
+    assert result.exit_code == 0, result.output
+    spec = mfn.package(str(model_file), tmp_path / "check", inputs=[{"name": "features", "dtype": "FP32", "shape": [6]}]).spec
+    assert [(t.name, t.dtype, t.shape) for t in spec.outputs] == [("output", "FP32", (4,))]
+    deployment = local.deploy(tmp_path / "repo", name="torchscript")
+    try:
+        with mfn.Client("torchscript", protocol="grpc") as client:
+            np.testing.assert_allclose(client.infer("softmax", {"features": FEATURES})["output"], expected, rtol=1e-5, atol=1e-6)
+    finally:
+        local.undeploy("torchscript")
+    missing = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "give them, e.g. --input features:FP32:4" in missing.output

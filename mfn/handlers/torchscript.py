@@ -1,0 +1,82 @@
+"""Built-in handler: a TorchScript file served with torch.jit, inputs declared by the user.
+
+TorchScript keeps no tensor declarations, so the inputs come from `--input NAME:DTYPE:DIMS` and the
+outputs are found by running the model once on a sample batch: a single tensor is `output`, a tuple
+gives `output_0`, `output_1`, …, and a dict keeps its keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfn.errors import MfnError
+from mfn.handlers.base import Arrays, Context, Handler
+from mfn.handlers.declarations import Tensor
+from mfn.handlers.dtypes import canonical_dtype
+
+
+class TorchScriptModel(Handler):
+    """Calls the declared `model` artifact with the inputs in their declared order."""
+
+    def setup(self, ctx: Context) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = ctx.device
+        self.model = torch.jit.load(ctx.artifact("model"), map_location=ctx.device).eval()
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        torch = self.torch
+        with torch.inference_mode():
+            result = self.model(*(torch.from_numpy(np.ascontiguousarray(array)).to(self.device) for array in inputs.values()))
+        return {name: value.cpu().numpy() for name, value in name_outputs(result).items()}
+
+
+def name_outputs(result: Any) -> dict[str, Any]:
+    """Output names for what a TorchScript model returned."""
+    if isinstance(result, dict):
+        return dict(result)
+    if isinstance(result, (tuple, list)):
+        return {f"output_{index}": value for index, value in enumerate(result)}
+    return {"output": result}
+
+
+def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
+    """Inputs as given; outputs from one call on a two-row sample batch.
+
+    Raises:
+        MfnError: naming the file when inputs are missing, or it does not load or run.
+    """
+    if not inputs:
+        raise MfnError(f"{path.name}: TorchScript files carry no input declarations; give them, e.g. --input features:FP32:4")
+    import torch
+
+    declared = [item if isinstance(item, Tensor) else Tensor(**item) for item in inputs]
+    try:
+        model = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as error:
+        raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {str(error).splitlines()[0]}") from None
+    sample = [torch.zeros((2, *(2 if dim == -1 else dim for dim in tensor.shape)), dtype=_torch_dtype(tensor.dtype)) for tensor in declared]
+    try:
+        with torch.inference_mode():
+            outputs = name_outputs(model(*sample))
+    except Exception as error:
+        raise MfnError(f"{path.name}: running it on zeros of the declared inputs failed: {error}") from None
+    return {
+        "inputs": declared,
+        "outputs": [
+            Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()
+        ],
+    }
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    from mfn.handlers.dtypes import numpy_dtype
+
+    return torch.from_numpy(np.zeros(1, dtype=numpy_dtype(dtype))).dtype
