@@ -202,6 +202,24 @@ def stats(name, as_json, debug):
     click.echo(json.dumps([row.to_json() for row in rows]) if as_json else format_stats(rows))
 
 
+@cli.command()
+@click.argument("ref")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
+@tensors_option
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest output difference accepted.")
+@debug_option
+def export(ref, fmt, output, inputs, opset, tolerance, debug):
+    """Export the torch module REF builds (path/to/file.py:factory) to ONNX or TorchScript, checked on a sample."""
+    from mfn.export import export_torch
+
+    with run_guarded(debug):
+        result = export_torch(ref, inputs, output, fmt, opset, tolerance)
+    opset_note = f", opset {result.opset}, dynamic batch axis" if result.opset else ""
+    click.echo(f"exported {result.format} to {result.path}{opset_note}; max abs difference {result.max_abs_diff:.2g}")
+
+
 @cli.command("set-default")
 @click.argument("model")
 @click.argument("version", type=int)

@@ -1,0 +1,29 @@
+"""`mfn export`: torch → ONNX / TorchScript, checked against the module, then packaged with no handler code."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from tests.conftest import HANDLERS
+
+FACTORY = f"{HANDLERS / 'factories.py'}:two_heads"
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "extra"), [("onnx", "onnx", []), ("torchscript", "pt", ["--input", "features:FP32:4"])])
+def test_export_round_trip_then_package(tmp_path, fmt, suffix, extra):
+    target = tmp_path / f"two_heads.{suffix}"
+    result = CliRunner().invoke(cli, ["export", FACTORY, "--format", fmt, "--input", "features:FP32:4", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"exported {fmt} to {target}" in result.output and "max abs difference" in result.output
+    if fmt == "onnx":
+        assert "opset 17, dynamic batch axis" in result.output
+    spec = mfn.package(str(target), tmp_path / "repo", inputs=[{"name": "features", "dtype": "FP32", "shape": [4]}] if extra else None).spec
+    assert [(t.name, t.shape) for t in spec.outputs] == [("output_0", (3,)), ("output_1", (1,))]
+
+
+def test_export_refuses_without_inputs_and_writes_nothing(tmp_path):
+    result = CliRunner().invoke(cli, ["export", FACTORY, "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "--input features:FP32:4" in result.output
+    assert not any(tmp_path.iterdir())
