@@ -220,6 +220,29 @@ def export(ref, fmt, output, inputs, opset, tolerance, debug):
     click.echo(f"exported {result.format} to {result.path}{opset_note}; max abs difference {result.max_abs_diff:.2g}")
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--sample", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True, help=".npz of input arrays, keyed by input name.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
+@click.option("--max-abs-diff", type=float, default=0.05, show_default=True, help="Refuse when outputs move more than this.")
+@json_option
+@debug_option
+def quantize(model, sample, output, max_abs_diff, as_json, debug):
+    """Quantize MODEL (an .onnx file or path/to/file.py:factory) and report size and output change on SAMPLE."""
+    from mfn.quantize import quantize as quantize_model
+
+    with run_guarded(debug):
+        report = quantize_model(model, sample, output, max_abs_diff)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    top1 = "" if report.top1_agreement is None else f", top-1 agreement {report.top1_agreement:.1%}"
+    click.echo(
+        f"{report.method}: {report.size_before:,} → {report.size_after:,} bytes; max abs diff {report.max_abs_diff:.3g}, "
+        f"mean abs diff {report.mean_abs_diff:.3g}{top1}; wrote {report.output}"
+    )
+
+
 @cli.command("set-default")
 @click.argument("model")
 @click.argument("version", type=int)

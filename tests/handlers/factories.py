@@ -16,3 +16,9 @@ def two_heads():
 
     torch.manual_seed(3)
     return TwoHeads()
+
+
+def wide_classifier():
+    """Big enough (about 330k weights) that int8 weights visibly shrink the file."""
+    torch.manual_seed(5)
+    return torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)).eval()

@@ -1,0 +1,141 @@
+"""`mfn quantize`: shrink a model, measure what it costs on the user's own sample, refuse past a threshold.
+
+- ONNX files: onnxruntime's dynamic quantization (int8 weights).
+- torch modules (`path/to/file.py:factory`): torch's dynamic quantization of Linear layers, saved as TorchScript.
+
+The quantized model and the original both run on the arrays of a .npz sample (keyed by input name, in
+the model's input order); the report gives sizes, the largest and mean absolute output difference and,
+for classifier-shaped first outputs, how often the top-1 class agrees.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mfn.errors import MfnError
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    method: str
+    output: str
+    size_before: int
+    size_after: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def quantize(model: str, sample: Path, output: Path, max_abs_diff: float = 0.05) -> QuantizeReport:
+    """Quantize `model` into `output` unless its outputs move more than `max_abs_diff` on `sample`.
+
+    Raises:
+        MfnError: for an unsupported model, an unreadable sample, or a difference over the threshold
+            (then nothing is written).
+    """
+    inputs = _load_sample(sample)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if model.endswith(".onnx") and ":" not in model:
+            method, size_before, run_before, run_after = _onnx(Path(model), Path(temporary))
+        elif ":" in model:
+            method, size_before, run_before, run_after = _torch(model, inputs, Path(temporary))
+        else:
+            raise MfnError(f"{model}: quantize takes an .onnx file or a torch module factory (path/to/file.py:factory)")
+        before, after = run_before(inputs), run_after(inputs)
+        report = _compare(method, str(output), size_before, Path(temporary).stat().st_size, before, after)
+        if report.max_abs_diff > max_abs_diff:
+            raise MfnError(
+                f"quantized outputs differ by up to {report.max_abs_diff:.4g} (> --max-abs-diff {max_abs_diff}) "
+                f"on {sample.name}; nothing written. Raise the threshold if that is acceptable."
+            )
+        os.replace(temporary, output)
+        return report
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def _onnx(path: Path, target: Path) -> tuple[str, int, Runner, Runner]:
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not path.is_file():
+        raise MfnError(f"model file {path} does not exist")
+    try:
+        quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
+    except Exception as error:
+        raise MfnError(f"{path}: onnxruntime could not quantize it: {str(error).splitlines()[0]}") from None
+
+    def runner(model_path: Path) -> Runner:
+        session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        names = [item.name for item in session.get_inputs()]
+        return lambda inputs: session.run(None, {name: inputs[name] for name in names})
+
+    return "onnx-dynamic-int8", path.stat().st_size, runner(path), runner(target)
+
+
+def _torch(ref: str, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, int, Runner, Runner]:
+    import torch
+
+    from mfn.export import _build_module, _flatten
+
+    module = _build_module(ref)
+    example = tuple(torch.from_numpy(array) for array in inputs.values())
+    quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+    with tempfile.TemporaryDirectory() as scratch:
+        original_file = Path(scratch) / "original.pt"
+        torch.jit.trace(module, example).save(str(original_file))
+        size_before = original_file.stat().st_size
+    torch.jit.trace(quantized, example).save(str(target))
+
+    def runner(model: torch.nn.Module) -> Runner:
+        def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+            with torch.inference_mode():
+                return _flatten(model(*(torch.from_numpy(a) for a in arrays.values())))
+
+        return run
+
+    return "torch-dynamic-int8-linear", size_before, runner(module), runner(torch.jit.load(str(target)))
+
+
+def _load_sample(sample: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(sample) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise MfnError(f"sample {sample} is not a readable .npz of input arrays: {error}") from None
+    if not arrays:
+        raise MfnError(f"sample {sample} holds no arrays; save one per model input, e.g. np.savez(path, features=x)")
+    return arrays
+
+
+def _compare(method: str, output: str, size_before: int, size_after: int, before: list, after: list) -> QuantizeReport:
+    differences = np.concatenate([np.abs(np.asarray(b, np.float64) - np.asarray(a, np.float64)).ravel() for b, a in zip(before, after)])
+    first_before, first_after = np.asarray(before[0]), np.asarray(after[0])
+    top1 = None
+    if first_before.ndim == 2 and first_before.shape[1] > 1:
+        top1 = float(np.mean(first_before.argmax(axis=1) == first_after.argmax(axis=1)))
+    return QuantizeReport(
+        method=method,
+        output=output,
+        size_before=size_before,
+        size_after=size_after,
+        max_abs_diff=float(differences.max()),
+        mean_abs_diff=float(differences.mean()),
+        top1_agreement=top1,
+    )
