@@ -41,7 +41,7 @@ def export_torch(
         raise MfnError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not inputs:
         raise MfnError("declare the module's inputs, e.g. --input features:FP32:4 (a sample is made from them)")
-    module = _build_module(ref)
+    module = build_module(ref)
     declared = [Tensor(**item) for item in inputs]
     rng = np.random.default_rng(0)
     sample = [
@@ -49,7 +49,7 @@ def export_torch(
         for t in declared
     ]
     with torch.inference_mode():
-        expected = _flatten(module(*sample))
+        expected = flatten_outputs(module(*sample))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
@@ -68,7 +68,8 @@ def export_torch(
     return ExportResult(output, fmt, difference, opset if fmt == "onnx" else None)
 
 
-def _build_module(ref: str) -> Any:
+def build_module(ref: str) -> Any:
+    """The module a `path/to/file.py:factory` or `package.module:factory` reference builds, in eval mode."""
     import importlib
 
     target, sep, attribute = ref.rpartition(":")
@@ -81,7 +82,8 @@ def _build_module(ref: str) -> Any:
     return factory().eval()
 
 
-def _flatten(result: Any) -> list[np.ndarray]:
+def flatten_outputs(result: Any) -> list[np.ndarray]:
+    """A module's outputs (tensor, tuple or dict) as a list of arrays."""
     values = result.values() if isinstance(result, dict) else result if isinstance(result, (tuple, list)) else [result]
     return [value.detach().numpy() for value in values]
 
@@ -108,4 +110,4 @@ def _to_torchscript(module, sample, path: Path) -> list[np.ndarray]:
         scripted = torch.jit.trace(module, tuple(sample))  # modules with Python-only constructs still trace
     scripted.save(str(path))
     with torch.inference_mode():
-        return _flatten(torch.jit.load(str(path))(*sample))
+        return flatten_outputs(torch.jit.load(str(path))(*sample))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mfn.errors import HandlerError, MfnError, SpecError
 from mfn.handlers.base import Handler
+from mfn.handlers.builtin import Source
 from mfn.handlers.loading import handler_source_file, load_handler
 from mfn.runtime.bundle import load_in_process
 from mfn.runtime.loop import RequestFailure, check_outputs
@@ -72,16 +73,6 @@ def package(
     if target == "torchserve":
         return _write_torchserve(source, output, archive_format)
     return _write_triton(source, output, native)
-
-
-@dataclass(frozen=True)
-class Source:
-    """A handler class, the file it lives in, its spec, and where its artifacts are read from."""
-
-    cls: type[Handler]
-    handler_file: Path
-    spec: ModelSpec
-    artifact_root: Path
 
 
 def resolve(ref: str, **overrides: object) -> Source:

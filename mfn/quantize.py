@@ -92,9 +92,9 @@ def _onnx(path: Path, target: Path) -> tuple[str, int, Runner, Runner]:
 def _torch(ref: str, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, int, Runner, Runner]:
     import torch
 
-    from mfn.export import _build_module, _flatten
+    from mfn.export import build_module, flatten_outputs
 
-    module = _build_module(ref)
+    module = build_module(ref)
     example = tuple(torch.from_numpy(array) for array in inputs.values())
     quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
     with tempfile.TemporaryDirectory() as scratch:
@@ -106,7 +106,7 @@ def _torch(ref: str, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, 
     def runner(model: torch.nn.Module) -> Runner:
         def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
             with torch.inference_mode():
-                return _flatten(model(*(torch.from_numpy(a) for a in arrays.values())))
+                return flatten_outputs(model(*(torch.from_numpy(a) for a in arrays.values())))
 
         return run
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
-from mfn.spec import Entrypoint, spec_from_handler
+from mfn.handlers.base import Handler
+from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
+
+
+@dataclass(frozen=True)
+class Source:
+    """A handler class, the file it lives in, its spec, and where its artifacts are read from."""
+
+    cls: type[Handler]
+    handler_file: Path
+    spec: ModelSpec
+    artifact_root: Path
+
 
 SUPPORTED = {".onnx": "ONNX (onnxruntime)", ".pt": "TorchScript", ".ts": "TorchScript"}
 
@@ -19,10 +32,8 @@ def is_model_file(ref: str) -> bool:
     return path.suffix in SUPPORTED or (path.is_file() and path.suffix != ".py")
 
 
-def builtin_source(path: Path, **overrides: object):
+def builtin_source(path: Path, **overrides: object) -> Source:
     """The built-in handler, its spec inferred from the model file, and the file's directory for artifacts."""
-    from mfn.packaging import Source
-
     path = path.resolve()
     if not path.is_file():
         raise MfnError(f"model file {path} does not exist")
