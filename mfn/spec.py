@@ -89,6 +89,11 @@ class ModelSpec(BaseModel):
         return self
 
     @property
+    def worker_count(self) -> int:
+        """Server instances the groups ask for: `count` per listed GPU (or once for a group that lists none)."""
+        return sum(group.count * len(group.gpus or (0,)) for group in self.instances)
+
+    @property
     def uses_gpu(self) -> bool:
         """Whether any instance group asks for a GPU."""
         return any(group.kind == "gpu" for group in self.instances)

@@ -63,8 +63,7 @@ def archive_info(path: Path) -> ArchiveInfo:
         raise MfnError(f"{path} has no {MANIFEST}: is it a TorchServe model archive?")
     model = json.loads(manifest_text)["model"]
     if read_member(path, SPEC_FILE) is not None:
-        spec = archive_spec(path)
-        workers = sum(group.count * len(group.gpus or (0,)) for group in spec.instances)
+        workers = archive_spec(path).worker_count
     else:
         config_text = read_member(path, model.get("configFile") or "model-config.yaml")
         workers = int((yaml.safe_load(config_text) or {}).get("minWorkers", 1)) if config_text else 1

@@ -9,13 +9,12 @@ from mfn.spec import ModelSpec
 
 ADAPTER_FILE = "mfn_torchserve_adapter.py"
 CONFIG_FILE = "model-config.yaml"
-REQUIREMENTS_FILE = "requirements.txt"
 DEFAULT_RESPONSE_TIMEOUT_S = 120
 
 
 def model_config(spec: ModelSpec) -> dict[str, Any]:
     """model-config.yaml as a dict, in the key order TorchServe documents."""
-    workers = sum(group.count * len(group.gpus or (0,)) for group in spec.instances)
+    workers = spec.worker_count
     config: dict[str, Any] = {
         "minWorkers": workers,
         "maxWorkers": workers,

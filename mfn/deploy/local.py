@@ -127,6 +127,7 @@ def launch(
     make_command: Callable[[dict[str, int]], tuple[list[str], dict[str, str]]],
     live_path: str,
     progress: Progress,
+    repository: Path,
     shm_prefix: str = "",
     live_token: Callable[[], str | None] = lambda: None,
 ) -> Deployment:
@@ -150,7 +151,7 @@ def launch(
             host="127.0.0.1",
             ports=ports,
             models=[],
-            repository=str(workdir),
+            repository=str(repository),
             log_file=str(log_file),
             workdir=str(workdir),
             shm_prefix=shm_prefix,

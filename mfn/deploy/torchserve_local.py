@@ -7,6 +7,7 @@ import urllib.parse
 from pathlib import Path
 
 from mfn.archiver.reading import archive_info
+from mfn.deploy import state
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
@@ -38,10 +39,10 @@ def start(name: str, store: Store, workdir: Path, auth: bool, progress: Progress
         except (OSError, KeyError, ValueError):
             return None
 
-    deployment = launch(name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, live_token=ping_token)
-    deployment.repository = str(store.root)
+    deployment = launch(name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token)
     if auth:
         deployment.extra["key_file"] = str(key_file)
+        state.save(deployment)
     return deployment
 
 

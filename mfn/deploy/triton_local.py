@@ -27,9 +27,9 @@ def start(name: str, store: Store, workdir: Path, auth: bool, progress: Progress
         )
         return [str(install.binary), *args], triton.server_environment(install)
 
-    deployment = launch(name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, shm_prefix)
-    deployment.repository = str(store.root)
-    return deployment
+    return launch(
+        name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix
+    )
 
 
 def load_model(deployment: Deployment, store: Store, model: str) -> None:

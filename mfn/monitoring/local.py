@@ -50,7 +50,7 @@ def start_prometheus(deployment: Deployment) -> str:
     url = f"http://127.0.0.1:{port}"
     deployment.extra.update(
         prometheus_pid=str(process.pid),
-        prometheus_start_time=str(process_start_time(process.pid)),
+        prometheus_start_time=str(process_start_time(process.pid) or ""),
         prometheus_url=url,
     )
     state.save(deployment)
@@ -70,4 +70,4 @@ def stop_prometheus(deployment: Deployment) -> None:
     start_time = deployment.extra.pop("prometheus_start_time", None)
     deployment.extra.pop("prometheus_url", None)
     if pid:
-        stop_process_group(int(pid), int(start_time) if start_time and start_time != "None" else None, grace_s=10.0)
+        stop_process_group(int(pid), int(start_time) if start_time else None, grace_s=10.0)
