@@ -34,9 +34,8 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         on_gpu = args.get("model_instance_kind") == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
-        self.model = load_bundle(
-            version_dir, device=device, instance=args["model_instance_name"], metrics=TritonMetricFactory()
-        )
+        self.metrics = TritonMetricFactory()
+        self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics)
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
 
@@ -46,6 +45,7 @@ class TritonPythonModel:
 
     def finalize(self):
         self.model.close()
+        self.metrics.close()
 
     def _decode(self, request):
         arrays = {}

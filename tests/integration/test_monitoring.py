@@ -91,8 +91,13 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
         labels = series["metric"]
         assert labels["version"] == "1"
         assert (labels["deployment"], labels["server"], labels["job"]) == (deployment.name, server, f"mfn-{deployment.name}")
-    batches = query(prometheus_url, 'mfn_batch_size_count{model="text_stats"}')
-    assert batches and float(batches[0]["value"][1]) >= 1
+    # One request at a time: every predict call saw one row, so the le=1 bucket holds them all.
+    calls = 'mfn_batch_size_count{model="text_stats"}'
+    batches = wait_for(prometheus_url, calls, lambda r: r and float(r[0]["value"][1]) == 7.0)
+    assert batches and float(batches[0]["value"][1]) == 7.0
+    single = query(prometheus_url, 'mfn_batch_size_bucket{model="text_stats", le=~"1|1[.]0"}')
+    assert [float(series["value"][1]) for series in single] == [7.0]
+    assert query(prometheus_url, 'mfn_predict_duration_seconds_count{model="faulty"}')
 
 
 def test_a_handlers_own_metric_reaches_prometheus_with_model_labels(monitored):
@@ -124,11 +129,23 @@ def test_every_dashboard_expression_parses_and_returns_data(monitored):
 def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
     _, deployment, _ = monitored
     with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        families = {family.name for family in text_string_to_metric_families(response.read().decode())}
-    assert {"mfn_requests", "mfn_batch_size", "mfn_predict_duration_seconds"} <= families
-    result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
-    assert result.exit_code == 0, result.output
-    rows = {row["model"]: row for row in json.loads(result.output)}
+        samples = {
+            sample.name.removesuffix("_total")
+            for family in text_string_to_metric_families(response.read().decode())
+            for sample in family.samples
+        }
+    for histogram in ("mfn_batch_size", "mfn_predict_duration_seconds"):
+        assert {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"} <= samples
+    assert "mfn_requests" in samples
+    # Triton's adapter applies metric updates once a second: give the last ones time to land.
+    deadline = time.monotonic() + 5
+    while True:
+        result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
+        assert result.exit_code == 0, result.output
+        rows = {row["model"]: row for row in json.loads(result.output)}
+        if rows.get("faulty", {}).get("requests") == 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert rows["text_stats"]["requests"] == 7 and rows["text_stats"]["error_rate"] == 0.0
     assert rows["faulty"]["outcomes"] == {"error": 3, "success": 2}
     assert rows["faulty"]["error_rate"] == pytest.approx(0.6)
