@@ -51,6 +51,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     failed: float
+    round_rates: list[float]
 
 
 def variant(model: str, implementation: str, batching: bool) -> str:
@@ -169,7 +170,10 @@ def k6(env: dict[str, str], concurrency: int, duration_s: float, work: Path) -> 
     return json.loads(summary.read_text())["metrics"]
 
 
-def measure(deployment, server: str, names: dict[str, str], concurrencies: list[int], duration_s: float, work: Path) -> list[Run]:
+def measure(
+    deployment, server: str, names: dict[str, str], concurrencies: list[int], duration_s: float, rounds: int, work: Path
+) -> list[Run]:
+    """Each cell alternates mfn and hand-written in `rounds` short runs, so drift on a shared machine hits both alike."""
     runs = []
     protosets = {"triton": triton_protoset(work)}
     if server == "torchserve":
@@ -177,37 +181,56 @@ def measure(deployment, server: str, names: dict[str, str], concurrencies: list[
         from mfn.torchserve_client import protoset
 
         protosets["torchserve"] = protoset(mfn_home() / "cache")
-    for name, model in names.items():
-        files = payloads(model, server, name, work)
-        implementation, batching = name.split("_")[-2], name.endswith("_b")
+    pairs = sorted({(model, name.endswith("_b")) for name, model in names.items()})
+    for model, batching in pairs:
+        pair = {impl: variant(model, impl, batching) for impl in ("mfn", "hand")}
         for protocol in ("http", "grpc"):
-            if protocol == "http":
-                path = f"/v2/models/{name}/infer" if server == "triton" else f"/predictions/{name}"
-                env = {"PROTOCOL": "http", "PAYLOAD": str(files["http"]), "URL": f"{deployment.http_url}{path}"}
-            else:
-                method = ("inference.GRPCInferenceService/ModelInfer" if server == "triton"
-                          else "org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions")
-                env = {"PROTOCOL": "grpc", "PAYLOAD": str(files["grpc"]), "ADDRESS": deployment.grpc_url,
-                       "PROTOSET": str(protosets[server]), "METHOD": method}
-            k6(env, 4, 1.0, work)  # warm-up: first calls pay for lazy initialisation
+            envs = {impl: k6_env(deployment, server, name, model, protocol, protosets, work) for impl, name in pair.items()}
+            for env in envs.values():
+                k6(env, 4, 1.0, work)  # warm-up: first calls pay for lazy initialisation
             for concurrency in concurrencies:
-                metrics = k6(env, concurrency, duration_s, work)
-                duration = metrics["http_req_duration" if protocol == "http" else "grpc_req_duration"]
-                runs.append(Run(
-                    model=model, server=server, implementation=implementation, batching=batching, protocol=protocol,
-                    concurrency=concurrency, requests_per_s=metrics["iterations"]["rate"],
-                    p50_ms=duration["med"], p99_ms=duration["p(99)"], failed=metrics["checks"].get("fails", 0),
-                ))
-                print(f"  {server:10} {name:22} {protocol:4} c={concurrency:<3} {runs[-1].requests_per_s:8.0f} req/s "
-                      f"p50 {runs[-1].p50_ms:7.2f} ms p99 {runs[-1].p99_ms:7.2f} ms", flush=True)
+                samples: dict[str, list[dict]] = {"mfn": [], "hand": []}
+                for round_index in range(rounds):
+                    order = ("mfn", "hand") if round_index % 2 == 0 else ("hand", "mfn")
+                    for impl in order:
+                        samples[impl].append(k6(envs[impl], concurrency, duration_s / rounds, work))
+                for impl, metrics_list in samples.items():
+                    runs.append(summarise_rounds(model, server, impl, batching, protocol, concurrency, metrics_list))
+                    print(f"  {server:10} {pair[impl]:22} {protocol:4} c={concurrency:<3} {runs[-1].requests_per_s:8.0f} req/s "
+                          f"p50 {runs[-1].p50_ms:7.2f} ms p99 {runs[-1].p99_ms:7.2f} ms", flush=True)
     return runs
 
 
-def serve_and_measure(path: Path, server: str, concurrencies: list[int], duration_s: float, work: Path) -> list[Run]:
+def k6_env(deployment, server: str, name: str, model: str, protocol: str, protosets: dict, work: Path) -> dict[str, str]:
+    files = payloads(model, server, name, work)
+    if protocol == "http":
+        path = f"/v2/models/{name}/infer" if server == "triton" else f"/predictions/{name}"
+        return {"PROTOCOL": "http", "PAYLOAD": str(files["http"]), "URL": f"{deployment.http_url}{path}"}
+    method = ("inference.GRPCInferenceService/ModelInfer" if server == "triton"
+              else "org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions")
+    return {"PROTOCOL": "grpc", "PAYLOAD": str(files["grpc"]), "ADDRESS": deployment.grpc_url,
+            "PROTOSET": str(protosets[server]), "METHOD": method}
+
+
+def summarise_rounds(model, server, implementation, batching, protocol, concurrency, rounds: list[dict]) -> Run:
+    """The median round by throughput, keeping every round's rate for paired ratios."""
+    key = "http_req_duration" if protocol == "http" else "grpc_req_duration"
+    rates = [metrics["iterations"]["rate"] for metrics in rounds]
+    median = sorted(range(len(rounds)), key=lambda i: rates[i])[len(rounds) // 2]
+    return Run(
+        model=model, server=server, implementation=implementation, batching=batching, protocol=protocol,
+        concurrency=concurrency, requests_per_s=rates[median], p50_ms=rounds[median][key]["med"],
+        p99_ms=rounds[median][key]["p(99)"], failed=sum(m["checks"].get("fails", 0) for m in rounds), round_rates=rates,
+    )
+
+
+def serve_and_measure(
+    path: Path, server: str, concurrencies: list[int], duration_s: float, rounds: int, work: Path
+) -> list[Run]:
     names = {variant(m, i, b): m for m in MODELS for i in ("mfn", "hand") for b in (True, False)}
     deployment = local.deploy(path, name=f"bench-{server}", auth=False, progress=lambda m: print(f"  {m}", flush=True))
     try:
-        return measure(deployment, server, names, concurrencies, duration_s, work)
+        return measure(deployment, server, names, concurrencies, duration_s, rounds, work)
     finally:
         local.undeploy(deployment.name)
 
@@ -288,7 +311,7 @@ def table(runs: list[Run], ceilings: dict[str, dict]) -> str:
             continue
         hand = index.get((model, server, "hand", batching, protocol, concurrency))
         best = max(ceilings[model].values())
-        ratio = f"{run.requests_per_s / hand.requests_per_s:.2f}" if hand and hand.requests_per_s else "-"
+        ratio = f"{paired_ratio(run, hand):.2f}" if hand and hand.requests_per_s else "-"
         hand_cells = f"{hand.requests_per_s:.0f} | {hand.p50_ms:.2f} / {hand.p99_ms:.2f}" if hand else "- | -"
         lines.append(
             f"| {model} | {server} | {protocol} | {'on' if batching else 'off'} | {concurrency} | {run.requests_per_s:.0f} | "
@@ -297,9 +320,16 @@ def table(runs: list[Run], ceilings: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_ratio(mfn_run: Run, hand_run: Run) -> float:
+    """Median over rounds of mfn/hand, each round's two runs taken back to back."""
+    ratios = sorted(m / h for m, h in zip(mfn_run.round_rates, hand_run.round_rates) if h)
+    return ratios[len(ratios) // 2] if ratios else mfn_run.requests_per_s / hand_run.requests_per_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=3.0, help="Seconds per measurement.")
+    parser.add_argument("--duration", type=float, default=4.5, help="Seconds of load per implementation and cell.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating mfn/hand-written runs per cell.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--servers", nargs="+", default=["triton", "torchserve"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -319,11 +349,13 @@ def main() -> None:
         runs: list[Run] = []
         for server in options.servers:
             print(f"serving on {server}", flush=True)
-            runs += serve_and_measure(repo if server == "triton" else store, server, options.concurrency, options.duration, work)
+            runs += serve_and_measure(
+                repo if server == "triton" else store, server, options.concurrency, options.duration, options.rounds, work
+            )
         print("cold starts", flush=True)
         starts = [] if options.skip_cold_start else cold_starts(work)
     report = {"machine": machine(), "ceilings_rows_per_s": ceilings, "runs": [asdict(r) for r in runs], "cold_starts": starts,
-              "command": "make bench", "duration_s": options.duration}
+              "command": "make bench", "duration_s": options.duration, "rounds": options.rounds}
     (results_dir / "latest.json").write_text(json.dumps(report, indent=2))
     rendered = table(runs, ceilings)
     print(rendered)
@@ -341,7 +373,8 @@ def write_markdown(report: dict, rendered: str) -> None:
         for s in report["cold_starts"]
     )
     text = (BENCH / "BENCHMARKS.template.md").read_text().format(
-        facts=facts, table=rendered, ceilings=ceilings, starts=starts, duration=report["duration_s"]
+        facts=facts, table=rendered, ceilings=ceilings, starts=starts, duration=report["duration_s"],
+        rounds=report["rounds"],
     )
     (ROOT / "BENCHMARKS.md").write_text(text)
 
