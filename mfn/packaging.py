@@ -67,6 +67,10 @@ def package(
     source = resolve(ref, **overrides)
     if native and (target != "triton" or source.handler_file.parent != Path(__file__).parent / "handlers"):
         raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --target triton")
+    if native:
+        from mfn.model_repository.native import native_platform
+
+        native_platform(source.artifact_root / source.spec.artifacts["model"])
     if target == "triton":
         _check_triton_output(source.spec, output)
     check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)

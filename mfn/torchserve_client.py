@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -131,7 +133,7 @@ def protoset(cache_dir: Path) -> Path:
     target = cache_dir / f"torchserve-{version}-inference.protoset"
     if target.is_file():
         return target
-    from grpc_tools import protoc
+    import grpc_tools
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
@@ -139,12 +141,16 @@ def protoset(cache_dir: Path) -> Path:
             for name in (PROTO, *PROTO_DEPENDENCIES):
                 archive.extract(name, scratch)
         output = Path(scratch) / "inference.protoset"
-        include = Path(protoc.__file__).parent / "_proto"
-        status = protoc.main(
-            ["protoc", f"-I{scratch}", f"-I{include}", f"--descriptor_set_out={output}", "--include_imports", PROTO]
-        )
-        if status != 0:
-            raise InvokeError(f"compiling {PROTO} from {jar} failed (protoc exit {status})")
+        include = Path(grpc_tools.__file__).parent / "_proto"
+        # protoc runs in its own process: its libprotobuf clashes with TensorFlow's when both are loaded
+        # in one process (a segfault), and a client process may well have TensorFlow loaded.
+        command = [sys.executable, "-m", "grpc_tools.protoc", f"-I{scratch}", f"-I{include}",
+                   f"--descriptor_set_out={output}", "--include_imports", PROTO]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise InvokeError(
+                f"compiling {PROTO} from {jar} failed (protoc exit {completed.returncode}): {completed.stderr.strip()}"
+            )
         output.replace(target)
     return target
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,37 @@ class Source:
     artifact_root: Path
 
 
-SUPPORTED = {".onnx": "ONNX (onnxruntime)", ".pt": "TorchScript", ".ts": "TorchScript"}
+@dataclass(frozen=True)
+class ModelFormat:
+    """A kind of model file and the built-in handler (in `mfn.handlers.<module>`) that serves it."""
+
+    description: str
+    module: str
+    handler: str
+    declarations: str
+    requirements: tuple[str, ...]
+    needs_inputs: bool = False
+
+
+SAVED_MODEL = "SavedModel directory"
+FORMATS = {
+    ".onnx": ModelFormat("ONNX (onnxruntime)", "onnx", "OnnxModel", "onnx_declarations", ("onnxruntime>=1.17",)),
+    ".pt": ModelFormat("TorchScript", "torchscript", "TorchScriptModel", "torchscript_declarations", ("torch>=2.1",), True),
+    ".ts": ModelFormat("TorchScript", "torchscript", "TorchScriptModel", "torchscript_declarations", ("torch>=2.1",), True),
+    ".pt2": ModelFormat(
+        "torch.export program", "exported_program", "ExportedProgramModel", "exported_program_declarations", ("torch>=2.5",)
+    ),
+    SAVED_MODEL: ModelFormat(
+        "TensorFlow SavedModel", "tensorflow_models", "SavedModelHandler", "savedmodel_declarations", ("tensorflow>=2.16",)
+    ),
+    ".keras": ModelFormat("Keras", "tensorflow_models", "KerasHandler", "keras_declarations", ("tensorflow>=2.16",)),
+    ".h5": ModelFormat("Keras (legacy HDF5)", "tensorflow_models", "KerasHandler", "keras_declarations", ("tensorflow>=2.16",)),
+    ".tflite": ModelFormat("TFLite (LiteRT)", "tflite", "TFLiteModel", "tflite_declarations", ("ai-edge-litert>=1.2",)),
+}
+
+
+def is_saved_model(path: Path) -> bool:
+    return path.is_dir() and (path / "saved_model.pb").is_file()
 
 
 def is_model_file(ref: str) -> bool:
@@ -29,29 +60,42 @@ def is_model_file(ref: str) -> bool:
     if ":" in ref:
         return False
     path = Path(ref)
-    return path.suffix in SUPPORTED or (path.is_file() and path.suffix != ".py")
+    return path.suffix in FORMATS or path.is_dir() or (path.is_file() and path.suffix != ".py")
+
+
+def model_format(path: Path) -> ModelFormat:
+    """The format of `path`, by suffix (or a SavedModel's saved_model.pb).
+
+    Raises:
+        MfnError: naming the file and every supported format when none matches.
+    """
+    if is_saved_model(path):
+        return FORMATS[SAVED_MODEL]
+    if path.suffix in FORMATS and path.suffix != SAVED_MODEL and path.exists():
+        return FORMATS[path.suffix]
+    if not path.exists():
+        raise MfnError(f"model file {path} does not exist")
+    supported = "; ".join(f"{key} ({kind.description})" for key, kind in FORMATS.items())
+    what = "a directory without saved_model.pb" if path.is_dir() else (path.suffix or "files without a suffix")
+    raise MfnError(f"{path.name}: no built-in handler for {what}; supported: {supported}")
 
 
 def builtin_source(path: Path, **overrides: object) -> Source:
     """The built-in handler, its spec inferred from the model file, and the file's directory for artifacts."""
     path = path.resolve()
-    if not path.is_file():
-        raise MfnError(f"model file {path} does not exist")
-    if path.suffix not in SUPPORTED:
-        supported = ", ".join(f"{suffix} ({kind})" for suffix, kind in SUPPORTED.items())
-        raise MfnError(f"{path.name}: no built-in handler for {path.suffix or 'files without a suffix'}; supported: {supported}")
-    if path.suffix == ".onnx":
-        from mfn.handlers import onnx as module
-
-        declarations = module.onnx_declarations(path)
-        cls, requirements = module.OnnxModel, ["onnxruntime>=1.17"]
+    kind = model_format(path)
+    module = importlib.import_module(f"mfn.handlers.{kind.module}")
+    read_declarations = getattr(module, kind.declarations)
+    given_inputs = overrides.pop("inputs", None)
+    if kind.needs_inputs:
+        declarations = read_declarations(path, given_inputs)
     else:
-        from mfn.handlers import torchscript as module  # type: ignore[no-redef]
-
-        declarations = module.torchscript_declarations(path, overrides.pop("inputs", None))
-        cls, requirements = module.TorchScriptModel, ["torch>=2.1"]
+        declarations = read_declarations(path)
+        if given_inputs:
+            declarations["inputs"] = given_inputs
+    cls = getattr(module, kind.handler)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("_.-") or "model"
-    fields = {"name": name, **declarations, "artifacts": {"model": path.name}, "requirements": requirements}
+    fields = {"name": name, **declarations, "artifacts": {"model": path.name}, "requirements": list(kind.requirements)}
     fields.update({key: value for key, value in overrides.items() if value is not None})
     handler_file = Path(module.__file__).resolve()
     spec = spec_from_handler(cls, Entrypoint(file=handler_file.name, attribute=cls.__name__), **fields)

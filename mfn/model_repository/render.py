@@ -57,7 +57,16 @@ def triton_data_type(dtype: str) -> str:
 
 
 def _tensor(tensor: Tensor) -> dict[str, Any]:
-    return {"name": tensor.name, "data_type": triton_data_type(tensor.dtype), "dims": list(tensor.shape)}
+    rendered = {"name": tensor.name, "data_type": triton_data_type(tensor.dtype), "dims": exposed_dims(tensor)}
+    if not tensor.shape:
+        rendered["reshape"] = {"shape": []}
+    return rendered
+
+
+def exposed_dims(tensor: Tensor) -> list[int]:
+    """Per-row dims as Triton's API shows them: Triton needs at least one, so a scalar per row is [1],
+    reshaped to [] for the model (clients send and receive [batch, 1])."""
+    return list(tensor.shape) or [1]
 
 
 def _instance_group(group: Instances) -> dict[str, Any]:
@@ -102,7 +111,7 @@ def _warmup(warmup: Warmup, inputs: tuple[Tensor, ...]) -> dict[str, Any]:
     def sample(tensor: Tensor) -> dict[str, Any]:
         # Text has no meaningful random form; empty strings exercise the same code path.
         data_kind = "zero_data" if tensor.dtype == "BYTES" else "random_data"
-        dims = [1 if dim == -1 else dim for dim in tensor.shape]
+        dims = [1 if dim == -1 else dim for dim in exposed_dims(tensor)]
         return {"data_type": triton_data_type(tensor.dtype), "dims": dims, data_kind: True}
 
     return {

@@ -52,6 +52,10 @@ CASES = {
         execution_env="$$TRITON_MODEL_DIRECTORY/env.tar.gz", parameters={"team": "search"},
         version_policy=mfn.VersionPolicy(kind="latest", latest=2),
     ),
+    "scalar_per_row": ModelSpec(
+        name="ranker", inputs=[mfn.Tensor("user_id", "INT64", []), FEATURES], outputs=[mfn.Tensor("score", "FP32", [])],
+        entrypoint=ENTRY, warmup=mfn.Warmup(batch_size=2, count=1),
+    ),
 }
 
 
@@ -69,7 +73,7 @@ def test_config_matches_golden_and_parses_back(case):
     assert config.backend == "python"
     assert config.max_batch_size == spec.batching.max_batch_size
     assert [tensor.name for tensor in config.input] == [tensor.name for tensor in spec.inputs]
-    assert [list(tensor.dims) for tensor in config.output] == [list(tensor.shape) for tensor in spec.outputs]
+    assert [list(tensor.dims) for tensor in config.output] == [list(tensor.shape) or [1] for tensor in spec.outputs]
     assert len(config.instance_group) == len(spec.instances)
 
 
@@ -104,6 +108,15 @@ def test_warmup_has_concrete_dims_and_a_data_source_per_input():
     assert warmup.inputs["tokens"].random_data
     assert warmup.inputs["text"].zero_data
     assert model_config_pb2.DataType.Name(warmup.inputs["text"].data_type) == "TYPE_STRING"
+
+
+def test_a_scalar_per_row_is_exposed_as_one_element_and_reshaped_for_the_model():
+    config = parse(render_config(CASES["scalar_per_row"]))
+    user_id, features = config.input
+    assert (list(user_id.dims), user_id.HasField("reshape"), list(user_id.reshape.shape)) == ([1], True, [])
+    assert (list(features.dims), features.HasField("reshape")) == ([4], False)
+    assert (list(config.output[0].dims), config.output[0].HasField("reshape")) == ([1], True)
+    assert list(config.model_warmup[0].inputs["user_id"].dims) == [1]
 
 
 def test_version_policy_specific():

@@ -1,0 +1,103 @@
+"""Built-in handler: a `torch.export` program (.pt2), declarations read from the program's own inputs.
+
+An exported program records every input's dtype and shape, with dynamic dimensions kept symbolic, so
+unlike TorchScript it needs no `--input`. Its outputs are named as for TorchScript (`output`,
+`output_0`, … or a dict's keys), found by one call on a sample batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfn.errors import MfnError
+from mfn.handlers.base import Arrays, Context, Handler
+from mfn.handlers.declarations import Tensor
+from mfn.handlers.dtypes import canonical_dtype
+from mfn.handlers.torchscript import name_outputs
+
+BATCH_HINT = "export with dynamic_shapes giving dimension 0 torch.export.Dim('batch', min=1)"
+
+
+class ExportedProgramModel(Handler):
+    """Calls the declared `model` .pt2 program with the inputs in their declared order."""
+
+    def setup(self, ctx: Context) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = ctx.device
+        self.module = torch.export.load(str(ctx.artifact("model"))).module().to(ctx.device)
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        torch = self.torch
+        arguments = [torch.from_numpy(np.ascontiguousarray(array)).to(self.device) for array in inputs.values()]
+        with torch.inference_mode():
+            result = self.module(*arguments)
+        return {name: value.cpu().numpy() for name, value in name_outputs(result).items()}
+
+
+def exported_program_declarations(path: Path) -> dict:
+    """Inputs from the program's placeholders; outputs from one call on a one-row and a two-row batch.
+
+    Raises:
+        MfnError: naming the file when it does not load, has a fixed or min>1 batch dimension, or fails to run.
+    """
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise MfnError(f"{path} is not a torch.export program torch.export.load can read: {_first_line(error)}") from None
+    inputs = [_input(path, program, node) for node in _user_input_nodes(program)]
+    module = program.module()
+    outputs: dict[str, Any] = {}
+    for rows in (1, 2):
+        sample = [torch.zeros((rows, *(2 if d == -1 else d for d in t.shape)), dtype=_torch_dtype(t.dtype)) for t in inputs]
+        try:
+            with torch.inference_mode():
+                outputs = name_outputs(module(*sample))
+        except Exception as error:
+            raise MfnError(f"{path.name}: running it on a {rows}-row batch failed ({_first_line(error)}); {BATCH_HINT}") from None
+    return {
+        "inputs": inputs,
+        "outputs": [Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()],
+    }
+
+
+def _user_input_nodes(program: Any) -> list[Any]:
+    from torch.export.graph_signature import InputKind
+
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    return [nodes[name] for name in names]
+
+
+def _input(path: Path, program: Any, node: Any) -> Tensor:
+    import torch
+
+    value = node.meta["val"]
+    if not value.shape:
+        raise MfnError(f"{path}: input {node.name!r} is a scalar; mfn serves batched models")
+    batch, *per_row = value.shape
+    if not isinstance(batch, torch.SymInt):
+        raise MfnError(f"{path}: input {node.name!r} has a fixed first dimension {batch}; {BATCH_HINT}")
+    return Tensor(
+        node.name,
+        canonical_dtype(torch.empty(0, dtype=value.dtype).numpy().dtype),
+        [-1 if isinstance(dim, torch.SymInt) else int(dim) for dim in per_row],
+    )
+
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    from mfn.handlers.dtypes import numpy_dtype
+
+    return torch.from_numpy(np.zeros(1, dtype=numpy_dtype(dtype))).dtype
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
