@@ -1,13 +1,16 @@
-"""`mfn export`: a torch nn.Module (from a `module:factory` reference) to ONNX or TorchScript, checked.
+"""`mfn export`: a torch nn.Module (from a `module:factory` reference) to ONNX or TorchScript, and a
+TensorFlow SavedModel or Keras file to TFLite or ONNX, each checked.
 
-The exported file is run on a random sample beside the original module, and the largest absolute
-difference is reported; nothing is written if the export fails or the outputs disagree beyond `tolerance`.
+The exported file is run on a random sample beside the original, and the largest absolute difference
+is reported; nothing is written if the export fails or the outputs disagree beyond `tolerance`.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,9 @@ from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import numpy_dtype
 from mfn.handlers.loading import import_handler_file
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "tflite")
+TORCH_FORMATS = ("onnx", "torchscript")
+TENSORFLOW_FORMATS = ("onnx", "tflite")
 DEFAULT_OPSET = 17
 
 
@@ -31,14 +36,78 @@ class ExportResult:
     opset: int | None
 
 
+def export_model(
+    ref: str, inputs: list[dict], output: Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = 1e-4
+) -> ExportResult:
+    """Export a torch module factory, a TF SavedModel directory or a Keras file; checked against the original."""
+    from mfn.tf_convert import is_tensorflow_model
+
+    if fmt not in FORMATS:
+        raise MfnError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if is_tensorflow_model(ref):
+        return export_tensorflow(Path(ref), output, fmt, opset, tolerance)
+    if fmt not in TORCH_FORMATS:
+        raise MfnError(f"{ref}: a torch module exports to {' or '.join(TORCH_FORMATS)}; --format {fmt} takes a "
+                       "SavedModel directory or a Keras file")
+    return export_torch(ref, inputs, output, fmt, opset, tolerance)
+
+
+def export_tensorflow(path: Path, output: Path, fmt: str, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4) -> ExportResult:
+    """A SavedModel (or Keras file) to TFLite or ONNX, run on a random sample beside the original."""
+    from mfn import tf_convert
+
+    if fmt not in TENSORFLOW_FORMATS:
+        raise MfnError(f"{path}: a TensorFlow model exports to {' or '.join(TENSORFLOW_FORMATS)}, not {fmt}")
+    with tempfile.TemporaryDirectory(prefix="mfn-export-") as scratch, written_atomically(Path(output)) as temporary:
+        saved = tf_convert.as_saved_model(path, Path(scratch))
+        sample = tf_convert.random_sample(saved)
+        expected = tf_convert.savedmodel_runner(saved)(sample)
+        if fmt == "tflite":
+            temporary.write_bytes(tf_convert.to_tflite(saved))
+            got = tf_convert.tflite_runner(temporary)(sample)
+        else:
+            tf_convert.to_onnx(saved, temporary, opset)
+            got = _onnx_runner(temporary)(sample)
+        difference = _largest_difference(path, expected, got)
+        if difference > tolerance:
+            raise MfnError(f"the exported model differs from {path.name} by {difference:.3g} (> {tolerance}); not written")
+    return ExportResult(Path(output), fmt, difference, opset if fmt == "onnx" else None)
+
+
+def _onnx_runner(model: Path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [item.name for item in session.get_outputs()]
+    return lambda inputs: dict(zip(names, session.run(names, inputs)))
+
+
+def _largest_difference(path: Path, expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
+    if set(expected) != set(got):
+        raise MfnError(f"the exported model's outputs {sorted(got)} differ from {path.name}'s {sorted(expected)}")
+    return max(float(np.max(np.abs(expected[name].astype(np.float64) - got[name].astype(np.float64)))) for name in expected)
+
+
+@contextmanager
+def written_atomically(output: Path) -> Iterator[Path]:
+    """A temporary file beside `output`, moved onto it only if the block succeeds."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the model from a server running as another user
+        os.replace(temporary, output)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
 def export_torch(
     ref: str, inputs: list[dict], output: Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = 1e-4
 ) -> ExportResult:
     """Export the module `ref` builds; inputs are declared per row (NAME, DTYPE, DIMS) in call order."""
     import torch
 
-    if fmt not in FORMATS:
-        raise MfnError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not inputs:
         raise MfnError("declare the module's inputs, e.g. --input features:FP32:4 (a sample is made from them)")
     module = build_module(ref)
@@ -50,22 +119,15 @@ def export_torch(
     ]
     with torch.inference_mode():
         expected = flatten_outputs(module(*sample))
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with written_atomically(Path(output)) as temporary:
         if fmt == "onnx":
-            got = _to_onnx(module, sample, declared, len(expected), Path(temporary), opset)
+            got = _to_onnx(module, sample, declared, len(expected), temporary, opset)
         else:
-            got = _to_torchscript(module, sample, Path(temporary))
+            got = _to_torchscript(module, sample, temporary)
         difference = max(float(np.max(np.abs(e - g))) for e, g in zip(expected, got))
         if difference > tolerance:
             raise MfnError(f"the exported model differs from the module by {difference:.3g} (> {tolerance}); not written")
-        os.replace(temporary, output)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return ExportResult(output, fmt, difference, opset if fmt == "onnx" else None)
+    return ExportResult(Path(output), fmt, difference, opset if fmt == "onnx" else None)
 
 
 def build_module(ref: str) -> Any:

@@ -2,6 +2,9 @@
 
 - ONNX files: onnxruntime's dynamic quantization (int8 weights).
 - torch modules (`path/to/file.py:factory`): torch's dynamic quantization of Linear layers, saved as TorchScript.
+- TensorFlow SavedModel directories and Keras files, converted to TFLite: dynamic-range (int8 weights) or
+  int8 (full integer: weights and activations, calibrated on the sample as the representative dataset).
+  The size before is that of the same model converted to TFLite without quantization.
 
 The quantized model and the original both run on the arrays of a .npz sample (keyed by input name, in
 the model's input order); the report gives sizes, the largest and mean absolute output difference and,
@@ -10,7 +13,6 @@ for classifier-shaped first outputs, how often the top-1 class agrees.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,42 +37,51 @@ class QuantizeReport:
         return asdict(self)
 
 
-def quantize(model: str, sample: Path, output: Path, max_abs_diff: float = 0.05) -> QuantizeReport:
+def quantize(
+    model: str, sample: Path, output: Path, max_abs_diff: float = 0.05, method: str | None = None
+) -> QuantizeReport:
     """Quantize `model` into `output` unless its outputs move more than `max_abs_diff` on `sample`.
+
+    `method` chooses between TFLite's dynamic-range (the default) and int8 quantization for TensorFlow
+    models; ONNX and torch models have one method each.
 
     Raises:
         MfnError: for an unsupported model, an unreadable sample, or a difference over the threshold
             (then nothing is written).
     """
+    from mfn.export import written_atomically
+    from mfn.tf_convert import QUANTIZATIONS, is_tensorflow_model
+
     inputs = _load_sample(sample)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if model.endswith(".onnx") and ":" not in model:
-            method, size_before, run_before, run_after = _onnx(Path(model), Path(temporary))
+    tensorflow = is_tensorflow_model(model)
+    if method is not None and not (tensorflow and method in QUANTIZATIONS):
+        raise MfnError(f"--method {method} applies to TensorFlow models, as one of {', '.join(QUANTIZATIONS)}")
+    with written_atomically(Path(output)) as temporary:
+        if tensorflow:
+            method, size_before, run_before, run_after = _tflite(Path(model), inputs, temporary, method or QUANTIZATIONS[0])
+        elif model.endswith(".onnx") and ":" not in model:
+            method, size_before, run_before, run_after = _onnx(Path(model), inputs, temporary)
         elif ":" in model:
-            method, size_before, run_before, run_after = _torch(model, inputs, Path(temporary))
+            method, size_before, run_before, run_after = _torch(model, inputs, temporary)
         else:
-            raise MfnError(f"{model}: quantize takes an .onnx file or a torch module factory (path/to/file.py:factory)")
+            raise MfnError(
+                f"{model}: quantize takes an .onnx file, a torch module factory (path/to/file.py:factory), "
+                "a SavedModel directory or a Keras file"
+            )
         before, after = run_before(inputs), run_after(inputs)
-        report = _compare(method, str(output), size_before, Path(temporary).stat().st_size, before, after)
+        report = _compare(method, str(output), size_before, temporary.stat().st_size, before, after)
         if report.max_abs_diff > max_abs_diff:
             raise MfnError(
                 f"quantized outputs differ by up to {report.max_abs_diff:.4g} (> --max-abs-diff {max_abs_diff}) "
                 f"on {sample.name}; nothing written. Raise the threshold if that is acceptable."
             )
-        os.replace(temporary, output)
-        return report
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    return report
 
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
-def _onnx(path: Path, target: Path) -> tuple[str, int, Runner, Runner]:
+def _onnx(path: Path, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, int, Runner, Runner]:
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -84,7 +95,8 @@ def _onnx(path: Path, target: Path) -> tuple[str, int, Runner, Runner]:
     def runner(model_path: Path) -> Runner:
         session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         names = [item.name for item in session.get_inputs()]
-        return lambda inputs: session.run(None, {name: inputs[name] for name in names})
+        require_inputs(inputs, names)
+        return lambda arrays: session.run(None, {name: arrays[name] for name in names})
 
     return "onnx-dynamic-int8", path.stat().st_size, runner(path), runner(target)
 
@@ -111,6 +123,34 @@ def _torch(ref: str, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, 
         return run
 
     return "torch-dynamic-int8-linear", size_before, runner(module), runner(torch.jit.load(str(target)))
+
+
+def _tflite(path: Path, inputs: dict[str, np.ndarray], target: Path, method: str) -> tuple[str, int, Runner, Runner]:
+    from mfn import tf_convert
+
+    from mfn.handlers.tensorflow_models import savedmodel_declarations
+
+    with tempfile.TemporaryDirectory(prefix="mfn-quantize-") as scratch:
+        saved = tf_convert.as_saved_model(path, Path(scratch))
+        require_inputs(inputs, [tensor.name for tensor in savedmodel_declarations(saved)["inputs"]])
+        size_before = len(tf_convert.to_tflite(saved))
+        target.write_bytes(tf_convert.to_tflite(saved, method, inputs))
+        original = tf_convert.savedmodel_runner(saved)
+    quantized = tf_convert.tflite_runner(target)
+
+    def in_order(run: tf_convert.Runner) -> Runner:
+        return lambda arrays: [value for _, value in sorted(run(arrays).items())]
+
+    return f"tflite-{method}", size_before, in_order(original), in_order(quantized)
+
+
+def require_inputs(sample: dict[str, np.ndarray], names: list[str]) -> None:
+    missing = [name for name in names if name not in sample]
+    if missing:
+        raise MfnError(
+            f"the sample has no array for input(s) {', '.join(missing)} (it holds {', '.join(sorted(sample))}); "
+            "save one array per model input under the input's name, e.g. np.savez(path, features=x)"
+        )
 
 
 def _load_sample(sample: Path) -> dict[str, np.ndarray]:

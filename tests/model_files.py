@@ -111,6 +111,33 @@ def tflite_model(directory: Path) -> Made:
     return path, dict(runner(features=FEATURES))
 
 
+def keras_classifier(directory: Path) -> Path:
+    """About 300k weights, so quantized weights visibly shrink the file; ten logits per row."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    features = keras.Input(shape=(64,), name="features")
+    hidden = keras.layers.Dense(512, activation="relu")(features)
+    hidden = keras.layers.Dense(512, activation="relu")(hidden)
+    model = keras.Model(features, keras.layers.Dense(10, name="logits")(hidden))
+    path = directory / "classifier.keras"
+    model.save(str(path))
+    return path
+
+
+def run_model_file(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of an .onnx or .tflite file run by its own runtime."""
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path))
+        names = [item.name for item in session.get_outputs()]
+        return dict(zip(names, session.run(names, inputs)))
+    from ai_edge_litert.interpreter import Interpreter
+
+    return dict(Interpreter(model_path=str(path)).get_signature_runner("serving_default")(**inputs))
+
+
 MAKERS = {
     "onnx": onnx_scorer,
     "torchscript": torchscript_softmax,

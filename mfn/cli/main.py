@@ -204,18 +204,23 @@ def stats(name, as_json, debug):
 
 @cli.command()
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "tflite"]), default="onnx", show_default=True,
+              help="onnx or torchscript for a torch module; onnx or tflite for a SavedModel or Keras file.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
 @tensors_option
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest output difference accepted.")
 @debug_option
 def export(ref, fmt, output, inputs, opset, tolerance, debug):
-    """Export the torch module REF builds (path/to/file.py:factory) to ONNX or TorchScript, checked on a sample."""
-    from mfn.export import export_torch
+    """Export REF and check the result on a sample against the original.
+
+    REF is a torch module factory (path/to/file.py:factory; give --input) → ONNX or TorchScript, or a
+    TensorFlow SavedModel directory or Keras file → TFLite or ONNX (inputs come from its signature).
+    """
+    from mfn.export import export_model
 
     with run_guarded(debug):
-        result = export_torch(ref, inputs, output, fmt, opset, tolerance)
+        result = export_model(ref, inputs, output, fmt, opset, tolerance)
     opset_note = f", opset {result.opset}, dynamic batch axis" if result.opset else ""
     click.echo(f"exported {result.format} to {result.path}{opset_note}; max abs difference {result.max_abs_diff:.2g}")
 
@@ -225,14 +230,22 @@ def export(ref, fmt, output, inputs, opset, tolerance, debug):
 @click.option("--sample", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True, help=".npz of input arrays, keyed by input name.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
 @click.option("--max-abs-diff", type=float, default=0.05, show_default=True, help="Refuse when outputs move more than this.")
+@click.option("--method", type=click.Choice(["dynamic-range", "int8"]),
+              help="TensorFlow models → TFLite: dynamic-range (int8 weights; default) or int8 (full integer, "
+                   "calibrated on --sample).")
 @json_option
 @debug_option
-def quantize(model, sample, output, max_abs_diff, as_json, debug):
-    """Quantize MODEL (an .onnx file or path/to/file.py:factory) and report size and output change on SAMPLE."""
+def quantize(model, sample, output, max_abs_diff, method, as_json, debug):
+    """Quantize MODEL and report size and output change on SAMPLE; refuse past --max-abs-diff.
+
+    MODEL is an .onnx file (onnxruntime dynamic int8), a torch module factory path/to/file.py:factory
+    (dynamic int8 Linear layers, saved as TorchScript), or a TensorFlow SavedModel directory or Keras
+    file (converted to a quantized .tflite).
+    """
     from mfn.quantize import quantize as quantize_model
 
     with run_guarded(debug):
-        report = quantize_model(model, sample, output, max_abs_diff)
+        report = quantize_model(model, sample, output, max_abs_diff, method)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return

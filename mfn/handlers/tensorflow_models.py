@@ -124,12 +124,12 @@ def keras_declarations(path: Path) -> dict:
     names = keras_output_names(model)
     outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
     return {
-        "inputs": [_tensor(path, _keras_input_name(item), tf.as_dtype(item.dtype), item.shape) for item in model.inputs],
+        "inputs": [_tensor(path, keras_input_name(item), tf.as_dtype(item.dtype), item.shape) for item in model.inputs],
         "outputs": [_tensor(path, name, tf.as_dtype(item.dtype), item.shape) for name, item in zip(names, outputs)],
     }
 
 
-def _keras_input_name(item: Any) -> str:
+def keras_input_name(item: Any) -> str:
     # Keras 3 names an Input layer's tensor after the layer ("features") unless it was left unnamed.
     return str(getattr(item, "name", "") or "input").split(":")[0]
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import mfn
 from mfn.cli.main import cli
 from tests.conftest import HANDLERS
+from tests.model_files import keras_classifier, run_model_file
 
 FACTORY = f"{HANDLERS / 'factories.py'}:wide_classifier"
 
@@ -45,3 +47,49 @@ def test_a_difference_over_the_threshold_is_refused_and_nothing_is_written(tmp_p
     assert result.exit_code == 1 and "nothing written" in result.output
     assert not target.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.npz", "wide.onnx"]
+
+
+@pytest.fixture(scope="module")
+def keras_model(tmp_path_factory):
+    return keras_classifier(tmp_path_factory.mktemp("keras"))
+
+
+@pytest.fixture
+def features_sample(tmp_path):
+    path = tmp_path / "features.npz"
+    np.savez(path, features=np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("method", ["dynamic-range", "int8"])
+def test_tflite_quantization_shrinks_and_reports_the_difference_it_measured(tmp_path, features_sample, keras_model, method):
+    import keras
+
+    target = tmp_path / f"classifier-{method}.tflite"
+    args = ["quantize", str(keras_model), "--sample", str(features_sample), "-o", str(target), "--method", method, "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["method"] == f"tflite-{method}"
+    assert report["size_after"] < report["size_before"] * 0.6 and target.stat().st_size == report["size_after"]
+    features = np.load(features_sample)["features"]
+    original = np.asarray(keras.saving.load_model(str(keras_model))(features, training=False))
+    quantized = run_model_file(target, {"features": features})["logits"]
+    assert report["max_abs_diff"] == pytest.approx(float(np.abs(original - quantized).max()), rel=1e-3, abs=1e-6)
+    assert 0 < report["mean_abs_diff"] <= report["max_abs_diff"] < 0.05
+    assert report["top1_agreement"] >= 0.9
+    assert mfn.package(str(target), tmp_path / "repo").spec.outputs[0].name == "logits"
+
+
+def test_tflite_quantization_refuses_past_the_threshold_or_a_sample_without_its_inputs(
+    tmp_path, sample, features_sample, keras_model, onnx_model
+):
+    target = tmp_path / "strict.tflite"
+    strict = ["quantize", str(keras_model), "--sample", str(features_sample), "-o", str(target), "--max-abs-diff", "1e-9"]
+    refused = CliRunner().invoke(cli, strict)
+    assert refused.exit_code == 1 and "nothing written" in refused.output and not target.exists()
+    mismatched = CliRunner().invoke(cli, ["quantize", str(keras_model), "--sample", str(sample), "-o", str(target)])
+    assert mismatched.exit_code == 1 and "the sample has no array for input(s) features (it holds input)" in mismatched.output
+    assert not target.exists()
+    wrong = CliRunner().invoke(cli, ["quantize", str(onnx_model), "--sample", str(sample), "-o", str(tmp_path / "q.onnx"), "--method", "int8"])
+    assert wrong.exit_code == 1 and "--method int8 applies to TensorFlow models" in wrong.output

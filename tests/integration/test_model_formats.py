@@ -6,7 +6,6 @@ Served outputs must equal what each framework computes in-process for the same f
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
