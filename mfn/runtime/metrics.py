@@ -18,6 +18,7 @@ class LoopMetrics:
 
     def __init__(self, factory: MetricFactory, model: str, version: int) -> None:
         self._labels = {"model": model, "version": str(version)}
+        self._outcome_labels = {outcome: {**self._labels, "outcome": outcome} for outcome in OUTCOMES}
         self._requests = factory.counter(REQUESTS, "Requests answered, by outcome.", [*MODEL_LABELS, "outcome"])
         self._batch_size = factory.histogram(BATCH_SIZE, "Rows per predict call.", MODEL_LABELS, BATCH_SIZE_BUCKETS)
         self._predict = factory.histogram(
@@ -31,7 +32,7 @@ class LoopMetrics:
 
     def requests(self, outcome: str, count: int = 1) -> None:
         """`count` requests answered with `outcome`: success, invalid (the client's fault) or error."""
-        self._requests(count, {**self._labels, "outcome": outcome})
+        self._requests(count, self._outcome_labels[outcome])
 
 
 def outcome_of(status: int) -> str:

@@ -56,6 +56,14 @@ def test_bad_model_files_get_an_error_naming_the_file(tmp_path, make, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_corrupt_torchscript_file_is_refused_by_name(tmp_path):
+    model_file = write(tmp_path / "broken.pt", b"not a zip")
+    result = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "out"), "--input", "x:FP32:2"])
+    assert result.exit_code == 1
+    assert "broken.pt is not a TorchScript model torch.jit.load can read" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def native(model_file: Path, output: Path, *extra: str) -> model_config_pb2.ModelConfig:
     result = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(output), "--native", "--instances", "gpu:1:0", *extra])
     assert result.exit_code == 0, result.output
