@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -320,10 +321,25 @@ def table(runs: list[Run], ceilings: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def ratio_summary(runs: list[Run]) -> str:
+    """Median (min–max) mfn/hand per model, server and batching setting, over protocols and concurrencies."""
+    index = {(r.model, r.server, r.implementation, r.batching, r.protocol, r.concurrency): r for r in runs}
+    groups: dict[tuple, list[float]] = {}
+    for (model, server, implementation, batching, protocol, concurrency), run in index.items():
+        hand = index.get((model, server, "hand", batching, protocol, concurrency))
+        if implementation == "mfn" and hand and hand.requests_per_s:
+            groups.setdefault((model, server, batching), []).append(paired_ratio(run, hand))
+    lines = ["| model | server | batching | median mfn/hand | min–max |", "|---|---|---|---|---|"]
+    for (model, server, batching), ratios in sorted(groups.items()):
+        lines.append(f"| {model} | {server} | {'on' if batching else 'off'} | {statistics.median(ratios):.2f} | "
+                     f"{min(ratios):.2f}–{max(ratios):.2f} |")
+    return "\n".join(lines)
+
+
 def paired_ratio(mfn_run: Run, hand_run: Run) -> float:
     """Median over rounds of mfn/hand, each round's two runs taken back to back."""
-    ratios = sorted(m / h for m, h in zip(mfn_run.round_rates, hand_run.round_rates) if h)
-    return ratios[len(ratios) // 2] if ratios else mfn_run.requests_per_s / hand_run.requests_per_s
+    ratios = [m / h for m, h in zip(mfn_run.round_rates, hand_run.round_rates) if h]
+    return statistics.median(ratios) if ratios else mfn_run.requests_per_s / hand_run.requests_per_s
 
 
 def main() -> None:
@@ -334,7 +350,13 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=["triton", "torchserve"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--skip-cold-start", action="store_true")
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help="Only rewrite BENCHMARKS.md from a results file (after editing the template).")
     options = parser.parse_args()
+    if options.from_results:
+        report = json.loads(options.from_results.read_text())
+        write_markdown(report, table([Run(**run) for run in report["runs"]], report["ceilings_rows_per_s"]))
+        return
     for model in set(MODELS) - set(options.models):
         del MODELS[model]
     os.environ.setdefault("MFN_HOME", tempfile.mkdtemp(prefix="mfn-bench-home-"))
@@ -363,6 +385,7 @@ def main() -> None:
 
 
 def write_markdown(report: dict, rendered: str) -> None:
+    summary = ratio_summary([Run(**run) for run in report["runs"]])
     facts = ", ".join(f"{key} {value}" for key, value in report["machine"].items())
     ceilings = "\n".join(
         f"| {model} | " + " | ".join(f"{rate:.0f}" for rate in rates.values()) + " |"
@@ -374,7 +397,7 @@ def write_markdown(report: dict, rendered: str) -> None:
     )
     text = (BENCH / "BENCHMARKS.template.md").read_text().format(
         facts=facts, table=rendered, ceilings=ceilings, starts=starts, duration=report["duration_s"],
-        rounds=report["rounds"],
+        rounds=report["rounds"], summary=summary,
     )
     (ROOT / "BENCHMARKS.md").write_text(text)
 
