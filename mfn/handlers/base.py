@@ -75,11 +75,14 @@ class Handler:
         """Load weights and other state; runs once per server instance or worker."""
 
     def preprocess(self, request: Arrays) -> Arrays:
-        """Transform one request's inputs before they join a batch."""
+        """Transform one request's inputs (a dict in declared input order) before they join a batch."""
         return request
 
     def predict(self, inputs: Arrays) -> Arrays:
-        """Compute the outputs of one batch: every array's first dimension is the row count."""
+        """Compute the outputs of one batch: every array's first dimension is the row count.
+
+        `inputs` holds the declared inputs in declared order, whatever order the client sent them in.
+        """
         raise NotImplementedError
 
     def postprocess(self, response: Arrays) -> Arrays:

@@ -99,6 +99,9 @@ class BatchLoop:
             raise RequestFailure(f"malformed request: {request}")
         if not self._conforms(request):
             check_inputs(request, self.spec)  # raises, naming what is wrong
+        if tuple(request) != self._input_names:
+            # Clients may list inputs in any order; handlers that call a model positionally rely on this one.
+            request = {name: request[name] for name in self._input_names}
         if not self._has_preprocess:
             return request
         try:

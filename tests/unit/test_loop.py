@@ -122,3 +122,21 @@ def test_text_outputs_become_utf8_bytes():
     (outcome,) = loop.run([{"x": np.array([[b"abc"], ["d\u00e9f".encode()]], dtype=object)}])
     assert outcome["y"].tolist() == [[b"ABC"], ["D\u00c9F".encode()]]
     assert outcome["y"].dtype == object
+
+
+class Positional(mfn.Handler):
+    name = "positional"
+    inputs = [mfn.Tensor("a", "FP32", [1]), mfn.Tensor("b", "FP32", [1])]
+    outputs = [mfn.Tensor("a_minus_b", "FP32", [1])]
+
+    def predict(self, inputs):
+        first, second = inputs.values()  # what a handler calling a model positionally does
+        return {"a_minus_b": first - second}
+
+
+@pytest.mark.parametrize("count", [1, 3], ids=["one-request", "batched"])
+def test_inputs_reach_the_handler_in_declared_order_whatever_the_client_sent(count):
+    _, loop = make_loop(Positional)
+    reversed_order = {"b": np.array([[1.0]], np.float32), "a": np.array([[10.0]], np.float32)}
+    outcomes = loop.run([reversed_order] * count)
+    assert [outcome["a_minus_b"].tolist() for outcome in outcomes] == [[[9.0]]] * count
