@@ -12,6 +12,7 @@ reads `counter`. A flush costs one update per changed series, however many reque
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -178,4 +179,7 @@ class TritonMetricFactory:
 
     def _flush_until_stopped(self) -> None:
         while not self._stopping.wait(self._flush_interval_s):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a failed update must not stop every later one
+                logging.getLogger("mfn.metrics").exception("applying metric updates to Triton failed")

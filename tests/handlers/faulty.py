@@ -1,7 +1,5 @@
 """Fails any batch that contains a negative value, to show one batch's failure stays in that batch."""
 
-import numpy as np
-
 import mfn
 
 POISON = -1.0
