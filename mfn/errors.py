@@ -21,3 +21,9 @@ class DeployError(MfnError):
 
 class InvokeError(MfnError):
     """An inference request failed; the message carries the server's reason."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (libraries often add pages of context), or its type."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mfn.errors import MfnError
+from mfn.errors import MfnError, first_line
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _onnx(path: Path, inputs: dict[str, np.ndarray], target: Path) -> tuple[str,
     try:
         quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
     except Exception as error:
-        raise MfnError(f"{path}: onnxruntime could not quantize it: {str(error).splitlines()[0]}") from None
+        raise MfnError(f"{path}: onnxruntime could not quantize it: {first_line(error)}") from None
 
     def runner(model_path: Path) -> Runner:
         session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from mfn.errors import MfnError
+from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
-from mfn.handlers.torchscript import name_outputs
+from mfn.handlers.torchscript import name_outputs, torch_dtype
 
 BATCH_HINT = "export with dynamic_shapes giving dimension 0 torch.export.Dim('batch', min=1)"
 
@@ -50,17 +50,17 @@ def exported_program_declarations(path: Path) -> dict:
     try:
         program = torch.export.load(str(path))
     except Exception as error:
-        raise MfnError(f"{path} is not a torch.export program torch.export.load can read: {_first_line(error)}") from None
+        raise MfnError(f"{path} is not a torch.export program torch.export.load can read: {first_line(error)}") from None
     inputs = [_input(path, program, node) for node in _user_input_nodes(program)]
     module = program.module()
     outputs: dict[str, Any] = {}
     for rows in (1, 2):
-        sample = [torch.zeros((rows, *(2 if d == -1 else d for d in t.shape)), dtype=_torch_dtype(t.dtype)) for t in inputs]
+        sample = [torch.zeros((rows, *(2 if d == -1 else d for d in t.shape)), dtype=torch_dtype(t.dtype)) for t in inputs]
         try:
             with torch.inference_mode():
                 outputs = name_outputs(module(*sample))
         except Exception as error:
-            raise MfnError(f"{path.name}: running it on a {rows}-row batch failed ({_first_line(error)}); {BATCH_HINT}") from None
+            raise MfnError(f"{path.name}: running it on a {rows}-row batch failed ({first_line(error)}); {BATCH_HINT}") from None
     return {
         "inputs": inputs,
         "outputs": [Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()],
@@ -89,15 +89,3 @@ def _input(path: Path, program: Any, node: Any) -> Tensor:
         canonical_dtype(torch.empty(0, dtype=value.dtype).numpy().dtype),
         [-1 if isinstance(dim, torch.SymInt) else int(dim) for dim in per_row],
     )
-
-
-def _torch_dtype(dtype: str) -> Any:
-    import torch
-
-    from mfn.handlers.dtypes import numpy_dtype
-
-    return torch.from_numpy(np.zeros(1, dtype=numpy_dtype(dtype))).dtype
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

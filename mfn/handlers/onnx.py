@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfn.errors import MfnError
+from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 
@@ -54,7 +54,7 @@ def onnx_declarations(path: Path) -> dict:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:
-        raise MfnError(f"{path} is not a model onnxruntime can load: {str(error).splitlines()[0]}") from None
+        raise MfnError(f"{path} is not a model onnxruntime can load: {first_line(error)}") from None
     return {
         "inputs": [_tensor(path, item) for item in session.get_inputs()],
         "outputs": [_tensor(path, item) for item in session.get_outputs()],

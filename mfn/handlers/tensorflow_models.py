@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mfn.errors import MfnError
+from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
@@ -93,7 +93,7 @@ def savedmodel_declarations(path: Path) -> dict:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as error:
-        raise MfnError(f"{path} is not a SavedModel TensorFlow can load: {_first_line(error)}") from None
+        raise MfnError(f"{path} is not a SavedModel TensorFlow can load: {first_line(error)}") from None
     if SIGNATURE not in loaded.signatures:
         found = ", ".join(loaded.signatures) or "none"
         raise MfnError(
@@ -120,7 +120,7 @@ def keras_declarations(path: Path) -> dict:
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as error:
-        raise MfnError(f"{path} is not a model Keras can load: {_first_line(error)}") from None
+        raise MfnError(f"{path} is not a model Keras can load: {first_line(error)}") from None
     names = keras_output_names(model)
     outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
     return {
@@ -155,7 +155,3 @@ def _dims(shape: Any) -> list | None:
     if hasattr(shape, "rank"):  # tf.TensorShape, possibly of unknown rank
         return None if shape.rank is None else shape.as_list()
     return None if shape is None else list(shape)
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mfn.errors import MfnError
+from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
@@ -53,7 +53,7 @@ def tflite_declarations(path: Path) -> dict:
     except MfnError:
         raise
     except Exception as error:
-        raise MfnError(f"{path} is not a model LiteRT can load: {(str(error).strip().splitlines() or ['?'])[0]}") from None
+        raise MfnError(f"{path} is not a model LiteRT can load: {first_line(error)}") from None
     runner = interpreter.get_signature_runner(_signature_key(interpreter, path))
     return {
         "inputs": [_tensor(path, name, detail) for name, detail in runner.get_input_details().items()],

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mfn.errors import MfnError
+from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
@@ -59,8 +59,8 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
     try:
         model = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:
-        raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {str(error).splitlines()[0]}") from None
-    sample = [torch.zeros((2, *(2 if dim == -1 else dim for dim in tensor.shape)), dtype=_torch_dtype(tensor.dtype)) for tensor in declared]
+        raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {first_line(error)}") from None
+    sample = [torch.zeros((2, *(2 if dim == -1 else dim for dim in tensor.shape)), dtype=torch_dtype(tensor.dtype)) for tensor in declared]
     try:
         with torch.inference_mode():
             outputs = name_outputs(model(*sample))
@@ -74,7 +74,8 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
     }
 
 
-def _torch_dtype(dtype: str):
+def torch_dtype(dtype: str):
+    """The torch dtype carrying values of a Triton data type."""
     import torch
 
     from mfn.handlers.dtypes import numpy_dtype
