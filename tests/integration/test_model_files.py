@@ -112,3 +112,26 @@ def test_native_refuses_formats_triton_has_no_backend_for(tmp_path):
     assert result.exit_code == 1
     assert "pt2_relu.pt2: Triton has no native backend for it; --native takes .onnx (onnxruntime_onnx)" in result.output
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_legacy_h5_keras_file_is_served_like_a_keras_file(tmp_path):
+    import keras
+    import numpy as np
+
+    from mfn.packaging import resolve
+    from mfn.runtime.bundle import load_in_process
+    from tests.model_files import FEATURES
+
+    keras.utils.set_random_seed(6)
+    features = keras.Input(shape=(6,), name="features")
+    model = keras.Model(features, keras.layers.Dense(2, name="scores")(features))
+    model_file = tmp_path / "legacy.h5"
+    model.save(str(model_file))
+    source = resolve(str(model_file))
+    assert [(t.name, t.shape) for t in source.spec.outputs] == [("scores", (2,))]
+    loaded = load_in_process(source.cls, source.spec, source.handler_file, source.artifact_root)
+    try:
+        (answer,) = loaded.loop.run([{"features": FEATURES}])
+    finally:
+        loaded.close()
+    np.testing.assert_allclose(answer["scores"], np.asarray(model(FEATURES, training=False)), rtol=1e-6, atol=1e-6)
