@@ -89,8 +89,11 @@ def run_pod(pod: LocalPod, command: list[str], env: dict[str, str], tmp_path: Pa
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             url = pod.probe_url(pod.container[probe])
             assert wait_ok(url) == 200, f"{probe} {url} failed:\n{(tmp_path / 'pod.log').read_text()[-3000:]}"
-        code, text = request("GET", f"http://127.0.0.1:{pod.local_ports['metrics']}/metrics", timeout_s=5.0)
-        assert code == 200
+        metrics_url = f"http://127.0.0.1:{pod.local_ports['metrics']}/metrics"
+        # Triton opens its metrics port just after the HTTP endpoint the probes use: poll, don't race it.
+        assert wait_ok(metrics_url, timeout_s=15.0) == 200, f"{metrics_url} never answered"
+        code, text = request("GET", metrics_url, timeout_s=5.0)
+        assert code == 200, text
         assert list(text_string_to_metric_families(text)), "the metrics port served no Prometheus text"
     finally:
         stop_process_group(process.pid, process_start_time(process.pid), grace_s=15.0)
