@@ -30,7 +30,8 @@ def cli() -> None:
 @click.option("--target", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="Server to package for.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository (Triton) or model store (TorchServe) directory.")
 @click.option("--archive-format", type=click.Choice(["default", "no-archive", "tgz"]), default="default", show_default=True, help="TorchServe archive format.")
-@click.option("--native", is_flag=True, help="Model files on Triton: use Triton's native backend (e.g. onnxruntime_onnx).")
+@click.option("--native", is_flag=True, help="Model files on Triton: use Triton's native backend (onnxruntime_onnx, pytorch_libtorch, "
+                   "tensorflow_savedmodel) instead of mfn's Python adapter.")
 @click.option("--name", help="Override the model name.")
 @click.option("--version", "model_version", type=int, help="Override the model version.")
 @click.option("--max-batch-size", type=int, help="Override batching.max_batch_size.")
@@ -44,7 +45,8 @@ def cli() -> None:
 @debug_option
 def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, as_json, debug):
     """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
-    (model.onnx) that a built-in handler serves with no handler code."""
+    that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
+    torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite."""
     from mfn.handlers.declarations import VersionPolicy
     from mfn.packaging import package as package_model
 
