@@ -16,7 +16,7 @@ from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
-from mfn.handlers.torchscript import name_outputs, torch_dtype
+from mfn.handlers.torchscript import name_outputs, output_declarations, zeros_batch
 
 BATCH_HINT = "export with dynamic_shapes giving dimension 0 torch.export.Dim('batch', min=1)"
 
@@ -55,16 +55,13 @@ def exported_program_declarations(path: Path) -> dict:
     module = program.module()
     outputs: dict[str, Any] = {}
     for rows in (1, 2):
-        sample = [torch.zeros((rows, *(2 if d == -1 else d for d in t.shape)), dtype=torch_dtype(t.dtype)) for t in inputs]
+        sample = zeros_batch(inputs, rows)
         try:
             with torch.inference_mode():
                 outputs = name_outputs(module(*sample))
         except Exception as error:
             raise MfnError(f"{path.name}: running it on a {rows}-row batch failed ({first_line(error)}); {BATCH_HINT}") from None
-    return {
-        "inputs": inputs,
-        "outputs": [Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()],
-    }
+    return {"inputs": inputs, "outputs": output_declarations(outputs)}
 
 
 def _user_input_nodes(program: Any) -> list[Any]:

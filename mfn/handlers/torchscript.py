@@ -60,18 +60,25 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
         model = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:
         raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {first_line(error)}") from None
-    sample = [torch.zeros((2, *(2 if dim == -1 else dim for dim in tensor.shape)), dtype=torch_dtype(tensor.dtype)) for tensor in declared]
+    sample = zeros_batch(declared, rows=2)
     try:
         with torch.inference_mode():
             outputs = name_outputs(model(*sample))
     except Exception as error:
         raise MfnError(f"{path.name}: running it on zeros of the declared inputs failed: {error}") from None
-    return {
-        "inputs": declared,
-        "outputs": [
-            Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()
-        ],
-    }
+    return {"inputs": declared, "outputs": output_declarations(outputs)}
+
+
+def zeros_batch(tensors: Sequence[Tensor], rows: int) -> list[Any]:
+    """Zero tensors of `rows` rows for each declaration, variable dimensions given length 2."""
+    import torch
+
+    return [torch.zeros((rows, *(2 if d == -1 else d for d in t.shape)), dtype=torch_dtype(t.dtype)) for t in tensors]
+
+
+def output_declarations(outputs: dict[str, Any]) -> list[Tensor]:
+    """Per-row declarations of the named torch outputs of one sample call."""
+    return [Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()]
 
 
 def torch_dtype(dtype: str):
