@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +19,19 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 @pytest.fixture(scope="session", autouse=True)
 def mfn_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Keep deployment records of the suite away from the user's own ~/.mfn."""
-    home = tmp_path_factory.mktemp("mfn-home")
+    home = tmp_path_factory.mktemp("mfn-home").resolve()
     previous = os.environ.get("MFN_HOME")
+    reaper_env = {key: value for key, value in os.environ.items() if key != "MFN_HOME"}
     os.environ["MFN_HOME"] = str(home)
+    # Servers are detached on purpose (they outlive `mfn deploy`); the reaper ties those the tests start to
+    # this process's life, so a crashed or killed test run leaves nothing behind.
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "tests.processes", str(home)], stdin=subprocess.PIPE, cwd=ROOT, env=reaper_env,
+        start_new_session=True,
+    )
     yield home
+    reaper.stdin.close()  # type: ignore[union-attr]
+    reaper.wait(timeout=30)
     if previous is None:
         del os.environ["MFN_HOME"]
     else:

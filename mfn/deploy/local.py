@@ -236,7 +236,8 @@ def describe_failure(code: int, body: dict | str, deployment: Deployment) -> str
 
 
 def new_shm_prefix() -> str:
-    return f"mfn_{secrets.token_hex(4)}_"
+    """A fresh prefix for one server's shared-memory regions, tagged with this MFN_HOME (see state.home_tag)."""
+    return f"mfn_{state.home_tag()}_{secrets.token_hex(4)}_"
 
 
 def _forget(deployment: Deployment) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +16,11 @@ from mfn.servers.process import is_running
 def mfn_home() -> Path:
     """Where mfn keeps deployment records and server work directories (`$MFN_HOME`, else `~/.mfn`)."""
     return Path(os.environ.get("MFN_HOME") or Path.home() / ".mfn")
+
+
+def home_tag() -> str:
+    """A short tag for this MFN_HOME, put in the names of shared-memory regions so each home can find its own."""
+    return hashlib.sha1(str(mfn_home().resolve()).encode()).hexdigest()[:6]
 
 
 def deployments_dir() -> Path:

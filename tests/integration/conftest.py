@@ -1,12 +1,11 @@
 """Real tritonserver fixtures: one packaged repository and one deployment shared by the module's tests.
 
 Every server started here is stopped by its fixture, and the session ends by checking that no
-tritonserver, stub process or shared-memory region it created is left behind.
+process or shared-memory region this session's MFN_HOME owns is left behind.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,48 +14,18 @@ import pytest
 import mfn
 from mfn.deploy import local
 from tests.conftest import EXAMPLES, HANDLERS
+from tests.processes import kill_owned
 
 MLP = f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP"
 TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
-SERVER_MARKERS = (
-    b"tritonserver",
-    b"triton_python_backend_stub",
-    b"org.pytorch.serve",
-    b"ts.model_server",
-    b"model_service_worker",
-    b"--storage.tsdb.path",  # Prometheus
-)
-
-
-def server_processes() -> set[int]:
-    """Every tritonserver, Python stub, TorchServe frontend (Java) and worker, and Prometheus on the machine."""
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                command = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if any(marker in command for marker in SERVER_MARKERS):
-                pids.add(int(proc.name))
-    return pids
-
-
-def shm_regions() -> set[str]:
-    return {path.name for path in Path("/dev/shm").glob("mfn_*")}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    processes_before, regions_before = server_processes(), shm_regions()
+def nothing_left_behind(mfn_home: Path) -> Iterator[None]:
+    """Fail the run if a server, stub, worker, Prometheus or shared-memory region the tests started outlives it."""
     yield
     local.undeploy_all()
-    leaked_processes = server_processes() - processes_before
-    leaked_regions = shm_regions() - regions_before
-    for pid in leaked_processes:
-        os.kill(pid, 9)
-    for region in leaked_regions:
-        (Path("/dev/shm") / region).unlink(missing_ok=True)
+    leaked_processes, leaked_regions = kill_owned(mfn_home)
     assert not leaked_processes, f"server processes left running: {sorted(leaked_processes)}"
     assert not leaked_regions, f"shared-memory regions left behind: {sorted(leaked_regions)}"
 

@@ -18,7 +18,8 @@ from mfn.cli.main import cli
 from mfn.deploy import local, state
 from mfn.errors import DeployError
 from tests.conftest import HANDLERS
-from tests.integration.conftest import TEXT_STATS, server_processes, shm_regions
+from tests.integration.conftest import TEXT_STATS
+from tests.processes import owned_processes, owned_shm_regions
 
 pytestmark = pytest.mark.integration
 
@@ -34,33 +35,33 @@ def pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2][:3]
 
 
-def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repository):
+def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repository, mfn_home):
     result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--name", "lifecycle", "--json"])
     assert result.exit_code == 0, result.output
     deployed = json.loads(result.output)
     assert deployed["models"] == ["text_stats"]
     assert set(deployed["endpoints"]) == {"http", "grpc", "metrics"}
-    owned_regions = {r for r in shm_regions() if r.startswith(deployed["shm_prefix"])}
+    owned_regions = {r for r in owned_shm_regions(mfn_home) if r.startswith(deployed["shm_prefix"])}
     assert owned_regions, "the Python backend should hold shared memory under the deployment's prefix"
     assert pid_alive(deployed["pid"])
 
     result = CliRunner().invoke(cli, ["undeploy", "lifecycle"])
     assert result.exit_code == 0 and "stopped lifecycle" in result.output
     assert not pid_alive(deployed["pid"])
-    assert not {r for r in shm_regions() if r.startswith(deployed["shm_prefix"])}
+    assert not {r for r in owned_shm_regions(mfn_home) if r.startswith(deployed["shm_prefix"])}
     assert state.load("lifecycle") is None
     assert not Path(deployed["workdir"]).exists()
 
 
-def test_a_model_that_fails_to_load_reports_the_reason_and_leaves_nothing_running(tmp_path):
+def test_a_model_that_fails_to_load_reports_the_reason_and_leaves_nothing_running(tmp_path, mfn_home):
     mfn.package(f"{HANDLERS / 'bad_outputs.py'}:FailsToLoad", tmp_path)
-    processes_before = server_processes()
+    processes_before = owned_processes(mfn_home)
     result = CliRunner().invoke(cli, ["deploy", str(tmp_path), "--name", "doomed"])
     assert result.exit_code == 1
     assert "model 'fails_to_load' failed to load" in result.output
     assert "cannot open the model store from the server" in result.output
     assert state.load("doomed") is None
-    assert server_processes() == processes_before
+    assert owned_processes(mfn_home) == processes_before
 
 
 def test_a_running_name_is_not_taken_twice(small_repository):

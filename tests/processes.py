@@ -1,0 +1,58 @@
+"""Find, and if need be kill, the processes and shared memory that one test session's MFN_HOME owns.
+
+Every server mfn starts inherits MFN_HOME from its environment, so the variable names its owner
+exactly: tests never touch servers that other people, or other test runs, have started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+SHM_DIR = Path("/dev/shm")
+
+
+def owned_processes(home: Path) -> set[int]:
+    """Pids of processes started with MFN_HOME=`home` (servers, stubs, workers, Prometheus, CLI children)."""
+    marker = f"MFN_HOME={home}".encode()
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environment = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environment.split(b"\0"):
+            pids.add(int(proc.name))
+    return pids
+
+
+def owned_shm_regions(home: Path) -> set[str]:
+    """Shared-memory regions named with `home`'s tag (mfn.deploy.state.home_tag)."""
+    tag = hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:6]
+    return {path.name for path in SHM_DIR.glob(f"mfn_{tag}_*")}
+
+
+def kill_owned(home: Path) -> tuple[set[int], set[str]]:
+    """SIGKILL what `home` owns and remove its regions; return what was found."""
+    pids, regions = owned_processes(home), owned_shm_regions(home)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for region in regions:
+        (SHM_DIR / region).unlink(missing_ok=True)
+    return pids, regions
+
+
+if __name__ == "__main__":
+    # The reaper: started by the test session with a pipe on stdin, it wakes when the pipe closes, which
+    # happens when the session ends, however it ends (even SIGKILL), and removes whatever is left.
+    import sys
+
+    sys.stdin.buffer.read()
+    kill_owned(Path(sys.argv[1]))
