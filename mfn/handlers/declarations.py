@@ -68,6 +68,12 @@ class Batching(BaseModel):
     preferred_batch_sizes: tuple[int, ...] = Field((), description="Batch sizes the batcher should aim for.")
     preserve_ordering: bool = Field(False, description="Return responses in the order requests arrived.")
     queue_policy: QueuePolicy | None = Field(None, description="Queue limits and timeouts; none means the server's default.")
+    isolate_failures: bool = Field(
+        True,
+        description="When predict raises on a batch of several requests, re-run its halves until the failing "
+        "request(s) are found, so only they get the error. Turn off for handlers whose predict has side effects "
+        "that must not run twice; then the whole batch fails together.",
+    )
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> Batching:

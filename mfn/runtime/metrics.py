@@ -7,6 +7,7 @@ from mfn.handlers.metrics import LATENCY_BUCKETS_S, MODEL_LABELS, MetricFactory
 REQUESTS = "mfn_requests_total"
 BATCH_SIZE = "mfn_batch_size"
 PREDICT_SECONDS = "mfn_predict_duration_seconds"
+ISOLATION_PREDICTS = "mfn_isolation_predicts_total"
 
 # Rows per predict call: powers of two up to the largest batch sizes people configure.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -24,11 +25,18 @@ class LoopMetrics:
         self._predict = factory.histogram(
             PREDICT_SECONDS, "Time spent in the handler's predict, per call.", MODEL_LABELS, LATENCY_BUCKETS_S
         )
+        self._isolation = factory.counter(
+            ISOLATION_PREDICTS, "Extra predict calls run to find the failing requests of a failed batch.", MODEL_LABELS
+        )
 
     def batch(self, rows: int, predict_s: float) -> None:
         """One predict call over `rows` rows that took `predict_s` seconds."""
         self._batch_size(rows, self._labels)
         self._predict(predict_s, self._labels)
+
+    def isolation_predicts(self, count: int) -> None:
+        """`count` extra predict calls made to isolate the failing requests of a failed batch."""
+        self._isolation(count, self._labels)
 
     def requests(self, outcome: str, count: int = 1) -> None:
         """`count` requests answered with `outcome`: success, invalid (the client's fault) or error."""

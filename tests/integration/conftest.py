@@ -36,6 +36,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mfn.package(MLP, repo)
     mfn.package(TEXT_STATS, repo)
     mfn.package(f"{HANDLERS / 'faulty.py'}:Faulty", repo)
+    mfn.package(f"{HANDLERS / 'poisonable.py'}:Poisonable", repo)
     mfn.package(f"{HANDLERS / 'sequences.py'}:Sequences", repo, warmup={"batch_size": 2, "count": 2})
     for version in (1, 2):
         mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", repo, version=version)
@@ -49,6 +50,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mfn.package(MLP, store, target="torchserve", batching=batching)
     mfn.package(TEXT_STATS, store, target="torchserve")
     mfn.package(f"{HANDLERS / 'faulty.py'}:Faulty", store, target="torchserve")
+    mfn.package(f"{HANDLERS / 'poisonable.py'}:Poisonable", store, target="torchserve")
     for version in (1, 2):
         mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", store, target="torchserve", version=version)
     return store

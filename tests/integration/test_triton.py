@@ -155,7 +155,7 @@ def test_status_lists_the_deployment_with_its_endpoints(deployment):
     result = CliRunner().invoke(cli, ["status", "--json"])
     (entry,) = [d for d in json.loads(result.output)["local"] if d["name"] == "suite"]
     assert entry["running"] is True
-    assert sorted(entry["models"]) == ["faulty", "mlp", "sequences", "text_stats", "versioned"]
+    assert sorted(entry["models"]) == ["faulty", "mlp", "poisonable", "sequences", "text_stats", "versioned"]
     assert entry["endpoints"]["http"] == deployment.http_url
     with urllib.request.urlopen(entry["endpoints"]["metrics"], timeout=10) as response:
         assert "nv_inference_request_success" in response.read().decode()

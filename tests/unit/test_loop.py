@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import mfn
+from mfn.handlers.metrics import InMemoryMetrics
 from mfn.runtime.loop import BatchLoop, RequestFailure
+from mfn.runtime.metrics import LoopMetrics
 from mfn.spec import Entrypoint, spec_from_handler
 
 
@@ -25,10 +27,10 @@ class Recorder(mfn.Handler):
         return {"sum": x.sum(axis=1, keepdims=True)}
 
 
-def make_loop(cls=Recorder):
+def make_loop(cls=Recorder, metrics=None):
     handler = cls()
     spec = spec_from_handler(cls, Entrypoint(file="t.py", attribute=cls.__name__))
-    return handler, BatchLoop(handler, spec)
+    return handler, BatchLoop(handler, spec, LoopMetrics(metrics or InMemoryMetrics(), spec.name, spec.version))
 
 
 def rows(*values, width=2):
@@ -75,11 +77,49 @@ def test_a_malformed_request_fails_alone(request_, message):
     assert good["sum"].tolist() == [[2.0]]
 
 
-def test_a_predict_exception_fails_its_batch_and_the_next_batch_is_served():
+def test_a_failing_request_fails_alone_and_its_neighbours_are_answered():
+    metrics = InMemoryMetrics()
+    handler, loop = make_loop(metrics=metrics)
+    outcomes = loop.run([rows(1), rows(-1), rows(2), rows(3)])
+    poisoned = outcomes[1]
+    assert isinstance(poisoned, RequestFailure) and poisoned.status == 500
+    assert poisoned.message == "predict failed: ValueError: negative input"
+    assert [outcomes[i]["sum"].tolist() for i in (0, 2, 3)] == [[[2.0]], [[4.0]], [[6.0]]]
+    # The failed batch of 4, its failing first half, that half's halves, then the clean second half.
+    assert handler.batch_rows == [4, 2, 1, 1, 2]
+    assert metrics.total("mfn_isolation_predicts_total", model="recorder") == 4
+    assert metrics.total("mfn_requests_total", outcome="success") == 3
+    assert metrics.total("mfn_requests_total", outcome="error") == 1
+
+
+def test_every_request_of_a_batch_failing_gets_its_own_error():
     handler, loop = make_loop()
-    first = loop.run([rows(1), rows(-1)])
-    assert all(isinstance(o, RequestFailure) and o.status == 500 for o in first)
-    assert "predict failed: ValueError: negative input" in first[0].message
+    outcomes = loop.run([rows(-1), rows(-2), rows(-3)])
+    assert all(isinstance(o, RequestFailure) and "negative input" in o.message for o in outcomes)
+    assert len(handler.batch_rows) == 1 + 2 * 3 - 2
+
+
+def test_isolation_can_be_turned_off_for_handlers_with_side_effects():
+    class Once(Recorder):
+        batching = mfn.Batching(max_batch_size=4, isolate_failures=False)
+
+    handler, loop = make_loop(Once)
+    outcomes = loop.run([rows(1), rows(-1)])
+    assert all(isinstance(o, RequestFailure) for o in outcomes)
+    assert handler.batch_rows == [2]
+
+
+def test_isolation_costs_nothing_while_predict_succeeds():
+    metrics = InMemoryMetrics()
+    handler, loop = make_loop(metrics=metrics)
+    loop.run([rows(1), rows(2), rows(3)])
+    assert handler.batch_rows == [3]
+    assert metrics.total("mfn_isolation_predicts_total") == 0
+
+
+def test_the_next_batch_is_served_after_a_failure():
+    handler, loop = make_loop()
+    loop.run([rows(-1)])
     (second,) = loop.run([rows(5)])
     assert second["sum"].tolist() == [[10.0]]
 

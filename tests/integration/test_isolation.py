@@ -1,0 +1,84 @@
+"""A poisoned request fails alone: concurrent mixed traffic on both servers, every clean request answered."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import mfn
+from mfn.errors import InvokeError
+from tests.handlers.poisonable import MARKER
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = 160
+CONCURRENCY = 16
+POISONED = set(range(5, REQUESTS, 10))  # 10% of the requests
+
+
+def metric_total(deployment, name: str) -> float:
+    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("model") == "poisonable"
+    )
+
+
+def wait_for_increase(deployment, name: str, before: float) -> float:
+    """The metric's new total; Triton's stub flushes mfn metrics once a second, so allow a few."""
+    deadline = time.monotonic() + 10
+    while (total := metric_total(deployment, name)) <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return total
+
+
+def send_mixed_traffic(deployment_name: str, protocol: str) -> dict[int, object]:
+    """Send REQUESTS one-row requests from CONCURRENCY threads; return each answer or error by request id."""
+    local = threading.local()
+
+    def send(request_id: int) -> object:
+        if not hasattr(local, "client"):
+            local.client = mfn.Client(deployment_name, protocol=protocol)
+        first = MARKER if request_id in POISONED else 1.0
+        row = np.array([[first, request_id, 2.0, 3.0]], dtype=np.float32)
+        try:
+            return local.client.infer("poisonable", {"x": row})["y"]
+        except InvokeError as error:
+            return error
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return dict(zip(range(REQUESTS), pool.map(send, range(REQUESTS))))
+
+
+def check_isolated(answers: dict[int, object]) -> None:
+    for request_id, answer in answers.items():
+        if request_id in POISONED:
+            assert isinstance(answer, InvokeError), f"poisoned request {request_id} was answered"
+            assert f"row {request_id} is poisoned" in str(answer), f"request {request_id} got another's reason: {answer}"
+        else:
+            assert not isinstance(answer, Exception), f"clean request {request_id} failed: {answer}"
+            np.testing.assert_array_equal(answer, [[2.0, request_id * 2.0, 4.0, 6.0]])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_poisoned_requests_fail_alone_on_triton(deployment, protocol):
+    isolations_before = metric_total(deployment, "mfn_isolation_predicts_total")
+    check_isolated(send_mixed_traffic("suite", protocol))
+    # The poisoned requests did share batches with clean ones: isolation had work to do.
+    assert wait_for_increase(deployment, "mfn_isolation_predicts_total", isolations_before) > isolations_before
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_poisoned_requests_fail_alone_on_torchserve(torchserve_deployment, protocol):
+    isolations_before = metric_total(torchserve_deployment, "mfn_isolation_predicts_total")
+    check_isolated(send_mixed_traffic("suite-ts", protocol))
+    assert wait_for_increase(torchserve_deployment, "mfn_isolation_predicts_total", isolations_before) > isolations_before
