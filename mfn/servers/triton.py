@@ -95,11 +95,13 @@ def server_args(
     cache_directory: str | None = None,
     address: str = "127.0.0.1",
     gpus: bool = False,
+    exit_timeout_s: int = EXIT_TIMEOUT_S,
 ) -> list[str]:
     """The tritonserver arguments mfn uses, locally and in the Helm chart, explicit model control included.
 
     `backend_directory`/`cache_directory` are for the pip-installed server; an official image has its own.
     Without `gpus`, GPU metrics and the pinned-memory pool (which would probe for CUDA) are switched off.
+    `exit_timeout_s` is how long a stopping server lets requests in flight finish.
     """
     args = [f"--model-repository={repository}"]
     if backend_directory:
@@ -120,7 +122,7 @@ def server_args(
     if not gpus:
         args += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
     args += [
-        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        f"--exit-timeout-secs={exit_timeout_s}",
         # A per-deployment prefix lets mfn find and remove the shared-memory regions a crash leaves behind.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         "--log-verbose=0",
