@@ -112,7 +112,10 @@ def status(kubernetes, as_json):
     from mfn.deploy import local
     from mfn.errors import MfnError
 
+    from mfn.deploy.supervisor import read_status
+
     deployments = local.status()
+    supervision = {deployment.name: read_status(deployment) for deployment in deployments}
     releases, note = [], None
     if kubernetes:
         from mfn.kubernetes import helm
@@ -122,15 +125,13 @@ def status(kubernetes, as_json):
         except MfnError as error:
             note = f"kubernetes: {str(error).splitlines()[0]}"
     if as_json:
-        click.echo(json.dumps({"local": [d.to_json() for d in deployments], "kubernetes": [vars(r) for r in releases]}))
+        local_json = [{**d.to_json(), "supervision": supervision[d.name].to_json()} for d in deployments]
+        click.echo(json.dumps({"local": local_json, "kubernetes": [vars(r) for r in releases]}))
         return
     if not deployments:
         click.echo("no local deployments")
     for deployment in deployments:
-        state = "running" if deployment.running else "stopped"
-        click.echo(f"{deployment.name} ({deployment.server}, pid {deployment.pid}, {state}): {', '.join(deployment.models)}")
-        for protocol, url in deployment.endpoints().items():
-            click.echo(f"  {protocol:8} {url}")
+        click.echo(local.describe(deployment, supervision[deployment.name]))
     for release in releases:
         click.echo(f"{release.name} (kubernetes, namespace {release.namespace}, {release.status}): {release.chart}")
     if note:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mfn.deploy import state
 from mfn.deploy.state import Deployment
@@ -18,10 +20,14 @@ from mfn.errors import DeployError, MfnError
 from mfn.servers.http import error_message, request
 from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group
 
+if TYPE_CHECKING:
+    from mfn.deploy.supervisor import Status as SupervisorStatus
+
 SHM_DIR = Path("/dev/shm")
 START_TIMEOUT_S = 90.0
 LOAD_TIMEOUT_S = 300.0
 STOP_GRACE_S = 15.0
+DRAIN_TIMEOUT_S = 30.0
 PORT_ATTEMPTS = 3
 LOG_TAIL_LINES = 30
 
@@ -71,8 +77,12 @@ def deploy(
     auth: bool = True,
     monitor: bool = False,
     progress: Progress = lambda message: None,
+    drain_timeout_s: float = DRAIN_TIMEOUT_S,
 ) -> Deployment:
-    """Start a server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
+    """Start a supervised server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
+
+    A supervisor process owns the server from then on: it reloads a model whose worker died, restarts a
+    server that died (same ports, models reloaded), and drains in-flight requests when stopped.
 
     Args:
         path: A Triton model repository / model directory, or a TorchServe model store / archive.
@@ -81,6 +91,7 @@ def deploy(
         auth: TorchServe token authorization (mfn's client reads the key file); ignored for Triton.
         monitor: Also start a Prometheus on 127.0.0.1 that scrapes the server; `undeploy` stops it.
         progress: Called with one line per step.
+        drain_timeout_s: How long `undeploy` lets in-flight requests finish before stopping the server.
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -96,26 +107,33 @@ def deploy(
     workdir = state.deployments_dir() / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    if store.server == "triton":
-        from mfn.deploy import triton_local as server
-    else:
-        from mfn.deploy import torchserve_local as server  # type: ignore[no-redef]
-    deployment = server.start(name, store, workdir, auth, progress)
+    from mfn.deploy import supervisor
+
+    plan = supervisor.Plan(
+        name=name,
+        path=str(Path(path).resolve()),
+        server=store.server,
+        models=chosen,
+        auth=auth,
+        drain_timeout_s=drain_timeout_s,
+        shm_prefix=new_shm_prefix() if store.server == "triton" else "",
+    )
     try:
-        for model in chosen:
-            progress(f"loading {model} ...")
-            started = time.monotonic()
-            server.load_model(deployment, store, model)
-            deployment.models.append(model)
-            state.save(deployment)
-            progress(f"{model} ready ({time.monotonic() - started:.1f} s)")
-        if monitor:
+        deployment = supervisor.spawn(plan, workdir, progress)
+    except BaseException:
+        if state.load(name) is not None:
+            undeploy(name)
+        remove_shm_regions(plan.shm_prefix)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    if monitor:
+        try:
             from mfn.monitoring.local import start_prometheus
 
             progress(f"Prometheus at {start_prometheus(deployment)}")
-    except BaseException:
-        undeploy(name)
-        raise
+        except BaseException:
+            undeploy(name)
+            raise
     return deployment
 
 
@@ -130,50 +148,62 @@ def launch(
     repository: Path,
     shm_prefix: str = "",
     live_token: Callable[[], str | None] = lambda: None,
-) -> Deployment:
-    """Start a server process on free ports, record it, and wait until `live_path` answers 200.
+    ports: dict[str, int] | None = None,
+) -> tuple[Deployment, subprocess.Popen]:
+    """Start a server process that dies with this one, and wait until `live_path` answers 200.
 
-    `live_token` gives the bearer token the health endpoint needs, if any, once the server has written it.
-
-    Retries with new ports when another process took one between choosing and binding.
+    The calling process (the deployment's supervisor) is recorded as the deployment's owner. `live_token`
+    gives the bearer token the health endpoint needs, if any, once the server has written it. Without
+    fixed `ports`, free ones are chosen, and chosen again when another process took one before the server
+    bound it; a restart passes the ports it had, so clients keep their addresses.
     """
     log_file = workdir / f"{server}.log"
-    for attempt in range(PORT_ATTEMPTS):
-        ports = dict(zip(port_names, free_ports(len(port_names))))
-        command, env = make_command(ports)
-        progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in ports.items())})")
-        process = start_detached(command, env, log_file, workdir)
+    attempts = 1 if ports else PORT_ATTEMPTS
+    for attempt in range(attempts):
+        chosen = ports or dict(zip(port_names, free_ports(len(port_names))))
+        command, env = make_command(chosen)
+        progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
+        process = start_detached(command, env, log_file, workdir, die_with_parent=True)
         deployment = Deployment(
             name=name,
             server=server,
-            pid=process.pid,
-            start_time=process_start_time(process.pid),
+            pid=os.getpid(),
+            start_time=process_start_time(os.getpid()),
             host="127.0.0.1",
-            ports=ports,
+            ports=chosen,
             models=[],
             repository=str(repository),
             log_file=str(log_file),
             workdir=str(workdir),
             shm_prefix=shm_prefix,
         )
-        state.save(deployment)
         if _wait_live(deployment, process, live_path, live_token):
-            return deployment
+            return deployment, process
         tail = log_tail(deployment)
-        stop_process_group(deployment.pid, deployment.start_time, grace_s=STOP_GRACE_S)
-        if "address already in use" not in tail.lower() or attempt == PORT_ATTEMPTS - 1:
-            _forget(deployment)
+        stop_process_group(process.pid, process_start_time(process.pid), grace_s=STOP_GRACE_S)
+        process.wait()
+        if "address already in use" not in tail.lower() or attempt == attempts - 1:
             raise DeployError(f"{server} did not start:\n{tail}")
     raise AssertionError("unreachable")
 
 
 def undeploy(name: str) -> Deployment:
-    """Stop a deployment's server, remove its shared-memory regions, work directory and record."""
+    """Drain and stop a deployment's server, remove its shared-memory regions, work directory and record.
+
+    The supervisor drains (requests already accepted are answered) within the deployment's drain timeout;
+    whatever still runs after that and a short grace is killed.
+    """
+    from mfn.deploy.supervisor import read_status
     from mfn.monitoring.local import stop_prometheus
 
     deployment = state.get(name)
     stop_prometheus(deployment)
-    stop_process_group(deployment.pid, deployment.start_time, grace_s=STOP_GRACE_S)
+    drain_s = float(deployment.extra.get("drain_timeout_s", DRAIN_TIMEOUT_S))
+    stop_process_group(deployment.pid, deployment.start_time, grace_s=drain_s + STOP_GRACE_S)
+    # A supervisor killed outright leaves its server to the kernel's SIGTERM; make sure it is gone.
+    status = read_status(deployment)
+    if status.server_pid:
+        stop_process_group(status.server_pid, status.server_start_time, grace_s=STOP_GRACE_S)
     _forget(deployment)
     return deployment
 
@@ -201,6 +231,21 @@ def undeploy_all() -> list[Deployment]:
 
 def status() -> list[Deployment]:
     return state.all_deployments()
+
+
+def describe(deployment: Deployment, status: SupervisorStatus) -> str:
+    """Several lines on one deployment for `mfn status`: state, restarts, last exit, endpoints, model health."""
+    current = status.state if deployment.running else f"stopped (was {status.state})"
+    lines = [f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, {status.restarts} restarts)"]
+    if status.last_exit:
+        lines.append(f"  last exit: {status.last_exit}")
+    lines += [f"  {protocol:8} {url}" for protocol, url in deployment.endpoints().items()]
+    for model in deployment.models:
+        health = status.models.get(model)
+        if health is not None:
+            detail = f": {health.detail}" if health.detail else ""
+            lines.append(f"  model {model}: {health.health}, {health.reloads} reloads{detail}")
+    return "\n".join(lines)
 
 
 def log_tail(deployment: Deployment, lines: int = LOG_TAIL_LINES) -> str:
@@ -240,10 +285,15 @@ def new_shm_prefix() -> str:
     return f"mfn_{state.home_tag()}_{secrets.token_hex(4)}_"
 
 
-def _forget(deployment: Deployment) -> None:
-    if deployment.shm_prefix:
-        for region in SHM_DIR.glob(f"{deployment.shm_prefix}*"):
+def remove_shm_regions(prefix: str) -> None:
+    """Remove the shared-memory regions under a server's prefix; only once no process of that server is left."""
+    if prefix:
+        for region in SHM_DIR.glob(f"{prefix}*"):
             region.unlink(missing_ok=True)
+
+
+def _forget(deployment: Deployment) -> None:
+    remove_shm_regions(deployment.shm_prefix)
     shutil.rmtree(deployment.workdir, ignore_errors=True)
     state.remove(deployment.name)
 

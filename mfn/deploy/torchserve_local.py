@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.parse
 from pathlib import Path
 
 from mfn.archiver.reading import archive_info
-from mfn.deploy import state
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
@@ -16,12 +16,15 @@ from mfn.servers import torchserve
 PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 
 
-def start(name: str, store: Store, workdir: Path, auth: bool, progress: Progress) -> Deployment:
+def start(
+    name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
+    ports: dict[str, int] | None = None,
+) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe with an empty model list; models are registered one by one through the management API."""
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
     for directory in ("tmp", "logs"):
-        (workdir / directory).mkdir()
+        (workdir / directory).mkdir(exist_ok=True)
     (workdir / "log4j2.xml").write_text(torchserve.LOG_CONFIG)
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
@@ -39,11 +42,12 @@ def start(name: str, store: Store, workdir: Path, auth: bool, progress: Progress
         except (OSError, KeyError, ValueError):
             return None
 
-    deployment = launch(name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token)
+    deployment, process = launch(
+        name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports
+    )
     if auth:
         deployment.extra["key_file"] = str(key_file)
-        state.save(deployment)
-    return deployment
+    return deployment, process
 
 
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
@@ -91,3 +95,28 @@ def _worker_errors(deployment: Deployment) -> str:
 
     lines = [line for line in log_tail(deployment, 400).splitlines() if "MODEL_LOG" in line or "Error" in line]
     return "\n".join(lines[-15:])
+
+
+def reload_model(deployment: Deployment, store: Store, model: str) -> None:
+    """TorchServe restarts dead workers itself; re-register only a model the server no longer knows."""
+    code, _ = http_json("GET", f"{management_url(deployment)}/models/{model}", 10.0, read_key(deployment, "management"))
+    if code == 404:
+        load_model(deployment, store, model)
+
+
+def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:
+    """TorchServe watches and restarts its own workers, so there is nothing for mfn to track."""
+    return {}
+
+
+def model_problem(deployment: Deployment, model: str) -> str | None:
+    """Why `model` cannot answer now (no worker ready), or None when at least one worker of each version is."""
+    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}/all", 10.0, read_key(deployment, "management"))
+    if code != 200 or not isinstance(body, list):
+        return describe_failure(code, body, deployment) or f"HTTP {code}"
+    for version in body:
+        workers = version.get("workers", [])
+        if not any(worker.get("status") == "READY" for worker in workers):
+            states = ", ".join(worker.get("status", "?") for worker in workers) or "no workers"
+            return f"v{version.get('modelVersion')}: no worker ready ({states})"
+    return None

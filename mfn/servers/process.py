@@ -24,8 +24,14 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start_detached(command: list[str], env: dict[str, str], log_file: Path, cwd: Path) -> subprocess.Popen:
-    """Start `command` in its own session, output appended to `log_file`, so it survives this process."""
+def start_detached(
+    command: list[str], env: dict[str, str], log_file: Path, cwd: Path, die_with_parent: bool = False
+) -> subprocess.Popen:
+    """Start `command` in its own session (so its whole process group can be stopped), output appended to `log_file`.
+
+    With `die_with_parent`, the kernel sends it SIGTERM when this process dies, however it dies: a supervised
+    server never outlives the supervisor that owns it.
+    """
     with open(log_file, "ab") as log:
         return subprocess.Popen(
             command,
@@ -35,7 +41,42 @@ def start_detached(command: list[str], env: dict[str, str], log_file: Path, cwd:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_terminate_with_parent if die_with_parent else None,
         )
+
+
+def _terminate_with_parent() -> None:
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def exit_reason(returncode: int) -> str:
+    """A process's end in words: "exit code 1" or "killed by SIGSEGV"."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def children(pid: int) -> dict[int, tuple[str, list[str]]]:
+    """The direct children of `pid`: their state letter (R, S, Z, ...) and command line (empty for zombies)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) != pid:
+                continue
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        found[int(proc.name)] = (fields[0], [part.decode(errors="replace") for part in command if part])
+    return found
 
 
 def process_start_time(pid: int) -> int | None:

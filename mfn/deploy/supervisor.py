@@ -1,0 +1,372 @@
+"""The owner of one local deployment's server: starts it, keeps its models answering, restarts it, drains it.
+
+`mfn deploy` spawns one supervisor per deployment (`python -m mfn.deploy.supervisor PLAN`) and reads its
+progress from a pipe until the models are loaded. From then on the supervisor
+
+- restarts a server that dies, with backoff and a bounded number of attempts, on the same ports, with its
+  models reloaded, after killing what is left of the old process group and removing its shared memory;
+- reloads a model whose worker died where the server itself does not (Triton's Python stubs);
+- records its view in `status.json` beside the server log: state, restarts, the last exit, per-model health;
+- on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
+
+The server is started with PR_SET_PDEATHSIG, so it cannot outlive its supervisor.
+
+Why not supervisord: restarting is the small part. After a restart the models must be loaded through the
+server's API, dead Triton stubs are only visible as zombie children of the server, and shared memory must be
+cleaned between runs; none of that fits supervisord's programs, so it would only add a second daemon and a
+config format beside the loop below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from mfn.deploy import state
+from mfn.deploy.local import DRAIN_TIMEOUT_S, Progress, Store, discover, log_tail, remove_shm_regions
+from mfn.deploy.state import Deployment
+from mfn.errors import DeployError, MfnError
+from mfn.servers.process import exit_reason, process_start_time, stop_process_group
+
+PLAN_FILE = "plan.json"
+STATUS_FILE = "status.json"
+LOG_FILE = "supervisor.log"
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+STABLE_AFTER_S = 60.0  # a server that ran this long earns back its whole restart budget
+WATCH_INTERVAL_S = 0.5
+HEALTH_INTERVAL_S = 5.0
+STARTUP_TIMEOUT_S = 600.0
+KILL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `mfn deploy` asks of a supervisor."""
+
+    name: str
+    path: str
+    server: str
+    models: list[str]
+    auth: bool
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
+    shm_prefix: str = ""
+
+
+@dataclass
+class ModelHealth:
+    """One model as the supervisor last saw it."""
+
+    health: str = "loading"  # loading | ready | reloading | unavailable
+    reloads: int = 0
+    detail: str = ""
+
+
+@dataclass
+class Status:
+    """The supervisor's view of its deployment, written to status.json for `mfn status`."""
+
+    state: str = "starting"  # starting | running | restarting | draining | failed | stopped
+    server_pid: int | None = None
+    server_start_time: int | None = None
+    restarts: int = 0
+    last_exit: str = ""
+    models: dict[str, ModelHealth] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def read_status(deployment: Deployment) -> Status:
+    """The deployment's last written status; an empty one when the supervisor has written none."""
+    try:
+        raw = json.loads((Path(deployment.workdir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return Status(state="unknown")
+    models = {name: ModelHealth(**health) for name, health in raw.pop("models", {}).items()}
+    return Status(**raw, models=models)
+
+
+def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
+    """Start a supervisor for `plan` and wait until it has loaded every model.
+
+    Raises:
+        DeployError: with the server's reason when the server or a model failed; nothing is left running.
+    """
+    plan_file = workdir / PLAN_FILE
+    plan_file.write_text(json.dumps(asdict(plan), indent=2))
+    with open(workdir / LOG_FILE, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mfn.deploy.supervisor", str(plan_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    assert process.stdout is not None
+    for raw in process.stdout:
+        kind, _, text = raw.decode().rstrip("\n").partition(" ")
+        if kind == "progress":
+            progress(json.loads(text))
+        elif kind == "ready":
+            process.stdout.close()
+            return state.get(plan.name)
+        elif kind == "failed":
+            process.wait()
+            raise DeployError(json.loads(text))
+    process.wait()
+    record = state.load(plan.name)
+    if record is not None:
+        state.remove(plan.name)
+    log_text = (workdir / LOG_FILE).read_text(errors="replace")[-3000:]
+    raise DeployError(f"the supervisor of {plan.name} ended ({exit_reason(process.returncode)}) before the models loaded:\n{log_text}")
+
+
+class Supervisor:
+    """Runs one deployment's server for as long as the deployment exists."""
+
+    def __init__(self, plan: Plan, workdir: Path) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.store: Store = discover(Path(plan.path))
+        self.server: ModuleType = _server_module(plan.server)
+        self.status = Status(models={model: ModelHealth() for model in plan.models})
+        self.deployment: Deployment | None = None
+        self.process: subprocess.Popen | None = None
+        self.stubs: dict[int, str] = {}
+        self.retired: set[int] = set()
+        self.stop_requested = False
+
+    def start(self, progress: Progress) -> Deployment:
+        """Start the server and load every model; the first deployment record is written here."""
+        deployment = self._start_server(progress, ports=None)
+        deployment.extra["drain_timeout_s"] = str(self.plan.drain_timeout_s)
+        state.save(deployment)
+        for model in self.plan.models:
+            progress(f"loading {model} ...")
+            started = time.monotonic()
+            self.server.load_model(deployment, self.store, model)
+            deployment.models.append(model)
+            state.save(deployment)
+            self._model(model, "ready")
+            progress(f"{model} ready ({time.monotonic() - started:.1f} s)")
+        self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
+        self.status.state = "running"
+        self._save_status()
+        return deployment
+
+    def watch(self) -> None:
+        """Keep the server and its models up until a stop is requested or restarts run out."""
+        next_health = time.monotonic() + HEALTH_INTERVAL_S
+        started = time.monotonic()
+        attempt = 0
+        while not self.stop_requested:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                if time.monotonic() - started >= STABLE_AFTER_S:
+                    attempt = 0
+                if not self._restart(attempt):
+                    return
+                attempt += 1
+                started = time.monotonic()
+                continue
+            self._reload_dead_workers()
+            if time.monotonic() >= next_health:
+                self._check_health()
+                next_health = time.monotonic() + HEALTH_INTERVAL_S
+            time.sleep(WATCH_INTERVAL_S)
+
+    def drain_and_stop(self) -> None:
+        """Let the server answer what it has accepted (SIGTERM, within the drain timeout), then stop it."""
+        self.status.state = "draining"
+        self._save_status()
+        process = self.process
+        if process is not None and process.poll() is None:
+            stop_process_group(process.pid, process_start_time(process.pid), grace_s=self.plan.drain_timeout_s)
+            process.wait()
+        remove_shm_regions(self.plan.shm_prefix)
+        self.status.state = "stopped"
+        self.status.server_pid = None
+        self._save_status()
+
+    def _start_server(self, progress: Progress, ports: dict[str, int] | None) -> Deployment:
+        deployment, process = self.server.start(
+            self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix, ports=ports
+        )
+        self.process = process
+        self.stubs, self.retired = {}, set()
+        self.status.server_pid = process.pid
+        self.status.server_start_time = process_start_time(process.pid)
+        self._save_status()
+        if self.deployment is not None:
+            # The record may have gained fields since (a Prometheus); a restart only refreshes the key file.
+            deployment = self.deployment
+        self.deployment = deployment
+        return deployment
+
+    def _restart(self, attempt: int) -> bool:
+        """Replace a dead server; False once the restart budget is spent (the deployment is then 'failed')."""
+        assert self.process is not None and self.deployment is not None
+        reason = exit_reason(self.process.returncode)
+        self._clean_up_after(self.process)
+        self.status.last_exit = f"{reason} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        if attempt >= len(RESTART_BACKOFF_S):
+            self.status.state = "failed"
+            self.status.last_exit += f"; gave up after {attempt} restarts in a row"
+            self._save_status()
+            return False
+        self.status.state = "restarting"
+        for model in self.plan.models:
+            self._model(model, "unavailable", f"server {reason}")
+        _log(f"{self.plan.server} {reason}; restarting in {RESTART_BACKOFF_S[attempt]:.0f} s")
+        if self._sleep(RESTART_BACKOFF_S[attempt]):
+            return True
+        try:
+            self._start_server(_log, ports=self.deployment.ports)
+            for model in self.plan.models:
+                self.server.load_model(self.deployment, self.store, model)
+                self._model(model, "ready")
+        except MfnError as error:
+            # The next pass through watch() sees the server gone (or kills it) and tries again, later.
+            self.status.last_exit += f"; restart failed: {str(error).splitlines()[0]}"
+            if self.process.poll() is None:
+                stop_process_group(self.process.pid, process_start_time(self.process.pid), grace_s=KILL_GRACE_S)
+                self.process.wait()
+            self._save_status()
+            return True
+        self._reload_dead_workers()
+        self.status.restarts += 1
+        self.status.state = "running"
+        self._save_status()
+        _log(f"{self.plan.server} restarted; {', '.join(self.plan.models)} loaded")
+        return True
+
+    def _clean_up_after(self, process: subprocess.Popen) -> None:
+        """Kill what the dead server left in its process group (stubs, workers) and free its shared memory."""
+        stop_process_group(process.pid, None, grace_s=0.0)
+        remove_shm_regions(self.plan.shm_prefix)
+
+    def _reload_dead_workers(self) -> None:
+        assert self.process is not None and self.deployment is not None
+        dead = set()
+        for pid, (model, alive) in self._workers().items():
+            if pid in self.retired:
+                continue
+            if alive:
+                self.stubs[pid] = model
+            elif pid in self.stubs:
+                dead.add(self.stubs.pop(pid))
+        for model in sorted(dead):
+            self._reload(model, "its worker process died")
+
+    def _workers(self) -> dict[int, tuple[str, bool]]:
+        assert self.process is not None and self.deployment is not None
+        return self.server.worker_processes(self.deployment, self.process.pid)
+
+    def _reload(self, model: str, why: str) -> None:
+        """Reload `model` and record what the server says afterwards."""
+        assert self.deployment is not None
+        _log(f"{model}: {why}; reloading")
+        # Workers of the old load end during the reload; their ends are not new deaths.
+        self.retired |= {pid for pid, name in self.stubs.items() if name == model}
+        self.retired |= {pid for pid, (name, _) in self._workers().items() if name == model}
+        self.stubs = {pid: name for pid, name in self.stubs.items() if name != model}
+        self.status.models[model].reloads += 1
+        self._model(model, "reloading", why)
+        try:
+            self.server.reload_model(self.deployment, self.store, model)
+        except MfnError as error:
+            self._model(model, "unavailable", str(error).splitlines()[0])
+            return
+        self._record_health(model)
+
+    def _check_health(self) -> None:
+        for model in self.plan.models:
+            if self._record_health(model) is not None:
+                self._reload(model, "the server says it is not ready")
+
+    def _record_health(self, model: str) -> str | None:
+        assert self.deployment is not None
+        problem = self.server.model_problem(self.deployment, model)
+        self._model(model, "ready" if problem is None else "unavailable", problem or "")
+        return problem
+
+    def _model(self, model: str, health: str, detail: str = "") -> None:
+        entry = self.status.models[model]
+        if (entry.health, entry.detail) != (health, detail):
+            entry.health, entry.detail = health, detail
+            self._save_status()
+
+    def _save_status(self) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.workdir, prefix=".status.", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.status.to_json(), handle, indent=2, sort_keys=True)
+        os.replace(temp, self.workdir / STATUS_FILE)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless a stop is requested meanwhile; True when it was."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stop_requested:
+            time.sleep(0.1)
+        return self.stop_requested
+
+
+def _server_module(server: str) -> ModuleType:
+    if server == "triton":
+        from mfn.deploy import triton_local as module
+    else:
+        from mfn.deploy import torchserve_local as module  # type: ignore[no-redef]
+    return module
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _report(kind: str, text: str = "") -> None:
+    sys.stdout.write(f"{kind} {json.dumps(text)}\n" if text else f"{kind}\n")
+    sys.stdout.flush()
+
+
+def _stop_reporting() -> None:
+    """After `ready` nobody reads the pipe: send later output to the supervisor log instead."""
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+
+def main(plan_file: str) -> int:
+    """Run a supervisor for the plan in `plan_file` (written by `spawn`)."""
+    plan = Plan(**json.loads(Path(plan_file).read_text()))
+    workdir = Path(plan_file).parent
+    supervisor = Supervisor(plan, workdir)
+
+    def request_stop(signum: int, frame: object) -> None:
+        supervisor.stop_requested = True
+
+    try:
+        supervisor.start(lambda message: _report("progress", message))
+    except (MfnError, OSError) as error:
+        supervisor.drain_and_stop()
+        _report("failed", str(error))
+        return 1
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    _report("ready")
+    _stop_reporting()
+    supervisor.watch()
+    if supervisor.status.state == "failed":
+        _log(f"giving up: {supervisor.status.last_exit}\n{log_tail(supervisor.deployment) if supervisor.deployment else ''}")
+        return 1
+    supervisor.drain_and_stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
