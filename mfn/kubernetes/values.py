@@ -21,6 +21,9 @@ CONTAINER_PORTS = {
     "triton": {"http": 8000, "grpc": 8001, "metrics": 8002},
     "torchserve": {"http": 8080, "grpc": 7070, "metrics": 8082},
 }
+# The chart's default drainTimeoutSeconds, written into Triton's command line; the chart puts its own
+# value there, so an override at install time still reaches the server.
+DRAIN_TIMEOUT_S = 30
 # Ports inside the TorchServe pod that the Service does not expose (administration goes through port-forward).
 TORCHSERVE_PRIVATE_PORTS = {"management": 8081, "grpc_management": 7071}
 
@@ -60,6 +63,7 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
             shm_prefix="mfn_",
             address="0.0.0.0",
             gpus=gpu_count > 0,
+            exit_timeout_s=DRAIN_TIMEOUT_S,
         )
     else:
         all_ports = torchserve.Ports(

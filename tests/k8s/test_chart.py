@@ -17,6 +17,7 @@ from click.testing import CliRunner
 import mfn
 from mfn.cli.main import cli
 from mfn.kubernetes.helm import chart_path, values_for
+from mfn.kubernetes.values import DRAIN_TIMEOUT_S
 from tests.conftest import EXAMPLES, GOLDEN, assert_matches_golden
 
 KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
@@ -140,6 +141,8 @@ def test_gpu_instance_groups_become_gpu_limits(tmp_path):
         ("gpu.count=two", "at '/gpu/count': got string, want integer"),
         ("replicas=3", "additional properties 'replicas' not allowed"),
         ("models.uri=ftp://host/model.tgz", "at '/models/uri'"),
+        ("drainTimeoutSeconds=0", "at '/drainTimeoutSeconds': minimum: got 0, want 1"),
+        ("terminationGracePeriodSeconds=30", "additional properties 'terminationGracePeriodSeconds' not allowed"),
     ],
 )
 def test_values_schema_rejects_bad_values_readably(packaged, tmp_path, assignment, message):
@@ -147,6 +150,54 @@ def test_values_schema_rejects_bad_values_readably(packaged, tmp_path, assignmen
     result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", assignment)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def server_container(documents: list[dict]) -> tuple[dict, dict]:
+    pod = next(doc for doc in documents if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_every_probe_sends_each_model_a_sample_request(packaged, tmp_path, server):
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    _, container = server_container(render(values, "probes.timeoutSeconds=7"))
+    for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = container[name]["exec"]["command"]
+        assert command[:3] == ["python3", "-m", "mfn.kubernetes.probe"]
+        assert f"--server={server}" in command and f"--port={values['ports']['http']}" in command
+        assert [arg for arg in command if arg.startswith("--model=")] == [f"--model={m}" for m in values["models"]["names"]]
+        assert "--timeout-s=7" in command and container[name]["timeoutSeconds"] > 7
+    assert ("--key-file=/tmp/key_file.json" in command) == (server == "torchserve")
+    # Liveness tolerates a failing model far longer than readiness does.
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 4 * readiness["periodSeconds"] * readiness["failureThreshold"]
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_one_drain_timeout_drives_the_grace_period_and_the_server(packaged, tmp_path, server):
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    pod, container = server_container(render(values, "drainTimeoutSeconds=60", "preStopDelaySeconds=10"))
+    assert pod["terminationGracePeriodSeconds"] == 10 + 60 + 15
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    if server == "triton":
+        assert pre_stop == ["sleep", "10"]
+        assert [arg for arg in container["args"] if arg.startswith("--exit-timeout-secs")] == ["--exit-timeout-secs=60"]
+    else:
+        script = pre_stop[2]
+        assert pre_stop[:2] == ["sh", "-c"]
+        assert script.index("sleep 10;") < script.index("mfn.kubernetes.drain") < script.index("ts.model_server --stop")
+        assert f"--metrics-port={values['ports']['metrics']} --timeout-s=60" in script
+
+
+def test_the_values_default_drain_matches_the_chart():
+    defaults = yaml.safe_load((chart_path() / "values.yaml").read_text())
+    assert defaults["drainTimeoutSeconds"] == DRAIN_TIMEOUT_S
+
+
+def test_a_release_without_model_names_is_refused(packaged, tmp_path):
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", "models.names=null")
+    assert result.returncode != 0 and "models.names is empty" in result.stderr
 
 
 @pytest.mark.parametrize("server", ["triton", "torchserve"])

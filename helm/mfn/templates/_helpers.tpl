@@ -35,12 +35,38 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 
-{{/* Health endpoints: KServe v2 on Triton; TorchServe answers /ping, and a model's readiness under /models. */}}
-{{- define "mfn.livePath" -}}
-{{- if eq .Values.server "triton" -}}/v2/health/live{{- else -}}/ping{{- end -}}
+{{/* The model probe's command line (mfn/kubernetes/probe.py); it runs in the server container. */}}
+{{- define "mfn.probeCommand" -}}
+- python3
+- -m
+- mfn.kubernetes.probe
+- --server={{ .Values.server }}
+- --port={{ .Values.ports.http }}
+- --models-dir=/models
+- --cache=/tmp/mfn-probe.json
+- --timeout-s={{ .Values.probes.timeoutSeconds }}
+{{- if eq .Values.server "torchserve" }}
+{{- /* TorchServe writes its keys into its working directory when token authorization is on. */}}
+- --key-file=/tmp/key_file.json
+{{- end }}
+{{- range .Values.models.names }}
+- --model={{ . }}
+{{- end }}
 {{- end -}}
-{{- define "mfn.readyPath" -}}
-{{- if eq .Values.server "triton" -}}/v2/health/ready{{- else -}}/ping{{- end -}}
+
+{{/* The preStop hook: keep serving while endpoints are removed; TorchServe is then drained and stopped here. */}}
+{{- define "mfn.preStopCommand" -}}
+{{- if eq .Values.server "triton" -}}
+- sleep
+- {{ .Values.preStopDelaySeconds | quote }}
+{{- else -}}
+- sh
+- -c
+- >-
+  sleep {{ .Values.preStopDelaySeconds }};
+  python3 -m mfn.kubernetes.drain --metrics-port={{ .Values.ports.metrics }} --timeout-s={{ .Values.drainTimeoutSeconds }};
+  python3 -m ts.model_server --stop --foreground
+{{- end -}}
 {{- end -}}
 
 {{- define "mfn.restrictedApiSecret" -}}
