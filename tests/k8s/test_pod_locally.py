@@ -1,13 +1,19 @@
 """The rendered pod, run on this machine: the server container's own command, args, env and ports
-(paths and ports mapped, the image aside), checked through the rendered probes and metrics port."""
+(paths and ports mapped, the image aside), checked through the rendered probes, the metrics port and
+the preStop hook. The probes run for real: they pass while the models answer and fail once a model's
+Triton stub or TorchServe worker has been killed."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,28 +21,31 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
+from mfn.deploy.state import home_tag
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers import torchserve, triton
 from mfn.servers.http import request
-from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group
+from mfn.servers.process import children, free_ports, process_start_time, start_detached, stop_process_group
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
 
-def rendered(path: Path, tmp_path: Path) -> tuple[dict, dict[str, str]]:
-    """The server container of the rendered Deployment, and the rendered ConfigMap's files."""
+def rendered(path: Path, tmp_path: Path, *sets: str) -> tuple[dict, dict[str, str]]:
+    """The rendered Deployment's pod spec, and the rendered ConfigMap's files."""
     import json
 
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(values_for(path, "pod", model_uri="https://models.example.com/m.tar.gz", pvc=None)))
+    assignments = [arg for assignment in sets for arg in ("--set", assignment)]
     output = subprocess.run(
-        ["helm", "template", "pod", str(chart_path()), "--values", str(values_file)], capture_output=True, text=True, check=True
+        ["helm", "template", "pod", str(chart_path()), "--values", str(values_file), *assignments],
+        capture_output=True, text=True, check=True,
     ).stdout
     documents = [doc for doc in yaml.safe_load_all(output) if doc]
     deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
     config_map = next(doc for doc in documents if doc["kind"] == "ConfigMap")
-    return deployment["spec"]["template"]["spec"]["containers"][0], config_map["data"]
+    return deployment["spec"]["template"]["spec"], config_map["data"]
 
 
 class LocalPod:
@@ -67,12 +76,33 @@ class LocalPod:
                 env[item["name"]] = self.map(item["value"])
         return env
 
-    def probe_url(self, probe: dict) -> str:
-        get = probe["httpGet"]
-        return f"http://127.0.0.1:{self.local_ports[get['port']]}{get['path']}"
+    def command(self, parts: list[str]) -> list[str]:
+        """A rendered command line with this machine's paths and ports; `python3` is this interpreter."""
+        return [sys.executable if part == "python3" else self.map(part) for part in parts]
 
 
-def wait_ok(url: str, timeout_s: float = 90.0) -> int:
+    @property
+    def working_dir(self) -> str:
+        return self.map(self.container["workingDir"])
+
+
+def run_probe(pod: LocalPod, env: dict[str, str], name: str) -> subprocess.CompletedProcess:
+    """The rendered exec probe, run as the kubelet runs it: in the container's working directory, time-limited."""
+    probe = pod.container[name]
+    command = pod.command(probe["exec"]["command"])
+    return subprocess.run(command, env=env, cwd=pod.working_dir, capture_output=True, text=True, timeout=probe["timeoutSeconds"])
+
+
+def wait_probe(pod: LocalPod, env: dict[str, str], name: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout_s
+    result = run_probe(pod, env, name)
+    while result.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        result = run_probe(pod, env, name)
+    return result
+
+
+def wait_ok(url: str, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     code = 0
     while time.monotonic() < deadline:
@@ -83,26 +113,70 @@ def wait_ok(url: str, timeout_s: float = 90.0) -> int:
     return code
 
 
-def run_pod(pod: LocalPod, command: list[str], env: dict[str, str], tmp_path: Path) -> None:
-    process = start_detached(command, env, tmp_path / "pod.log", tmp_path)
+def descendants(pid: int) -> dict[int, list[str]]:
+    """Every process below `pid`, with its command line: only what this test started."""
+    found: dict[int, list[str]] = {}
+    parents = [pid]
+    while parents:
+        below = {child: command for parent in parents for child, (_, command) in children(parent).items()}
+        found.update(below)
+        parents = list(below)
+    return found
+
+
+def kill_below(pid: int, matches: Callable[[list[str]], bool]) -> list[int]:
+    killed = [child for child, command in descendants(pid).items() if command and matches(command)]
+    for child in killed:
+        os.kill(child, signal.SIGKILL)
+    return killed
+
+
+@contextmanager
+def crash_looping(pid: int, matches: Callable[[list[str]], bool]) -> Iterator[list[int]]:
+    """Kill every matching process below `pid` as soon as it appears, until the block ends: a worker that
+    keeps dying, so the model cannot answer however quickly the server restarts it."""
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_until_done() -> None:
+        while not done.is_set():
+            killed.extend(kill_below(pid, matches))
+            done.wait(0.05)
+
+    thread = threading.Thread(target=kill_until_done, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextmanager
+def running_pod(pod: LocalPod, command: list[str], env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """The server container's process, serving and passing all its probes; stopped afterwards, whatever happened."""
+    process = start_detached(command, env, tmp_path / "pod.log", Path(pod.working_dir))
     try:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            url = pod.probe_url(pod.container[probe])
-            assert wait_ok(url) == 200, f"{probe} {url} failed:\n{(tmp_path / 'pod.log').read_text()[-3000:]}"
+            result = wait_probe(pod, env, probe)
+            assert result.returncode == 0, f"{probe} failed: {result.stdout}\n{(tmp_path / 'pod.log').read_text()[-3000:]}"
         metrics_url = f"http://127.0.0.1:{pod.local_ports['metrics']}/metrics"
-        # Triton opens its metrics port just after the HTTP endpoint the probes use: poll, don't race it.
+        # Triton may open its metrics port just after the models answer: poll, don't race it.
         assert wait_ok(metrics_url, timeout_s=15.0) == 200, f"{metrics_url} never answered"
         code, text = request("GET", metrics_url, timeout_s=5.0)
         assert code == 200, text
         assert list(text_string_to_metric_families(text)), "the metrics port served no Prometheus text"
+        yield process
     finally:
         stop_process_group(process.pid, process_start_time(process.pid), grace_s=15.0)
 
 
-def test_the_triton_pod_command_serves_and_passes_its_probes(tmp_path):
+def test_the_triton_pod_serves_and_its_probe_fails_once_a_stub_is_dead(tmp_path):
     models = tmp_path / "models"
     mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models)
-    container, _ = rendered(models, tmp_path)
+    # A short drain: with its stub dead, Triton waits out the whole exit timeout when it stops.
+    pod_spec, _ = rendered(models, tmp_path, "drainTimeoutSeconds=3")
+    container = pod_spec["containers"][0]
     pod = LocalPod(container, models, tmp_path)
     install = triton.find_triton()
     backend = triton.prepare_backend_directory(install, tmp_path / "backends")
@@ -110,13 +184,23 @@ def test_the_triton_pod_command_serves_and_passes_its_probes(tmp_path):
     command = [str(install.binary), *(pod.map(arg) for arg in container["args"])]
     command += [f"--backend-directory={backend}", f"--cache-directory={install.caches}"]
     assert command[1:3] == [f"--model-repository={models}", "--http-address=127.0.0.1"]
-    run_pod(pod, command, pod.environment(triton.server_environment(install)), tmp_path)
+    # Shared-memory regions named with this test home's tag, so the suite's clean-up finds any left behind.
+    command = [part.replace("shm-region-prefix-name=mfn_", f"shm-region-prefix-name=mfn_{home_tag()}_pod_") for part in command]
+    env = pod.environment(triton.server_environment(install))
+    with running_pod(pod, command, env, tmp_path) as process:
+        assert kill_below(process.pid, lambda command: Path(command[0]).name == triton.STUB_NAME)
+        result = run_probe(pod, env, "readinessProbe")
+        assert result.returncode == 1 and "mfn probe: text_stats:" in result.stdout, result.stdout
+        # Triton does not bring the stub back: liveness, more tolerant, is what restarts such a pod.
+        assert run_probe(pod, env, "livenessProbe").returncode == 1
 
 
-def test_the_torchserve_pod_command_serves_and_passes_its_probes(tmp_path):
+def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(tmp_path):
     models = tmp_path / "models"
     mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, target="torchserve")
-    container, files = rendered(models, tmp_path)
+    # No endpoint delay here: no Service routes to this server.
+    pod_spec, files = rendered(models, tmp_path, "preStopDelaySeconds=0")
+    container = pod_spec["containers"][0]
     pod = LocalPod(container, models, tmp_path)
     config = tmp_path / "config"
     config.mkdir()
@@ -127,7 +211,21 @@ def test_the_torchserve_pod_command_serves_and_passes_its_probes(tmp_path):
     properties = (config / "config.properties").read_text()
     properties = properties.replace(":8081", f":{management}").replace("=7071", f"={grpc_management}")
     (config / "config.properties").write_text(properties)
-    command = [pod.map(part) for part in container["command"]]
-    command[0] = sys.executable  # python3 in the image
+    command = pod.command(container["command"])
     env = pod.environment(torchserve.server_environment(torchserve.find_java_home(), tmp_path))
-    run_pod(pod, command, env, tmp_path)
+    with running_pod(pod, command, env, tmp_path) as process:
+        with crash_looping(process.pid, lambda command: any("model_service_worker" in part for part in command)) as killed:
+            result = run_probe(pod, env, "readinessProbe")
+        assert killed and result.returncode == 1 and "mfn probe: text_stats:" in result.stdout, result.stdout
+        # Once workers stop dying, TorchServe's restart (after its back-off) answers again.
+        assert wait_probe(pod, env, "readinessProbe", timeout_s=60).returncode == 0, "no new worker ever answered"
+        # The preStop hook drains and then stops the server: the container's process ends without a signal.
+        started = time.monotonic()
+        hook = subprocess.run(
+            pod.command(container["lifecycle"]["preStop"]["exec"]["command"]), env=env, cwd=pod.working_dir,
+            capture_output=True, text=True, timeout=60,
+        )
+        assert "mfn drain: quiet after" in hook.stdout, hook.stdout + hook.stderr
+        process.wait(timeout=30)
+        assert time.monotonic() - started < pod_spec["terminationGracePeriodSeconds"]
+
