@@ -11,19 +11,25 @@ from ts.torch_handler.base_handler import BaseHandler
 
 try:
     from mfn.archiver.ts_metrics import TorchServeMetricFactory
-    from mfn.runtime import codec
     from mfn.runtime.bundle import load_bundle
+    from mfn.runtime.codec import ServerCodec
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
         "mfn is not importable by the TorchServe worker: install mfn into the Python environment TorchServe runs"
     ) from error
 
+JSON = "application/json"
+
 
 class MfnHandler(BaseHandler):
     """Serves one packaged mfn handler."""
 
     def initialize(self, context):
+        # The worker would json.loads application/json bodies itself, before mfn can check their size
+        # and nesting (a deep body raises RecursionError there and is parsed twice). It reads this
+        # switch per request, and the process serves this model alone, so bodies arrive as raw bytes.
+        os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and _cuda_available() else "cpu"
@@ -33,7 +39,7 @@ class MfnHandler(BaseHandler):
             instance=f"worker-{os.getpid()}",
             metrics=TorchServeMetricFactory(context),
         )
-        self.decoder = codec.RequestDecoder(self.model.spec)
+        self.codec = ServerCodec(self.model.spec)
         self.initialized = True
 
     def handle(self, data, context):
@@ -42,17 +48,24 @@ class MfnHandler(BaseHandler):
         return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
 
     def _decode(self, row):
-        body = row.get("body") if row.get("body") is not None else row.get("data")
+        # REST bodies arrive as "body", gRPC ones under the key the client used ("data" for mfn's client).
+        body = row.get("body")
         try:
-            return self.decoder.decode(body)
+            return self.codec.decode(row.get("data") if body is None else body)
         except RequestFailure as failure:
             return failure
 
     def _encode(self, index, item, outcome, context):
-        if isinstance(outcome, RequestFailure):
-            context.set_response_status(code=outcome.status, phrase=outcome.message, idx=index)
-            return {"error": outcome.message}
-        return codec.encode_response(outcome, item.style, self.model.spec)
+        context.set_response_content_type(index, JSON)
+        if not isinstance(outcome, RequestFailure):
+            try:
+                return self.codec.encode(outcome, item.style)
+            except RequestFailure as failure:
+                outcome = failure
+        # The phrase becomes the HTTP reason phrase, which must be ASCII; the body keeps the message as is.
+        phrase = outcome.message.encode("ascii", "backslashreplace").decode("ascii")
+        context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
+        return self.codec.error(outcome)
 
 
 def _cuda_available():
