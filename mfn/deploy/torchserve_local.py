@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -12,13 +14,16 @@ from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, 
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
 from mfn.servers import torchserve
+from mfn.servers.drain import metrics_reader, wait_until_quiet
 
+QUIET_S = 2.0  # no request received or answered for this long: nothing is in flight
+STOP_WAIT_S = 10.0
 PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 
 
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
-    ports: dict[str, int] | None = None,
+    drain_timeout_s: float = 30.0, ports: dict[str, int] | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe with an empty model list; models are registered one by one through the management API."""
     torchserve.check_installed()
@@ -120,3 +125,16 @@ def model_problem(deployment: Deployment, model: str) -> str | None:
             states = ", ".join(worker.get("status", "?") for worker in workers) or "no workers"
             return f"v{version.get('modelVersion')}: no worker ready ({states})"
     return None
+
+
+def drain(deployment: Deployment, process: subprocess.Popen, timeout_s: float) -> None:
+    """Wait until the server has been quiet for a moment (at most `timeout_s`), then SIGTERM it.
+
+    TorchServe 0.12 fails every request in flight when it is told to stop, so the waiting comes first.
+    """
+    wait_until_quiet(metrics_reader(deployment.ports["metrics"]), timeout_s, QUIET_S)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        pass

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
@@ -12,12 +17,20 @@ from mfn.servers import triton
 from mfn.servers.process import children
 
 STUB_SCRIPT = "model.py"
+RELOAD_PARAMETER = "mfn_generation"
+# Logged by tritonserver 2.51 once no inference is in flight during shutdown; only unloading is left then.
+UNLOADING_MARKER = "All models are stopped, unloading models"
+UNLOAD_GRACE_S = 3.0
 
 
 def start(
-    name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str, ports: dict[str, int] | None = None
+    name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
+    drain_timeout_s: float, ports: dict[str, int] | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
-    """Start tritonserver with no models loaded; models are loaded one by one so each failure has its reason."""
+    """Start tritonserver with no models loaded; models are loaded one by one so each failure has its reason.
+
+    On SIGTERM Triton answers the requests it has accepted for up to `drain_timeout_s` before it exits.
+    """
     install = triton.find_triton()
     backend_dir = triton.prepare_backend_directory(install, workdir / "backends")
 
@@ -29,6 +42,7 @@ def start(
             backend_directory=str(backend_dir),
             cache_directory=str(install.caches),
             shm_prefix=shm_prefix,
+            exit_timeout_s=math.ceil(drain_timeout_s),
         )
         return [str(install.binary), *args], triton.server_environment(install)
 
@@ -48,12 +62,22 @@ def load_model(deployment: Deployment, store: Store, model: str) -> None:
 
 
 def reload_model(deployment: Deployment, store: Store, model: str) -> None:
-    """Bring back a model whose stub died: unload, then load.
+    """Bring back a model whose stub died, swapping in new instances before the old ones go.
 
-    A plain `load` of a loaded model is a no-op unless its files changed, so it would leave the dead stub.
+    A plain `load` of a loaded model is a no-op unless its files changed, and unload+load leaves a gap in
+    which requests get 404. Loading the model's own config with a new `mfn_generation` parameter makes Triton
+    build new instances and switch to them only once they are ready.
     """
-    http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/unload", timeout_s=30.0)
-    load_model(deployment, store, model)
+    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0)
+    if code != 200 or not isinstance(config, dict):
+        load_model(deployment, store, model)
+        return
+    config.setdefault("parameters", {})[RELOAD_PARAMETER] = {"string_value": str(time.time_ns())}
+    body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+    url = f"{deployment.http_url}/v2/repository/models/{model}/load"
+    code, reply = http_json("POST", url, timeout_s=LOAD_TIMEOUT_S, body=body)
+    if code != 200:
+        raise DeployError(f"model {model!r} failed to reload: {describe_failure(code, reply, deployment)}")
 
 
 def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:
@@ -79,3 +103,31 @@ def model_problem(deployment: Deployment, model: str) -> str | None:
     """Why `model` cannot answer now, from the server's own view, or None when it says the model is ready."""
     code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=5.0)
     return None if code == 200 else describe_failure(code, body, deployment) or f"HTTP {code}"
+
+
+def drain(deployment: Deployment, process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM the server and wait while it answers the requests it has accepted (its exit timeout).
+
+    Triton then unloads its models, and waits for one whose stub died to unload: it never does, so once the
+    log says every model is stopped, only a short grace is left before the caller kills what remains.
+    """
+    log = Path(deployment.log_file)
+    offset = log.stat().st_size if log.exists() else 0
+    os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s + UNLOAD_GRACE_S
+    unloading_since = None
+    while process.poll() is None and time.monotonic() < deadline:
+        if unloading_since is None and _log_since(log, offset).find(UNLOADING_MARKER) >= 0:
+            unloading_since = time.monotonic()
+        if unloading_since is not None and time.monotonic() - unloading_since > UNLOAD_GRACE_S:
+            return
+        time.sleep(0.1)
+
+
+def _log_since(log: Path, offset: int) -> str:
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mfn.kubernetes import drain
+from mfn.servers import drain as server_drain
 from mfn.servers.process import free_ports
 
 METRICS = """# HELP ts_inference_requests_total Total number of inference requests.
@@ -22,8 +23,8 @@ Requests2XX 7.0
 
 
 def test_activity_sums_each_counter_over_its_label_sets():
-    assert drain.activity(METRICS) == (5.0, 1500.5)
-    assert drain.activity("") == (0.0, 0.0)
+    assert server_drain.activity(METRICS) == (5.0, 1500.5)
+    assert server_drain.activity("") == (0.0, 0.0)
 
 
 class FakeClock:
@@ -41,20 +42,20 @@ def test_waits_until_nothing_arrives_or_finishes_for_the_quiet_time():
     clock = FakeClock()
     readings = iter([(1.0, 10.0), (2.0, 10.0), (2.0, 20.0)])
     last = (2.0, 20.0)
-    assert drain.wait_until_quiet(lambda: next(readings, last), timeout_s=30, quiet_s=2, clock=clock, sleep=clock.sleep)
+    assert server_drain.wait_until_quiet(lambda: next(readings, last), timeout_s=30, quiet_s=2, clock=clock, sleep=clock.sleep)
     # The last change came on the second poll (1 s); quiet for 2 s after it.
     assert clock.now == pytest.approx(1.0 + 2.0)
 
 
 def test_gives_up_when_the_server_stays_busy():
     clock = FakeClock()
-    assert not drain.wait_until_quiet(lambda: (clock.now,), timeout_s=5, quiet_s=2, clock=clock, sleep=clock.sleep)
+    assert not server_drain.wait_until_quiet(lambda: (clock.now,), timeout_s=5, quiet_s=2, clock=clock, sleep=clock.sleep)
     assert clock.now == pytest.approx(5.0)
 
 
 def test_a_server_that_no_longer_answers_has_nothing_to_drain():
     clock = FakeClock()
-    assert drain.wait_until_quiet(lambda: None, timeout_s=30, quiet_s=2, clock=clock, sleep=clock.sleep)
+    assert server_drain.wait_until_quiet(lambda: None, timeout_s=30, quiet_s=2, clock=clock, sleep=clock.sleep)
     assert clock.now == 0.0
 
 
@@ -79,8 +80,8 @@ def metrics_port() -> Iterator[int]:
 
 
 def test_reads_the_metrics_port_and_returns_when_quiet(metrics_port, capsys):
-    assert drain.metrics_reader(metrics_port)() == (5.0, 1500.5)
+    assert server_drain.metrics_reader(metrics_port)() == (5.0, 1500.5)
     (closed,) = free_ports(1)
-    assert drain.metrics_reader(closed)() is None
+    assert server_drain.metrics_reader(closed)() is None
     assert drain.main([f"--metrics-port={metrics_port}", "--timeout-s=10", "--quiet-s=0.6"]) == 0
     assert "mfn drain: quiet after" in capsys.readouterr().out

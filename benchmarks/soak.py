@@ -1,0 +1,218 @@
+"""mfn's soak test: sustained load on each server while workers and the server itself are killed.
+
+Run with `make soak` (about 10 minutes per server by default; never part of CI). For each server it
+packages the MLP example, deploys it locally, sends one-row requests from `--concurrency` threads through
+mfn.Client (with its retries), kills a model worker every `--kill-worker-every-s` seconds and the whole
+server once half-way, and checks every answer against the handler run in-process. Results go to
+benchmarks/results/soak.json and RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import mfn
+from mfn.deploy import local
+from mfn.deploy.supervisor import read_status
+from mfn.errors import MfnError
+from mfn.packaging import build_spec
+from mfn.runtime.bundle import load_in_process
+
+ROOT = Path(__file__).resolve().parent.parent
+MLP = f"{ROOT / 'examples/mlp/handler.py'}:MLP"
+DISTINCT_INPUTS = 256
+WORKER_MARKERS = {"triton": "triton_python_backend_stub", "torchserve": "model_service_worker"}
+
+
+@dataclass
+class SoakResult:
+    server: str
+    duration_s: float
+    concurrency: int
+    sent: int = 0
+    failed: int = 0
+    wrong: int = 0
+    worker_kills: int = 0
+    server_kills: int = 0
+    restarts: int = 0
+    reloads: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+def expected_outputs(rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The handler's own answers, one row at a time as the soak sends them."""
+    cls, handler_file, spec = build_spec(MLP)
+    loaded = load_in_process(cls, spec, handler_file)
+    try:
+        answers = loaded.loop.run([{"features": rows[index:index + 1]} for index in range(len(rows))])
+    finally:
+        loaded.close()
+    return {name: np.concatenate([answer[name] for answer in answers]) for name in answers[0]}
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its command line."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                parents[int(proc.name)] = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+                commands[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                found[child] = commands.get(child, "")
+                frontier.append(child)
+    return found
+
+
+def kill_a_worker(deployment, server: str) -> bool:
+    server_pid = read_status(deployment).server_pid
+    if not server_pid:
+        return False
+    workers = [pid for pid, command in descendants(server_pid).items() if WORKER_MARKERS[server] in command]
+    if not workers:
+        return False
+    os.kill(workers[0], signal.SIGKILL)
+    return True
+
+
+def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, workdir: Path) -> SoakResult:
+    rng = np.random.default_rng(7)
+    inputs = rng.standard_normal((DISTINCT_INPUTS, 4)).astype(np.float32)
+    expected = expected_outputs(inputs)
+    store = workdir / server
+    mfn.package(MLP, store, target=server)
+    name = f"soak-{server}"
+    deployment = local.deploy(store, name=name)
+    result = SoakResult(server, duration_s, concurrency)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + duration_s
+
+    def load(thread: int) -> None:
+        index = thread
+        with mfn.Client(name, timeout_s=30.0, retries=8) as client:
+            while time.monotonic() < deadline:
+                index = (index + concurrency) % DISTINCT_INPUTS
+                started = time.perf_counter()
+                try:
+                    outputs = client.infer("mlp", {"features": inputs[index:index + 1]})
+                except MfnError as error:
+                    with lock:
+                        result.sent += 1
+                        result.failed += 1
+                        result.failures.append(str(error).splitlines()[0])
+                    continue
+                elapsed = time.perf_counter() - started
+                right = np.allclose(outputs["probs"], expected["probs"][index:index + 1], rtol=1e-4, atol=1e-5) and (
+                    outputs["label"].ravel().tolist() == expected["label"][index:index + 1].ravel().tolist()
+                )
+                with lock:
+                    result.sent += 1
+                    latencies.append(elapsed)
+                    result.wrong += 0 if right else 1
+
+    threads = [threading.Thread(target=load, args=(thread,)) for thread in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    next_kill = started + kill_every_s
+    server_killed = False
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = time.monotonic()
+        if not server_killed and now - started >= duration_s / 2:
+            server_pid = read_status(deployment).server_pid
+            if server_pid:
+                os.kill(server_pid, signal.SIGKILL)
+                result.server_kills += 1
+                server_killed = True
+        elif now >= next_kill:
+            result.worker_kills += kill_a_worker(deployment, server)
+            next_kill = now + kill_every_s
+    for thread in threads:
+        thread.join()
+    status = read_status(deployment)
+    result.restarts = status.restarts
+    result.reloads = sum(model.reloads for model in status.models.values())
+    local.undeploy(name)
+    latencies.sort()
+    if latencies:
+        result.p50_ms = statistics.median(latencies) * 1000
+        result.p99_ms = latencies[int(len(latencies) * 0.99)] * 1000
+        result.max_ms = latencies[-1] * 1000
+    result.failures = sorted(set(result.failures))[:20]
+    return result
+
+
+def render(results: list[SoakResult], command: str) -> str:
+    lines = [
+        "# RELIABILITY",
+        "",
+        "Soak results from `make soak`: one-row requests of the MLP example through `mfn.Client` (8 retries),",
+        "a model worker killed every minute and the server killed once half-way; every answer is compared with",
+        "the handler run in-process.",
+        "",
+        f"Command: `{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        "",
+        "| server | duration | concurrency | sent | failed | wrong | worker kills | server kills | reloads | restarts | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.server} | {r.duration_s:.0f} s | {r.concurrency} | {r.sent:,} | {r.failed} | {r.wrong} | {r.worker_kills} | "
+            f"{r.server_kills} | {r.reloads} | {r.restarts} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} |"
+        )
+    failures = [f"- {r.server}: {message}" for r in results for message in r.failures]
+    if failures:
+        lines += ["", "Failures seen (distinct messages):", "", *failures]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", default="triton,torchserve")
+    parser.add_argument("--duration-s", type=float, default=600.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--kill-worker-every-s", type=float, default=60.0)
+    parser.add_argument("--output", type=Path, default=ROOT / "RELIABILITY.md")
+    args = parser.parse_args()
+    os.environ.setdefault("MFN_HOME", tempfile.mkdtemp(prefix="mfn-soak-"))
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for server in args.servers.split(","):
+            print(f"soaking {server} for {args.duration_s:.0f} s ...", file=sys.stderr, flush=True)
+            result = soak(server, args.duration_s, args.concurrency, args.kill_worker_every_s, Path(scratch))
+            print(json.dumps({k: v for k, v in asdict(result).items() if k != "failures"}), file=sys.stderr, flush=True)
+            results.append(result)
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    (ROOT / "benchmarks" / "results" / "soak.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    command = "python benchmarks/soak.py " + " ".join(sys.argv[1:])
+    args.output.write_text(render(results, command.strip()))
+    return 0 if all(r.failed == 0 and r.wrong == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
