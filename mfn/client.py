@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from mfn.errors import InvokeError, MfnError
-from mfn.handlers.dtypes import numpy_dtype
+from mfn.errors import CallError, InvokeError, MfnError
+from mfn.runtime.codec.client import to_arrays
+from mfn.runtime.loop import RequestFailure
 
 PROTOCOLS = ("http", "grpc")
 SERVERS = ("triton", "torchserve")
-RETRYABLE = ("unavailable", "connection refused", "connection reset", "failed to connect", "broken pipe")
+RETRY_BACKOFF_S = 0.5  # doubled after each attempt
+# Answers that mean the request never ran because the model's worker was (re)starting, as
+# (statuses, phrase): TorchServe 0.12 answers 503 (gRPC INTERNAL) "... has no worker to serve inference
+# request" while no worker is up, and 500 (gRPC INTERNAL; 507 in older releases) "Worker died." to the
+# requests a dying worker held.
+RESTARTING = (
+    (("503", "INTERNAL"), "has no worker"),
+    (("500", "507", "INTERNAL"), "Worker died"),
+)
+T = TypeVar("T")
+
+
+def retryable(error: CallError) -> bool:
+    """mfn.Client's retry policy: repeat a call only when it cannot have been the request's own fault.
+
+    That is a connection that failed or broke, or a worker that was restarting. Refusals (4xx), handler
+    errors and timeouts (the request may have run) are never repeated.
+    """
+    if error.status == "connection":
+        return True
+    if error.status == "UNAVAILABLE":
+        # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it.
+        return "Prediction failed" not in str(error)
+    return any(error.status in statuses and phrase in str(error) for statuses, phrase in RESTARTING)
 
 
 @dataclass(frozen=True)
@@ -103,7 +126,7 @@ class Client:
             raise MfnError(f"{model} at {endpoint}: TorchServe publishes no tensor metadata; see the handler's declaration")
         key = (str(endpoint), model, str(version or ""))
         if key not in self._metadata:
-            self._metadata[key] = self._call(
+            self._metadata[key] = self._triton_call(
                 endpoint, model, lambda client: client.get_model_metadata(model, str(version or ""), **self._metadata_kwargs(endpoint))
             )
         return self._metadata[key]
@@ -118,20 +141,22 @@ class Client:
         """Run one request and return its outputs by name.
 
         Inputs may be arrays or nested lists; they are cast to the model's declared dtypes, and a single
-        row given without its batch dimension gets one.
+        row given without its batch dimension gets one. Values the model cannot take (text for numbers,
+        numbers for text, ragged rows, integers out of range) are refused before anything is sent.
 
         Raises:
-            InvokeError: with the server's reason when the request fails.
+            InvokeError: naming the input and what to send, or with the server's reason when the request fails.
         """
         endpoint = self.endpoint(model)
         if endpoint.server == "torchserve":
-            return self._infer_torchserve(endpoint, model, inputs, version, outputs)
+            return self._infer_torchserve(endpoint, model, _arrays(model, inputs, None), version, outputs)
         metadata = self.metadata(model, version)
-        arrays = coerce_inputs(inputs, metadata)
+        declared = {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]}
+        arrays = _arrays(model, inputs, declared)
         module = _protocol_module(endpoint.protocol)
         infer_inputs = []
         for name, array in arrays.items():
-            infer_input = module.InferInput(name, list(array.shape), _datatype(metadata, name))
+            infer_input = module.InferInput(name, list(array.shape), declared[name][0])
             infer_input.set_data_from_numpy(array)
             infer_inputs.append(infer_input)
         wanted = outputs or [tensor["name"] for tensor in metadata["outputs"]]
@@ -140,29 +165,29 @@ class Client:
         def call(client: Any) -> Any:
             return client.infer(model, infer_inputs, model_version=str(version or ""), outputs=requested, **self._infer_kwargs(endpoint))
 
-        result = self._call(endpoint, model, call)
+        result = self._triton_call(endpoint, model, call)
         return {name: result.as_numpy(name) for name in wanted}
 
     def _infer_torchserve(
-        self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None
+        self, endpoint: Endpoint, model: str, arrays: dict[str, np.ndarray], version: int | None, outputs: list[str] | None
     ) -> dict[str, np.ndarray]:
         from mfn import torchserve_client
 
-        body = torchserve_client.request_body({name: np.asarray(value) for name, value in inputs.items()})
-        for attempt in range(self.retries + 1):
-            try:
-                if endpoint.protocol == "grpc":
-                    reply = self._grpc_channel(endpoint).infer(model, body, version, endpoint.token(), self.timeout_s)
-                else:
-                    reply = torchserve_client.rest_infer(endpoint.address, model, body, version, endpoint.token(), self.timeout_s)
-                return torchserve_client.parse_response(reply, outputs)
-            except torchserve_client.Unavailable as error:
-                if attempt == self.retries:
-                    raise InvokeError(f"{model} at {endpoint}: unavailable after {attempt + 1} attempts: {error}") from None
-                time.sleep(0.5 * 2**attempt)
-            except InvokeError as error:
-                raise InvokeError(f"{model} at {endpoint}: {error}") from None
-        raise AssertionError("unreachable")
+        try:
+            body = torchserve_client.request_body(arrays)
+        except InvokeError as error:
+            raise InvokeError(f"{model}: {error}") from None
+
+        def call() -> bytes:
+            if endpoint.protocol == "grpc":
+                return self._grpc_channel(endpoint).infer(model, body, version, endpoint.token(), self.timeout_s)
+            return torchserve_client.rest_infer(endpoint.address, model, body, version, endpoint.token(), self.timeout_s)
+
+        reply = self._with_retries(endpoint, model, call)
+        try:
+            return torchserve_client.parse_response(reply, outputs)
+        except InvokeError as error:
+            raise InvokeError(f"{model} at {endpoint}: {error}") from None
 
     def _grpc_channel(self, endpoint: Endpoint) -> Any:
         key = str(endpoint)
@@ -173,19 +198,22 @@ class Client:
             self._clients[key] = torchserve_client.GrpcChannel(endpoint.address, mfn_home() / "cache")
         return self._clients[key]
 
-    def _call(self, endpoint: Endpoint, model: str, call: Any) -> Any:
-        from tritonclient.utils import InferenceServerException
+    def _triton_call(self, endpoint: Endpoint, model: str, call: Callable[[Any], T]) -> T:
+        return self._with_retries(endpoint, model, lambda: _triton_errors(lambda: call(self._client(endpoint))))
 
+    def _with_retries(self, endpoint: Endpoint, model: str, call: Callable[[], T]) -> T:
+        """Run `call`, repeating it with backoff while `retryable` says its failure was not the request's."""
         for attempt in range(self.retries + 1):
             try:
-                return call(self._client(endpoint))
-            except InferenceServerException as error:
-                message = error.message() or str(error)
-                if attempt < self.retries and any(word in message.lower() for word in RETRYABLE):
-                    self._clients.pop(str(endpoint)).close()
-                    time.sleep(0.2 * 2**attempt)
-                    continue
-                raise InvokeError(f"{model} at {endpoint}: {message}") from None
+                return call()
+            except CallError as error:
+                if attempt == self.retries or not retryable(error):
+                    after = f" (after {attempt + 1} attempts)" if attempt else ""
+                    raise InvokeError(f"{model} at {endpoint}: {error}{after}") from None
+                connection = self._clients.pop(str(endpoint), None)
+                if connection is not None:
+                    connection.close()
+                time.sleep(RETRY_BACKOFF_S * 2**attempt)
         raise AssertionError("unreachable")
 
     def _client(self, endpoint: Endpoint) -> Any:
@@ -208,30 +236,41 @@ class Client:
 
 
 def coerce_inputs(inputs: Mapping[str, Any], metadata: dict) -> dict[str, np.ndarray]:
-    """Cast inputs to the model's datatypes, adding the batch dimension to a single row."""
-    declared = {tensor["name"]: tensor for tensor in metadata["inputs"]}
-    unknown = sorted(set(inputs) - set(declared))
-    if unknown:
-        raise InvokeError(f"{metadata['name']} has no input(s) {unknown}; its inputs are {sorted(declared)}")
-    arrays = {}
-    for name, value in inputs.items():
-        tensor = declared[name]
-        if tensor["datatype"] == "BYTES":
-            array = np.vectorize(_to_bytes, otypes=[object])(np.asarray(value, dtype=object))
-        else:
-            array = np.asarray(value, dtype=numpy_dtype(tensor["datatype"]))
-        if array.ndim == len(tensor["shape"]) - 1:
-            array = array[np.newaxis]
-        arrays[name] = array
-    return arrays
+    """Cast inputs to the datatypes in a model's KServe v2 metadata, adding the batch dimension to a single row.
+
+    Raises:
+        InvokeError: naming the input and what to send instead.
+    """
+    declared = {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]}
+    return _arrays(metadata["name"], inputs, declared)
 
 
-def _to_bytes(value: Any) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+def _arrays(model: str, inputs: Mapping[str, Any], declared: dict[str, tuple[str, int]] | None) -> dict[str, np.ndarray]:
+    try:
+        return to_arrays(inputs, declared, model)
+    except RequestFailure as failure:
+        raise InvokeError(f"{model}: {failure.message}") from None
 
 
-def _datatype(metadata: dict, name: str) -> str:
-    return next(tensor["datatype"] for tensor in metadata["inputs"] if tensor["name"] == name)
+def _triton_errors(call: Callable[[], T]) -> T:
+    """Run a tritonclient call, turning its failures into CallError for the retry policy."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return call()
+    except InferenceServerException as error:
+        lines, status = (error.message() or "").strip().splitlines(), error.status()
+        message = lines[0] if lines else "no reason given"
+        if status is None:  # refused by tritonclient itself, before sending
+            raise CallError(message, "client") from None
+        status = status.removeprefix("StatusCode.")
+        # Said the way TorchServe failures are: "HTTP 400: ..." or "gRPC UNAVAILABLE: ...".
+        raise CallError(f"{'HTTP' if status.isdigit() else 'gRPC'} {status}: {message}", status) from None
+    except TimeoutError:
+        raise CallError("no answer in time", "timeout") from None
+    except OSError as error:
+        # tritonclient.http lets socket errors through (connection refused, reset, unreachable).
+        raise CallError(f"no connection: {error}", "connection") from None
 
 
 def _protocol_module(protocol: str) -> Any:

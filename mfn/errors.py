@@ -27,3 +27,17 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (libraries often add pages of context), or its type."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+class CallError(InvokeError):
+    """A call to a server failed; `status` says how, for the client's retry policy.
+
+    `status` is the HTTP status ("503") or gRPC code name ("UNAVAILABLE") the server answered with,
+    "connection" when no connection was made or it broke before an answer (nothing ran), "timeout"
+    when no answer came in time (the request may have run), or "client" for a request the client
+    library refused to send.
+    """
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status

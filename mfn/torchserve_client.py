@@ -6,59 +6,61 @@ grpcio-tools into a descriptor set on first use and cached, so they always match
 
 from __future__ import annotations
 
+import http.client
 import json
-import socket
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mfn.errors import InvokeError
-from mfn.handlers.dtypes import numpy_dtype
+from mfn.errors import CallError, InvokeError
+from mfn.runtime.codec.client import answer_outputs, encode_request, read_answer
+from mfn.runtime.loop import RequestFailure
 
 SERVICE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 PROTO = "proto/inference.proto"
 PROTO_DEPENDENCIES = ("google/rpc/status.proto",)
 
 
-class Unavailable(Exception):
-    """The server did not answer (down, restarting, or a worker died): worth retrying."""
+def request_body(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A KServe v2 JSON request; datatypes are left to the server, which holds the declared ones.
 
-
-def request_body(arrays: dict[str, np.ndarray]) -> bytes:
-    """A KServe v2 JSON request; datatypes are left to the server, which casts to the declared ones."""
-    inputs = [{"name": name, "shape": list(array.shape), "data": _json_data(array)} for name, array in arrays.items()]
-    return json.dumps({"inputs": inputs}).encode()
+    Raises:
+        InvokeError: naming the input when a value cannot be sent as JSON (bytes that are not UTF-8 text).
+    """
+    try:
+        return encode_request(arrays)
+    except RequestFailure as failure:
+        raise InvokeError(failure.message) from None
 
 
 def parse_response(body: bytes, wanted: list[str] | None) -> dict[str, np.ndarray]:
-    document = json.loads(body)
-    if "error" in document:
-        # TorchServe's gRPC API drops the per-request status the handler sets; the body still says what failed.
-        raise InvokeError(str(document["error"]))
-    outputs = {}
-    for item in document["outputs"]:
-        if wanted and item["name"] not in wanted:
-            continue
-        if item["datatype"] == "BYTES":
-            values = np.array([value.encode() for value in item["data"]], dtype=object)
-        else:
-            values = np.array(item["data"], dtype=numpy_dtype(item["datatype"]))
-        outputs[item["name"]] = values.reshape(item["shape"])
-    return outputs
+    """The outputs of TorchServe's answer, or InvokeError with the reason it gives for refusing the request."""
+    try:
+        document = read_answer(body)
+        if "error" in document:
+            # TorchServe's gRPC API drops the per-request status the handler sets; the body still says what failed.
+            raise InvokeError(str(document["error"]))
+        return answer_outputs(document, wanted)
+    except RequestFailure as failure:
+        raise InvokeError(f"malformed answer from TorchServe: {failure.message}") from None
 
 
 def rest_infer(
     address: str, model: str, body: bytes, version: int | None, token: str | None, timeout_s: float
 ) -> bytes:
-    """POST /predictions/<model>[/<version>]; Unavailable when the server cannot answer now."""
+    """POST /predictions/<model>[/<version>].
+
+    Raises:
+        CallError: with the HTTP status and TorchServe's message, or "connection"/"timeout" when none came.
+    """
     url = f"http://{address}/predictions/{model}" + (f"/{version}" if version else "")
     headers = {"Content-Type": "application/json"}
     if token:
@@ -67,13 +69,12 @@ def rest_infer(
         with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=timeout_s) as reply:
             return reply.read()
     except urllib.error.HTTPError as error:
-        message = _error_text(error.read(), error.reason)
-        # 507 is TorchServe's "Worker died": the request never ran and a new worker is starting.
-        if error.code in (502, 503, 504, 507):
-            raise Unavailable(f"HTTP {error.code}: {message}") from None
-        raise InvokeError(f"HTTP {error.code}: {message}") from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
-        raise Unavailable(str(getattr(error, "reason", error))) from None
+        raise CallError(f"HTTP {error.code}: {_error_text(error.read(), error.reason)}", str(error.code)) from None
+    except TimeoutError:
+        raise CallError(f"no answer within {timeout_s:g} s", "timeout") from None
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as error:
+        # urlopen wraps failures to connect or send in URLError; a connection that breaks later is raised as is.
+        raise CallError(f"no connection: {getattr(error, 'reason', error)}", "connection") from None
 
 
 class GrpcChannel:
@@ -93,6 +94,11 @@ class GrpcChannel:
         )
 
     def infer(self, model: str, body: bytes, version: int | None, token: str | None, timeout_s: float) -> bytes:
+        """One Predictions call with a JSON body.
+
+        Raises:
+            CallError: with the gRPC code name and TorchServe's message.
+        """
         grpc = self._grpc
         message = self._request_type(model_name=model, model_version=str(version or ""), input={"data": body})
         metadata = [("authorization", f"Bearer {token}")] if token else None
@@ -100,10 +106,8 @@ class GrpcChannel:
             return self._predictions(message, timeout=timeout_s, metadata=metadata).prediction
         except grpc.RpcError as error:
             code = error.code()
-            text = _error_text(error.details().encode(), code.name)
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or "Worker died" in text:
-                raise Unavailable(f"gRPC {code.name}: {text}") from None
-            raise InvokeError(f"gRPC {code.name}: {text}") from None
+            # TorchServe appends its Java exception's class name on a second line, which _error_text drops.
+            raise CallError(f"gRPC {code.name}: {_error_text((error.details() or '').encode(), code.name)}", code.name) from None
 
     def close(self) -> None:
         self.channel.close()
@@ -155,15 +159,12 @@ def protoset(cache_dir: Path) -> Path:
     return target
 
 
-def _json_data(array: np.ndarray) -> list:
-    if array.dtype == object:
-        return [item.decode("utf-8") if isinstance(item, bytes) else item for item in array.ravel().tolist()]
-    return array.ravel().tolist()
-
-
 def _error_text(body: bytes, fallback: str) -> str:
+    """The message of TorchServe's error body ({"error"} from mfn, {"code", "type", "message"} from TorchServe)."""
     try:
         document = json.loads(body)
-        return str(document.get("error") or document.get("message") or document)
-    except (ValueError, AttributeError):
-        return body.decode("utf-8", "replace") or fallback
+        text = str(document.get("error") or document.get("message") or document)
+    except (ValueError, AttributeError, RecursionError):
+        text = body.decode("utf-8", "replace")
+    lines = text.strip().splitlines()
+    return lines[0] if lines else fallback

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
-from mfn.errors import MfnError
+from mfn.errors import InvokeError, MfnError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -90,27 +89,45 @@ def run_guarded(debug: bool) -> Iterator[None]:
 
 
 def invoke_data(data: str) -> dict[str, Any]:
-    """Parse --data: inline JSON or @file, by input name or in the KServe v2 `inputs` list form."""
-    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    """Parse --data: inline JSON or @file, by input name or in the KServe v2 `inputs` list form.
+
+    Raises:
+        InvokeError: naming the input (or the file) and what to write instead.
+    """
+    from mfn.runtime.codec.client import parse_data
+    from mfn.runtime.loop import RequestFailure
+
+    if data.startswith("@"):
+        try:
+            text = Path(data[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InvokeError(f"--data {data}: cannot read the file: {error}") from None
+    else:
+        text = data
     try:
-        parsed = json.loads(text)
-    except ValueError as error:
-        raise click.BadParameter(f"not valid JSON: {error}", param_hint="--data") from None
-    if not isinstance(parsed, dict):
-        raise click.BadParameter('give an object such as {"features": [[1, 2, 3, 4]]}', param_hint="--data")
-    if "inputs" in parsed and isinstance(parsed["inputs"], list):
-        return {item["name"]: np.reshape(np.array(item["data"], dtype=object if item.get("datatype") == "BYTES" else None), item["shape"]) for item in parsed["inputs"]}
-    return parsed
+        return parse_data(text)
+    except RequestFailure as failure:
+        raise InvokeError(f"--data: {failure.message}") from None
 
 
 def outputs_to_json(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Arrays as nested lists, bytes decoded as UTF-8 text where they are text."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, bytes):
-            try:
-                return value.decode("utf-8")
-            except UnicodeDecodeError:
-                return value.hex()
-        return value
+    """Arrays as nested lists; BYTES as text, or as hex where they are not UTF-8 text."""
+    from mfn.runtime.codec.arrays import json_values
+    from mfn.runtime.loop import RequestFailure
 
-    return {name: np.vectorize(plain, otypes=[object])(array).tolist() if array.dtype == object else array.tolist() for name, array in outputs.items()}
+    shown = {}
+    for name, array in outputs.items():
+        try:
+            shown[name] = json_values(array, f"output {name!r}", nested=True)
+        except RequestFailure:  # binary BYTES, which JSON cannot carry as they are: hex prints anywhere
+            shown[name] = np.vectorize(_text_or_hex, otypes=[object])(array).tolist()
+    return shown
+
+
+def _text_or_hex(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.hex()
+    return value

@@ -227,6 +227,7 @@ def test_every_dtype_round_trips_client_to_server_and_back(dtype, style):
         ({"x": np.array([["a", "b"]])}, "input 'x' expects FP32 numbers, got text"),
         ({"level": np.array([[1.5]])}, "input 'level' expects UINT8 integers, got numbers with a fraction"),
         ({"text": np.array([[1]])}, "input 'text' expects BYTES (text), got int64 numbers"),
+        ({"text": json.loads("[" * 40 + '"a"' + "]" * 40)}, "input 'text' has rows of different lengths (ragged) or nests deeper than 32"),
         ({"nope": [1]}, "mixed has no input(s) ['nope']"),
     ],
 )
@@ -242,7 +243,7 @@ def test_client_values_the_model_cannot_take_are_refused_before_sending(inputs, 
     [
         ({"x": [[1, "a"]]}, "input 'x' mixes text with numbers"),
         ({"x": [[1, True]]}, "input 'x' expects INT64 numbers, got true/false among them"),
-        ({"x": eval("[" * 40 + "1" + "]" * 40)}, "input 'x' has rows of different lengths (ragged) or nests deeper"),
+        ({"x": json.loads("[" * 40 + "1" + "]" * 40)}, "input 'x' nests deeper than 32 levels"),
         ({"x": [[b"\xff"]]}, "input 'x' holds bytes that are not UTF-8 text"),
     ],
 )
@@ -264,9 +265,9 @@ def test_client_sends_text_and_numbers_without_datatypes_when_the_server_holds_t
         ('{"inputs": [{"name": "x", "data": [1, 2]}]}', "input 'x' needs \"shape\""),
         ('{"inputs": [{"name": "x", "shape": [2], "data": [1, "a"]}]}', "input 'x' mixes text with numbers"),
         ('{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [1]}]}', "input 'x' expects BYTES (text)"),
-        ("[1]", "--data must be a JSON object"),
-        ("{oops", "--data is not JSON"),
-        ("{" * 50 + "}" * 50, "--data nests 50 levels deep"),
+        ("[1]", "the text must be a JSON object"),
+        ("{oops", "the text is not JSON"),
+        ("{" * 50 + "}" * 50, "the text nests 50 levels deep"),
     ],
 )
 def test_invoke_data_is_read_with_the_same_rules(text, message):

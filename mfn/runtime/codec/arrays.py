@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mfn.handlers.dtypes import canonical_dtype, numpy_dtype
-from mfn.runtime.codec.limits import DEFAULT_LIMITS, STATUS_TOO_LARGE
+from mfn.runtime.codec.limits import DEFAULT_LIMITS, MAX_RANK, STATUS_TOO_LARGE
 from mfn.runtime.loop import RequestFailure
 
 HANDLER_FAULT = 500
@@ -50,7 +50,7 @@ def infer_array(value: Any, what: str, max_element: int = DEFAULT_LIMITS.max_byt
 
 def infer_datatype(value: Any, what: str) -> str:
     """The datatype values of unknown type imply: BYTES for text, otherwise numpy's reading of the numbers."""
-    raw = value if isinstance(value, np.ndarray) else _as_array(value, what, "values")
+    raw = value if isinstance(value, np.ndarray) else _as_array(value, what)
     if raw.dtype.kind == "U" and raw is not value and _first(value, lambda item: not isinstance(item, (str, bytes))) is not _NOT_FOUND:
         raise RequestFailure(f"{what} mixes text with numbers or true/false: send all text or all numbers")
     if raw.dtype.kind in "OSU":
@@ -87,7 +87,7 @@ def json_values(array: np.ndarray, what: str, nested: bool = False) -> Any:
 def _numeric_array(value: Any, what: str, datatype: str, bools_possible: bool) -> np.ndarray:
     expected = numpy_dtype(datatype)
     is_list = not isinstance(value, np.ndarray)
-    raw = _as_array(value, what, f"{datatype} numbers") if is_list else value
+    raw = _as_array(value, what) if is_list else value
     kind = raw.dtype.kind
     if raw.size == 0 and kind in "biufO":
         return raw.astype(expected)
@@ -121,7 +121,7 @@ def _bytes_array(value: Any, what: str, max_element: int | None) -> np.ndarray:
             raise RequestFailure(f"{what} expects BYTES (text), got {value.dtype} numbers: send strings")
         raw = value.astype(object, copy=False)
     else:
-        raw = _as_array(value, what, "text", dtype=object)
+        raw = _as_array(value, what, dtype=object)
     flat = raw.ravel().tolist()
     try:
         encoded = [item.encode("utf-8") for item in flat]
@@ -139,12 +139,14 @@ def _bytes_elements(encoded: list[bytes], shape: tuple[int, ...], what: str, max
     return np.array(encoded, dtype=object).reshape(shape)  # bytes are scalars to numpy: always one dimension
 
 
-def _as_array(value: Any, what: str, wanted: str, dtype: type | None = None) -> np.ndarray:
+def _as_array(value: Any, what: str, dtype: type | None = None) -> np.ndarray:
     """numpy's reading of nested lists; ragged rows are refused here."""
     try:
         return np.asarray(value, dtype=dtype)
-    except (ValueError, TypeError, OverflowError):
-        raise RequestFailure(_ragged_or_wrong(value, what, wanted)) from None
+    except (ValueError, TypeError, OverflowError) as error:
+        if "maximum number of dimension" in str(error):
+            raise RequestFailure(f"{what} nests deeper than {MAX_RANK} levels: send at most {MAX_RANK} dimensions") from None
+        raise RequestFailure(_ragged(what)) from None
 
 
 def _check_range(raw: np.ndarray, what: str, datatype: str, expected: np.dtype) -> None:
@@ -164,12 +166,6 @@ def _wrong_kind(what: str, datatype: str, raw: np.ndarray, value: Any) -> str:
         given = {"b": "true/false", "f": "numbers with a fraction, NaN or Infinity", "U": "text", "S": "bytes",
                  "i": "integers", "u": "integers"}.get(raw.dtype.kind, str(raw.dtype))
     return f"{what} expects {wanted}, got {given}: send {wanted}"
-
-
-def _ragged_or_wrong(value: Any, what: str, wanted: str) -> str:
-    if isinstance(value, dict):
-        return f"{what} is an object: send {wanted} as a list of rows"
-    return f"{what} has rows of different lengths (ragged) or nests deeper than numpy allows: every row needs the same shape"
 
 
 def _ragged(what: str) -> str:
@@ -194,8 +190,9 @@ def _bytes_of(item: Any, what: str) -> bytes:
     if isinstance(item, (bytes, bytearray, np.bytes_)):
         return bytes(item)
     if isinstance(item, _CONTAINERS):
-        # With dtype=object numpy keeps ragged rows as list elements instead of refusing them.
-        raise RequestFailure(_ragged(what))
+        # With dtype=object numpy keeps ragged rows (or levels past its 32 dimensions) as list elements.
+        raise RequestFailure(f"{what} has rows of different lengths (ragged) or nests deeper than {MAX_RANK} levels: "
+                             "every row needs the same shape")
     if isinstance(item, str):
         try:
             return item.encode("utf-8")

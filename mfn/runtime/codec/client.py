@@ -102,9 +102,9 @@ def parse_data(text: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     Raises:
         RequestFailure: naming the input and what to write instead.
     """
-    document = parse_json(text.encode("utf-8", "surrogatepass"), limits, limits.max_depth(MAX_RANK), what="--data")
+    document = parse_json(text.encode("utf-8", "surrogatepass"), limits, limits.max_depth(MAX_RANK), what="the text")
     if not isinstance(document, dict):
-        raise RequestFailure(f"--data must be a JSON object, {_DATA_SHAPES}; got a JSON {type(document).__name__}")
+        raise RequestFailure(f"the text must be a JSON object, {_DATA_SHAPES}; got a JSON {type(document).__name__}")
     entries = document.get("inputs")
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
         return document  # by input name (a model may name an input "inputs": rows are lists, not objects)
