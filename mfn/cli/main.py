@@ -70,10 +70,14 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
 @click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
 @click.option("--no-auth", is_flag=True, help="TorchServe: turn token authorization off.")
 @click.option("--prometheus", is_flag=True, help="Also start a Prometheus scraping the server (stopped by undeploy).")
+@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds undeploy lets requests in flight finish before the server is stopped.")
+@click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit).")
 @kubernetes_options
 @json_option
 @debug_option
-def deploy(path, target, name, models, foreground, no_auth, prometheus, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
+def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     from mfn.deploy import local
 
@@ -88,7 +92,8 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, release,
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     with run_guarded(debug):
         deployment = local.deploy(
-            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress
+            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
+            drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024),
         )
     if as_json:
         click.echo(json.dumps(deployment.to_json()))

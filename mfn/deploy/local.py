@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ START_TIMEOUT_S = 90.0
 LOAD_TIMEOUT_S = 300.0
 STOP_GRACE_S = 15.0
 DRAIN_TIMEOUT_S = 30.0
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 PORT_ATTEMPTS = 3
 LOG_TAIL_LINES = 30
 
@@ -78,6 +80,7 @@ def deploy(
     monitor: bool = False,
     progress: Progress = lambda message: None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> Deployment:
     """Start a supervised server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
 
@@ -92,6 +95,8 @@ def deploy(
         monitor: Also start a Prometheus on 127.0.0.1 that scrapes the server; `undeploy` stops it.
         progress: Called with one line per step.
         drain_timeout_s: How long `undeploy` lets in-flight requests finish before stopping the server.
+        max_request_bytes: Largest request or response body (TorchServe, REST and gRPC; tritonserver 2.51
+            has no such setting).
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -116,6 +121,7 @@ def deploy(
         models=chosen,
         auth=auth,
         drain_timeout_s=drain_timeout_s,
+        max_request_bytes=max_request_bytes,
         shm_prefix=new_shm_prefix() if store.server == "triton" else "",
     )
     try:
@@ -149,6 +155,7 @@ def launch(
     shm_prefix: str = "",
     live_token: Callable[[], str | None] = lambda: None,
     ports: dict[str, int] | None = None,
+    parent_death_signal: int = signal.SIGTERM,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start a server process that dies with this one, and wait until `live_path` answers 200.
 
@@ -163,7 +170,7 @@ def launch(
         chosen = ports or dict(zip(port_names, free_ports(len(port_names))))
         command, env = make_command(chosen)
         progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
-        process = start_detached(command, env, log_file, workdir, die_with_parent=True)
+        process = start_detached(command, env, log_file, workdir, parent_death_signal=parent_death_signal)
         deployment = Deployment(
             name=name,
             server=server,

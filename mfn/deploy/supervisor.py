@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mfn.deploy import state
-from mfn.deploy.local import DRAIN_TIMEOUT_S, Progress, Store, discover, log_tail, remove_shm_regions
+from mfn.deploy.local import DRAIN_TIMEOUT_S, MAX_REQUEST_BYTES, Progress, Store, discover, log_tail, remove_shm_regions
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.servers.process import exit_reason, process_start_time, stop_process_group
@@ -57,6 +57,7 @@ class Plan:
     models: list[str]
     auth: bool
     drain_timeout_s: float = DRAIN_TIMEOUT_S
+    max_request_bytes: int = MAX_REQUEST_BYTES
     shm_prefix: str = ""
 
 
@@ -201,7 +202,7 @@ class Supervisor:
     def _start_server(self, progress: Progress, ports: dict[str, int] | None) -> Deployment:
         deployment, process = self.server.start(
             self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
-            drain_timeout_s=self.plan.drain_timeout_s, ports=ports,
+            drain_timeout_s=self.plan.drain_timeout_s, max_request_bytes=self.plan.max_request_bytes, ports=ports,
         )
         self.process = process
         self.stubs, self.retired = {}, set()

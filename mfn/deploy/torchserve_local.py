@@ -15,6 +15,7 @@ from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
 from mfn.servers import torchserve
 from mfn.servers.drain import metrics_reader, wait_until_quiet
+from mfn.servers.process import group_on_parent_death
 
 QUIET_S = 2.0  # no request received or answered for this long: nothing is in flight
 STOP_WAIT_S = 10.0
@@ -23,7 +24,8 @@ PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
-    drain_timeout_s: float = 30.0, ports: dict[str, int] | None = None,
+    drain_timeout_s: float = 30.0, max_request_bytes: int = torchserve.MAX_REQUEST_BYTES,
+    ports: dict[str, int] | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe with an empty model list; models are registered one by one through the management API."""
     torchserve.check_installed()
@@ -33,10 +35,12 @@ def start(
     (workdir / "log4j2.xml").write_text(torchserve.LOG_CONFIG)
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
-        config = torchserve.config_properties(torchserve.Ports(**_rename(ports)), str(store.root), auth)
+        config = torchserve.config_properties(
+            torchserve.Ports(**_rename(ports)), str(store.root), auth, max_request_bytes=max_request_bytes
+        )
         (workdir / "config.properties").write_text(config)
         command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))
-        return command, torchserve.server_environment(java_home, workdir)
+        return group_on_parent_death(command), torchserve.server_environment(java_home, workdir)
 
     key_file = workdir / torchserve.KEY_FILE
 
@@ -48,7 +52,8 @@ def start(
             return None
 
     deployment, process = launch(
-        name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports
+        name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports,
+        parent_death_signal=signal.SIGHUP,
     )
     if auth:
         deployment.extra["key_file"] = str(key_file)

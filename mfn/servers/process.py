@@ -25,12 +25,12 @@ def free_ports(count: int) -> list[int]:
 
 
 def start_detached(
-    command: list[str], env: dict[str, str], log_file: Path, cwd: Path, die_with_parent: bool = False
+    command: list[str], env: dict[str, str], log_file: Path, cwd: Path, parent_death_signal: int | None = None
 ) -> subprocess.Popen:
     """Start `command` in its own session (so its whole process group can be stopped), output appended to `log_file`.
 
-    With `die_with_parent`, the kernel sends it SIGTERM when this process dies, however it dies: a supervised
-    server never outlives the supervisor that owns it.
+    With `parent_death_signal`, the kernel sends it that signal when this process dies, however it dies: a
+    supervised server never outlives the supervisor that owns it.
     """
     with open(log_file, "ab") as log:
         return subprocess.Popen(
@@ -41,15 +41,24 @@ def start_detached(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_terminate_with_parent if die_with_parent else None,
+            preexec_fn=None if parent_death_signal is None else lambda: _signal_on_parent_death(parent_death_signal),
         )
 
 
-def _terminate_with_parent() -> None:
+def _signal_on_parent_death(signum: int) -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signum)
+
+
+def group_on_parent_death(command: list[str]) -> list[str]:
+    """Wrap `command` so the parent-death signal (SIGHUP) stops its whole process group, not only its leader.
+
+    For servers whose launcher does not pass a SIGTERM on: TorchServe's Python launcher exits on SIGTERM
+    and leaves its Java frontend and workers serving. The wrapper exits with the command's own status.
+    """
+    return ["/bin/sh", "-c", 'trap "kill -TERM 0" HUP; "$@" & wait $!', command[0], *command]
 
 
 def exit_reason(returncode: int) -> str:

@@ -16,6 +16,7 @@ JAVA_HINT = (
     "or install a system Java (e.g. apt-get install openjdk-17-jre-headless), or set JAVA_HOME"
 )
 KEY_FILE = "key_file.json"
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,18 @@ def check_installed() -> None:
 
 
 def config_properties(
-    ports: Ports, model_store: str, auth: bool, address: str = "127.0.0.1", load_models: str | None = None
+    ports: Ports,
+    model_store: str,
+    auth: bool,
+    address: str = "127.0.0.1",
+    load_models: str | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> str:
     """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
 
     `load_models` ("all" or archive names) makes the server load models at start, as a pod must.
+    `max_request_bytes` bounds request and response bodies on REST and gRPC alike (TorchServe's own default,
+    6,553,500 bytes, refuses a few images' worth of tensors).
     """
     properties = {
         "inference_address": f"http://{address}:{ports.inference}",
@@ -84,6 +92,8 @@ def config_properties(
         "model_metrics_auto_detect": "true",
         # mfn re-reads the key file on every call; a long lifetime keeps long-running local servers usable.
         "token_expiration_min": 10080,
+        "max_request_size": max_request_bytes,
+        "max_response_size": max_request_bytes,
     }
     if load_models:
         properties["load_models"] = load_models

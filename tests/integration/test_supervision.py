@@ -118,11 +118,26 @@ def test_a_killed_torchserve_is_restarted_with_its_models(text_store):
         local.undeploy("ts-crash")
 
 
-def test_a_killed_supervisor_takes_its_server_with_it(text_repository):
-    deployment = local.deploy(text_repository, name="orphan")
+def group_members(group: int) -> set[int]:
+    """Processes in process group `group` that are still running (not zombies)."""
+    members = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                members.add(int(proc.name))
+    return members
+
+
+@pytest.mark.parametrize("target", ["triton", "torchserve"])
+def test_a_killed_supervisor_takes_its_whole_server_with_it(target, text_repository, text_store):
+    deployment = local.deploy(text_repository if target == "triton" else text_store, name=f"orphan-{target}")
     server = server_pid(deployment)
-    server_started = process_start_time(server)
+    assert len(group_members(server)) >= 2  # the server and its stubs, or TorchServe's launcher, Java and worker
     os.kill(deployment.pid, signal.SIGKILL)
-    wait_for(lambda: not is_running(server, server_started), 30, "the server to stop with its supervisor")
-    assert not state.get("orphan").running
-    local.undeploy("orphan")
+    wait_for(lambda: not group_members(server), 30, "every server process to stop with its supervisor")
+    assert not state.get(f"orphan-{target}").running
+    local.undeploy(f"orphan-{target}")
