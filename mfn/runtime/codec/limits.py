@@ -92,7 +92,7 @@ def to_json(document: Any) -> bytes:
 
 
 def nesting_depth(body: bytes | bytearray, limit: int) -> int:
-    """The deepest nesting of arrays and objects in a JSON text, or any value up to it when below `limit`.
+    """The deepest nesting of arrays and objects in a JSON text, or 0 when it has too few brackets to pass `limit`.
 
     A body with no more brackets than `limit` cannot nest deeper, so most bodies cost two counts.
     """

@@ -49,7 +49,7 @@ class ServerCodec:
         self._inputs = {tensor.name: (f"input {tensor.name!r}", tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}
         self.max_depth = limits.max_depth(max((rank for _, _, rank in self._inputs.values()), default=1))
         self._numeric = any(dtype != "BYTES" for dtype in self.datatypes.values())
-        self._output_datatypes = [(tensor.name, tensor.dtype) for tensor in spec.outputs]
+        self._outputs = [(tensor.name, tensor.dtype, f"output {tensor.name!r}") for tensor in spec.outputs]
         self._answer_head = {"model_name": spec.name, "model_version": str(spec.version)}
 
     def decode(self, body: Any) -> DecodedRequest:
@@ -91,9 +91,9 @@ class ServerCodec:
         if style == PLAIN:
             return {name: json_values(array, f"output {name!r}", nested=True) for name, array in outputs.items()}
         entries = [
-            encode_entry(name, outputs[name], datatype, f"output {name!r}")
-            for name, datatype in self._output_datatypes
-            if name in outputs
+            encode_entry(name, outputs[name], datatype, what)
+            for name, datatype, what in self._outputs
+            if name in outputs  # a postprocess hook may leave an output out
         ]
         return {**self._answer_head, "outputs": entries}
 
