@@ -63,7 +63,8 @@ class Client:
         protocol: "http" or "grpc".
         server: API spoken at a URL target: "triton" (KServe v2) or "torchserve"; local deployments say their own.
         timeout_s: Limit for each call, connection included.
-        retries: Extra attempts when the server is unreachable (e.g. restarting); other errors are not retried.
+        retries: Extra attempts after a failed connection or while the model's worker restarts (see `retryable`),
+            0.5 s apart and doubling; refusals, handler errors and timeouts are not retried.
     """
 
     def __init__(
