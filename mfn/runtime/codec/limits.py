@@ -1,9 +1,9 @@
 """Limits on JSON bodies, checked before any parsing work, and the one JSON parser that honours them.
 
 json.loads recurses once per nesting level: a body nested ~1,000 deep raises RecursionError, and a
-hostile body costs as much to parse as it is long. So a body is measured first, with two C-speed
-passes (`bytes.count`, and numpy over the bracket characters only when the count allows deep nesting),
-and refused before json.loads sees it.
+hostile body costs as much to parse as it is long. So a body's size and nesting are measured first, in
+C-speed passes over its brackets (see nesting_depth), and a body past a limit is refused before
+json.loads sees it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ DEPTH_MARGIN = 2
 MAX_RANK = 32
 STATUS_TOO_LARGE = 413
 
-# A JSON string literal, escapes included: brackets inside strings do not nest.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_OPEN_FOLDED, _CLOSE_FOLDED = ord("{"), ord("}")  # "[" | 0x20 == "{" and "]" | 0x20 == "}"
+# Every byte but brackets and quotes, which bytes.translate drops to leave a text's skeleton.
+_NOT_SKELETON = bytes(byte for byte in range(256) if byte not in b'[]{}"')
+# A string in a skeleton whose escaped quotes are gone.
+_QUOTED = re.compile(rb'"[^"]*"')
+_FOLD = bytes.maketrans(b"{}", b"[]")
 # Built once: json.loads and json.dumps rebuild theirs per call for non-default arguments. The codec's
 # own documents hold no cycles, so the encoder need not look for them.
 _DECODER = json.JSONDecoder()
@@ -92,14 +94,27 @@ def to_json(document: Any) -> bytes:
 
 
 def nesting_depth(body: bytes | bytearray, limit: int) -> int:
-    """The deepest nesting of arrays and objects in a JSON text, or 0 when it has too few brackets to pass `limit`.
+    """How deep arrays and objects nest in a JSON text: exact above `limit`, at most `limit` otherwise.
 
-    A body with no more brackets than `limit` cannot nest deeper, so most bodies cost two counts.
+    Works on the text's skeleton, its brackets and quotes (one C pass, `bytes.translate`); most bodies
+    have too few brackets to need more. Otherwise each `bytes.replace` pass removes the innermost level,
+    so a body within the limit costs at most `limit` more passes over its brackets.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return 0
-    text = _STRING.sub(b'""', body) if b'"' in body else bytes(body)
-    folded = np.frombuffer(text, dtype=np.uint8) | 0x20
-    steps = (folded == _OPEN_FOLDED).astype(np.int8) - (folded == _CLOSE_FOLDED)
-    steps = steps[steps != 0]
+    skeleton = body.translate(None, _NOT_SKELETON)
+    if skeleton.count(b"[") + skeleton.count(b"{") <= limit:
+        return 0  # too few brackets open to nest deeper
+    if b"\\" in body:
+        # Escaped backslashes and quotes must not open or close a string in the skeleton.
+        skeleton = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_SKELETON)
+    brackets = _QUOTED.sub(b"", skeleton).translate(_FOLD)  # brackets in strings do not nest; "{" counts as "["
+    for depth in range(limit + 1):
+        if not brackets:
+            return depth
+        brackets = brackets.replace(b"[]", b"")
+    return _deepest(brackets) + limit + 1
+
+
+def _deepest(brackets: bytes) -> int:
+    """The deepest nesting in a string of "[" and "]" (as many unmatched openers as it has, if unbalanced)."""
+    steps = (np.frombuffer(brackets, dtype=np.uint8) == ord("[")).astype(np.int8) * 2 - 1
     return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
