@@ -10,6 +10,7 @@ import mfn
 from mfn.handlers.dtypes import TRITON_TO_NUMPY
 from mfn.runtime.codec import Limits, ServerCodec
 from mfn.runtime.codec.client import answer_outputs, encode_request, parse_data, read_answer, to_arrays
+from mfn.runtime.codec.limits import nesting_depth
 from mfn.runtime.loop import RequestFailure
 from mfn.spec import Entrypoint, ModelSpec
 
@@ -118,6 +119,24 @@ def test_any_invoke_data_is_read_or_refused(text):
         parse_data(text)
     except RequestFailure as failure:
         assert failure.message
+
+
+def depth_of(document) -> int:
+    if isinstance(document, list):
+        return 1 + max(map(depth_of, document), default=0)
+    if isinstance(document, dict):
+        return 1 + max(map(depth_of, document.values()), default=0)
+    return 0
+
+
+@FUZZ
+@given(st.recursive(scalars | st.text(alphabet='[]{}"\\ab', max_size=6), lambda children: st.lists(children, max_size=3)
+                    | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=3), children, max_size=2), max_leaves=30),
+       st.integers(min_value=0, max_value=8))
+def test_nesting_depth_is_exact_past_the_limit_whatever_the_strings_hold(document, limit):
+    body, depth = json.dumps(document).encode(), depth_of(document)
+    measured = nesting_depth(body, limit)
+    assert measured == depth if depth > limit else measured <= limit
 
 
 def elements(dtype: str) -> st.SearchStrategy:
