@@ -54,6 +54,8 @@ class MfnHandler(BaseHandler):
             return self.codec.decode(row.get("data") if body is None else body)
         except RequestFailure as failure:
             return failure
+        except Exception as error:  # a fault in mfn itself: it fails this request, not the whole batch
+            return RequestFailure(f"could not decode the request: {type(error).__name__}: {error}", status=500)
 
     def _encode(self, index, item, outcome, context):
         context.set_response_content_type(index, JSON)
