@@ -64,6 +64,8 @@ class MfnHandler(BaseHandler):
                 return self.codec.encode(outcome, item.style)
             except RequestFailure as failure:
                 outcome = failure
+            except Exception as error:  # a fault in mfn itself: it fails this answer, not the whole batch
+                outcome = RequestFailure(f"could not encode the answer: {type(error).__name__}: {error}", status=500)
         # The phrase becomes the HTTP reason phrase, which must be ASCII; the body keeps the message as is.
         phrase = outcome.message.encode("ascii", "backslashreplace").decode("ascii")
         context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
