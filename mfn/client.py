@@ -16,13 +16,13 @@ from mfn.runtime.loop import RequestFailure
 PROTOCOLS = ("http", "grpc")
 SERVERS = ("triton", "torchserve")
 RETRY_BACKOFF_S = 0.5  # doubled after each attempt
-# Answers that mean the request never ran because the model's worker was (re)starting, as
-# (statuses, phrase): TorchServe 0.12 answers 503 (gRPC INTERNAL) "... has no worker to serve inference
-# request" while no worker is up, and 500 (gRPC INTERNAL; 507 in older releases) "Worker died." to the
-# requests a dying worker held.
+# Answers that mean the model's worker was (re)starting, as (statuses, phrase): TorchServe 0.12 answers
+# 503 (gRPC INTERNAL) "... has no worker to serve inference request" while no worker is up, and "Worker
+# died." to the requests a dying worker held: 500 (gRPC INTERNAL; 507 in older releases), or 413 (gRPC
+# RESOURCE_EXHAUSTED) when the worker was killed (exit 137, which TorchServe takes for running out of memory).
 RESTARTING = (
     (("503", "INTERNAL"), "has no worker"),
-    (("500", "507", "INTERNAL"), "Worker died"),
+    (("500", "507", "413", "INTERNAL", "RESOURCE_EXHAUSTED"), "Worker died"),
 )
 T = TypeVar("T")
 
@@ -30,10 +30,12 @@ T = TypeVar("T")
 def retryable(error: CallError) -> bool:
     """mfn.Client's retry policy: repeat a call only when it cannot have been the request's own fault.
 
-    That is a connection that failed or broke, or a worker that was restarting. Refusals (4xx), handler
-    errors and timeouts (the request may have run) are never repeated.
+    That is a connection that failed or broke, a worker that was restarting, or no answer in time:
+    TorchServe loses a request its worker held when the worker dies, and holds new ones until a new
+    worker is up, so a timeout is how a restart often shows. A model slower than the timeout is
+    therefore tried `retries` + 1 times. Refusals (4xx) and handler errors are never repeated.
     """
-    if error.status == "connection":
+    if error.status in ("connection", "timeout", "DEADLINE_EXCEEDED"):
         return True
     if error.status == "UNAVAILABLE":
         # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it.
@@ -63,8 +65,8 @@ class Client:
         protocol: "http" or "grpc".
         server: API spoken at a URL target: "triton" (KServe v2) or "torchserve"; local deployments say their own.
         timeout_s: Limit for each call, connection included.
-        retries: Extra attempts after a failed connection or while the model's worker restarts (see `retryable`),
-            0.5 s apart and doubling; refusals, handler errors and timeouts are not retried.
+        retries: Extra attempts after a failed connection, a timeout or while the model's worker restarts (see
+            `retryable`), 0.5 s apart and doubling; refusals and handler errors are not retried.
     """
 
     def __init__(

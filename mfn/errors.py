@@ -33,9 +33,9 @@ class CallError(InvokeError):
     """A call to a server failed; `status` says how, for the client's retry policy.
 
     `status` is the HTTP status ("503") or gRPC code name ("UNAVAILABLE") the server answered with,
-    "connection" when no connection was made or it broke before an answer (nothing ran), "timeout"
-    when no answer came in time (the request may have run), or "client" for a request the client
-    library refused to send.
+    "connection" when no connection was made or it broke before an answer, "timeout" when no answer
+    came in time (the request may still run), or "client" for a request the client library refused
+    to send.
     """
 
     def __init__(self, message: str, status: str) -> None:
