@@ -20,9 +20,12 @@ RETRY_BACKOFF_S = 0.5  # doubled after each attempt
 # 503 (gRPC INTERNAL) "... has no worker to serve inference request" while no worker is up, and "Worker
 # died." to the requests a dying worker held: 500 (gRPC INTERNAL; 507 in older releases), or 413 (gRPC
 # RESOURCE_EXHAUSTED) when the worker was killed (exit 137, which TorchServe takes for running out of memory).
+# Triton answers 500 (gRPC INTERNAL) "Stub process '<instance>' is not healthy." before it sends a request to
+# a Python stub that died; mfn's supervisor swaps in a new one within a second or two.
 RESTARTING = (
     (("503", "INTERNAL"), "has no worker"),
     (("500", "507", "413", "INTERNAL", "RESOURCE_EXHAUSTED"), "Worker died"),
+    (("500", "INTERNAL"), "is not healthy"),
 )
 T = TypeVar("T")
 

@@ -5,6 +5,8 @@ batch loop and the handler loading are mfn's shared runtime, the same code the T
 """
 
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ts.torch_handler.base_handler import BaseHandler
@@ -12,7 +14,7 @@ from ts.torch_handler.base_handler import BaseHandler
 try:
     from mfn.archiver.ts_metrics import TorchServeMetricFactory
     from mfn.runtime.bundle import load_bundle
-    from mfn.runtime.codec import ServerCodec
+    from mfn.runtime.codec import DEFAULT_LIMITS, ServerCodec
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
@@ -39,7 +41,9 @@ class MfnHandler(BaseHandler):
             instance=f"worker-{os.getpid()}",
             metrics=TorchServeMetricFactory(context),
         )
-        self.codec = ServerCodec(self.model.spec)
+        # TorchServe's frontend already refused bodies over the deployment's max_request_size (413), which may
+        # be above mfn's default; nesting and element limits stay mfn's.
+        self.codec = ServerCodec(self.model.spec, replace(DEFAULT_LIMITS, max_body_bytes=sys.maxsize))
         self.initialized = True
 
     def handle(self, data, context):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mfn.deploy import state
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
+from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.http import error_message, request
 from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group
 
@@ -29,7 +30,6 @@ START_TIMEOUT_S = 90.0
 LOAD_TIMEOUT_S = 300.0
 STOP_GRACE_S = 15.0
 DRAIN_TIMEOUT_S = 30.0
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
 PORT_ATTEMPTS = 3
 LOG_TAIL_LINES = 30
 
@@ -80,7 +80,7 @@ def deploy(
     monitor: bool = False,
     progress: Progress = lambda message: None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
-    max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_request_bytes: int = MAX_BODY_BYTES,
 ) -> Deployment:
     """Start a supervised server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
 

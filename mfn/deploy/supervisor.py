@@ -31,9 +31,10 @@ from pathlib import Path
 from types import ModuleType
 
 from mfn.deploy import state
-from mfn.deploy.local import DRAIN_TIMEOUT_S, MAX_REQUEST_BYTES, Progress, Store, discover, log_tail, remove_shm_regions
+from mfn.deploy.local import DRAIN_TIMEOUT_S, Progress, Store, discover, log_tail, remove_shm_regions
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
+from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import exit_reason, process_start_time, stop_process_group
 
 PLAN_FILE = "plan.json"
@@ -57,7 +58,7 @@ class Plan:
     models: list[str]
     auth: bool
     drain_timeout_s: float = DRAIN_TIMEOUT_S
-    max_request_bytes: int = MAX_REQUEST_BYTES
+    max_request_bytes: int = MAX_BODY_BYTES
     shm_prefix: str = ""
 
 

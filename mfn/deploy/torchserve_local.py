@@ -13,6 +13,7 @@ from mfn.archiver.reading import archive_info
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
+from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers import torchserve
 from mfn.servers.drain import metrics_reader, wait_until_quiet
 from mfn.servers.process import group_on_parent_death
@@ -24,7 +25,7 @@ PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
-    drain_timeout_s: float = 30.0, max_request_bytes: int = torchserve.MAX_REQUEST_BYTES,
+    drain_timeout_s: float = 30.0, max_request_bytes: int = MAX_BODY_BYTES,
     ports: dict[str, int] | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe with an empty model list; models are registered one by one through the management API."""

