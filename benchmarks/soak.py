@@ -98,45 +98,8 @@ def kill_a_worker(deployment, server: str) -> bool:
     return True
 
 
-def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, workdir: Path) -> SoakResult:
-    rng = np.random.default_rng(7)
-    inputs = rng.standard_normal((DISTINCT_INPUTS, 4)).astype(np.float32)
-    expected = expected_outputs(inputs)
-    store = workdir / server
-    mfn.package(MLP, store, target=server)
-    name = f"soak-{server}"
-    deployment = local.deploy(store, name=name)
-    result = SoakResult(server, duration_s, concurrency)
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.monotonic() + duration_s
-
-    def load(thread: int) -> None:
-        index = thread
-        with mfn.Client(name, timeout_s=30.0, retries=8) as client:
-            while time.monotonic() < deadline:
-                index = (index + concurrency) % DISTINCT_INPUTS
-                started = time.perf_counter()
-                try:
-                    outputs = client.infer("mlp", {"features": inputs[index:index + 1]})
-                except MfnError as error:
-                    with lock:
-                        result.sent += 1
-                        result.failed += 1
-                        result.failures.append(str(error).splitlines()[0])
-                    continue
-                elapsed = time.perf_counter() - started
-                right = np.allclose(outputs["probs"], expected["probs"][index:index + 1], rtol=1e-4, atol=1e-5) and (
-                    outputs["label"].ravel().tolist() == expected["label"][index:index + 1].ravel().tolist()
-                )
-                with lock:
-                    result.sent += 1
-                    latencies.append(elapsed)
-                    result.wrong += 0 if right else 1
-
-    threads = [threading.Thread(target=load, args=(thread,)) for thread in range(concurrency)]
-    for thread in threads:
-        thread.start()
+def _kill_on_schedule(deployment, server: str, result: SoakResult, duration_s: float, kill_every_s: float, deadline: float) -> None:
+    """Kill a worker every `kill_every_s` and the server once half-way, until `deadline`."""
     started = time.monotonic()
     next_kill = started + kill_every_s
     server_killed = False
@@ -152,12 +115,57 @@ def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, 
         elif now >= next_kill:
             result.worker_kills += kill_a_worker(deployment, server)
             next_kill = now + kill_every_s
-    for thread in threads:
-        thread.join()
-    status = read_status(deployment)
-    result.restarts = status.restarts
-    result.reloads = sum(model.reloads for model in status.models.values())
-    local.undeploy(name)
+
+
+def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, workdir: Path) -> SoakResult:
+    rng = np.random.default_rng(7)
+    inputs = rng.standard_normal((DISTINCT_INPUTS, 4)).astype(np.float32)
+    expected = expected_outputs(inputs)
+    store = workdir / server
+    mfn.package(MLP, store, target=server)
+    name = f"soak-{server}"
+    deployment = local.deploy(store, name=name)
+    result = SoakResult(server, duration_s, concurrency)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + duration_s
+
+    def load(thread: int) -> None:
+        index = thread
+        with mfn.Client(name, timeout_s=30.0) as client:
+            while time.monotonic() < deadline:
+                index = (index + concurrency) % DISTINCT_INPUTS
+                started = time.perf_counter()
+                try:
+                    outputs = client.infer("mlp", {"features": inputs[index:index + 1]})
+                except Exception as error:  # noqa: BLE001 - anything but an answer is a failure to report
+                    message = str(error).splitlines()[0] if isinstance(error, MfnError) else repr(error)
+                    with lock:
+                        result.sent += 1
+                        result.failed += 1
+                        result.failures.append(message)
+                    continue
+                elapsed = time.perf_counter() - started
+                right = np.allclose(outputs["probs"], expected["probs"][index:index + 1], rtol=1e-4, atol=1e-5) and (
+                    outputs["label"].ravel().tolist() == expected["label"][index:index + 1].ravel().tolist()
+                )
+                with lock:
+                    result.sent += 1
+                    latencies.append(elapsed)
+                    result.wrong += 0 if right else 1
+
+    threads = [threading.Thread(target=load, args=(thread,)) for thread in range(concurrency)]
+    try:
+        for thread in threads:
+            thread.start()
+        _kill_on_schedule(deployment, server, result, duration_s, kill_every_s, deadline)
+        for thread in threads:
+            thread.join()
+        status = read_status(deployment)
+        result.restarts = status.restarts
+        result.reloads = sum(model.reloads for model in status.models.values())
+    finally:
+        local.undeploy(name)
     latencies.sort()
     if latencies:
         result.p50_ms = statistics.median(latencies) * 1000
@@ -171,7 +179,7 @@ def render(results: list[SoakResult], command: str) -> str:
     lines = [
         "# RELIABILITY",
         "",
-        "Soak results from `make soak`: one-row requests of the MLP example through `mfn.Client` (8 retries),",
+        "Soak results from `make soak`: one-row requests of the MLP example through `mfn.Client` (default retries),",
         "a model worker killed every minute and the server killed once half-way; every answer is compared with",
         "the handler run in-process.",
         "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,17 +18,20 @@ from mfn.runtime.loop import RequestFailure
 PROTOCOLS = ("http", "grpc")
 SERVERS = ("triton", "torchserve")
 RETRY_BACKOFF_S = 0.5  # doubled after each attempt
-# Answers that mean the model's worker was (re)starting, as (statuses, phrase): TorchServe 0.12 answers
-# 503 (gRPC INTERNAL) "... has no worker to serve inference request" while no worker is up, and "Worker
-# died." to the requests a dying worker held: 500 (gRPC INTERNAL; 507 in older releases), or 413 (gRPC
-# RESOURCE_EXHAUSTED) when the worker was killed (exit 137, which TorchServe takes for running out of memory).
-# Triton answers 500 (gRPC INTERNAL) "Stub process '<instance>' is not healthy." before it sends a request to
-# a Python stub that died; mfn's supervisor swaps in a new one within a second or two.
+# Answers that mean the model's worker was (re)starting, as (statuses, the server's own words at the start of
+# its message): TorchServe 0.12 answers 503 (gRPC INTERNAL) "Model ... has no worker to serve inference
+# request" while no worker is up, and "Worker died." to the requests a dying worker held: 500 (gRPC INTERNAL;
+# 507 in older releases), or 413 (gRPC RESOURCE_EXHAUSTED) when the worker was killed (exit 137, which
+# TorchServe takes for running out of memory). Triton answers 500 (gRPC INTERNAL) "Stub process '<instance>'
+# is not healthy." before it sends a request to a Python stub that died; mfn's supervisor swaps in a new one.
+# Matching at the start keeps a handler's own message ("predict failed: ... is not healthy") from counting.
 RESTARTING = (
-    (("503", "INTERNAL"), "has no worker"),
-    (("500", "507", "413", "INTERNAL", "RESOURCE_EXHAUSTED"), "Worker died"),
-    (("500", "INTERNAL"), "is not healthy"),
+    (("503", "INTERNAL"), re.compile(r"Model \S+ has no worker to serve inference request")),
+    (("500", "507", "413", "INTERNAL", "RESOURCE_EXHAUSTED"), re.compile(r"Worker died\.")),
+    (("500", "INTERNAL"), re.compile(r"Stub process '[^']*' is not healthy\.")),
 )
+# "HTTP 503: " or "gRPC INTERNAL: ": how CallError messages begin.
+_STATUS_PREFIX = re.compile(r"^(?:HTTP|gRPC) \S+: ")
 T = TypeVar("T")
 
 
@@ -43,7 +48,8 @@ def retryable(error: CallError) -> bool:
     if error.status == "UNAVAILABLE":
         # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it.
         return "Prediction failed" not in str(error)
-    return any(error.status in statuses and phrase in str(error) for statuses, phrase in RESTARTING)
+    server_words = _STATUS_PREFIX.sub("", str(error), count=1)
+    return any(error.status in statuses and phrase.match(server_words) for statuses, phrase in RESTARTING)
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,8 @@ class Client:
         server: API spoken at a URL target: "triton" (KServe v2) or "torchserve"; local deployments say their own.
         timeout_s: Limit for each call, connection included.
         retries: Extra attempts after a failed connection, a timeout or while the model's worker restarts (see
-            `retryable`), 0.5 s apart and doubling; refusals and handler errors are not retried.
+            `retryable`), 0.5 s apart and doubling; refusals and handler errors are not retried. The default,
+            4 (7.5 s of waiting in all), outlasts a supervised local server's restart.
     """
 
     def __init__(
@@ -79,7 +86,7 @@ class Client:
         protocol: str = "http",
         server: str = "triton",
         timeout_s: float = 30.0,
-        retries: int = 2,
+        retries: int = 4,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise MfnError(f"unknown protocol {protocol!r}: use http or grpc")
@@ -274,8 +281,9 @@ def _triton_errors(call: Callable[[], T]) -> T:
         raise CallError(f"{'HTTP' if status.isdigit() else 'gRPC'} {status}: {message}", status) from None
     except TimeoutError:
         raise CallError("no answer in time", "timeout") from None
-    except OSError as error:
-        # tritonclient.http lets socket errors through (connection refused, reset, unreachable).
+    except (OSError, http.client.HTTPException) as error:
+        # tritonclient.http lets socket errors through (connection refused, reset, unreachable), and its
+        # geventhttpclient says "connection closed." with an HTTPException when a server died mid-answer.
         raise CallError(f"no connection: {error}", "connection") from None
 
 

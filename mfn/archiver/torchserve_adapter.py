@@ -22,6 +22,7 @@ except ImportError as error:
     ) from error
 
 JSON = "application/json"
+MAX_PHRASE = 200
 
 
 class MfnHandler(BaseHandler):
@@ -70,8 +71,9 @@ class MfnHandler(BaseHandler):
                 outcome = failure
             except Exception as error:  # a fault in mfn itself: it fails this answer, not the whole batch
                 outcome = RequestFailure(f"could not encode the answer: {type(error).__name__}: {error}", status=500)
-        # The phrase becomes the HTTP reason phrase, which must be ASCII; the body keeps the message as is.
-        phrase = outcome.message.encode("ascii", "backslashreplace").decode("ascii")
+        # The phrase becomes the HTTP reason phrase: one line of ASCII (Netty refuses CR/LF); the body keeps
+        # the message as is.
+        phrase = " ".join(outcome.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
         context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
         return self.codec.error(outcome)
 

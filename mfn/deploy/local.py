@@ -108,6 +108,14 @@ def deploy(
     if unknown:
         raise MfnError(f"models {unknown} are not in {store.root} (it has {', '.join(store.models)})")
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", store.root.name) or "mfn"
+    with state.exclusive(name):
+        return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes)
+
+
+def _deploy_locked(
+    store: Store, path: Path, name: str, chosen: list[str], auth: bool, monitor: bool, progress: Progress,
+    drain_timeout_s: float, max_request_bytes: int,
+) -> Deployment:
     _claim_name(name)
     workdir = state.deployments_dir() / name
     shutil.rmtree(workdir, ignore_errors=True)
@@ -116,7 +124,7 @@ def deploy(
 
     plan = supervisor.Plan(
         name=name,
-        path=str(Path(path).resolve()),
+        path=str(path.resolve()),
         server=store.server,
         models=chosen,
         auth=auth,
@@ -128,7 +136,7 @@ def deploy(
         deployment = supervisor.spawn(plan, workdir, progress)
     except BaseException:
         if state.load(name) is not None:
-            undeploy(name)
+            _undeploy_locked(name)
         remove_shm_regions(plan.shm_prefix)
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -138,7 +146,7 @@ def deploy(
 
             progress(f"Prometheus at {start_prometheus(deployment)}")
         except BaseException:
-            undeploy(name)
+            _undeploy_locked(name)
             raise
     return deployment
 
@@ -200,6 +208,11 @@ def undeploy(name: str) -> Deployment:
     The supervisor drains (requests already accepted are answered) within the deployment's drain timeout;
     whatever still runs after that and a short grace is killed.
     """
+    with state.exclusive(name):
+        return _undeploy_locked(name)
+
+
+def _undeploy_locked(name: str) -> Deployment:
     from mfn.deploy.supervisor import read_status
     from mfn.monitoring.local import stop_prometheus
 
@@ -313,7 +326,7 @@ def _claim_name(name: str) -> None:
         return
     if existing.running:
         raise DeployError(f"deployment {name!r} is already running; `mfn undeploy {name}` first, or pass --name")
-    undeploy(name)
+    _undeploy_locked(name)
 
 
 def _wait_live(

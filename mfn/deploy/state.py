@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,6 +71,16 @@ class Deployment:
 
     def to_json(self) -> dict:
         return {**asdict(self), "endpoints": self.endpoints(), "running": self.running}
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold the deployment's lock: deploy and undeploy of one name from two shells take turns."""
+    directory = deployments_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def state_file(name: str) -> Path:

@@ -19,6 +19,7 @@ config format beside the loop below.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -113,16 +114,23 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
             start_new_session=True,
         )
     assert process.stdout is not None
-    for raw in process.stdout:
-        kind, _, text = raw.decode().rstrip("\n").partition(" ")
-        if kind == "progress":
-            progress(json.loads(text))
-        elif kind == "ready":
-            process.stdout.close()
-            return state.get(plan.name)
-        elif kind == "failed":
-            process.wait()
-            raise DeployError(json.loads(text))
+    try:
+        for raw in process.stdout:
+            kind, _, text = raw.decode().rstrip("\n").partition(" ")
+            if kind == "progress":
+                progress(json.loads(text))
+            elif kind == "ready":
+                process.stdout.close()
+                return state.get(plan.name)
+            elif kind == "failed":
+                process.wait()
+                raise DeployError(json.loads(text))
+    except BaseException:
+        # Interrupted (Ctrl-C) while the models load: the supervisor stops its server and ends before the
+        # caller removes the work directory, so nothing writes there afterwards.
+        process.terminate()
+        process.wait()
+        raise
     process.wait()
     record = state.load(plan.name)
     if record is not None:
@@ -185,18 +193,19 @@ class Supervisor:
                 next_health = time.monotonic() + HEALTH_INTERVAL_S
             time.sleep(WATCH_INTERVAL_S)
 
-    def drain_and_stop(self) -> None:
+    def drain_and_stop(self, final_state: str = "stopped") -> None:
         """Let the server answer what it has accepted (SIGTERM, within the drain timeout), then stop it."""
-        self.status.state = "draining"
-        self._save_status()
         process = self.process
-        if process is not None and process.poll() is None and self.deployment is not None:
-            self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
-        if process is not None:
+        if process is not None and process.poll() is None:
+            self.status.state = "draining"
+            self._save_status()
+            if self.deployment is not None:
+                self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
+            # The group may hold stubs or workers that outlived the server's own exit.
             stop_process_group(process.pid, None, grace_s=0.0)
             process.wait()
         remove_shm_regions(self.plan.shm_prefix)
-        self.status.state = "stopped"
+        self.status.state = final_state
         self.status.server_pid = None
         self._save_status()
 
@@ -211,7 +220,8 @@ class Supervisor:
         self.status.server_start_time = process_start_time(process.pid)
         self._save_status()
         if self.deployment is not None:
-            # The record may have gained fields since (a Prometheus); a restart only refreshes the key file.
+            # A restart keeps the first record: the ports and key file path are the same, and the record may
+            # have gained fields since (a Prometheus) that the new one would lose.
             deployment = self.deployment
         self.deployment = deployment
         return deployment
@@ -323,12 +333,12 @@ class Supervisor:
         return self.stop_requested
 
 
+# Each module speaks for one server kind: start, load_model, reload_model, worker_processes, model_problem, drain.
+SERVER_MODULES = {"triton": "mfn.deploy.triton_local", "torchserve": "mfn.deploy.torchserve_local"}
+
+
 def _server_module(server: str) -> ModuleType:
-    if server == "triton":
-        from mfn.deploy import triton_local as module
-    else:
-        from mfn.deploy import torchserve_local as module  # type: ignore[no-redef]
-    return module
+    return importlib.import_module(SERVER_MODULES[server])
 
 
 def _log(message: str) -> None:
@@ -365,9 +375,15 @@ def main(plan_file: str) -> int:
     signal.signal(signal.SIGINT, request_stop)
     _report("ready")
     _stop_reporting()
-    supervisor.watch()
+    try:
+        supervisor.watch()
+    except Exception as error:  # a fault in the supervisor itself: stop the server cleanly, say why
+        _log(f"supervisor fault: {error!r}")
+        supervisor.status.state = "failed"
+        supervisor.status.last_exit = f"supervisor fault: {error!r}"
     if supervisor.status.state == "failed":
         _log(f"giving up: {supervisor.status.last_exit}\n{log_tail(supervisor.deployment) if supervisor.deployment else ''}")
+        supervisor.drain_and_stop(final_state="failed")
         return 1
     supervisor.drain_and_stop()
     return 0

@@ -15,7 +15,7 @@ from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers import torchserve
-from mfn.servers.drain import metrics_reader, wait_until_quiet
+from mfn.servers.drain import metrics_reader, quiet_window_s, wait_until_quiet
 from mfn.servers.process import group_on_parent_death
 
 QUIET_S = 2.0  # no request received or answered for this long: nothing is in flight
@@ -136,9 +136,12 @@ def model_problem(deployment: Deployment, model: str) -> str | None:
 def drain(deployment: Deployment, process: subprocess.Popen, timeout_s: float) -> None:
     """Wait until the server has been quiet for a moment (at most `timeout_s`), then SIGTERM it.
 
-    TorchServe 0.12 fails every request in flight when it is told to stop, so the waiting comes first.
+    TorchServe 0.12 fails every request in flight when it is told to stop, so the waiting comes first. The
+    quiet moment is 2 s, plus the slowest predict the model has shown; requests that keep arriving during
+    the drain are served too, and only what is in flight when `timeout_s` runs out is lost.
     """
-    wait_until_quiet(metrics_reader(deployment.ports["metrics"]), timeout_s, QUIET_S)
+    port = deployment.ports["metrics"]
+    wait_until_quiet(metrics_reader(port), timeout_s, quiet_window_s(port, QUIET_S))
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=STOP_WAIT_S)

@@ -3,7 +3,8 @@
 TorchServe 0.12 has no drain setting: on SIGTERM it closes every connection at once, failing what is in
 flight ("Worker died"). The chart's preStop hook therefore waits here, once Services have stopped sending
 new requests, until the server has been quiet (no inference request received or answered) for
-`--quiet-s`, or until `--timeout-s` is up, and only then stops the server:
+`--quiet-s` plus the slowest predict call the model has shown, or until `--timeout-s` is up, and only then
+stops the server:
 
     python3 -m mfn.kubernetes.drain --metrics-port=8082 --timeout-s=30
 
@@ -17,7 +18,7 @@ import argparse
 import sys
 import time
 
-from mfn.servers.drain import metrics_reader, wait_until_quiet
+from mfn.servers.drain import metrics_reader, quiet_window_s, wait_until_quiet
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-s", type=float, default=2.0, help="How long no request may arrive or finish.")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    if wait_until_quiet(metrics_reader(args.metrics_port), args.timeout_s, args.quiet_s):
+    quiet_s = quiet_window_s(args.metrics_port, args.quiet_s)
+    if wait_until_quiet(metrics_reader(args.metrics_port), args.timeout_s, quiet_s):
         print(f"mfn drain: quiet after {time.monotonic() - started:.1f} s")
     else:
         print(f"mfn drain: still busy after {args.timeout_s:g} s; stopping anyway")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from mfn.servers.http import request
 
 ACTIVITY_METRICS = ("ts_inference_requests_total", "ts_inference_latency_microseconds")
+PREDICT_BUCKETS = "mfn_predict_duration_seconds_bucket"
 POLL_S = 0.5
 
 
@@ -66,3 +67,30 @@ def metrics_reader(port: int) -> Callable[[], tuple[float, ...] | None]:
         return activity(text) if status == 200 else None
 
     return read
+
+
+def slowest_predict_s(metrics_text: str) -> float:
+    """An upper bound on the slowest predict call so far, from mfn's predict-time histogram (0 if none).
+
+    A request whose predict runs longer than the quiet window moves no counter meanwhile, so the window
+    must outlast the slowest predict the model has shown.
+    """
+    cumulative: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(PREDICT_BUCKETS + "{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            upper = float("inf") if bound == "+Inf" else float(bound)
+            cumulative[upper] = cumulative.get(upper, 0.0) + _sample_value(line)
+    if not cumulative:
+        return 0.0
+    total = cumulative[max(cumulative)]
+    finite = sorted(upper for upper in cumulative if upper != float("inf"))
+    reached = [upper for upper in finite if cumulative[upper] >= total]
+    return reached[0] if reached else (finite[-1] * 2 if finite else 0.0)
+
+
+def quiet_window_s(port: int, minimum_s: float) -> float:
+    """How long TorchServe at `port` must stay quiet before nothing can be in flight: the minimum, or longer
+    when the model has shown slower predict calls."""
+    status, text = request("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=2.0)
+    return max(minimum_s, slowest_predict_s(text) + minimum_s) if status == 200 else minimum_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -17,8 +18,9 @@ def request(
             return response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError) as error:
-        return 0, str(getattr(error, "reason", error))
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        # HTTPException: a server that closed the connection mid-answer (e.g. while stopping).
+        return 0, str(getattr(error, "reason", error)) or type(error).__name__
 
 
 def error_message(body: str) -> str:

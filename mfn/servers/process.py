@@ -7,7 +7,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_ports(count: int) -> list[int]:
@@ -41,15 +44,29 @@ def start_detached(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=None if parent_death_signal is None else lambda: _signal_on_parent_death(parent_death_signal),
+            preexec_fn=None if parent_death_signal is None else _on_parent_death(parent_death_signal),
         )
 
 
-def _signal_on_parent_death(signum: int) -> None:
+def _on_parent_death(signum: int) -> Callable[[], None]:
+    """A preexec function asking the kernel for `signum` when the starting process dies.
+
+    prctl is looked up before the fork (nothing is loaded in the child), the signal's disposition is reset
+    (a SIGHUP ignored by nohup would be inherited and make the request useless), and a parent that died
+    before prctl took effect is noticed at once.
+    """
     import ctypes
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signum)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def request_signal() -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        prctl(PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signum)
+
+    return request_signal
 
 
 def group_on_parent_death(command: list[str]) -> list[str]:

@@ -34,7 +34,7 @@ def test_undeploy_answers_every_request_in_flight(target, tmp_path):
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         futures = [pool.submit(call, row) for row in range(IN_FLIGHT)]
         sent.wait()
-        time.sleep(0.5)  # let every request reach the server
+        time.sleep(1.0)  # let every request reach the server
         started = time.monotonic()
         local.undeploy(name)
         stopped_after_s = time.monotonic() - started

@@ -21,6 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
+from mfn.deploy.local import remove_shm_regions
 from mfn.deploy.state import home_tag
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers import torchserve, triton
@@ -193,6 +194,8 @@ def test_the_triton_pod_serves_and_its_probe_fails_once_a_stub_is_dead(tmp_path)
         assert result.returncode == 1 and "mfn probe: text_stats:" in result.stdout, result.stdout
         # Triton does not bring the stub back: liveness, more tolerant, is what restarts such a pod.
         assert run_probe(pod, env, "livenessProbe").returncode == 1
+    # The killed stub's region outlives the server, as it would a pod's restart of its container.
+    remove_shm_regions(f"mfn_{home_tag()}_pod_")
 
 
 def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(tmp_path):

@@ -85,3 +85,14 @@ def test_reads_the_metrics_port_and_returns_when_quiet(metrics_port, capsys):
     assert server_drain.metrics_reader(closed)() is None
     assert drain.main([f"--metrics-port={metrics_port}", "--timeout-s=10", "--quiet-s=0.6"]) == 0
     assert "mfn drain: quiet after" in capsys.readouterr().out
+
+
+def test_the_quiet_window_outlasts_the_slowest_predict_seen():
+    buckets = "\n".join(
+        f'mfn_predict_duration_seconds_bucket{{Hostname="h",le="{le}",model="m",version="1"}} {count}'
+        for le, count in [("0.5", 3), ("1.0", 3), ("2.5", 4), ("5.0", 5), ("10.0", 5), ("+Inf", 5)]
+    )
+    assert server_drain.slowest_predict_s(buckets) == 5.0
+    assert server_drain.slowest_predict_s("") == 0.0
+    beyond = 'mfn_predict_duration_seconds_bucket{le="10.0"} 1\nmfn_predict_duration_seconds_bucket{le="+Inf"} 2'
+    assert server_drain.slowest_predict_s(beyond) == 20.0
