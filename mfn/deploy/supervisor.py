@@ -4,7 +4,8 @@
 progress from a pipe until the models are loaded. From then on the supervisor
 
 - restarts a server that dies, with backoff and a bounded number of attempts, on the same ports, with its
-  models reloaded, after killing what is left of the old process group and removing its shared memory;
+  models loaded before the ports open, after killing what is left of the old process group and removing its
+  shared memory;
 - reloads a model whose worker died where the server itself does not (Triton's Python stubs);
 - records its view in `status.json` beside the server log: state, restarts, the last exit, per-model health;
 - on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
@@ -209,10 +210,11 @@ class Supervisor:
         self.status.server_pid = None
         self._save_status()
 
-    def _start_server(self, progress: Progress, ports: dict[str, int] | None) -> Deployment:
+    def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: list[str] = ()) -> Deployment:
         deployment, process = self.server.start(
             self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
             drain_timeout_s=self.plan.drain_timeout_s, max_request_bytes=self.plan.max_request_bytes, ports=ports,
+            preload=preload,
         )
         self.process = process
         self.stubs, self.retired = {}, set()
@@ -244,10 +246,7 @@ class Supervisor:
         if self._sleep(RESTART_BACKOFF_S[attempt]):
             return True
         try:
-            self._start_server(_log, ports=self.deployment.ports)
-            for model in self.plan.models:
-                self.server.load_model(self.deployment, self.store, model)
-                self._model(model, "ready")
+            self._start_server(_log, ports=self.deployment.ports, preload=self.plan.models)
         except MfnError as error:
             # The next pass through watch() sees the server gone (or kills it) and tries again, later.
             self.status.last_exit += f"; restart failed: {str(error).splitlines()[0]}"
@@ -256,6 +255,8 @@ class Supervisor:
                 self.process.wait()
             self._save_status()
             return True
+        for model in self.plan.models:
+            self._record_health(model)
         self._reload_dead_workers()
         self.status.restarts += 1
         self.status.state = "running"

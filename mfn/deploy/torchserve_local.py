@@ -26,9 +26,14 @@ PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
     drain_timeout_s: float = 30.0, max_request_bytes: int = MAX_BODY_BYTES,
-    ports: dict[str, int] | None = None,
+    ports: dict[str, int] | None = None, preload: list[str] = (),
 ) -> tuple[Deployment, subprocess.Popen]:
-    """Start TorchServe with an empty model list; models are registered one by one through the management API."""
+    """Start TorchServe; models are registered one by one through the management API afterwards.
+
+    A restart passes `preload`: TorchServe then registers those models' archives before it opens its ports,
+    so clients that reconnect are queued for a worker instead of answered 'model not found'.
+    """
+    archives = [archive.name for model in preload for archive in _by_version(store.models[model])]
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
     for directory in ("tmp", "logs"):
@@ -37,7 +42,8 @@ def start(
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         config = torchserve.config_properties(
-            torchserve.Ports(**_rename(ports)), str(store.root), auth, max_request_bytes=max_request_bytes
+            torchserve.Ports(**_rename(ports)), str(store.root), auth, max_request_bytes=max_request_bytes,
+            load_models=",".join(archives) or None,
         )
         (workdir / "config.properties").write_text(config)
         command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))
@@ -64,7 +70,7 @@ def start(
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
     """Register every packaged version of `model` (oldest first, so it is the default) and wait for its workers."""
     token = read_key(deployment, "management")
-    for archive in sorted(store.models[model], key=lambda path: archive_info(path).version):
+    for archive in _by_version(store.models[model]):
         info = archive_info(archive)
         query = urllib.parse.urlencode({"url": archive.name, "initial_workers": info.workers, "synchronous": "true"})
         code, body = http_json("POST", f"{management_url(deployment)}/models?{query}", LOAD_TIMEOUT_S, token)
@@ -94,6 +100,10 @@ def set_default_version(deployment: Deployment, model: str, version: int) -> Non
     code, body = http_json("PUT", f"{management_url(deployment)}/models/{model}/{version}/set-default", 30.0, token)
     if code != 200:
         raise DeployError(f"cannot make {model} v{version} the default: {describe_failure(code, body, deployment)}")
+
+
+def _by_version(archives: list[Path]) -> list[Path]:
+    return sorted(archives, key=lambda path: archive_info(path).version)
 
 
 def _rename(ports: dict[str, int]) -> dict[str, int]:

@@ -25,11 +25,12 @@ UNLOAD_GRACE_S = 3.0
 
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
-    drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None,
+    drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
 ) -> tuple[Deployment, subprocess.Popen]:
-    """Start tritonserver with no models loaded; models are loaded one by one so each failure has its reason.
+    """Start tritonserver; models are loaded one by one afterwards so each failure has its reason.
 
-    On SIGTERM Triton answers the requests it has accepted for up to `drain_timeout_s` before it exits.
+    A restart passes `preload`: Triton then loads those models before it opens its ports, so clients that
+    reconnect find them instead of 'unknown model'. On SIGTERM Triton answers the requests it has accepted for up to `drain_timeout_s` before it exits.
     tritonserver 2.51 has no setting for a body limit, so `max_request_bytes` is not enforced by the server.
     """
     install = triton.find_triton()
@@ -39,7 +40,7 @@ def start(
         args = triton.server_args(
             repository=str(store.root),
             ports=triton.Ports(**ports),
-            models=[],
+            models=list(preload),
             backend_directory=str(backend_dir),
             cache_directory=str(install.caches),
             shm_prefix=shm_prefix,
