@@ -46,7 +46,7 @@ RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 STABLE_AFTER_S = 60.0  # a server that ran this long earns back its whole restart budget
 WATCH_INTERVAL_S = 0.5
 HEALTH_INTERVAL_S = 5.0
-STARTUP_TIMEOUT_S = 600.0
+READY_TIMEOUT_S = 120.0
 KILL_GRACE_S = 5.0
 
 
@@ -256,7 +256,7 @@ class Supervisor:
             self._save_status()
             return True
         for model in self.plan.models:
-            self._record_health(model)
+            self._wait_ready(model)
         self._reload_dead_workers()
         self.status.restarts += 1
         self.status.state = "running"
@@ -307,6 +307,12 @@ class Supervisor:
         for model in self.plan.models:
             if self._record_health(model) is not None:
                 self._reload(model, "the server says it is not ready")
+
+    def _wait_ready(self, model: str) -> None:
+        """Wait for a preloaded model's workers (TorchServe starts them after opening its ports)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self._record_health(model) is not None and time.monotonic() < deadline and not self.stop_requested:
+            time.sleep(WATCH_INTERVAL_S)
 
     def _record_health(self, model: str) -> str | None:
         assert self.deployment is not None
