@@ -34,6 +34,11 @@ from mfn.runtime.bundle import load_in_process
 ROOT = Path(__file__).resolve().parent.parent
 MLP = f"{ROOT / 'examples/mlp/handler.py'}:MLP"
 DISTINCT_INPUTS = 256
+NOTE = (
+    "Reloads can be fewer than worker kills on Triton: after a reload, the replaced model version never finishes\n"
+    "unloading (Triton waits for its dead stub), so its other stubs linger without serving; a kill that hits one\n"
+    "of those needs no reload. TorchServe restarts its own workers, so mfn records no reloads there."
+)
 WORKER_MARKERS = {"triton": "triton_python_backend_stub", "torchserve": "model_service_worker"}
 
 
@@ -183,7 +188,8 @@ def render(results: list[SoakResult], command: str) -> str:
         "a model worker killed every minute and the server killed once half-way; every answer is compared with",
         "the handler run in-process.",
         "",
-        f"Command: `{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"Command: `{command}` (`make soak`), run on {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}.",
         "",
         "| server | duration | concurrency | sent | failed | wrong | worker kills | server kills | reloads | restarts | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -193,6 +199,7 @@ def render(results: list[SoakResult], command: str) -> str:
             f"| {r.server} | {r.duration_s:.0f} s | {r.concurrency} | {r.sent:,} | {r.failed} | {r.wrong} | {r.worker_kills} | "
             f"{r.server_kills} | {r.reloads} | {r.restarts} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.0f} |"
         )
+    lines += ["", NOTE]
     failures = [f"- {r.server}: {message}" for r in results for message in r.failures]
     if failures:
         lines += ["", "Failures seen (distinct messages):", "", *failures]
