@@ -30,6 +30,7 @@ from mfn.deploy.supervisor import read_status
 from mfn.errors import MfnError
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
+from mfn.servers.process import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = f"{ROOT / 'examples/mlp/handler.py'}:MLP"
@@ -71,32 +72,11 @@ def expected_outputs(rows: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.concatenate([answer[name] for answer in answers]) for name in answers[0]}
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below `pid`, with its command line."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                parents[int(proc.name)] = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
-                commands[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = {}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, its_parent in parents.items():
-            if its_parent == parent and child not in found:
-                found[child] = commands.get(child, "")
-                frontier.append(child)
-    return found
-
-
 def kill_a_worker(deployment, server: str) -> bool:
     server_pid = read_status(deployment).server_pid
     if not server_pid:
         return False
-    workers = [pid for pid, command in descendants(server_pid).items() if WORKER_MARKERS[server] in command]
+    workers = [pid for pid, command in descendants(server_pid).items() if WORKER_MARKERS[server] in " ".join(command)]
     if not workers:
         return False
     os.kill(workers[0], signal.SIGKILL)

@@ -6,10 +6,11 @@ exactly: tests never touch servers that other people, or other test runs, have s
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from pathlib import Path
+
+from mfn.deploy.state import home_tag
 
 SHM_DIR = Path("/dev/shm")
 
@@ -31,9 +32,8 @@ def owned_processes(home: Path) -> set[int]:
 
 
 def owned_shm_regions(home: Path) -> set[str]:
-    """Shared-memory regions named with `home`'s tag (mfn.deploy.state.home_tag)."""
-    tag = hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:6]
-    return {path.name for path in SHM_DIR.glob(f"mfn_{tag}_*")}
+    """Shared-memory regions named with `home`'s tag."""
+    return {path.name for path in SHM_DIR.glob(f"mfn_{home_tag(home)}_*")}
 
 
 def kill_owned(home: Path) -> tuple[set[int], set[str]]:

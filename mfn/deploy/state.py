@@ -21,9 +21,10 @@ def mfn_home() -> Path:
     return Path(os.environ.get("MFN_HOME") or Path.home() / ".mfn")
 
 
-def home_tag() -> str:
-    """A short tag for this MFN_HOME, put in the names of shared-memory regions so each home can find its own."""
-    return hashlib.sha1(str(mfn_home().resolve()).encode()).hexdigest()[:6]
+def home_tag(home: Path | None = None) -> str:
+    """A short tag for `home` (default: this MFN_HOME), put in the names of shared-memory regions so each home
+    can find its own."""
+    return hashlib.sha1(str((home or mfn_home()).resolve()).encode()).hexdigest()[:6]
 
 
 def deployments_dir() -> Path:

@@ -133,9 +133,6 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
         process.wait()
         raise
     process.wait()
-    record = state.load(plan.name)
-    if record is not None:
-        state.remove(plan.name)
     log_text = (workdir / LOG_FILE).read_text(errors="replace")[-3000:]
     raise DeployError(f"the supervisor of {plan.name} ended ({exit_reason(process.returncode)}) before the models loaded:\n{log_text}")
 

@@ -153,3 +153,14 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def descendants(pid: int) -> dict[int, list[str]]:
+    """Every process below `pid` (children, their children, ...), with its command line (empty for zombies)."""
+    found: dict[int, list[str]] = {}
+    parents = [pid]
+    while parents:
+        below = {child: command for parent in parents for child, (_, command) in children(parent).items()}
+        found.update(below)
+        parents = list(below)
+    return found

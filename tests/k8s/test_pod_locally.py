@@ -26,7 +26,7 @@ from mfn.deploy.state import home_tag
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers import torchserve, triton
 from mfn.servers.http import request
-from mfn.servers.process import children, free_ports, process_start_time, start_detached, stop_process_group
+from mfn.servers.process import descendants, free_ports, process_start_time, start_detached, stop_process_group
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
@@ -112,17 +112,6 @@ def wait_ok(url: str, timeout_s: float) -> int:
             return code
         time.sleep(0.2)
     return code
-
-
-def descendants(pid: int) -> dict[int, list[str]]:
-    """Every process below `pid`, with its command line: only what this test started."""
-    found: dict[int, list[str]] = {}
-    parents = [pid]
-    while parents:
-        below = {child: command for parent in parents for child, (_, command) in children(parent).items()}
-        found.update(below)
-        parents = list(below)
-    return found
 
 
 def kill_below(pid: int, matches: Callable[[list[str]], bool]) -> list[int]:
