@@ -159,6 +159,8 @@ def _check_range(raw: np.ndarray, what: str, datatype: str, expected: np.dtype) 
 
 
 def _wrong_kind(what: str, datatype: str, raw: np.ndarray, value: Any) -> str:
+    if isinstance(value, np.ndarray):  # e.g. a binary tensor: describe its elements as JSON ones would be
+        value = value.tolist()
     wanted = "true/false" if datatype == "BOOL" else f"{datatype} " + ("numbers" if numpy_dtype(datatype).kind == "f" else "integers")
     if raw.dtype.kind == "O":
         given = _describe(_first(value, lambda item: not isinstance(item, _NUMBERS) or isinstance(item, bool)))
@@ -231,7 +233,7 @@ def _describe(item: Any) -> str:
         return "an object"
     if isinstance(item, _CONTAINERS):
         return "nested lists"
-    if isinstance(item, str):
+    if isinstance(item, (str, bytes)):
         return "text"
     if isinstance(item, _NUMBERS):
         return f"a number ({item!r})"

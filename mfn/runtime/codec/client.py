@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from mfn.runtime.codec import binary
 from mfn.runtime.codec.arrays import infer_array, to_array
-from mfn.runtime.codec.kserve import decode_entry, encode_entry, entry_datatype, entry_name
+from mfn.runtime.codec.kserve import decode_entry, encode_entry, entry_datatype, entry_name, entry_shape
 from mfn.runtime.codec.limits import DEFAULT_LIMITS, MAX_RANK, Limits, parse_json, to_json
 from mfn.runtime.loop import RequestFailure
 
@@ -60,6 +61,49 @@ def encode_request(arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str
     datatypes = datatypes or {}
     entries = [encode_entry(name, array, datatypes.get(name), f"input {name!r}") for name, array in arrays.items()]
     return to_json({"inputs": entries})
+
+
+def encode_binary_request(arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str] | None = None) -> tuple[bytes, int]:
+    """A KServe v2 request with binary tensor data asking for binary outputs, and its JSON header's length.
+
+    Datatypes not given are the arrays' own; the server converts them to its declared ones by the rules
+    JSON numbers follow (integers that do not fit, or fractions for integers, are refused).
+    """
+    document, buffers = binary.request_document(arrays, datatypes)
+    return binary.encode_body(document, buffers)
+
+
+def read_binary_answer(body: bytes, header_length: int | None, wanted: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The outputs of an answer in the binary tensor format (JSON outputs in it too), optionally only `wanted`.
+
+    Binary outputs are read in place from `body` (no copy), so they are read-only arrays.
+
+    Raises:
+        RequestFailure: when the answer is malformed.
+    """
+    document, rest = binary.split_answer(body, header_length)
+    return binary_answer_outputs(document, rest, wanted)
+
+
+def binary_answer_outputs(document: dict[str, Any], rest: memoryview, wanted: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The outputs of a binary answer split into its header document and the bytes after it (see read_binary_answer)."""
+    entries = document.get("outputs")
+    if not isinstance(entries, list):
+        raise RequestFailure(f'answer has no "outputs" list: {_short_json(document)}')
+    outputs, offset = {}, 0
+    for entry in entries:
+        name = entry_name(entry, "outputs")
+        what = f"output {name!r}"
+        size = binary.binary_size(entry, what)
+        if size is None:
+            array = decode_entry(entry, what, entry_datatype(entry, what, None))
+        else:
+            datatype = binary.check_datatype(entry.get("datatype"), what)
+            array = binary.read_tensor(rest[offset:offset + size], datatype, entry_shape(entry, what), what, None)
+            offset += size
+        if not wanted or name in wanted:
+            outputs[name] = array
+    return outputs
 
 
 def read_answer(body: bytes) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def decode_entry(entry: dict, what: str, datatype: str, bools_possible: bool = T
     Raises:
         RequestFailure: naming `what` when "shape" or "data" is missing or malformed, or they disagree.
     """
-    shape = _shape(entry, what)
+    shape = entry_shape(entry, what)
     data = entry.get("data")
     if not isinstance(data, list):
         raise RequestFailure(f'{what} needs "data", a list of values in row-major order; got {_short(data)}')
@@ -81,7 +81,8 @@ def encode_entry(name: str, array: np.ndarray, datatype: str | None, what: str) 
     return {"name": name, "shape": list(array.shape), "data": json_values(array, what)}
 
 
-def _shape(entry: dict, what: str) -> list[int]:
+def entry_shape(entry: dict, what: str) -> list[int]:
+    """An entry's "shape": up to MAX_RANK non-negative integers, or a RequestFailure naming `what`."""
     shape = entry.get("shape")
     if type(shape) is list and len(shape) <= MAX_RANK:
         for dim in shape:

@@ -1,7 +1,9 @@
-"""Request and answer bodies on the server side, for servers that hand mfn raw JSON (TorchServe).
+"""Request and answer bodies on the server side, for servers that hand mfn raw bodies (TorchServe).
 
-Two request shapes are accepted and answered in kind:
+Three request shapes are accepted and answered in kind:
 - KServe v2: {"inputs": [{"name", "shape", "datatype", "data"}]} → {"model_name", "model_version", "outputs": [...]}
+- KServe v2 with binary tensor data (see binary.py): the same header, the tensors' raw bytes after it; outputs
+  are answered as binary data where the request asks for it.
 - plain: {"<input name>": nested list} → {"<output name>": nested list}
 
 A single row may be sent without its batch dimension. "datatype" may be left out of a KServe v2
@@ -13,9 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from mfn.handlers.base import Arrays
+from mfn.runtime.codec import binary
 from mfn.runtime.codec.arrays import json_values, to_array
-from mfn.runtime.codec.kserve import decode_entry, encode_entry, entry_datatype, entry_name
+from mfn.runtime.codec.kserve import decode_entry, encode_entry, entry_datatype, entry_name, entry_shape
 from mfn.runtime.codec.limits import DEFAULT_LIMITS, Limits, parse_json, to_json
 from mfn.runtime.loop import RequestFailure
 from mfn.spec import ModelSpec
@@ -27,10 +32,11 @@ _BODY_SHAPES = 'a JSON object: {"inputs": [{"name", "shape", "datatype", "data"}
 
 @dataclass(frozen=True)
 class DecodedRequest:
-    """One request's arrays and the body shape its answer must use."""
+    """One request's arrays, the body shape its answer must use, and the outputs it wants as binary data."""
 
     arrays: Arrays
     style: str
+    binary_outputs: frozenset[str] = frozenset()
 
 
 class ServerCodec:
@@ -52,12 +58,19 @@ class ServerCodec:
         self._outputs = [(tensor.name, tensor.dtype, f"output {tensor.name!r}") for tensor in spec.outputs]
         self._answer_head = {"model_name": spec.name, "model_version": str(spec.version)}
 
-    def decode(self, body: Any) -> DecodedRequest:
-        """Decode a JSON body (bytes, text, or already parsed) into arrays of the declared dtypes.
+    def decode(self, body: Any, header_length: Any = None) -> DecodedRequest:
+        """Decode a body (bytes, text, or already parsed JSON) into arrays of the declared dtypes.
+
+        Args:
+            body: The request body.
+            header_length: The `Inference-Header-Content-Length` the request came with, if any: the body
+                is then a JSON header followed by binary tensor data.
 
         Raises:
             RequestFailure: 400 naming the input and what to send instead (413 past a size limit).
         """
+        if header_length is not None:
+            return self._decode_binary(self._raw(body), header_length)
         if isinstance(body, dict):
             document, bools_possible, max_element = body, True, self.limits.max_bytes_element
         else:
@@ -70,8 +83,31 @@ class ServerCodec:
             if not isinstance(document, dict):
                 raise RequestFailure(f"request body must be {_BODY_SHAPES}; got a JSON {type(document).__name__}")
         if "inputs" in document and "inputs" not in self.datatypes:
-            return DecodedRequest(self._decode_v2(document["inputs"], bools_possible, max_element), KSERVE_V2)
+            arrays = self._decode_v2(document["inputs"], bools_possible, max_element)
+            return DecodedRequest(arrays, KSERVE_V2, self._binary_outputs(document))
         return DecodedRequest(self._decode_plain(document, bools_possible, max_element), PLAIN)
+
+    def encode_answer(self, outputs: Arrays, request: DecodedRequest) -> tuple[bytes, int | None]:
+        """The answer to one request and, when it holds binary data, its JSON header's length.
+
+        Raises:
+            RequestFailure: (500) when an output cannot be written as JSON (BYTES that are not UTF-8 text).
+        """
+        if not request.binary_outputs:
+            return to_json(self.answer(outputs, request.style)), None
+        entries, buffers = [], []
+        for name, datatype, what in self._outputs:
+            if name not in outputs:
+                continue  # a postprocess hook may leave an output out
+            if name not in request.binary_outputs:
+                entries.append(encode_entry(name, outputs[name], datatype, what))
+                continue
+            array = np.asarray(outputs[name])
+            buffer = binary.tensor_bytes(array, datatype)
+            entries.append({"name": name, "datatype": datatype, "shape": list(array.shape),
+                            "parameters": {binary.BINARY_DATA_SIZE: len(buffer)}})
+            buffers.append(buffer)
+        return binary.encode_body({**self._answer_head, "outputs": entries}, buffers)
 
     def encode(self, outputs: Arrays, style: str) -> bytes:
         """The answer to one request, as UTF-8 JSON in the body shape of that request.
@@ -105,10 +141,49 @@ class ServerCodec:
         for entry in entries:
             name = entry_name(entry, "inputs")
             what, declared, rank = self._input(name, arrays)
+            if "data" not in entry and binary.binary_size(entry, what) is not None:
+                raise RequestFailure(f'{what} has "{binary.BINARY_DATA_SIZE}", but the request has no '
+                                     f"{binary.HEADER_LENGTH} header: send that header with the JSON header's length")
             datatype = entry_datatype(entry, what, declared)
             array = decode_entry(entry, what, datatype, bools_possible, max_element)
             arrays[name] = array[None] if array.ndim == rank - 1 else array  # a row sent without its batch dimension
         return arrays
+
+    def _decode_binary(self, raw: bytes | bytearray, header_length: Any) -> DecodedRequest:
+        length = binary.header_length(header_length, len(raw))
+        view = memoryview(raw)
+        document = parse_json(view[:length].tobytes(), self.limits, self.max_depth, what="JSON header")
+        entries = document.get("inputs") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise RequestFailure('the JSON header of a binary request must be {"inputs": [{"name", "shape", '
+                                 '"datatype", "parameters": {"binary_data_size": <bytes>}}, ...]}')
+        arrays, offset = {}, length
+        for entry in entries:
+            name = entry_name(entry, "inputs")
+            what, declared, rank = self._input(name, arrays)
+            size = binary.binary_size(entry, what)
+            if size is None:
+                array = decode_entry(entry, what, entry_datatype(entry, what, declared), max_element=self.limits.max_bytes_element)
+            else:
+                if offset + size > len(raw):
+                    raise RequestFailure(f'{what}: "{binary.BINARY_DATA_SIZE}" {size:,} runs past the end of the body '
+                                         f"({len(raw) - offset:,} bytes left)")
+                given = binary.check_datatype(entry.get("datatype"), what)
+                array = binary.read_tensor(view[offset:offset + size], given, entry_shape(entry, what), what,
+                                           self.limits.max_bytes_element)
+                offset += size
+                if given != declared:  # converted by the rules JSON numbers follow: no silent truncation
+                    array = to_array(array, what, declared, bools_possible=False)
+            arrays[name] = array[None] if array.ndim == rank - 1 else array
+        if offset != len(raw):
+            raise RequestFailure(f"{len(raw) - offset:,} bytes follow the last input's binary data: each input's "
+                                 f'"{binary.BINARY_DATA_SIZE}" must cover its bytes exactly')
+        return DecodedRequest(arrays, KSERVE_V2, self._binary_outputs(document))
+
+    def _binary_outputs(self, document: dict) -> frozenset[str]:
+        if "parameters" not in document and "outputs" not in document:
+            return frozenset()
+        return binary.wants_binary(document, [name for name, _, _ in self._outputs])
 
     def _decode_plain(self, document: dict, bools_possible: bool, max_element: int | None) -> Arrays:
         arrays = {}
