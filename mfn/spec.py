@@ -47,6 +47,10 @@ class ModelSpec(BaseModel):
         None, description="Python environment for Triton's stub (EXECUTION_ENV_PATH): a packed env or venv path."
     )
     parameters: dict[str, str] = Field({}, description="Extra string parameters passed to the server config.")
+    max_request_mb: int | None = Field(
+        None, ge=1, description="Largest request (and answer) body the server must accept for this model, in MiB; "
+        "none: computed from max_batch_size and the declared shapes (see mfn.runtime.codec.limits.body_limit).",
+    )
     entrypoint: Entrypoint = Field(description="The handler class the server adapters load.")
 
     @field_validator("name")
@@ -121,6 +125,7 @@ _HANDLER_FIELDS = (
     "version_policy",
     "execution_env",
     "parameters",
+    "max_request_mb",
 )
 
 

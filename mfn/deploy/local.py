@@ -96,7 +96,8 @@ def deploy(
         progress: Called with one line per step.
         drain_timeout_s: How long `undeploy` lets in-flight requests finish before stopping the server.
         max_request_bytes: Largest request or response body (TorchServe, REST and gRPC; tritonserver 2.51
-            has no such setting).
+            has no such setting); raised where a model needs more for a full batch (see
+            mfn.runtime.codec.limits.body_limit).
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -110,6 +111,18 @@ def deploy(
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", store.root.name) or "mfn"
     with state.exclusive(name):
         return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes)
+
+
+def _body_limit(store: Store, models: list[str], requested: int) -> int:
+    """The server's body limit: what was asked for, or more where a model's full batch needs it."""
+    if store.server != "torchserve":
+        return requested
+    from mfn.archiver.reading import SPEC_FILE, archive_spec, read_member
+    from mfn.runtime.codec.limits import body_limit
+
+    needed = [body_limit(archive_spec(archive)) for model in models for archive in store.models[model]
+              if read_member(archive, SPEC_FILE) is not None]
+    return max([requested, *needed])
 
 
 def _deploy_locked(
@@ -129,7 +142,7 @@ def _deploy_locked(
         models=chosen,
         auth=auth,
         drain_timeout_s=drain_timeout_s,
-        max_request_bytes=max_request_bytes,
+        max_request_bytes=_body_limit(store, chosen, max_request_bytes),
         shm_prefix=new_shm_prefix() if store.server == "triton" else "",
     )
     try:

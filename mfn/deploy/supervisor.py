@@ -156,6 +156,8 @@ class Supervisor:
         """Start the server and load every model; the first deployment record is written here."""
         deployment = self._start_server(progress, ports=None)
         deployment.extra["drain_timeout_s"] = str(self.plan.drain_timeout_s)
+        if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
+            deployment.extra["max_request_bytes"] = str(self.plan.max_request_bytes)
         state.save(deployment)
         for model in self.plan.models:
             progress(f"loading {model} ...")

@@ -70,6 +70,7 @@ class Handler:
     version_policy: ClassVar[VersionPolicy | None] = None
     execution_env: ClassVar[str | None] = None
     parameters: ClassVar[dict[str, str]] = {}
+    max_request_mb: ClassVar[int | None] = None
 
     def setup(self, ctx: Context) -> None:
         """Load weights and other state; runs once per server instance or worker."""

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mfn.runtime.loop import RequestFailure
+
+if TYPE_CHECKING:
+    from mfn.spec import ModelSpec
 
 MIB = 1024 * 1024
 MAX_BODY_BYTES = 64 * MIB
@@ -27,6 +31,11 @@ DEPTH_MARGIN = 2
 # numpy's own limit on dimensions: the rank to assume where a tensor's declared rank is not known.
 MAX_RANK = 32
 STATUS_TOO_LARGE = 413
+# What a body limit computed from a spec assumes where the declaration leaves a size open.
+VARIABLE_DIM_ELEMENTS = 1024
+BYTES_ELEMENT_ASSUMED = 4 * 1024
+# A full batch in raw bytes, doubled: room for the JSON header, per-element lengths and a few rows more.
+FULL_BATCH_HEADROOM = 2
 
 # Every byte but brackets and quotes, which bytes.translate drops to leave a text's skeleton.
 _NOT_SKELETON = bytes(byte for byte in range(256) if byte not in b'[]{}"')
@@ -59,6 +68,33 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def body_limit(spec: ModelSpec) -> int:
+    """The request (and answer) body limit a server needs for `spec`, in bytes.
+
+    `spec.max_request_mb` when the handler declares it; otherwise twice a full batch (max_batch_size rows)
+    of the larger of its inputs and its outputs as binary tensor data, never below MAX_BODY_BYTES.
+    A dimension declared -1 counts as VARIABLE_DIM_ELEMENTS, a BYTES element as BYTES_ELEMENT_ASSUMED;
+    models whose variable sizes run larger declare `max_request_mb`. The same batch as JSON text takes
+    up to ~5x the bytes (a float is written in up to ~20 characters), so large tensors go binary.
+    """
+    if spec.max_request_mb is not None:
+        return spec.max_request_mb * MIB
+    rows = spec.batching.max_batch_size
+    needed = FULL_BATCH_HEADROOM * rows * max(_row_bytes(spec.inputs), _row_bytes(spec.outputs))
+    return max(MAX_BODY_BYTES, math.ceil(needed / MIB) * MIB)
+
+
+def _row_bytes(tensors: Any) -> int:
+    from mfn.handlers.dtypes import numpy_dtype
+
+    total = 0
+    for tensor in tensors:
+        elements = math.prod(dim if dim > 0 else VARIABLE_DIM_ELEMENTS for dim in tensor.shape)
+        element = BYTES_ELEMENT_ASSUMED + 4 if tensor.dtype == "BYTES" else numpy_dtype(tensor.dtype).itemsize
+        total += elements * element
+    return total
 
 
 def parse_json(body: bytes | bytearray, limits: Limits, max_depth: int, what: str = "request body") -> Any:
