@@ -48,6 +48,12 @@ class FakeContext(FakeMetrics):
     def set_response_content_type(self, *args):
         pass
 
+    def set_response_header(self, *args):
+        pass
+
+    def get_all_request_header(self, index):
+        return {"Content-Type": "application/json", "Host": "127.0.0.1", "Authorization": "Bearer k"}
+
 
 def per_request_us(once, rows: int, repeats: int = 5, seconds: float = 0.3) -> float:
     """Microseconds per request of `once()`, which handles `rows` requests: the best of `repeats` timed runs,

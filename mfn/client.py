@@ -52,17 +52,45 @@ def retryable(error: CallError) -> bool:
     return any(error.status in statuses and phrase.match(server_words) for statuses, phrase in RESTARTING)
 
 
+class Credentials:
+    """A server's API token, read once and again only when the server refuses it (it changes on a restart)."""
+
+    def __init__(self, read: Callable[[], str | None]) -> None:
+        self._read = read
+        self._token: str | None = None
+        self._known = False
+
+    def token(self) -> str | None:
+        if not self._known:
+            self._token, self._known = self._read(), True
+        return self._token
+
+    def refresh(self) -> str | None:
+        self._known = False
+        return self.token()
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to reach a server for one protocol, and which server API it speaks."""
+    """Where to reach a server for one protocol, which server API it speaks, and what it accepts.
+
+    `max_request_bytes` is the server's body limit where mfn knows it (a local TorchServe deployment);
+    `local` says the endpoint was looked up in the local deployment records (and may move on a redeploy).
+    """
 
     protocol: str
     address: str
     server: str = "triton"
-    token: Callable[[], str | None] = field(default=lambda: None, compare=False, repr=False)
+    credentials: Credentials | None = field(default=None, compare=False, repr=False)
+    max_request_bytes: int | None = None
+    local: bool = False
+    repository: str | None = None
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.address}"
+
+    def token(self) -> str | None:
+        return self.credentials.token() if self.credentials else None
 
 
 class Client:
@@ -77,6 +105,8 @@ class Client:
         retries: Extra attempts after a failed connection, a timeout or while the model's worker restarts (see
             `retryable`), 0.5 s apart and doubling; refusals and handler errors are not retried. The default,
             4 (7.5 s of waiting in all), outlasts a supervised local server's restart.
+        binary: Send tensors as raw bytes (the KServe v2 binary tensor data extension) and ask for binary
+            outputs, on both servers; False sends and receives KServe v2 JSON.
     """
 
     def __init__(
@@ -87,6 +117,7 @@ class Client:
         server: str = "triton",
         timeout_s: float = 30.0,
         retries: int = 4,
+        binary: bool = True,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise MfnError(f"unknown protocol {protocol!r}: use http or grpc")
@@ -97,8 +128,11 @@ class Client:
         self.server = server
         self.timeout_s = timeout_s
         self.retries = retries
+        self.binary = binary
         self._clients: dict[str, Any] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._metadata: dict[tuple[str, str, str], dict] = {}
+        self._declared: dict[tuple[str, str, int | None], Any] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -113,7 +147,13 @@ class Client:
         self._clients.clear()
 
     def endpoint(self, model: str) -> Endpoint:
-        """The endpoint this client uses for `model`."""
+        """The endpoint this client uses for `model`, looked up once (again after a failed connection)."""
+        endpoint = self._endpoints.get(model)
+        if endpoint is None:
+            endpoint = self._endpoints[model] = self._find_endpoint(model)
+        return endpoint
+
+    def _find_endpoint(self, model: str) -> Endpoint:
         target = self.target
         if target and "://" in target:
             scheme, _, address = target.partition("://")
@@ -129,8 +169,10 @@ class Client:
         if deployment.server == "torchserve":
             from mfn.deploy.torchserve_local import read_key
 
-            return Endpoint(self.protocol, address, "torchserve", lambda: read_key(deployment, "inference"))
-        return Endpoint(self.protocol, address)
+            limit = deployment.extra.get("max_request_bytes")
+            return Endpoint(self.protocol, address, "torchserve", Credentials(lambda: read_key(deployment, "inference")),
+                            int(limit) if limit else None, local=True, repository=deployment.repository)
+        return Endpoint(self.protocol, address, local=True)
 
     def metadata(self, model: str, version: int | None = None) -> dict:
         """The model's KServe v2 metadata: name, versions, inputs and outputs with datatypes and shapes (Triton)."""
@@ -162,24 +204,36 @@ class Client:
         """
         endpoint = self.endpoint(model)
         if endpoint.server == "torchserve":
-            return self._infer_torchserve(endpoint, model, _arrays(model, inputs, None), version, outputs)
+            declared = self._torchserve_declared(endpoint, model, version)
+            return self._infer_torchserve(endpoint, model, _arrays(model, inputs, declared), version, outputs)
         metadata = self.metadata(model, version)
         declared = {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]}
         arrays = _arrays(model, inputs, declared)
         module = _protocol_module(endpoint.protocol)
+        binary = self.binary or endpoint.protocol == "grpc"  # gRPC carries tensors as bytes in any case
         infer_inputs = []
         for name, array in arrays.items():
             infer_input = module.InferInput(name, list(array.shape), declared[name][0])
-            infer_input.set_data_from_numpy(array)
+            if endpoint.protocol == "http":
+                infer_input.set_data_from_numpy(array, binary_data=binary)
+            else:
+                infer_input.set_data_from_numpy(array)
             infer_inputs.append(infer_input)
         wanted = outputs or [tensor["name"] for tensor in metadata["outputs"]]
-        requested = [module.InferRequestedOutput(name) for name in wanted]
+        if endpoint.protocol == "http":
+            requested = [module.InferRequestedOutput(name, binary_data=binary) for name in wanted]
+        else:
+            requested = [module.InferRequestedOutput(name) for name in wanted]
 
         def call(client: Any) -> Any:
             return client.infer(model, infer_inputs, model_version=str(version or ""), outputs=requested, **self._infer_kwargs(endpoint))
 
         result = self._triton_call(endpoint, model, call)
-        return {name: result.as_numpy(name) for name in wanted}
+        answers = {name: result.as_numpy(name) for name in wanted}
+        if not binary:
+            # tritonclient gives JSON BYTES outputs back as text: mfn gives BYTES as bytes whatever the wire.
+            answers = {name: _text_to_bytes(array) for name, array in answers.items()}
+        return answers
 
     def _infer_torchserve(
         self, endpoint: Endpoint, model: str, arrays: dict[str, np.ndarray], version: int | None, outputs: list[str] | None
@@ -187,20 +241,49 @@ class Client:
         from mfn import torchserve_client
 
         try:
-            body = torchserve_client.request_body(arrays)
+            body = torchserve_client.request_body(arrays, self.binary)
         except InvokeError as error:
             raise InvokeError(f"{model}: {error}") from None
+        limit = endpoint.max_request_bytes
+        if limit is not None and len(body.data) > limit:
+            raise InvokeError(
+                f"{model} at {endpoint}: a request of {len(body.data):,} bytes exceeds the deployment's limit of "
+                f"{limit:,} (TorchServe's max_request_size): send fewer rows per request, or redeploy with a larger "
+                "`mfn deploy --max-request-mb`"
+            )
 
-        def call() -> bytes:
-            if endpoint.protocol == "grpc":
-                return self._grpc_channel(endpoint).infer(model, body, version, endpoint.token(), self.timeout_s)
-            return torchserve_client.rest_infer(endpoint.address, model, body, version, endpoint.token(), self.timeout_s)
+        def call() -> tuple[bytes, int | None]:
+            current = self.endpoint(model)
+            if current.protocol == "grpc":
+                return self._grpc_channel(current).infer(model, body, version, current.token(), self.timeout_s), None
+            return self._rest_connections(current).infer(model, body, version, current.token())
 
-        reply = self._with_retries(endpoint, model, call)
+        reply, header_length = self._with_retries(endpoint, model, call)
         try:
-            return torchserve_client.parse_response(reply, outputs)
+            return torchserve_client.parse_response(reply, header_length, outputs, self.binary)
         except InvokeError as error:
             raise InvokeError(f"{model} at {endpoint}: {error}") from None
+
+    def _torchserve_declared(self, endpoint: Endpoint, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
+        """Declared input datatypes and ranks from the archive a local TorchServe serves (it publishes none itself).
+
+        With them, values are cast and checked here as for Triton; without (a URL, an archive mfn did not
+        build), datatypes are the values' own and the server converts them.
+        """
+        if endpoint.repository is None:
+            return None
+        key = (endpoint.repository, model, version)
+        if key not in self._declared:
+            self._declared[key] = _archive_declaration(endpoint.repository, model, version)
+        return self._declared[key]
+
+    def _rest_connections(self, endpoint: Endpoint) -> Any:
+        key = str(endpoint)
+        if key not in self._clients:
+            from mfn import torchserve_client
+
+            self._clients[key] = torchserve_client.RestConnections(endpoint.address, self.timeout_s)
+        return self._clients[key]
 
     def _grpc_channel(self, endpoint: Endpoint) -> Any:
         key = str(endpoint)
@@ -212,22 +295,35 @@ class Client:
         return self._clients[key]
 
     def _triton_call(self, endpoint: Endpoint, model: str, call: Callable[[Any], T]) -> T:
-        return self._with_retries(endpoint, model, lambda: _triton_errors(lambda: call(self._client(endpoint))))
+        return self._with_retries(endpoint, model, lambda: _triton_errors(lambda: call(self._client(self.endpoint(model)))))
 
     def _with_retries(self, endpoint: Endpoint, model: str, call: Callable[[], T]) -> T:
-        """Run `call`, repeating it with backoff while `retryable` says its failure was not the request's."""
-        for attempt in range(self.retries + 1):
+        """Run `call`, repeating it with backoff while `retryable` says its failure was not the request's.
+
+        A refused token is read again once (a restarted TorchServe writes new keys); after a failed
+        connection a local deployment is looked up again, as a redeploy may have moved it.
+        """
+        token_refreshed = False
+        attempt = 0
+        while True:
             try:
                 return call()
             except CallError as error:
+                current = self._endpoints.get(model, endpoint)
+                if error.status in ("401", "UNAUTHENTICATED") and current.credentials and not token_refreshed:
+                    token_refreshed = True
+                    current.credentials.refresh()
+                    continue
                 if attempt == self.retries or not retryable(error):
                     after = f" (after {attempt + 1} attempts)" if attempt else ""
-                    raise InvokeError(f"{model} at {endpoint}: {error}{after}") from None
-                connection = self._clients.pop(str(endpoint), None)
+                    raise InvokeError(f"{model} at {current}: {error}{after}") from None
+                connection = self._clients.pop(str(current), None)
                 if connection is not None:
                     connection.close()
+                if current.local and error.status == "connection":
+                    self._endpoints.pop(model, None)
                 time.sleep(RETRY_BACKOFF_S * 2**attempt)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def _client(self, endpoint: Endpoint) -> Any:
         key = str(endpoint)
@@ -263,6 +359,31 @@ def _arrays(model: str, inputs: Mapping[str, Any], declared: dict[str, tuple[str
         return to_arrays(inputs, declared, model)
     except RequestFailure as failure:
         raise InvokeError(f"{model}: {failure.message}") from None
+
+
+def _archive_declaration(repository: str, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
+    from pathlib import Path
+
+    from mfn.archiver.reading import SPEC_FILE, archive_info, archive_spec, read_member
+    from mfn.deploy.local import discover
+
+    try:
+        archives = discover(Path(repository)).models.get(model, [])
+        chosen = [archive for archive in archives if version is None or archive_info(archive).version == version]
+        if not chosen or read_member(chosen[0], SPEC_FILE) is None:
+            return None
+        spec = archive_spec(chosen[0])
+    except (OSError, MfnError):
+        return None  # the store changed under a running deployment: let the server judge the values
+    return {tensor.name: (tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}
+
+
+def _text_to_bytes(array: np.ndarray) -> np.ndarray:
+    if array.dtype != object or not any(isinstance(item, str) for item in array.flat):
+        return array
+    encoded = np.empty(array.shape, dtype=object)
+    encoded.flat[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in array.flat]
+    return encoded
 
 
 def _triton_errors(call: Callable[[], T]) -> T:

@@ -1,5 +1,7 @@
-"""Calls to TorchServe: REST `/predictions` and the gRPC InferenceAPIsService, KServe v2 JSON bodies.
+"""Calls to TorchServe: REST `/predictions` and the gRPC InferenceAPIsService, KServe v2 bodies.
 
+Tensors travel as KServe v2 binary tensor data by default (a JSON header, then raw bytes; see
+mfn.runtime.codec.binary), or as KServe v2 JSON. REST calls reuse kept-alive HTTP/1.1 connections.
 The gRPC messages come from the `inference.proto` inside the installed TorchServe jar, compiled with
 grpcio-tools into a descriptor set on first use and cached, so they always match the server.
 """
@@ -8,12 +10,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
+import threading
 import zipfile
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,60 +24,148 @@ from typing import Any
 import numpy as np
 
 from mfn.errors import CallError, InvokeError
-from mfn.runtime.codec.client import answer_outputs, encode_request, read_answer
+from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM, split_answer
+from mfn.runtime.codec.client import answer_outputs, binary_answer_outputs, encode_binary_request, encode_request, read_answer
 from mfn.runtime.loop import RequestFailure
 
 SERVICE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 PROTO = "proto/inference.proto"
 PROTO_DEPENDENCIES = ("google/rpc/status.proto",)
+TOO_LARGE_HINT = ("max_request_size in config.properties): send fewer rows per request, or raise the limit "
+                  "(`mfn deploy --max-request-mb`, or the model's max_request_mb")
 
 
-def request_body(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """A KServe v2 JSON request; datatypes are left to the server, which holds the declared ones.
+@dataclass(frozen=True)
+class Body:
+    """A request body and, for binary tensor data, its JSON header's length."""
+
+    data: bytes
+    header_length: int | None = None
+
+
+def request_body(arrays: Mapping[str, np.ndarray], binary: bool = True) -> Body:
+    """A KServe v2 request: binary tensor data, or JSON; datatypes are the arrays' own (binary) or left to the server.
 
     Raises:
         InvokeError: naming the input when a value cannot be sent as JSON (bytes that are not UTF-8 text).
     """
+    if binary:
+        return Body(*encode_binary_request(arrays))
     try:
-        return encode_request(arrays)
+        return Body(encode_request(arrays))
     except RequestFailure as failure:
         raise InvokeError(failure.message) from None
 
 
-def parse_response(body: bytes, wanted: list[str] | None) -> dict[str, np.ndarray]:
-    """The outputs of TorchServe's answer, or InvokeError with the reason it gives for refusing the request."""
+def parse_response(body: bytes, header_length: int | None, wanted: list[str] | None, binary: bool = True) -> dict[str, np.ndarray]:
+    """The outputs of TorchServe's answer, or InvokeError with the reason it gives for refusing the request.
+
+    `header_length` is the answer's `Inference-Header-Content-Length` where a header carried it; a gRPC
+    answer to a binary request has none, and its JSON header is read as the object the body starts with.
+    """
     try:
-        document = read_answer(body)
+        if binary:
+            document, rest = split_answer(body, header_length)
+        else:
+            document = read_answer(body)
         if "error" in document:
             # TorchServe's gRPC API drops the per-request status the handler sets; the body still says what failed.
             raise InvokeError(str(document["error"]))
-        return answer_outputs(document, wanted)
+        return binary_answer_outputs(document, rest, wanted) if binary else answer_outputs(document, wanted)
     except RequestFailure as failure:
         raise InvokeError(f"malformed answer from TorchServe: {failure.message}") from None
 
 
-def rest_infer(
-    address: str, model: str, body: bytes, version: int | None, token: str | None, timeout_s: float
-) -> bytes:
-    """POST /predictions/<model>[/<version>].
+class RestConnections:
+    """Kept-alive HTTP/1.1 connections to one TorchServe inference address, one per concurrent call.
 
-    Raises:
-        CallError: with the HTTP status and TorchServe's message, or "connection"/"timeout" when none came.
+    Args:
+        address: host:port of the inference API.
+        timeout_s: Limit for connecting and for each read.
     """
-    url = f"http://{address}/predictions/{model}" + (f"/{version}" if version else "")
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=timeout_s) as reply:
-            return reply.read()
-    except urllib.error.HTTPError as error:
-        raise CallError(f"HTTP {error.code}: {_error_text(error.read(), error.reason)}", str(error.code)) from None
-    except TimeoutError:
-        raise CallError(f"no answer within {timeout_s:g} s", "timeout") from None
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as error:
-        # urlopen wraps failures to connect or send in URLError; a connection that breaks later is raised as is.
-        raise CallError(f"no connection: {getattr(error, 'reason', error)}", "connection") from None
+
+    def __init__(self, address: str, timeout_s: float) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def infer(self, model: str, body: Body, version: int | None, token: str | None) -> tuple[bytes, int | None]:
+        """POST /predictions/<model>[/<version>]: the answer's body and its binary header length, if any.
+
+        Raises:
+            CallError: with the HTTP status and TorchServe's message, or "connection"/"timeout" when none came.
+        """
+        path = f"/predictions/{model}" + (f"/{version}" if version else "")
+        headers = {"Content-Type": OCTET_STREAM if body.header_length is not None else "application/json"}
+        if body.header_length is not None:
+            headers[HEADER_LENGTH] = str(body.header_length)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection, reused = self._take()
+        try:
+            try:
+                status, reason, reply, length = self._post(connection, path, body.data, headers)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                # A kept-alive connection the server closed while idle: one fresh try, as browsers do.
+                connection.close()
+                connection = self._connect()
+                status, reason, reply, length = self._post(connection, path, body.data, headers)
+        except TimeoutError:
+            connection.close()
+            raise CallError(f"no answer within {self.timeout_s:g} s", "timeout") from None
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise CallError(f"no connection: {error}", "connection") from None
+        self._give_back(connection)
+        if status == 413 and not reply:  # the frontend refused the body before any handler saw it
+            raise CallError(f"HTTP 413: a request of {len(body.data):,} bytes is over the server's body limit "
+                            f"({TOO_LARGE_HINT})", "413")
+        if status >= 400:
+            raise CallError(f"HTTP {status}: {_error_text(reply, reason)}", str(status))
+        return reply, length
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _post(self, connection: http.client.HTTPConnection, path: str, data: bytes,
+              headers: dict[str, str]) -> tuple[int, str, bytes, int | None]:
+        connection.request("POST", path, body=data, headers=headers)
+        response = connection.getresponse()
+        reply = response.read()
+        length = response.getheader(HEADER_LENGTH)
+        if response.will_close:
+            connection.close()
+        return response.status, response.reason, reply, int(length) if length and length.isdigit() else None
+
+    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection = http.client.HTTPConnection(self.address, timeout=self.timeout_s)
+        try:
+            connection.connect()
+        except TimeoutError:
+            raise CallError(f"no connection within {self.timeout_s:g} s", "timeout") from None
+        except OSError as error:
+            raise CallError(f"no connection: {error}", "connection") from None
+        # Headers and body go out in one send for small requests; no Nagle delay for the last segment.
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+        if connection.sock is None:
+            return
+        with self._lock:
+            self._idle.append(connection)
 
 
 class GrpcChannel:
@@ -93,19 +184,26 @@ class GrpcChannel:
             response_deserializer=response_type.FromString,
         )
 
-    def infer(self, model: str, body: bytes, version: int | None, token: str | None, timeout_s: float) -> bytes:
-        """One Predictions call with a JSON body.
+    def infer(self, model: str, body: Body, version: int | None, token: str | None, timeout_s: float) -> bytes:
+        """One Predictions call; a binary body's header length goes in the input map beside it.
 
         Raises:
             CallError: with the gRPC code name and TorchServe's message.
         """
         grpc = self._grpc
-        message = self._request_type(model_name=model, model_version=str(version or ""), input={"data": body})
+        inputs = {"data": body.data}
+        if body.header_length is not None:
+            inputs[HEADER_LENGTH] = str(body.header_length).encode()
+        message = self._request_type(model_name=model, model_version=str(version or ""), input=inputs)
         metadata = [("authorization", f"Bearer {token}")] if token else None
         try:
             return self._predictions(message, timeout=timeout_s, metadata=metadata).prediction
         except grpc.RpcError as error:
             code = error.code()
+            if code == grpc.StatusCode.CANCELLED and "Stream removed" in (error.details() or ""):
+                # grpc-java refuses a message over its inbound limit by resetting the stream: the client sees CANCELLED.
+                raise CallError(f"gRPC CANCELLED: the server dropped a request of {len(body.data):,} bytes; TorchServe "
+                                f"does so for a request over its body limit ({TOO_LARGE_HINT})", code.name) from None
             # TorchServe appends its Java exception's class name on a second line, which _error_text drops.
             raise CallError(f"gRPC {code.name}: {_error_text((error.details() or '').encode(), code.name)}", code.name) from None
 

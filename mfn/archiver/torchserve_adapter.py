@@ -15,6 +15,7 @@ try:
     from mfn.archiver.ts_metrics import TorchServeMetricFactory
     from mfn.runtime.bundle import load_bundle
     from mfn.runtime.codec import DEFAULT_LIMITS, ServerCodec
+    from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
@@ -23,6 +24,7 @@ except ImportError as error:
 
 JSON = "application/json"
 MAX_PHRASE = 200
+_HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
 
 
 class MfnHandler(BaseHandler):
@@ -42,40 +44,61 @@ class MfnHandler(BaseHandler):
             instance=f"worker-{os.getpid()}",
             metrics=TorchServeMetricFactory(context),
         )
+        self.model.warm_up()  # before initialize returns: the worker is not ready until then
         # TorchServe's frontend already refused bodies over the deployment's max_request_size (413), which may
         # be above mfn's default; nesting and element limits stay mfn's.
         self.codec = ServerCodec(self.model.spec, replace(DEFAULT_LIMITS, max_body_bytes=sys.maxsize))
         self.initialized = True
 
     def handle(self, data, context):
-        decoded = [self._decode(row) for row in data]
+        decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
         outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
         return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
 
-    def _decode(self, row):
+    def _decode(self, index, row, context):
         # REST bodies arrive as "body", gRPC ones under the key the client used ("data" for mfn's client).
+        # A binary body's header length comes as an HTTP header on REST, as an input-map entry on gRPC.
         body = row.get("body")
         try:
-            return self.codec.decode(row.get("data") if body is None else body)
+            if body is None:
+                return self.codec.decode(row.get("data"), row.get(HEADER_LENGTH))
+            return self.codec.decode(body, _request_header(context, index))
         except RequestFailure as failure:
             return failure
         except Exception as error:  # a fault in mfn itself: it fails this request, not the whole batch
             return RequestFailure(f"could not decode the request: {type(error).__name__}: {error}", status=500)
 
     def _encode(self, index, item, outcome, context):
-        context.set_response_content_type(index, JSON)
         if not isinstance(outcome, RequestFailure):
             try:
-                return self.codec.encode(outcome, item.style)
+                body, header_length = self.codec.encode_answer(outcome, item)
+                if header_length is None:
+                    context.set_response_content_type(index, JSON)
+                else:
+                    context.set_response_content_type(index, OCTET_STREAM)
+                    context.set_response_header(index, HEADER_LENGTH, str(header_length))
+                return body
             except RequestFailure as failure:
                 outcome = failure
             except Exception as error:  # a fault in mfn itself: it fails this answer, not the whole batch
                 outcome = RequestFailure(f"could not encode the answer: {type(error).__name__}: {error}", status=500)
+        context.set_response_content_type(index, JSON)
         # The phrase becomes the HTTP reason phrase: one line of ASCII (Netty refuses CR/LF); the body keeps
         # the message as is.
         phrase = " ".join(outcome.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
         context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
         return self.codec.error(outcome)
+
+
+def _request_header(context, index):
+    """The binary header length a REST request came with; HTTP header names are case-insensitive."""
+    headers = context.get_all_request_header(index)
+    value = headers.get(HEADER_LENGTH)
+    if value is None:
+        for name, candidate in headers.items():
+            if name.lower() == _HEADER_LENGTH_LOWER:
+                return candidate
+    return value
 
 
 def _cuda_available():

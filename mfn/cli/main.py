@@ -58,7 +58,10 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
             instances=instances or None, inputs=inputs or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
             execution_env=execution_env,
         )
-    summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path)}
+    summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path),
+               "warnings": list(result.warnings)}
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(json.dumps(summary) if as_json else f"packaged {result.spec.name} v{result.spec.version} for {target} in {result.path}")
 
 
@@ -287,14 +290,17 @@ def set_default(model, version, deployment, debug):
 @click.option("--deployment", help="Local deployment to use when several serve MODEL.")
 @click.option("--server", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="API spoken at --url.")
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds per call.")
+@click.option("--tensors", type=click.Choice(["binary", "json"]), default="binary", show_default=True,
+              help="How tensors travel: raw bytes (KServe v2 binary tensor data) or KServe v2 JSON.")
 @json_option
 @debug_option
-def invoke(model, data, protocol, model_version, url, deployment, server, timeout_s, as_json, debug):
+def invoke(model, data, protocol, model_version, url, deployment, server, timeout_s, tensors, as_json, debug):
     """Run one request against MODEL and print its outputs."""
     from mfn.cli.options import outputs_to_json
     from mfn.client import Client
 
-    with run_guarded(debug), Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s) as client:
+    client = Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s, binary=tensors == "binary")
+    with run_guarded(debug), client:
         outputs = client.infer(model, invoke_data(data), version=model_version)
         endpoint = str(client.endpoint(model))
     answer = {"model": model, "version": model_version, "endpoint": endpoint, "outputs": outputs_to_json(outputs)}

@@ -151,8 +151,9 @@ def test_torchserve_grpc_refuses_each_malformed_body_and_keeps_serving(torchserv
     token = read_key(torchserve, "inference")
     try:
         # TorchServe's gRPC API carries no per-request status: the refusal is the answer's body.
-        assert case.message in json.loads(channel.infer("mixed", case.body, None, token, 30))["error"]
-        good = channel.infer("mixed", json.dumps(GOOD).encode(), None, token, 30)
+        answer = channel.infer("mixed", torchserve_client.Body(case.body), None, token, 30)
+        assert case.message in json.loads(answer)["error"]
+        good = channel.infer("mixed", torchserve_client.Body(json.dumps(GOOD).encode()), None, token, 30)
     finally:
         channel.close()
     assert_answers_good_requests((200, good.decode()))
