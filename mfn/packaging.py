@@ -30,6 +30,7 @@ class PackageResult:
     spec: ModelSpec
     target: str
     path: Path
+    warnings: tuple[str, ...] = ()
 
 
 def package(
@@ -173,7 +174,9 @@ def _write_torchserve(source: Source, store: Path, archive_format: str) -> Packa
         if destination.is_dir():
             destination.rename(staging / "replaced")
         built.replace(destination)
-    return PackageResult(spec=spec, target="torchserve", path=destination)
+    from mfn.archiver.render import unexpressed
+
+    return PackageResult(spec=spec, target="torchserve", path=destination, warnings=tuple(unexpressed(spec)))
 
 
 @contextmanager

@@ -10,6 +10,29 @@ from mfn.spec import ModelSpec
 ADAPTER_FILE = "mfn_torchserve_adapter.py"
 CONFIG_FILE = "model-config.yaml"
 DEFAULT_RESPONSE_TIMEOUT_S = 120
+# TorchServe counts the batch delay in whole milliseconds and takes 0 for "unset", which it replaces
+# with 100 ms: 1 ms is the shortest wait it honours.
+MIN_BATCH_DELAY_MS = 1
+
+
+def batch_delay_ms(spec: ModelSpec) -> int:
+    """TorchServe's maxBatchDelay for the spec's queue delay: rounded up to whole ms, at least 1 (see MIN_BATCH_DELAY_MS)."""
+    return max(MIN_BATCH_DELAY_MS, math.ceil(spec.batching.max_queue_delay_us / 1000))
+
+
+def unexpressed(spec: ModelSpec) -> list[str]:
+    """Declarations TorchServe cannot follow as written, each with what it does instead."""
+    batching, notes = spec.batching, []
+    delay_us = batching.max_queue_delay_us
+    if batching.dynamic and delay_us % 1000:
+        notes.append(f"batching.max_queue_delay_us={delay_us}: TorchServe counts whole milliseconds and waits up to "
+                     f"{batch_delay_ms(spec)} ms")
+    if batching.preferred_batch_sizes:
+        notes.append(f"batching.preferred_batch_sizes={list(batching.preferred_batch_sizes)}: TorchServe has no "
+                     "preferred sizes; it sends whatever has arrived when the batch is full or the delay is over")
+    if batching.queue_policy is not None:
+        notes.append("batching.queue_policy: TorchServe has no queue limits or timeouts per model; it is ignored")
+    return notes
 
 
 def model_config(spec: ModelSpec) -> dict[str, Any]:
@@ -19,8 +42,7 @@ def model_config(spec: ModelSpec) -> dict[str, Any]:
         "minWorkers": workers,
         "maxWorkers": workers,
         "batchSize": spec.batching.max_batch_size if spec.batching.dynamic else 1,
-        # TorchServe counts the batch delay in whole milliseconds; round up so a delay is never dropped.
-        "maxBatchDelay": math.ceil(spec.batching.max_queue_delay_us / 1000) if spec.batching.dynamic else 0,
+        "maxBatchDelay": batch_delay_ms(spec),
         "responseTimeout": DEFAULT_RESPONSE_TIMEOUT_S,
     }
     gpu_ids = sorted({gpu for group in spec.instances if group.kind == "gpu" for gpu in (group.gpus or ())})

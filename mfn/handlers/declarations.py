@@ -144,4 +144,7 @@ class Warmup(BaseModel):
     model_config = _FROZEN
 
     batch_size: int = Field(1, ge=1, description="Rows in each warm-up request.")
-    count: int = Field(1, ge=1, description="How many times the warm-up request is run.")
+    count: int = Field(
+        2, ge=1, description="How many times the warm-up request is run; TorchScript and other JIT runtimes "
+        "reach their steady speed only after a couple of calls.",
+    )

@@ -15,12 +15,15 @@ import numpy as np
 
 from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
-from mfn.handlers.declarations import Tensor
+from mfn.handlers.declarations import Tensor, Warmup
 from mfn.handlers.dtypes import canonical_dtype
 
 
 class TorchScriptModel(Handler):
     """Calls the declared `model` artifact with the inputs in their declared order."""
+
+    # TorchScript's profiling executor optimises a graph only after two calls: warm-up runs them, not the first users.
+    warmup = Warmup()
 
     def setup(self, ctx: Context) -> None:
         import torch

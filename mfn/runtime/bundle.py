@@ -62,6 +62,27 @@ class LoadedModel:
     handler: Handler
     loop: BatchLoop
 
+    def warm_up(self) -> None:
+        """Run the spec's warm-up requests (sample rows of the declared shapes) through the batch loop.
+
+        Servers without warm-up of their own (TorchServe) call this before the worker reports ready,
+        as Triton runs `model_warmup` before a model is ready.
+
+        Raises:
+            RuntimeError: with the handler's reason when a warm-up request fails.
+        """
+        warmup = self.spec.warmup
+        if warmup is None:
+            return
+        from mfn.runtime.loop import RequestFailure
+        from mfn.runtime.samples import sample_inputs
+
+        batch = sample_inputs(self.spec, warmup.batch_size)
+        for _ in range(warmup.count):
+            (outcome,) = self.loop.run([batch])
+            if isinstance(outcome, RequestFailure):
+                raise RuntimeError(f"{self.spec.name}: warm-up request failed: {outcome.message}")
+
     def close(self) -> None:
         """Run the handler's teardown."""
         self.handler.teardown()

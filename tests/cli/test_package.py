@@ -66,7 +66,7 @@ def test_overrides_reach_the_config(tmp_path):
         "--instances", "cpu:3", "--warmup", "2", "--version-policy", "all", "--json",
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"model": "stats", "version": 3, "target": "triton", "path": str(tmp_path / "stats")}
+    assert json.loads(result.output) == {"model": "stats", "version": 3, "target": "triton", "path": str(tmp_path / "stats"), "warnings": []}
     config = text_format.Parse((tmp_path / "stats" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.max_batch_size == 4
     assert config.instance_group[0].count == 3

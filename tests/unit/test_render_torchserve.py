@@ -50,5 +50,5 @@ def test_gpu_groups_give_device_ids_and_one_worker_per_gpu_and_count():
 
 def test_without_dynamic_batching_each_request_runs_alone():
     config = yaml.safe_load(render_model_config(CASES["no_dynamic_batching"]))
-    assert (config["batchSize"], config["maxBatchDelay"]) == (1, 0)
+    assert (config["batchSize"], config["maxBatchDelay"]) == (1, 1)
     assert "deviceType" not in config  # 'auto' leaves the choice to TorchServe

@@ -1,0 +1,175 @@
+"""Tensors on the wire, on both real servers: binary tensor data, JSON, full batches, body limits, batch delay, warm-up."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mfn
+from mfn.deploy import local
+from mfn.deploy.torchserve_local import management_url, read_key
+from mfn.errors import CallError, InvokeError
+from mfn.runtime.codec.binary import HEADER_LENGTH
+from mfn.runtime.codec.client import encode_binary_request, read_binary_answer
+from mfn.runtime.codec.limits import MIB
+from tests.conftest import HANDLERS
+from tests.integration.test_triton import in_process
+
+pytestmark = pytest.mark.integration
+IMAGES = f"{HANDLERS / 'images.py'}:Images"
+MIXED = f"{HANDLERS / 'mixed.py'}:Mixed"
+SERVERS = ["triton", "torchserve"]
+PROTOCOLS = ["http", "grpc"]
+# Large enough that its declared full batch would not fit the default limit: the server must be raised for it.
+WIDE_REQUEST_MB = 100
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, local.Deployment]]:
+    repository, store = tmp_path_factory.mktemp("transport-repo"), tmp_path_factory.mktemp("transport-store")
+    for ref in (IMAGES, MIXED):
+        mfn.package(ref, repository)
+        mfn.package(ref, store, target="torchserve")
+    # Called by one test only, so its first request is the first after warm-up.
+    mfn.package(IMAGES, repository, name="warm")
+    mfn.package(IMAGES, store, target="torchserve", name="warm")
+    mfn.package(MIXED, store, target="torchserve", name="wide", max_request_mb=WIDE_REQUEST_MB)
+    deployed = {"triton": local.deploy(repository, name="transport"), "torchserve": local.deploy(store, name="transport-ts")}
+    yield deployed
+    for deployment in deployed.values():
+        local.undeploy(deployment.name)
+
+
+def images(rows: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, 3, 224, 224)).astype(np.float32)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_full_batch_of_images_in_one_request_matches_in_process(deployments, server, protocol):
+    batch = images(8)
+    expected = in_process(IMAGES, {"image": batch})["logits"]
+    with mfn.Client(deployments[server].name, protocol=protocol) as client:
+        served = client.infer("images", {"image": batch})
+    assert served["logits"].dtype == np.float32 and served["logits"].shape == (8, 1000)
+    np.testing.assert_allclose(served["logits"], expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_binary_and_json_tensors_give_identical_answers(deployments, server, protocol):
+    inputs = {"text": [["one"], ["\u00fcber"], [""]], "x": [[1.5, -2.0], [0.25, 1e-3], [3.0, 4.0]], "level": [[1], [2], [255]]}
+    name = deployments[server].name
+    with mfn.Client(name, protocol=protocol) as binary, mfn.Client(name, protocol=protocol, binary=False) as text:
+        answers = [binary.infer("mixed", inputs), text.infer("mixed", inputs)]
+        image_answers = [binary.infer("images", {"image": images(2, seed=3)}), text.infer("images", {"image": images(2, seed=3)})]
+    for by_binary, by_json in (answers, image_answers):
+        assert by_binary.keys() == by_json.keys()
+        for output in by_binary.keys() - {"calls"}:  # calls counts this instance's predicts
+            np.testing.assert_array_equal(by_binary[output], by_json[output])
+    assert answers[0]["echo"].ravel().tolist() == [b"one", "\u00fcber".encode(), b""]
+
+
+def torchserve_post(deployment: local.Deployment, model: str, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(deployment.host, deployment.ports["http"], timeout=60)
+    headers = {**headers, "Authorization": f"Bearer {read_key(deployment, 'inference')}"}
+    connection.request("POST", f"/predictions/{model}", body=body, headers=headers)
+    return connection.getresponse()
+
+
+def test_torchserve_answers_a_curl_style_binary_body_in_binary_and_a_json_body_in_json(deployments):
+    deployment = deployments["torchserve"]
+    batch = images(3, seed=5)
+    body, header_length = encode_binary_request({"image": batch})
+    # Header names are case-insensitive: a hand-written request may spell it in lower case.
+    reply = torchserve_post(deployment, "images", body, {"Content-Type": "application/octet-stream",
+                                                         HEADER_LENGTH.lower(): str(header_length)})
+    answer = reply.read()
+    assert reply.status == 200, answer[:200]
+    assert reply.getheader("Content-Type") == "application/octet-stream"
+    length = int(reply.getheader(HEADER_LENGTH))
+    header = json.loads(answer[:length])
+    assert [entry["parameters"]["binary_data_size"] for entry in header["outputs"]] == [3 * 1000 * 4, 3 * 8]
+    expected = in_process(IMAGES, {"image": batch})["logits"]
+    np.testing.assert_allclose(read_binary_answer(answer, length)["logits"], expected, rtol=1e-6, atol=1e-6)
+
+    plain = torchserve_post(deployment, "images", json.dumps({"image": batch[:1].tolist()}).encode(),
+                            {"Content-Type": "application/json"})
+    document = json.loads(plain.read())
+    assert plain.status == 200 and plain.getheader(HEADER_LENGTH) is None
+    np.testing.assert_allclose(document["logits"], expected[:1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"inputs":[{"name":"image","shape":[1,3,224,224],"datatype":"FP32","parameters":{"binary_data_size":16}}]}' + bytes(16),
+     "16 bytes of FP32 data, but shape [1, 3, 224, 224] needs 602,112"),
+    (b'{"inputs":[{"name":"image","shape":[1,3,224,224],"datatype":"FP32","parameters":{"binary_data_size":999999}}]}',
+     "runs past the end of the body"),
+])
+def test_torchserve_refuses_inconsistent_binary_bodies_with_400(deployments, body, message):
+    header_length = body.index(b"}]}") + 3
+    reply = torchserve_post(deployments["torchserve"], "images", body, {HEADER_LENGTH: str(header_length)})
+    assert reply.status == 400
+    assert message in json.loads(reply.read())["error"]
+
+
+def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_without_retries(deployments):
+    deployment = deployments["torchserve"]
+    config = (Path(deployment.workdir) / "config.properties").read_text()
+    limit = WIDE_REQUEST_MB * MIB  # the largest any of its models needs: `wide` declares it
+    assert f"max_request_size={limit}\n" in config and f"max_response_size={limit}\n" in config
+    assert deployment.extra["max_request_bytes"] == str(limit)
+
+    rows = limit // (3 * 224 * 224 * 4) + 1
+    oversized = {"image": np.zeros((rows, 3, 224, 224), dtype=np.float32)}
+    for protocol in PROTOCOLS:
+        with mfn.Client(deployment.name, protocol=protocol) as client:
+            with pytest.raises(InvokeError) as refused:
+                client.infer("images", oversized)
+        text = str(refused.value)
+        assert f"exceeds the deployment's limit of {limit:,}" in text and "--max-request-mb" in text
+        assert "attempts" not in text
+
+    # Past the client, the server itself refuses it: 413 over REST, a cancelled call over gRPC (grpc-java resets
+    # the stream); neither is retried, and both name the limit.
+    from mfn import torchserve_client
+    from mfn.deploy.state import mfn_home
+
+    body = torchserve_client.request_body(oversized)
+    token = read_key(deployment, "inference")
+    rest = torchserve_client.RestConnections(f"{deployment.host}:{deployment.ports['http']}", 60)
+    channel = torchserve_client.GrpcChannel(f"{deployment.host}:{deployment.ports['grpc']}", mfn_home() / "cache")
+    refusals = []
+    try:
+        for call in (lambda: rest.infer("images", body, None, token), lambda: channel.infer("images", body, None, token, 60)):
+            with pytest.raises(CallError) as refused:
+                call()
+            refusals.append(refused.value)
+    finally:
+        rest.close()
+        channel.close()
+    assert [refusal.status for refusal in refusals] == ["413", "CANCELLED"]
+    for refusal in refusals:
+        assert "max_request_size" in str(refusal) and not mfn.client.retryable(refusal)
+
+
+def test_torchserve_batch_delay_is_what_mfn_meant(deployments):
+    deployment = deployments["torchserve"]
+    code, described = local.http_json("GET", f"{management_url(deployment)}/models/images", 30, read_key(deployment, "management"))
+    assert code == 200
+    (model,) = described
+    # The handler declares no delay (0): TorchServe would read 0 as "unset" and wait 100 ms; mfn asks for its 1 ms floor.
+    assert (model["batchSize"], model["maxBatchDelay"]) == (8, 1)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_warm_up_runs_before_the_first_request_on_both_servers(deployments, server):
+    with mfn.Client(deployments[server].name) as client:
+        first = client.infer("warm", {"image": images(1)})
+    assert first["calls"].ravel().tolist() == [4]  # three warm-up calls (Images.warmup.count), then this one
+
