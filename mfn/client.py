@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class Endpoint:
 class Client:
     """Invoke model functions served by a local deployment or at a URL.
 
+    One client may be shared by threads: calls on it run concurrently (Triton over HTTP gets a connection
+    per thread, as tritonclient's HTTP client must stay on one thread; the other connections are shared).
+
     Args:
         target: A URL (`http://host:port`, `grpc://host:port`, or `host:port` for `protocol`), the name of a
             local deployment, or None to find the local deployment serving each model.
@@ -130,6 +134,9 @@ class Client:
         self.retries = retries
         self.binary = binary
         self._clients: dict[str, Any] = {}
+        self._per_thread = threading.local()
+        self._thread_clients: list[tuple[threading.Thread, Any]] = []
+        self._lock = threading.Lock()
         self._endpoints: dict[str, Endpoint] = {}
         self._metadata: dict[tuple[str, str, str], dict] = {}
         self._declared: dict[tuple[str, str, int | None], Any] = {}
@@ -142,9 +149,13 @@ class Client:
 
     def close(self) -> None:
         """Close every connection; open HTTP keep-alives would otherwise delay a server's shutdown."""
-        for client in self._clients.values():
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+            clients += [client for _, client in self._thread_clients]
+            self._thread_clients = []
+        self._per_thread = threading.local()
+        for client in clients:
             client.close()
-        self._clients.clear()
 
     def endpoint(self, model: str) -> Endpoint:
         """The endpoint this client uses for `model`, looked up once (again after a failed connection)."""
@@ -278,21 +289,52 @@ class Client:
         return self._declared[key]
 
     def _rest_connections(self, endpoint: Endpoint) -> Any:
-        key = str(endpoint)
-        if key not in self._clients:
-            from mfn import torchserve_client
+        from mfn import torchserve_client
 
-            self._clients[key] = torchserve_client.RestConnections(endpoint.address, self.timeout_s)
-        return self._clients[key]
+        return self._connection(endpoint, lambda: torchserve_client.RestConnections(endpoint.address, self.timeout_s))
 
     def _grpc_channel(self, endpoint: Endpoint) -> Any:
-        key = str(endpoint)
-        if key not in self._clients:
-            from mfn import torchserve_client
-            from mfn.deploy.state import mfn_home
+        from mfn import torchserve_client
+        from mfn.deploy.state import mfn_home
 
-            self._clients[key] = torchserve_client.GrpcChannel(endpoint.address, mfn_home() / "cache")
-        return self._clients[key]
+        return self._connection(endpoint, lambda: torchserve_client.GrpcChannel(endpoint.address, mfn_home() / "cache"))
+
+    def _connection(self, endpoint: Endpoint, make: Callable[[], Any]) -> Any:
+        if _per_thread(endpoint):
+            return self._thread_connection(endpoint, make)
+        key = str(endpoint)
+        connection = self._clients.get(key)
+        if connection is None:
+            with self._lock:
+                connection = self._clients.get(key)
+                if connection is None:
+                    connection = self._clients[key] = make()
+        return connection
+
+    def _thread_connection(self, endpoint: Endpoint, make: Callable[[], Any]) -> Any:
+        mine = getattr(self._per_thread, "clients", None)
+        if mine is None:
+            mine = self._per_thread.clients = {}
+        key = str(endpoint)
+        if key not in mine:
+            mine[key] = make()
+            with self._lock:
+                # Connections of threads that have ended are closed here, so thread churn does not pile them up.
+                alive = [(thread, client) for thread, client in self._thread_clients if thread.is_alive()]
+                for thread, client in self._thread_clients:
+                    if not thread.is_alive():
+                        client.close()
+                self._thread_clients = [*alive, (threading.current_thread(), mine[key])]
+        return mine[key]
+
+    def _drop_connection(self, endpoint: Endpoint) -> None:
+        """Close this thread's connection to a per-thread endpoint after a failure; the next call opens a new one."""
+        mine = getattr(self._per_thread, "clients", {})
+        client = mine.pop(str(endpoint), None)
+        if client is not None:
+            with self._lock:
+                self._thread_clients = [(thread, each) for thread, each in self._thread_clients if each is not client]
+            client.close()
 
     def _triton_call(self, endpoint: Endpoint, model: str, call: Callable[[Any], T]) -> T:
         return self._with_retries(endpoint, model, lambda: _triton_errors(lambda: call(self._client(self.endpoint(model)))))
@@ -317,25 +359,19 @@ class Client:
                 if attempt == self.retries or not retryable(error):
                     after = f" (after {attempt + 1} attempts)" if attempt else ""
                     raise InvokeError(f"{model} at {current}: {error}{after}") from None
-                connection = self._clients.pop(str(current), None)
-                if connection is not None:
-                    connection.close()
+                if _per_thread(current):  # gRPC channels and TorchServe's connection pool recover by themselves
+                    self._drop_connection(current)
                 if current.local and error.status == "connection":
                     self._endpoints.pop(model, None)
                 time.sleep(RETRY_BACKOFF_S * 2**attempt)
                 attempt += 1
 
     def _client(self, endpoint: Endpoint) -> Any:
-        key = str(endpoint)
-        if key not in self._clients:
-            module = _protocol_module(endpoint.protocol)
-            if endpoint.protocol == "http":
-                self._clients[key] = module.InferenceServerClient(
-                    endpoint.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-                )
-            else:
-                self._clients[key] = module.InferenceServerClient(endpoint.address)
-        return self._clients[key]
+        module = _protocol_module(endpoint.protocol)
+        if endpoint.protocol == "http":
+            return self._connection(endpoint, lambda: module.InferenceServerClient(
+                endpoint.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s))
+        return self._connection(endpoint, lambda: module.InferenceServerClient(endpoint.address))
 
     def _metadata_kwargs(self, endpoint: Endpoint) -> dict:
         return {"as_json": True, "client_timeout": self.timeout_s} if endpoint.protocol == "grpc" else {}
@@ -359,6 +395,11 @@ def _arrays(model: str, inputs: Mapping[str, Any], declared: dict[str, tuple[str
         return to_arrays(inputs, declared, model)
     except RequestFailure as failure:
         raise InvokeError(f"{model}: {failure.message}") from None
+
+
+def _per_thread(endpoint: Endpoint) -> bool:
+    """tritonclient.http's client runs on gevent and must stay on the thread that made it; the others are shared."""
+    return endpoint.server == "triton" and endpoint.protocol == "http"
 
 
 def _archive_declaration(repository: str, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:

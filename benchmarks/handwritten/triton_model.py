@@ -21,7 +21,14 @@ class TritonPythonModel:
             self.torch = torch
             weights = config["parameters"]["WEIGHTS"]["string_value"]
             self.model = torch.jit.load(f"{args['model_repository']}/{args['model_version']}/{weights}").eval()
+        if self.kind == "resnet":
+            import torch
+
+            self.torch = torch
+            weights = config["parameters"]["WEIGHTS"]["string_value"]
+            self.model = torch.jit.load(f"{args['model_repository']}/{args['model_version']}/{weights}").eval()
         self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
         arrays = [pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests]
@@ -47,5 +54,7 @@ class TritonPythonModel:
             result = self.model(self.torch.from_numpy(batch))
         if self.kind == "wide_mlp":
             return {"logits": result.numpy()}
+        if self.kind == "resnet":
+            return {self.output_name: result.numpy()}
         probs = self.torch.softmax(result, dim=1).numpy()
         return {"probs": probs, "label": probs.argmax(axis=1, keepdims=True).astype(np.int64)}
