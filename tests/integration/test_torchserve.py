@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.error
@@ -18,6 +19,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.deploy.torchserve_local import management_url, read_key
 from mfn.errors import InvokeError
+from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 from tests.integration.conftest import MLP, TEXT_STATS
 from tests.integration.test_triton import in_process
 
@@ -25,18 +27,51 @@ pytestmark = pytest.mark.integration
 PROTOCOLS = ["http", "grpc"]
 
 
-def metric_samples(deployment, name: str) -> dict[str, float]:
-    """Sum of a metric's samples by sample name (e.g. _sum, _count), from the live metrics port."""
-    from prometheus_client.parser import text_string_to_metric_families
+def exposed_samples(deployment) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample on the live metrics port, names as exposed.
 
+    Read by hand: prometheus_client's parser renames counter samples (it appends "_total"), and mfn's
+    histogram series are counters named `<name>_bucket`, `_sum` and `_count`.
+    """
     with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
         text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match:
+            labels = dict(LABEL.findall(match["labels"] or ""))
+            samples.append((match["name"], labels, float(match["value"])))
+    return samples
+
+
+SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_samples(deployment, name: str) -> dict[str, float]:
+    """Sum of a metric's samples by sample name (e.g. _sum, _count) for model mlp."""
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith(name) and sample.labels.get("model") == "mlp":
-                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    for sample, labels, value in exposed_samples(deployment):
+        if sample.startswith(name) and labels.get("model") == "mlp":
+            totals[sample] = totals.get(sample, 0.0) + value
     return totals
+
+
+def settled_samples(deployment, name: str) -> dict[str, float]:
+    """metric_samples once a flush interval has passed without a change: no update is still on its way."""
+    current = metric_samples(deployment, name)
+    for _ in range(10):
+        time.sleep(FLUSH_INTERVAL_S * 1.5)
+        current, previous = metric_samples(deployment, name), current
+        if current == previous:
+            break
+    return current
+
+
+def bucket_bounds(deployment, name: str) -> list[str]:
+    """The `le` bounds a bucket series has for model mlp, in increasing order."""
+    bounds = {labels["le"] for sample, labels, _ in exposed_samples(deployment) if sample == name and labels.get("model") == "mlp"}
+    return sorted(bounds, key=float)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -65,15 +100,22 @@ def test_text_stats_matches_in_process_and_triton(torchserve_deployment, deploym
 def test_32_concurrent_requests_are_correct_and_metrics_show_batches(torchserve_deployment):
     rows = np.random.default_rng(5).standard_normal((32, 4)).astype(np.float32)
     expected = in_process(MLP, {"features": rows})["probs"]
-    before = metric_samples(torchserve_deployment, "mfn_batch_size")
+    before = settled_samples(torchserve_deployment, "mfn_batch_size")  # earlier tests' updates included
     with mfn.Client("suite-ts", protocol="grpc") as client, ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda row: client.infer("mlp", {"features": row[None]})["probs"][0], rows))
     np.testing.assert_allclose(np.stack(answers), expected, rtol=1e-5, atol=1e-6)
-    after = metric_samples(torchserve_deployment, "mfn_batch_size")
+    # The worker applies metric updates once a second.
+    deadline, after = time.monotonic() + 10, before
+    while after.get("mfn_batch_size_sum", 0) - before.get("mfn_batch_size_sum", 0) < 32 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = metric_samples(torchserve_deployment, "mfn_batch_size")
     rows_predicted = after["mfn_batch_size_sum"] - before.get("mfn_batch_size_sum", 0)
     predict_calls = after["mfn_batch_size_count"] - before.get("mfn_batch_size_count", 0)
     assert rows_predicted == 32
     assert predict_calls < 32, f"{predict_calls} predict calls for 32 rows: no batch was larger than 1"
+    # Batch sizes are counted in batch-size buckets (1, 2, 4, 8, ...), not TorchServe's latency buckets.
+    buckets = bucket_bounds(torchserve_deployment, "mfn_batch_size_bucket")
+    assert buckets[:5] == ["1.0", "2.0", "4.0", "8.0", "16.0"] and buckets[-1] == "+Inf"
 
 
 def test_token_auth_refuses_a_request_without_the_key(torchserve_deployment):
