@@ -4,6 +4,7 @@ It only translates TorchServe's request rows and per-request statuses; decoding 
 batch loop and the handler loading are mfn's shared runtime, the same code the Triton adapter runs.
 """
 
+import logging
 import os
 import sys
 from dataclasses import replace
@@ -25,6 +26,7 @@ except ImportError as error:
 JSON = "application/json"
 MAX_PHRASE = 200
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
+PER_REQUEST_MESSAGE = "Backend received inference at"
 
 
 class MfnHandler(BaseHandler):
@@ -35,6 +37,10 @@ class MfnHandler(BaseHandler):
         # and nesting (a deep body raises RecursionError there and is parsed twice). It reads this
         # switch per request, and the process serves this model alone, so bodies arrive as raw bytes.
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
+        # TorchServe's worker logs a line per request at INFO through the root logger ("Backend received
+        # inference at: ..."). A filter on the root logger drops that one message and nothing else: records
+        # of the handler's own loggers pass through the root's handlers, not its filters.
+        logging.getLogger().addFilter(_not_per_request)
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and _cuda_available() else "cpu"
@@ -88,6 +94,10 @@ class MfnHandler(BaseHandler):
         phrase = " ".join(outcome.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
         context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
         return self.codec.error(outcome)
+
+
+def _not_per_request(record):
+    return not (isinstance(record.msg, str) and record.msg.startswith(PER_REQUEST_MESSAGE))
 
 
 def _request_header(context, index):

@@ -76,11 +76,13 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
 @click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds undeploy lets requests in flight finish before the server is stopped.")
 @click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
-              help="Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit).")
+              help="Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit); "
+                   "raised where a model's full batch needs more.")
+@click.option("--jvm-heap-mb", type=click.IntRange(min=256), help="TorchServe's JVM heap (default: sized for the body limit).")
 @kubernetes_options
 @json_option
 @debug_option
-def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
+def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, jvm_heap_mb, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     from mfn.deploy import local
 
@@ -96,7 +98,7 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_ti
     with run_guarded(debug):
         deployment = local.deploy(
             path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
-            drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024),
+            drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
         )
     if as_json:
         click.echo(json.dumps(deployment.to_json()))

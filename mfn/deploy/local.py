@@ -81,6 +81,7 @@ def deploy(
     progress: Progress = lambda message: None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     max_request_bytes: int = MAX_BODY_BYTES,
+    jvm_heap_mb: int | None = None,
 ) -> Deployment:
     """Start a supervised server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
 
@@ -98,6 +99,8 @@ def deploy(
         max_request_bytes: Largest request or response body (TorchServe, REST and gRPC; tritonserver 2.51
             has no such setting); raised where a model needs more for a full batch (see
             mfn.runtime.codec.limits.body_limit).
+        jvm_heap_mb: TorchServe's frontend heap; default: sized for the body limit
+            (mfn.servers.torchserve.default_jvm_heap_mb).
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -110,7 +113,8 @@ def deploy(
         raise MfnError(f"models {unknown} are not in {store.root} (it has {', '.join(store.models)})")
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", store.root.name) or "mfn"
     with state.exclusive(name):
-        return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes)
+        return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes,
+                              jvm_heap_mb)
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:
@@ -127,7 +131,7 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
 
 def _deploy_locked(
     store: Store, path: Path, name: str, chosen: list[str], auth: bool, monitor: bool, progress: Progress,
-    drain_timeout_s: float, max_request_bytes: int,
+    drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None,
 ) -> Deployment:
     _claim_name(name)
     workdir = state.deployments_dir() / name
@@ -144,6 +148,7 @@ def _deploy_locked(
         drain_timeout_s=drain_timeout_s,
         max_request_bytes=_body_limit(store, chosen, max_request_bytes),
         shm_prefix=new_shm_prefix() if store.server == "triton" else "",
+        jvm_heap_mb=jvm_heap_mb,
     )
     try:
         deployment = supervisor.spawn(plan, workdir, progress)

@@ -37,7 +37,7 @@ from mfn.deploy.local import DRAIN_TIMEOUT_S, Progress, Store, discover, log_tai
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
-from mfn.servers.process import exit_reason, process_start_time, stop_process_group
+from mfn.servers.process import exit_reason, process_start_time, rotate_log, stop_process_group
 
 PLAN_FILE = "plan.json"
 STATUS_FILE = "status.json"
@@ -62,6 +62,7 @@ class Plan:
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     max_request_bytes: int = MAX_BODY_BYTES
     shm_prefix: str = ""
+    jvm_heap_mb: int | None = None
 
 
 @dataclass
@@ -190,6 +191,8 @@ class Supervisor:
             self._reload_dead_workers()
             if time.monotonic() >= next_health:
                 self._check_health()
+                if self.deployment is not None:
+                    rotate_log(Path(self.deployment.log_file))
                 next_health = time.monotonic() + HEALTH_INTERVAL_S
             time.sleep(WATCH_INTERVAL_S)
 
@@ -213,7 +216,7 @@ class Supervisor:
         deployment, process = self.server.start(
             self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
             drain_timeout_s=self.plan.drain_timeout_s, max_request_bytes=self.plan.max_request_bytes, ports=ports,
-            preload=preload,
+            preload=preload, jvm_heap_mb=self.plan.jvm_heap_mb,
         )
         self.process = process
         self.stubs, self.retired = {}, set()

@@ -26,7 +26,7 @@ PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
     drain_timeout_s: float = 30.0, max_request_bytes: int = MAX_BODY_BYTES,
-    ports: dict[str, int] | None = None, preload: list[str] = (),
+    ports: dict[str, int] | None = None, preload: list[str] = (), jvm_heap_mb: int | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe; models are registered one by one through the management API afterwards.
 
@@ -43,7 +43,7 @@ def start(
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         config = torchserve.config_properties(
             torchserve.Ports(**_rename(ports)), str(store.root), auth, max_request_bytes=max_request_bytes,
-            load_models=",".join(archives) or None,
+            load_models=",".join(archives) or None, jvm_heap_mb=jvm_heap_mb,
         )
         (workdir / "config.properties").write_text(config)
         command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))

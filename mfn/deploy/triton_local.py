@@ -26,12 +26,14 @@ UNLOAD_GRACE_S = 3.0
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
     drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
+    jvm_heap_mb: int | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start tritonserver; models are loaded one by one afterwards so each failure has its reason.
 
     A restart passes `preload`: Triton then loads those models before it opens its ports, so clients that
     reconnect find them instead of 'unknown model'. On SIGTERM Triton answers the requests it has accepted for up to `drain_timeout_s` before it exits.
-    tritonserver 2.51 has no setting for a body limit, so `max_request_bytes` is not enforced by the server.
+    tritonserver 2.51 has no setting for a body limit, so `max_request_bytes` is not enforced by the server;
+    `jvm_heap_mb` is TorchServe's alone.
     """
     install = triton.find_triton()
     backend_dir = triton.prepare_backend_directory(install, workdir / "backends")

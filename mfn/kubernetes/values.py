@@ -11,6 +11,7 @@ from typing import Any
 import mfn
 from mfn.deploy.local import Store
 from mfn.monitoring import render
+from mfn.runtime.codec.limits import body_limit
 from mfn.servers import torchserve, triton
 from mfn.spec import ModelSpec
 
@@ -76,7 +77,10 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
         values["torchserve"] = {
             # Token authorization would need the generated key inside every probe; in the cluster,
             # access is limited with the NetworkPolicy instead.
-            "configProperties": torchserve.config_properties(all_ports, MODELS_DIR, auth=False, address="0.0.0.0", load_models="all"),
+            "configProperties": torchserve.config_properties(
+                all_ports, MODELS_DIR, auth=False, address="0.0.0.0", load_models="all",
+                max_request_bytes=max(body_limit(spec) for spec in specs),
+            ),
             "logConfig": torchserve.LOG_CONFIG,
         }
     return values

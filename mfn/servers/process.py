@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,3 +165,30 @@ def descendants(pid: int) -> dict[int, list[str]]:
         found.update(below)
         parents = list(below)
     return found
+
+
+LOG_MAX_BYTES = 16 * 1024 * 1024
+LOG_KEEP = 3
+
+
+def rotate_log(log: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
+    """Rotate a server's log once it passes `max_bytes`: copy it to `<log>.1` (older copies shift up to
+    `<log>.<keep>`) and truncate it in place.
+
+    Copy-and-truncate, because the server keeps the file open: it appends (start_detached opens logs
+    with O_APPEND), so after the truncation its next line lands at the start of the file. Lines written
+    between the copy and the truncation are lost, as with logrotate's copytruncate.
+    """
+    try:
+        if log.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for index in range(keep - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{index}")
+        if older.exists():
+            older.replace(log.with_name(f"{log.name}.{index + 1}"))
+    shutil.copyfile(log, log.with_name(f"{log.name}.1"))
+    with log.open("r+b") as handle:
+        handle.truncate(0)
+    return True

@@ -64,12 +64,14 @@ def config_properties(
     address: str = "127.0.0.1",
     load_models: str | None = None,
     max_request_bytes: int = MAX_BODY_BYTES,
+    jvm_heap_mb: int | None = None,
 ) -> str:
     """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
 
     `load_models` ("all" or archive names) makes the server load models at start, as a pod must.
     `max_request_bytes` bounds request and response bodies on REST and gRPC alike (TorchServe's own default,
-    6,553,500 bytes, refuses a few images' worth of tensors).
+    6,553,500 bytes, refuses a few images' worth of tensors). `jvm_heap_mb` is the frontend's heap,
+    by default `jvm_heap_mb(max_request_bytes)`.
     """
     properties = {
         "inference_address": f"http://{address}:{ports.inference}",
@@ -94,14 +96,29 @@ def config_properties(
         "token_expiration_min": 10080,
         "max_request_size": max_request_bytes,
         "max_response_size": max_request_bytes,
+        # A fixed heap, sized for the bodies it must hold, rather than the JVM's share of whatever memory the
+        # machine or container has; out of memory, the server exits and is restarted rather than limping on.
+        "vmargs": f"-Xmx{jvm_heap_mb or default_jvm_heap_mb(max_request_bytes)}m -XX:+ExitOnOutOfMemoryError",
     }
     if load_models:
         properties["load_models"] = load_models
     return "".join(f"{key}={value}\n" for key, value in properties.items())
 
 
+# The frontend's heap: a floor for TorchServe itself, and room for the bodies in flight at the limit (each held
+# while aggregated, while copied to the worker, and as its answer).
+JVM_HEAP_FLOOR_MB = 1024
+JVM_BODIES_IN_FLIGHT = 4
+
+
+def default_jvm_heap_mb(max_request_bytes: int) -> int:
+    """The frontend's heap for a body limit: at least JVM_HEAP_FLOOR_MB, else JVM_BODIES_IN_FLIGHT bodies plus 256 MiB."""
+    return max(JVM_HEAP_FLOOR_MB, -(-JVM_BODIES_IN_FLIGHT * max_request_bytes // (1024 * 1024)) + 256)
+
+
 LOG_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
-<!-- mfn: server and handler messages at INFO on stdout, no access log, no metric log files. -->
+<!-- mfn: server and handler messages at INFO on stdout; nothing per request (no access log, no metric
+     lines, no per-batch worker messages), so the log grows with events, not with traffic. -->
 <Configuration>
   <Appenders>
     <Console name="STDOUT" target="SYSTEM_OUT">
@@ -116,6 +133,9 @@ LOG_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
     <Logger name="org.apache" level="off"/>
     <Logger name="MODEL_LOG" level="info"/>
     <Logger name="org.pytorch.serve" level="info"/>
+    <Logger name="org.pytorch.serve.wlm.WorkerThread" level="warn"/>
+    <Logger name="org.pytorch.serve.wlm.BatchAggregator" level="warn"/>
+    <Logger name="org.pytorch.serve.wlm.WorkerLifeCycle" level="warn"/>
     <Root level="warn">
       <AppenderRef ref="STDOUT"/>
     </Root>

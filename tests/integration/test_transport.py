@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +174,19 @@ def test_warm_up_runs_before_the_first_request_on_both_servers(deployments, serv
         first = client.infer("warm", {"image": images(1)})
     assert first["calls"].ravel().tolist() == [4]  # three warm-up calls (Images.warmup.count), then this one
 
+
+
+def test_torchserve_logs_nothing_per_request_and_sizes_its_heap_for_the_limit(deployments):
+    deployment = deployments["torchserve"]
+    config = (Path(deployment.workdir) / "config.properties").read_text()
+    assert "vmargs=-Xmx1024m -XX:+ExitOnOutOfMemoryError\n" in config  # the floor: 4 x 100 MiB + 256 MiB is less
+    log = Path(deployment.log_file)
+    with mfn.Client(deployment.name) as client:
+        client.infer("mixed", {"text": [["warm"]], "x": [[1, 2]], "level": [[1]]})
+        time.sleep(2.5)  # the worker's metric flush that follows is not per request either
+        before = log.stat().st_size
+        for _ in range(100):
+            client.infer("mixed", {"text": [["a"]], "x": [[1, 2]], "level": [[1]]})
+        time.sleep(2.5)
+    # TorchServe's default logging wrote ~1 KB per request; what is left is per flush, not per request.
+    assert log.stat().st_size - before < 2048, log.read_text()[before:][-2000:]
