@@ -108,6 +108,8 @@ def test_answer_header_is_found_when_the_binary_part_holds_braces():
     ("abc", "Inference-Header-Content-Length is 'abc'"),
     ("0", "Inference-Header-Content-Length is '0'"),
     ("999999", "Inference-Header-Content-Length is '999999'"),
+    ("0\x1f", "Inference-Header-Content-Length is '0\\x1f'"),
+    ("\u00b2", "Inference-Header-Content-Length is '\u00b2'"),
 ])
 def test_a_bad_header_length_is_refused_naming_the_header(header_length, message):
     body, _ = encode_binary_request(GOOD)

@@ -14,6 +14,7 @@ An answer says which of its outputs are binary in the same way; a client asks fo
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 OCTET_STREAM = "application/octet-stream"
 BINARY_DATA_SIZE = "binary_data_size"
 _ELEMENT_LENGTH = struct.Struct("<I")
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit also takes "²", which int() refuses
 # The header is ASCII (names, shapes, datatypes), so a latin-1 reading of any prefix is exact up to its end.
 _HEADER_DECODER = json.JSONDecoder()
 _LITTLE_ENDIAN = {name: np.dtype(dtype).newbyteorder("<") for name, dtype in TRITON_TO_NUMPY.items() if name != "BYTES"}
@@ -40,7 +42,7 @@ def header_length(value: Any, body_length: int) -> int:
         RequestFailure: (400) when it is not a whole number within the body.
     """
     text = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
-    if not text.strip().isdigit() or not 0 < int(text) <= body_length:
+    if not _DIGITS.fullmatch(text.strip(" \t")) or not 0 < int(text) <= body_length:
         raise RequestFailure(f"{HEADER_LENGTH} is {text[:20]!r}: it must be the length in bytes of the JSON header "
                              f"at the start of the body (1 to {body_length:,})")
     return int(text)
