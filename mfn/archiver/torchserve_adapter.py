@@ -27,6 +27,9 @@ JSON = "application/json"
 MAX_PHRASE = 200
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
 PER_REQUEST_MESSAGE = "Backend received inference at"
+NO_BODY = ("no request body reached the model: TorchServe reads a body sent as application/x-www-form-urlencoded "
+           "(curl's default for -d and --data-binary) as form fields; send Content-Type: application/json, or "
+           "application/octet-stream for binary tensor data")
 
 
 class MfnHandler(BaseHandler):
@@ -67,6 +70,8 @@ class MfnHandler(BaseHandler):
         body = row.get("body")
         try:
             if body is None:
+                if row.get("data") is None:
+                    return RequestFailure(NO_BODY)
                 return self.codec.decode(row.get("data"), row.get(HEADER_LENGTH))
             return self.codec.decode(body, _request_header(context, index))
         except RequestFailure as failure:

@@ -105,6 +105,10 @@ def test_torchserve_answers_a_curl_style_binary_body_in_binary_and_a_json_body_i
     assert plain.status == 200 and plain.getheader(HEADER_LENGTH) is None
     np.testing.assert_allclose(document["logits"], expected[:1], rtol=1e-6, atol=1e-6)
 
+    # curl's default Content-Type for -d is a form, which TorchServe parses into fields: the model gets no body.
+    form = torchserve_post(deployment, "images", b'{"image": [[1]]}', {"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status == 400 and "send Content-Type: application/json" in json.loads(form.read())["error"]
+
 
 @pytest.mark.parametrize("body, message", [
     (b'{"inputs":[{"name":"image","shape":[1,3,224,224],"datatype":"FP32","parameters":{"binary_data_size":16}}]}' + bytes(16),
