@@ -338,11 +338,12 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(markdown: Path, section: str) -> None:
+def write_section(markdown: Path, section: str, start: str = SECTION_START, end: str = SECTION_END) -> None:
+    """Put `section` (which begins with `start` and ends with `end`) in place of the marked one, or at the end."""
     text = markdown.read_text() if markdown.exists() else ""
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1]
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     markdown.write_text(text)

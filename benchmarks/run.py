@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import struct
@@ -399,7 +400,14 @@ def write_markdown(report: dict, rendered: str) -> None:
         facts=facts, table=rendered, ceilings=ceilings, starts=starts, duration=report["duration_s"],
         rounds=report["rounds"], summary=summary,
     )
-    (ROOT / "BENCHMARKS.md").write_text(text)
+    markdown = ROOT / "BENCHMARKS.md"
+    previous = markdown.read_text() if markdown.exists() else ""
+    # Sections other benchmarks write (images.py, client_overhead.py) are kept, between their markers.
+    kept = re.findall(r"<!-- (\w+):start -->.*?<!-- \1:end -->", previous, flags=re.S)
+    for name in kept:
+        section = re.search(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", previous, flags=re.S).group(0)
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    markdown.write_text(text)
 
 
 if __name__ == "__main__":
