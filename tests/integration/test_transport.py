@@ -194,3 +194,19 @@ def test_torchserve_logs_nothing_per_request_and_sizes_its_heap_for_the_limit(de
         time.sleep(2.5)
     # TorchServe's default logging wrote ~1 KB per request; what is left is per flush, not per request.
     assert log.stat().st_size - before < 2048, log.read_text()[before:][-2000:]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_one_client_may_be_shared_by_threads_on_every_protocol(deployments, server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    batch = images(1, seed=9)
+    expected = in_process(IMAGES, {"image": batch})["logits"]
+    for protocol in PROTOCOLS:
+        with mfn.Client(deployments[server].name, protocol=protocol) as client:
+            # Two pools one after the other: new threads must not pick up connections of threads that ended.
+            for _ in range(2):
+                with ThreadPoolExecutor(4) as pool:
+                    answers = list(pool.map(lambda _: client.infer("images", {"image": batch})["logits"], range(8)))
+                for answer in answers:
+                    np.testing.assert_allclose(answer, expected, rtol=1e-6, atol=1e-6)
