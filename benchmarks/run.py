@@ -269,7 +269,7 @@ def cold_starts(work: Path) -> list[dict]:
             mfn.package(ref, target, target=server)
             packaged_s = time.perf_counter() - started
             started = time.perf_counter()
-            deployment = local.deploy(target, name=f"cold-{server}-{model}", auth=False)
+            deployment = local.deploy(target, name=f"cold-{server}-{model.replace('_', '-')}", auth=False)
             try:
                 with mfn.Client(deployment.name, timeout_s=60) as client:
                     client.infer(spec_name(ref), inputs)

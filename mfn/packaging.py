@@ -14,7 +14,7 @@ from mfn.errors import HandlerError, MfnError, SpecError
 from mfn.handlers.base import Handler
 from mfn.handlers.builtin import Source
 from mfn.handlers.loading import handler_source_file, load_handler
-from mfn.runtime.bundle import load_in_process
+from mfn.runtime.bundle import check_confined, load_in_process
 from mfn.runtime.loop import RequestFailure, check_outputs
 from mfn.runtime.samples import sample_inputs
 from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
@@ -102,6 +102,8 @@ def build_spec(ref: str, **overrides: object) -> tuple[type[Handler], Path, Mode
                 f"artifact {name!r}: {handler_file.parent / declared} does not exist "
                 f"(artifact paths are relative to {handler_file.name}); create it or fix the path"
             )
+        # Before setup reads it: a link to a file outside the handler's directory is refused, not packaged.
+        check_confined(handler_file.parent / declared, handler_file.parent, f"artifact {name!r} ({declared})")
     return cls, handler_file, spec
 
 

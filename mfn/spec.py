@@ -24,6 +24,15 @@ class Entrypoint(BaseModel):
     file: str = Field(description="Handler source file name, relative to the version's handler/ directory.")
     attribute: str = Field(description="Name of the Handler subclass inside that file.")
 
+    @field_validator("file")
+    @classmethod
+    def _plain_file_name(cls, file: str) -> str:
+        # The servers import this file: a path could make them import code from outside the bundle.
+        if not file.endswith(".py") or PurePosixPath(file).name != file or "\\" in file:
+            raise ValueError(f"entrypoint file {file!r} must be a plain .py file name inside the bundle's handler/ "
+                             "directory, e.g. 'handler.py'")
+        return file
+
 
 class ModelSpec(BaseModel):
     """Everything mfn knows about one version of a model function."""
@@ -71,6 +80,9 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"artifact name {name!r} must be a Python identifier, e.g. 'weights'")
             if PurePosixPath(path).is_absolute() or not path:
                 raise ValueError(f"artifact {name!r}: path {path!r} must be relative to the handler file")
+            if ".." in PurePosixPath(path).parts:
+                raise ValueError(f"artifact {name!r}: path {path!r} leaves the handler's directory; keep artifacts "
+                                 "inside it (a copy, not a link to a file outside)")
         return artifacts
 
     @model_validator(mode="after")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -111,7 +110,7 @@ def deploy(
     unknown = sorted(set(chosen) - set(store.models))
     if unknown:
         raise MfnError(f"models {unknown} are not in {store.root} (it has {', '.join(store.models)})")
-    name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", store.root.name) or "mfn"
+    name = state.check_name(name) if name is not None else state.name_from(store.root.name)
     with state.exclusive(name):
         return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes,
                               jvm_heap_mb)
@@ -134,9 +133,9 @@ def _deploy_locked(
     drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None,
 ) -> Deployment:
     _claim_name(name)
-    workdir = state.deployments_dir() / name
+    workdir = state.work_dir(name)
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, mode=0o700)  # keys, logs and configs: the user's alone
     from mfn.deploy import supervisor
 
     plan = supervisor.Plan(
@@ -332,9 +331,24 @@ def remove_shm_regions(prefix: str) -> None:
             region.unlink(missing_ok=True)
 
 
+def make_shm_regions_private(prefix: str) -> None:
+    """Make a server's shared-memory regions readable by its user only.
+
+    Triton's Python backend creates them 0644 whatever the umask (it sets the mode after creating), and
+    they hold request and answer tensors.
+    """
+    if prefix:
+        for region in SHM_DIR.glob(f"{prefix}*"):
+            try:
+                if region.stat().st_mode & 0o077:
+                    region.chmod(0o600)
+            except FileNotFoundError:
+                pass  # removed by a stub that stopped meanwhile
+
+
 def _forget(deployment: Deployment) -> None:
     remove_shm_regions(deployment.shm_prefix)
-    shutil.rmtree(deployment.workdir, ignore_errors=True)
+    shutil.rmtree(state.inside_home(Path(deployment.workdir)), ignore_errors=True)
     state.remove(deployment.name)
 
 

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,46 @@ def home_tag(home: Path | None = None) -> str:
 
 def deployments_dir() -> Path:
     return mfn_home() / "deployments"
+
+
+# A DNS-1123 label, as Kubernetes wants release and object names: a name is also a directory and file name
+# under $MFN_HOME, and this rule leaves no room for "/", "..", or hidden files.
+_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+NAME_RULE = "1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit (a DNS-1123 label)"
+
+
+def check_name(name: object, what: str = "deployment name") -> str:
+    """`name` if it is a valid deployment (or release) name.
+
+    Raises:
+        MfnError: naming the value and the rule, before any file is touched.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise MfnError(f"{what} {name!r} is not valid: use {NAME_RULE}, e.g. 'my-models'")
+    return name
+
+
+def name_from(text: str) -> str:
+    """A valid name made from `text` (e.g. a directory's name): lower case, other characters as '-'."""
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63].strip("-")
+    return name or "mfn"
+
+
+def work_dir(name: str) -> Path:
+    """The deployment's own directory under $MFN_HOME, which only mfn writes and deletes."""
+    return inside_home(deployments_dir() / check_name(name))
+
+
+def inside_home(path: Path) -> Path:
+    """`path` if, with symlinks resolved, it lies inside $MFN_HOME.
+
+    Raises:
+        MfnError: for a path outside it, which mfn never writes or deletes.
+    """
+    home = mfn_home().resolve()
+    if not path.resolve().is_relative_to(home):
+        raise MfnError(f"{path} resolves to {path.resolve()}, outside MFN_HOME ({home}): mfn writes and deletes only there")
+    return path
 
 
 @dataclass
@@ -78,14 +119,14 @@ class Deployment:
 def exclusive(name: str) -> Iterator[None]:
     """Hold the deployment's lock: deploy and undeploy of one name from two shells take turns."""
     directory = deployments_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f".{name}.lock", "w") as lock:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / f".{check_name(name)}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def state_file(name: str) -> Path:
-    return deployments_dir() / f"{name}.json"
+    return deployments_dir() / f"{check_name(name)}.json"
 
 
 def save(deployment: Deployment) -> None:

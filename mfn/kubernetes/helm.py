@@ -67,6 +67,10 @@ def deploy(
     dry_run: bool = False,
 ) -> str:
     """Install or upgrade `release`, or with `dry_run` render its manifests; returns helm's output."""
+    from mfn.deploy.state import check_name
+
+    check_name(release, "release name")
+    check_name(namespace, "namespace")
     values = values_for(path, release, model_uri, pvc)
     helm = find_helm()
     if not dry_run:

@@ -11,10 +11,12 @@ Both the Triton repository and the TorchServe archive hold this same layout, so 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from mfn.errors import SpecError
 from mfn.handlers.base import Context, Handler
 from mfn.handlers.loading import handler_class, import_handler_file
 from mfn.runtime.loop import BatchLoop
@@ -42,8 +44,10 @@ def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path, artifac
     """
     (destination / HANDLER_DIR).mkdir(parents=True)
     shutil.copyfile(handler_file, destination / HANDLER_DIR / spec.entrypoint.file)
+    root = artifact_root or handler_file.parent
     for name, declared in sorted(spec.artifacts.items()):
-        source = (artifact_root or handler_file.parent) / declared
+        source = root / declared
+        check_confined(source, root, f"artifact {name!r} ({declared})")
         target = destination / bundled_artifact_path(name, declared)
         target.parent.mkdir(parents=True)
         if source.is_dir():
@@ -52,6 +56,24 @@ def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path, artifac
             shutil.copyfile(source, target)
     (destination / SPEC_FILE).write_text(spec.to_json())
     (destination / REQUIREMENTS_FILE).write_text("".join(f"{requirement}\n" for requirement in spec.requirements))
+
+
+def check_confined(source: Path, root: Path, what: str) -> None:
+    """Refuse `source` if it, or anything inside it, resolves (symlinks followed) outside `root`.
+
+    Raises:
+        SpecError: naming the artifact and where it leads, before anything is copied.
+    """
+    base = root.resolve()
+    if not source.exists():
+        raise SpecError(f"{what}: {source} does not exist")
+    paths = [source]
+    if source.is_dir():
+        paths += [Path(folder) / entry for folder, folders, files in os.walk(source, followlinks=True) for entry in (*folders, *files)]
+    for path in paths:
+        if not path.resolve().is_relative_to(base):
+            raise SpecError(f"{what}: {path} resolves to {path.resolve()}, outside {base}; keep artifacts inside the "
+                                "handler's directory (a copy, not a link to a file outside)")
 
 
 @dataclass
