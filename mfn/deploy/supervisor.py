@@ -33,7 +33,15 @@ from pathlib import Path
 from types import ModuleType
 
 from mfn.deploy import state
-from mfn.deploy.local import DRAIN_TIMEOUT_S, Progress, Store, discover, log_tail, remove_shm_regions
+from mfn.deploy.local import (
+    DRAIN_TIMEOUT_S,
+    Progress,
+    Store,
+    discover,
+    log_tail,
+    make_shm_regions_private,
+    remove_shm_regions,
+)
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
@@ -169,6 +177,7 @@ class Supervisor:
             self._model(model, "ready")
             progress(f"{model} ready ({time.monotonic() - started:.1f} s)")
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
+        make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = "running"
         self._save_status()
         return deployment
@@ -189,6 +198,7 @@ class Supervisor:
                 started = time.monotonic()
                 continue
             self._reload_dead_workers()
+            make_shm_regions_private(self.plan.shm_prefix)  # new stubs make new regions
             if time.monotonic() >= next_health:
                 self._check_health()
                 if self.deployment is not None:

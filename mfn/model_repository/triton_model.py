@@ -4,9 +4,15 @@ It only translates Triton's request and response objects; the batch loop and the
 are mfn's shared runtime, the same code the TorchServe adapter runs.
 """
 
+import sys
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
+
+# Triton's stub runs an isolated interpreter that ignores PYTHONDONTWRITEBYTECODE: without this, importing
+# the handler would write __pycache__ into the model repository. (This file itself is compiled by the stub
+# before any of it runs; its own cache file cannot be avoided from here.)
+sys.dont_write_bytecode = True
 
 try:
     from mfn.model_repository.triton_metrics import TritonMetricFactory

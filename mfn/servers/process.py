@@ -28,15 +28,19 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+PRIVATE_UMASK = 0o077
+
+
 def start_detached(
     command: list[str], env: dict[str, str], log_file: Path, cwd: Path, parent_death_signal: int | None = None
 ) -> subprocess.Popen:
     """Start `command` in its own session (so its whole process group can be stopped), output appended to `log_file`.
 
     With `parent_death_signal`, the kernel sends it that signal when this process dies, however it dies: a
-    supervised server never outlives the supervisor that owns it.
+    supervised server never outlives the supervisor that owns it. The server runs with umask 077, so what
+    it creates (shared-memory tensor regions, its files) is its user's alone; the log is created 0600.
     """
-    with open(log_file, "ab") as log:
+    with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         return subprocess.Popen(
             command,
             env=env,
@@ -45,6 +49,7 @@ def start_detached(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
             preexec_fn=None if parent_death_signal is None else _on_parent_death(parent_death_signal),
         )
 
@@ -188,7 +193,9 @@ def rotate_log(log: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) 
         older = log.with_name(f"{log.name}.{index}")
         if older.exists():
             older.replace(log.with_name(f"{log.name}.{index + 1}"))
-    shutil.copyfile(log, log.with_name(f"{log.name}.1"))
+    copy = log.with_name(f"{log.name}.1")
+    shutil.copyfile(log, copy)
+    copy.chmod(0o600)
     with log.open("r+b") as handle:
         handle.truncate(0)
     return True
