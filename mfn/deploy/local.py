@@ -89,7 +89,7 @@ def deploy(
 
     Args:
         path: A Triton model repository / model directory, or a TorchServe model store / archive.
-        name: Deployment name; defaults to the directory's name.
+        name: Deployment name, a DNS-1123 label (see state.check_name); defaults to the directory's name made valid.
         models: Load only these models.
         auth: TorchServe token authorization (mfn's client reads the key file); ignored for Triton.
         monitor: Also start a Prometheus on 127.0.0.1 that scrapes the server; `undeploy` stops it.
