@@ -79,7 +79,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mfn-client-") as scratch:
         mfn.package(f"{ROOT / 'examples/mlp/handler.py'}:MLP", Path(scratch))
-        deployment = local.deploy(scratch, name="bench-client")
+        deployment = local.deploy(scratch, name="bench-client", auth=False)
         try:
             for protocol in ("http", "grpc"):
                 callers = {"mfn.Client": mfn_caller(deployment, protocol), "tritonclient": stock_caller(deployment, protocol)}

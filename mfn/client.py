@@ -31,9 +31,17 @@ RESTARTING = (
     (("500", "507", "413", "INTERNAL", "RESOURCE_EXHAUSTED"), re.compile(r"Worker died\.")),
     (("500", "INTERNAL"), re.compile(r"Stub process '[^']*' is not healthy\.")),
 )
+# How each server refuses a missing or stale key: TorchServe 401 / UNAUTHENTICATED, Triton 403 / UNAVAILABLE.
+AUTH_REFUSED = ("401", "403", "UNAUTHENTICATED", "PERMISSION_DENIED")
 # "HTTP 503: " or "gRPC INTERNAL: ": how CallError messages begin.
 _STATUS_PREFIX = re.compile(r"^(?:HTTP|gRPC) \S+: ")
 T = TypeVar("T")
+
+
+def auth_refused(error: CallError) -> bool:
+    """Whether the server refused the call's key (missing or stale): TorchServe 401 / UNAUTHENTICATED, Triton
+    403 over HTTP and UNAVAILABLE "This protocol is restricted" over gRPC."""
+    return error.status in AUTH_REFUSED or (error.status == "UNAVAILABLE" and "is restricted, expecting header" in str(error))
 
 
 def retryable(error: CallError) -> bool:
@@ -47,8 +55,9 @@ def retryable(error: CallError) -> bool:
     if error.status in ("connection", "timeout", "DEADLINE_EXCEEDED"):
         return True
     if error.status == "UNAVAILABLE":
-        # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it.
-        return "Prediction failed" not in str(error)
+        # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it, and
+        # Triton a request without the key a restricted protocol wants.
+        return "Prediction failed" not in str(error) and not auth_refused(error)
     server_words = _STATUS_PREFIX.sub("", str(error), count=1)
     return any(error.status in statuses and phrase.match(server_words) for statuses, phrase in RESTARTING)
 
@@ -111,6 +120,8 @@ class Client:
             4 (7.5 s of waiting in all), outlasts a supervised local server's restart.
         binary: Send tensors as raw bytes (the KServe v2 binary tensor data extension) and ask for binary
             outputs, on both servers; False sends and receives KServe v2 JSON.
+        token: The inference key for a URL target (sent as `authorization: Bearer <token>`); local deployments
+            need none, mfn reads their keys.
     """
 
     def __init__(
@@ -122,6 +133,7 @@ class Client:
         timeout_s: float = 30.0,
         retries: int = 4,
         binary: bool = True,
+        token: str | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise MfnError(f"unknown protocol {protocol!r}: use http or grpc")
@@ -133,6 +145,7 @@ class Client:
         self.timeout_s = timeout_s
         self.retries = retries
         self.binary = binary
+        self._given_token = Credentials(lambda: token) if token else None
         self._clients: dict[str, Any] = {}
         self._per_thread = threading.local()
         self._thread_clients: list[tuple[threading.Thread, Any]] = []
@@ -170,20 +183,19 @@ class Client:
             scheme, _, address = target.partition("://")
             if scheme not in PROTOCOLS:
                 raise MfnError(f"URL scheme {scheme!r} in {target!r}: use http:// or grpc://")
-            return Endpoint(scheme, address.rstrip("/"), self.server)
+            return Endpoint(scheme, address.rstrip("/"), self.server, self._given_token)
         if target and ":" in target:
-            return Endpoint(self.protocol, target, self.server)
+            return Endpoint(self.protocol, target, self.server, self._given_token)
         from mfn.deploy import state
 
         deployment = state.get(target) if target else state.find_serving(model)
         address = f"{deployment.host}:{deployment.ports[self.protocol]}"
         if deployment.server == "torchserve":
-            from mfn.deploy.torchserve_local import read_key
-
             limit = deployment.extra.get("max_request_bytes")
-            return Endpoint(self.protocol, address, "torchserve", Credentials(lambda: read_key(deployment, "inference")),
+            return Endpoint(self.protocol, address, "torchserve", Credentials(lambda: state.read_key(deployment, "inference")),
                             int(limit) if limit else None, local=True, repository=deployment.repository)
-        return Endpoint(self.protocol, address, local=True)
+        return Endpoint(self.protocol, address, credentials=Credentials(lambda: state.read_key(deployment, "inference")),
+                        local=True)
 
     def metadata(self, model: str, version: int | None = None) -> dict:
         """The model's KServe v2 metadata: name, versions, inputs and outputs with datatypes and shapes (Triton)."""
@@ -352,7 +364,7 @@ class Client:
                 return call()
             except CallError as error:
                 current = self._endpoints.get(model, endpoint)
-                if error.status in ("401", "UNAUTHENTICATED") and current.credentials and not token_refreshed:
+                if auth_refused(error) and current.credentials and not token_refreshed:
                     token_refreshed = True
                     current.credentials.refresh()
                     continue
@@ -374,10 +386,21 @@ class Client:
         return self._connection(endpoint, lambda: module.InferenceServerClient(endpoint.address))
 
     def _metadata_kwargs(self, endpoint: Endpoint) -> dict:
-        return {"as_json": True, "client_timeout": self.timeout_s} if endpoint.protocol == "grpc" else {}
+        kwargs = {"as_json": True, "client_timeout": self.timeout_s} if endpoint.protocol == "grpc" else {}
+        return {**kwargs, **self._auth_headers(endpoint)}
 
     def _infer_kwargs(self, endpoint: Endpoint) -> dict:
-        return {"client_timeout": self.timeout_s} if endpoint.protocol == "grpc" else {}
+        kwargs = {"client_timeout": self.timeout_s} if endpoint.protocol == "grpc" else {}
+        return {**kwargs, **self._auth_headers(endpoint)}
+
+    @staticmethod
+    def _auth_headers(endpoint: Endpoint) -> dict:
+        token = endpoint.token()
+        if not token:
+            return {}
+        # Triton's gRPC endpoint reads a restricted protocol's header under its own prefix.
+        header = "triton-grpc-protocol-authorization" if endpoint.protocol == "grpc" else "authorization"
+        return {"headers": {header: f"Bearer {token}"}}
 
 
 def coerce_inputs(inputs: Mapping[str, Any], metadata: dict) -> dict[str, np.ndarray]:

@@ -291,17 +291,19 @@ def set_default(model, version, deployment, debug):
 @click.option("--url", help="Server URL instead of a local deployment (http://host:port or grpc://host:port).")
 @click.option("--deployment", help="Local deployment to use when several serve MODEL.")
 @click.option("--server", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="API spoken at --url.")
+@click.option("--token", envvar="MFN_TOKEN", help="Inference key for --url (or $MFN_TOKEN); local deployments need none.")
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds per call.")
 @click.option("--tensors", type=click.Choice(["binary", "json"]), default="binary", show_default=True,
               help="How tensors travel: raw bytes (KServe v2 binary tensor data) or KServe v2 JSON.")
 @json_option
 @debug_option
-def invoke(model, data, protocol, model_version, url, deployment, server, timeout_s, tensors, as_json, debug):
+def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, as_json, debug):
     """Run one request against MODEL and print its outputs."""
     from mfn.cli.options import outputs_to_json
     from mfn.client import Client
 
-    client = Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s, binary=tensors == "binary")
+    client = Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s, binary=tensors == "binary",
+                    token=token)
     with run_guarded(debug), client:
         outputs = client.infer(model, invoke_data(data), version=model_version)
         endpoint = str(client.endpoint(model))

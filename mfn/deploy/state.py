@@ -166,6 +166,22 @@ def get(name: str) -> Deployment:
     return deployment
 
 
+def read_key(deployment: Deployment, api: str) -> str | None:
+    """The deployment's current key for `api` ("inference" or "management"), or None where it needs none.
+
+    Both servers keep them in a key file of one layout: TorchServe writes its own (new keys on every start),
+    mfn writes Triton's once per deployment.
+    """
+    key_file = deployment.extra.get("key_file")
+    if not key_file:
+        return None
+    try:
+        entry = json.loads(Path(key_file).read_text()).get(api)
+    except (OSError, ValueError, AttributeError) as error:
+        raise MfnError(f"cannot read the deployment's key file {key_file}: {error}") from None
+    return entry.get("key") if isinstance(entry, dict) else None
+
+
 def find_serving(model: str) -> Deployment:
     """The running deployment that serves `model`."""
     serving = [d for d in all_deployments() if model in d.models and d.running]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mfn.archiver.reading import archive_info
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
-from mfn.deploy.state import Deployment
+from mfn.deploy.state import Deployment, read_key
 from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers import torchserve
@@ -81,17 +81,6 @@ def load_model(deployment: Deployment, store: Store, model: str) -> None:
 
 def management_url(deployment: Deployment) -> str:
     return f"http://{deployment.host}:{deployment.ports['management']}"
-
-
-def read_key(deployment: Deployment, api: str) -> str | None:
-    """The current token for `api` ("inference" or "management"), read from TorchServe's key file."""
-    key_file = deployment.extra.get("key_file")
-    if not key_file:
-        return None
-    try:
-        return json.loads(Path(key_file).read_text())[api]["key"]
-    except (OSError, KeyError, ValueError) as error:
-        raise DeployError(f"cannot read TorchServe's key file {key_file}: {error}") from None
 
 
 def set_default_version(deployment: Deployment, model: str, version: int) -> None:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
-from mfn.deploy.state import Deployment
+from mfn.deploy.state import Deployment, read_key
 from mfn.errors import DeployError
 from mfn.servers import triton
 from mfn.servers.process import children
 
 STUB_SCRIPT = "model.py"
+KEY_FILE = "keys.json"
 RELOAD_PARAMETER = "mfn_generation"
 # Logged by tritonserver 2.51 once no inference is in flight during shutdown; only unloading is left then.
 UNLOADING_MARKER = "All models are stopped, unloading models"
@@ -37,6 +39,7 @@ def start(
     """
     install = triton.find_triton()
     backend_dir = triton.prepare_backend_directory(install, workdir / "backends")
+    keys = _keys(workdir / KEY_FILE, auth)
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         args = triton.server_args(
@@ -47,17 +50,39 @@ def start(
             cache_directory=str(install.caches),
             shm_prefix=shm_prefix,
             exit_timeout_s=math.ceil(drain_timeout_s),
+            admin_key=keys["management"]["key"],
+            inference_key=keys.get("inference", {}).get("key"),
         )
         return [str(install.binary), *args], triton.server_environment(install)
 
-    return launch(
+    deployment, process = launch(
         name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix,
         ports=ports,
     )
+    deployment.extra["key_file"] = str(workdir / KEY_FILE)
+    return deployment, process
+
+
+def _keys(key_file: Path, auth: bool) -> dict:
+    """This deployment's keys, made once and kept across restarts (clients hold them); the file is 0600.
+
+    The admin key always exists: the model-repository API loads code, so it is never open. The inference key
+    exists with `auth` (TorchServe's key file has the same layout, so one reader serves both servers).
+    """
+    if key_file.is_file():
+        return json.loads(key_file.read_text())
+    keys = {"management": {"key": secrets.token_urlsafe(24)}}
+    if auth:
+        keys["inference"] = {"key": secrets.token_urlsafe(24)}
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(keys, handle)
+    return keys
 
 
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
-    code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load", timeout_s=LOAD_TIMEOUT_S)
+    code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load", timeout_s=LOAD_TIMEOUT_S,
+                           token=read_key(deployment, "management"))
     if code != 200:
         raise DeployError(f"model {model!r} failed to load: {describe_failure(code, body, deployment)}")
     code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=5.0)
@@ -72,14 +97,15 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
     which requests get 404. Loading the model's own config with a new `mfn_generation` parameter makes Triton
     build new instances and switch to them only once they are ready.
     """
-    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0)
+    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0,
+                             token=read_key(deployment, "management"))
     if code != 200 or not isinstance(config, dict):
         load_model(deployment, store, model)
         return
     config.setdefault("parameters", {})[RELOAD_PARAMETER] = {"string_value": str(time.time_ns())}
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
     url = f"{deployment.http_url}/v2/repository/models/{model}/load"
-    code, reply = http_json("POST", url, timeout_s=LOAD_TIMEOUT_S, body=body)
+    code, reply = http_json("POST", url, timeout_s=LOAD_TIMEOUT_S, body=body, token=read_key(deployment, "management"))
     if code != 200:
         raise DeployError(f"model {model!r} failed to reload: {describe_failure(code, reply, deployment)}")
 

@@ -86,6 +86,28 @@ def prepare_backend_directory(install: TritonInstall, directory: Path) -> Path:
     return directory
 
 
+# Behind the admin key: everything that changes or reveals the server beyond inference. The model-repository
+# API loads code (a model.py given in a load request's files), so it is never open.
+ADMIN_APIS = "model-repository,model-config,shared-memory,statistics,trace,logging"
+INFERENCE_APIS = "inference,metadata"
+AUTH_HEADER = "authorization"
+
+
+def restricted_args(admin_key: str | None, inference_key: str | None) -> list[str]:
+    """--http-restricted-api / --grpc-restricted-protocol arguments: each API group answers only requests that
+    carry `authorization: Bearer <its key>`. Health stays open for probes, metrics (another port) for Prometheus.
+
+    tritonserver 2.51 wants `<apis>:<header>=<value>`, a colon after the API list (its --help shows a comma,
+    which it refuses at startup).
+    """
+    args = []
+    for apis, key in ((ADMIN_APIS, admin_key), (INFERENCE_APIS, inference_key)):
+        if key:
+            args += [f"--http-restricted-api={apis}:{AUTH_HEADER}=Bearer {key}",
+                     f"--grpc-restricted-protocol={apis}:{AUTH_HEADER}=Bearer {key}"]
+    return args
+
+
 def server_args(
     repository: str,
     ports: Ports,
@@ -96,12 +118,15 @@ def server_args(
     address: str = "127.0.0.1",
     gpus: bool = False,
     exit_timeout_s: int = EXIT_TIMEOUT_S,
+    admin_key: str | None = None,
+    inference_key: str | None = None,
 ) -> list[str]:
     """The tritonserver arguments mfn uses, locally and in the Helm chart, explicit model control included.
 
     `backend_directory`/`cache_directory` are for the pip-installed server; an official image has its own.
     Without `gpus`, GPU metrics and the pinned-memory pool (which would probe for CUDA) are switched off.
-    `exit_timeout_s` is how long a stopping server lets requests in flight finish.
+    `exit_timeout_s` is how long a stopping server lets requests in flight finish. With `admin_key` /
+    `inference_key`, those API groups need the key (see restricted_args).
     """
     args = [f"--model-repository={repository}"]
     if backend_directory:
@@ -126,6 +151,7 @@ def server_args(
         # A per-deployment prefix lets mfn find and remove the shared-memory regions a crash leaves behind.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         "--log-verbose=0",
+        *restricted_args(admin_key, inference_key),
     ]
     args += [f"--load-model={model}" for model in models]
     return args

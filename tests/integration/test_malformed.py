@@ -124,7 +124,7 @@ def torchserve_post(deployment, body: bytes) -> tuple[int, str]:
 
 
 def triton_post(deployment, body: bytes) -> tuple[int, str]:
-    return post(f"{deployment.http_url}/v2/models/mixed/infer", body)
+    return post(f"{deployment.http_url}/v2/models/mixed/infer", body, read_key(deployment, "inference"))
 
 
 def assert_answers_good_requests(status_and_text: tuple[int, str]) -> None:

@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 import mfn
 from mfn.cli.main import cli
+from mfn.deploy import state
 from mfn.errors import InvokeError
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
@@ -34,7 +35,9 @@ def in_process(ref: str, inputs: dict) -> dict:
 
 
 def model_stats(deployment, model: str) -> dict[int, int]:
-    with urllib.request.urlopen(f"{deployment.http_url}/v2/models/{model}/stats", timeout=10) as response:
+    request = urllib.request.Request(f"{deployment.http_url}/v2/models/{model}/stats",
+                                     headers={"Authorization": f"Bearer {state.read_key(deployment, 'management')}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         (stats,) = json.load(response)["model_stats"]
     return {entry["batch_size"]: entry["compute_infer"]["count"] for entry in stats["batch_stats"]}
 
@@ -88,7 +91,7 @@ def raw_infer(deployment, model: str, name: str, array: np.ndarray, datatype: st
     try:
         infer_input = triton_http.InferInput(name, list(array.shape), datatype)
         infer_input.set_data_from_numpy(array)
-        client.infer(model, [infer_input])
+        client.infer(model, [infer_input], headers={"authorization": f"Bearer {state.read_key(deployment, 'inference')}"})
     finally:
         client.close()
 
@@ -166,6 +169,7 @@ def test_status_lists_the_deployment_with_its_endpoints(deployment):
 @pytest.mark.parametrize("scheme", PROTOCOLS)
 def test_invoke_by_url_without_the_state_file(deployment, scheme):
     address = deployment.http_url.removeprefix("http://") if scheme == "http" else deployment.grpc_url
-    result = CliRunner().invoke(cli, ["invoke", "versioned", "--url", f"{scheme}://{address}", "-d", '{"x": [7]}', "--json"])
+    result = CliRunner().invoke(cli, ["invoke", "versioned", "--url", f"{scheme}://{address}", "-d", '{"x": [7]}', "--json"],
+                                env={"MFN_TOKEN": state.read_key(deployment, "inference")})
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["outputs"] == {"served_by": [[2]]}

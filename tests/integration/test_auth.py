@@ -1,0 +1,92 @@
+"""Local Triton deployments: inference behind the deployment's inference key, admin APIs always behind the admin key."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mfn
+from mfn.deploy import local, state
+from mfn.deploy.supervisor import read_status
+from mfn.servers.http import request
+from tests.integration.conftest import MLP
+
+pytestmark = pytest.mark.integration
+INFER = json.dumps({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def grpc_infer(deployment, key: str | None):
+    import tritonclient.grpc as grpc_client
+    from tritonclient.utils import InferenceServerException
+
+    client = grpc_client.InferenceServerClient(deployment.grpc_url)
+    infer_input = grpc_client.InferInput("features", [1, 4], "FP32")
+    infer_input.set_data_from_numpy(np.ones((1, 4), np.float32))
+    try:
+        headers = {"triton-grpc-protocol-authorization": f"Bearer {key}"} if key else None
+        return client.infer("mlp", [infer_input], headers=headers).as_numpy("label")
+    except InferenceServerException as error:
+        return error
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def open_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Deployment]:
+    repository = tmp_path_factory.mktemp("no-auth")
+    mfn.package(MLP, repository)
+    deployed = local.deploy(repository, name="no-auth", auth=False)
+    yield deployed
+    local.undeploy("no-auth")
+
+
+def test_inference_needs_the_inference_key_on_http_and_grpc(deployment):
+    inference, admin = state.read_key(deployment, "inference"), state.read_key(deployment, "management")
+    assert inference and admin and inference != admin
+    url = f"{deployment.http_url}/v2/models/mlp/infer"
+    assert request("POST", url, 10, INFER)[0] == 403
+    assert request("POST", url, 10, INFER, bearer(admin))[0] == 403  # the admin key is not an inference key
+    assert request("POST", url, 10, INFER, bearer(inference))[0] == 200
+    assert "is restricted" in str(grpc_infer(deployment, None))
+    assert isinstance(grpc_infer(deployment, inference), np.ndarray)
+    assert request("GET", f"{deployment.http_url}/v2/health/ready", 10)[0] == 200  # probes need no key
+    with mfn.Client(deployment.name, protocol="grpc") as client:  # mfn's clients read the key themselves
+        assert client.infer("mlp", {"features": np.ones((1, 4), np.float32)})["label"].shape == (1, 1)
+
+
+def test_the_model_repository_api_is_closed_without_the_admin_key(deployment, open_inference):
+    for served in (deployment, open_inference):
+        admin = state.read_key(served, "management")
+        unload = f"{served.http_url}/v2/repository/models/mlp/unload"
+        for key in (None, state.read_key(served, "inference")):
+            status, body = request("POST", unload, 10, b"{}", bearer(key))
+            assert status == 403 and "restricted" in body
+        assert request("POST", f"{served.http_url}/v2/repository/index", 10, b"{}", bearer(admin))[0] == 200
+        with mfn.Client(served.name) as client:  # still loaded
+            client.infer("mlp", {"features": np.ones((1, 4), np.float32)})
+
+
+def test_no_auth_opens_inference_only_and_the_key_file_is_private(open_inference):
+    assert state.read_key(open_inference, "inference") is None
+    assert request("POST", f"{open_inference.http_url}/v2/models/mlp/infer", 10, INFER)[0] == 200
+    key_file = Path(open_inference.extra["key_file"])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_a_hostile_body_without_the_key_is_refused_before_triton_parses_it(deployment):
+    depth = 300_000  # crashes tritonserver 2.51's recursive JSON parser when it gets to parse it
+    body = ('{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":' + "[" * depth + "1" + "]" * depth + "}]}").encode()
+    assert request("POST", f"{deployment.http_url}/v2/models/mlp/infer", 10, body)[0] == 403
+    restarts = read_status(deployment).restarts
+    with mfn.Client(deployment.name, retries=0) as client:
+        assert client.infer("mlp", {"features": np.ones((1, 4), np.float32)})["label"].shape == (1, 1)
+    assert read_status(deployment).restarts == restarts
