@@ -78,7 +78,7 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
             # Token authorization would need the generated key inside every probe; in the cluster,
             # access is limited with the NetworkPolicy instead.
             "configProperties": torchserve.config_properties(
-                all_ports, MODELS_DIR, auth=False, address="0.0.0.0", load_models="all",
+                all_ports, MODELS_DIR, auth=False, address="0.0.0.0", load_models="all", management_host="127.0.0.1",
                 max_request_bytes=max(body_limit(spec) for spec in specs),
             ),
             "logConfig": torchserve.LOG_CONFIG,

@@ -65,21 +65,25 @@ def config_properties(
     load_models: str | None = None,
     max_request_bytes: int = MAX_BODY_BYTES,
     jvm_heap_mb: int | None = None,
+    management_host: str | None = None,
 ) -> str:
     """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
 
     `load_models` ("all" or archive names) makes the server load models at start, as a pod must.
     `max_request_bytes` bounds request and response bodies on REST and gRPC alike (TorchServe's own default,
     6,553,500 bytes, refuses a few images' worth of tensors). `jvm_heap_mb` is the frontend's heap,
-    by default `jvm_heap_mb(max_request_bytes)`.
+    by default `jvm_heap_mb(max_request_bytes)`. The management APIs (REST and gRPC) listen on
+    `management_host`, by default `address`: a pod serves inference on all interfaces and keeps them on
+    127.0.0.1, since registering a model runs its code.
     """
+    management = management_host or address
     properties = {
         "inference_address": f"http://{address}:{ports.inference}",
-        "management_address": f"http://{address}:{ports.management}",
+        "management_address": f"http://{management}:{ports.management}",
         "metrics_address": f"http://{address}:{ports.metrics}",
         "grpc_inference_address": address,
         "grpc_inference_port": ports.grpc,
-        "grpc_management_address": address,
+        "grpc_management_address": management,
         "grpc_management_port": ports.grpc_management,
         "metrics_mode": "prometheus",
         "model_store": model_store,

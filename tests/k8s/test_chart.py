@@ -232,3 +232,17 @@ def test_the_chart_ships_inside_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     chart_files = {str(path.relative_to(chart_path())) for path in chart_path().rglob("*") if path.is_file()}
     assert {f"mfn/kubernetes/chart/{name}" for name in chart_files} <= names
+
+
+def test_torchserve_management_stays_inside_the_pod(packaged, tmp_path):
+    values = write_values(packaged, "torchserve", tmp_path, gpu=False, delivery="uri")
+    documents = render(values)
+    config = next(doc for doc in documents if doc["kind"] == "ConfigMap" and "config.properties" in doc.get("data", {}))
+    properties = dict(line.split("=", 1) for line in config["data"]["config.properties"].splitlines() if "=" in line)
+    # Registering a model runs its code: the management APIs listen on the pod's loopback only.
+    assert properties["management_address"].startswith("http://127.0.0.1:")
+    assert properties["grpc_management_address"] == "127.0.0.1"
+    assert properties["inference_address"].startswith("http://0.0.0.0:")
+    service = next(doc for doc in documents if doc["kind"] == "Service")
+    exposed = {port["port"] for port in service["spec"]["ports"]}
+    assert exposed == {values["ports"][name] for name in ("http", "grpc", "metrics")}
