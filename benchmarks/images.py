@@ -186,7 +186,7 @@ def hand_torchserve_caller(deployment: local.Deployment, protocol: str) -> tuple
 
         return call_grpc, channel.close
     local_connections = threading.local()
-    headers = {"Content-Type": "application/octet-stream", "Authorization": f"Bearer {token}"}
+    headers = {"Content-Type": "application/octet-stream", **({"Authorization": f"Bearer {token}"} if token else {})}
 
     def call_rest(image: np.ndarray) -> np.ndarray:
         connection = getattr(local_connections, "connection", None)
