@@ -403,10 +403,8 @@ def write_markdown(report: dict, rendered: str) -> None:
     markdown = ROOT / "BENCHMARKS.md"
     previous = markdown.read_text() if markdown.exists() else ""
     # Sections other benchmarks write (images.py, client_overhead.py) are kept, between their markers.
-    kept = re.findall(r"<!-- (\w+):start -->.*?<!-- \1:end -->", previous, flags=re.S)
-    for name in kept:
-        section = re.search(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", previous, flags=re.S).group(0)
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    for section in re.finditer(r"<!-- (\w+):start -->.*?<!-- \1:end -->", previous, flags=re.S):
+        text = text.rstrip("\n") + "\n\n" + section.group(0) + "\n"
     markdown.write_text(text)
 
 

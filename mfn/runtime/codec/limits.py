@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mfn.handlers.dtypes import numpy_dtype
 from mfn.runtime.loop import RequestFailure
 
 if TYPE_CHECKING:
@@ -87,8 +88,6 @@ def body_limit(spec: ModelSpec) -> int:
 
 
 def _row_bytes(tensors: Any) -> int:
-    from mfn.handlers.dtypes import numpy_dtype
-
     total = 0
     for tensor in tensors:
         elements = math.prod(dim if dim > 0 else VARIABLE_DIM_ELEMENTS for dim in tensor.shape)
