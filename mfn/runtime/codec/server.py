@@ -94,7 +94,7 @@ class ServerCodec:
             RequestFailure: (500) when an output cannot be written as JSON (BYTES that are not UTF-8 text).
         """
         if not request.binary_outputs:
-            return to_json(self.answer(outputs, request.style)), None
+            return self.encode(outputs, request.style), None
         entries, buffers = [], []
         for name, datatype, what in self._outputs:
             if name not in outputs:
