@@ -88,7 +88,31 @@ def deploy(
         command += ["--values", str(values_file)]
         for assignment in sets:
             command += ["--set", assignment]
-        return _run(command)
+        output = _run(command)
+        return redact_secrets(output) if dry_run else output
+
+
+SECRET_PLACEHOLDER = "<generated at install>"
+
+
+def redact_secrets(manifests: str) -> str:
+    """Rendered manifests with every Secret's values replaced: a dry run's random keys are not the ones an
+    install generates (nor kept), and keys do not belong in a terminal's scroll-back."""
+    documents = manifests.split("\n---\n")
+    return "\n---\n".join(_redact_data(doc) if "\nkind: Secret\n" in doc else doc for doc in documents)
+
+
+def _redact_data(document: str) -> str:
+    head, marker, data = document.partition("\ndata:\n")
+    if not marker:
+        return document
+    lines = data.split("\n")
+    for index, line in enumerate(lines):
+        if not line.startswith("  "):
+            break
+        key, _, _ = line.partition(":")
+        lines[index] = f"{key}: {SECRET_PLACEHOLDER}"
+    return head + marker + "\n".join(lines)
 
 
 def undeploy(release: str, namespace: str = "default") -> str:

@@ -87,11 +87,14 @@ def load_or_build(cache: Path, server: str, models_dir: Path, models: list[str])
     return requests
 
 
-def inference_token(key_file: Path | None) -> str | None:
-    """TorchServe's current inference key when token authorization is on (its key file exists), else None.
+def inference_token(key_file: Path | None, key_env: str | None = None) -> str | None:
+    """The inference key: TorchServe's current one when token authorization is on (its key file exists),
+    or Triton's from the environment variable `key_env` (the chart's Secret); None when inference is open.
 
     Read on every run: TorchServe writes the file at start and rotates the keys when they expire.
     """
+    if key_env:
+        return os.environ.get(key_env) or None
     if key_file is None or not key_file.is_file():
         return None
     return str(json.loads(key_file.read_text())["inference"]["key"])
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         requests = load_or_build(args.cache, args.server, args.models_dir, args.model)
-        token = inference_token(args.key_file)
+        token = inference_token(args.key_file, args.key_env)
     except Exception as error:  # any failure to prepare is a failed probe, reported in one line
         print(f"mfn probe: cannot prepare the sample requests: {error}")
         return 1
@@ -148,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", required=True, type=Path, help="Where the built requests are kept between runs.")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="Time for all models together.")
     parser.add_argument("--key-file", type=Path, help="TorchServe's key_file.json; used when token authorization is on.")
+    parser.add_argument("--key-env", help="Environment variable holding Triton's inference key.")
     return parser
 
 

@@ -27,6 +27,8 @@ CONTAINER_PORTS = {
 DRAIN_TIMEOUT_S = 30
 # Ports inside the TorchServe pod that the Service does not expose (administration goes through port-forward).
 TORCHSERVE_PRIVATE_PORTS = {"management": 8081, "grpc_management": 7071}
+# TorchServe's keys in a pod last a year (its keys cannot be set, only regenerated through the management API).
+POD_TOKEN_EXPIRATION_MIN = 60 * 24 * 365
 
 
 def full_name(release: str) -> str:
@@ -66,6 +68,8 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
             gpus=gpu_count > 0,
             exit_timeout_s=DRAIN_TIMEOUT_S,
         )
+        # The chart adds the restrictions itself, with keys from its Secret; these are the groups it guards.
+        values["triton"] = {"adminApis": triton.ADMIN_APIS, "inferenceApis": triton.INFERENCE_APIS}
     else:
         all_ports = torchserve.Ports(
             inference=ports["http"], grpc=ports["grpc"], metrics=ports["metrics"], **TORCHSERVE_PRIVATE_PORTS
@@ -75,11 +79,11 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
         )
         values["args"] = []
         values["torchserve"] = {
-            # Token authorization would need the generated key inside every probe; in the cluster,
-            # access is limited with the NetworkPolicy instead.
+            # Token authorization on; the chart's auth.inference=false switches it off. The probe reads the
+            # server's key file. Keys outlive any pod: an expired key would fail the probe and restart the pod.
             "configProperties": torchserve.config_properties(
-                all_ports, MODELS_DIR, auth=False, address="0.0.0.0", load_models="all", management_host="127.0.0.1",
-                max_request_bytes=max(body_limit(spec) for spec in specs),
+                all_ports, MODELS_DIR, auth=True, address="0.0.0.0", load_models="all", management_host="127.0.0.1",
+                max_request_bytes=max(body_limit(spec) for spec in specs), token_expiration_min=POD_TOKEN_EXPIRATION_MIN,
             ),
             "logConfig": torchserve.LOG_CONFIG,
         }

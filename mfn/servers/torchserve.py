@@ -57,6 +57,10 @@ def check_installed() -> None:
         )
 
 
+# mfn re-reads the key file when a key is refused; a long lifetime keeps long-running local servers usable.
+TOKEN_EXPIRATION_MIN = 60 * 24 * 7
+
+
 def config_properties(
     ports: Ports,
     model_store: str,
@@ -66,6 +70,7 @@ def config_properties(
     max_request_bytes: int = MAX_BODY_BYTES,
     jvm_heap_mb: int | None = None,
     management_host: str | None = None,
+    token_expiration_min: int = TOKEN_EXPIRATION_MIN,
 ) -> str:
     """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
 
@@ -96,8 +101,7 @@ def config_properties(
         "disable_system_metrics": "false",
         # Lets handler metrics (mfn_*) reach the metrics port without a per-model metrics yaml.
         "model_metrics_auto_detect": "true",
-        # mfn re-reads the key file on every call; a long lifetime keeps long-running local servers usable.
-        "token_expiration_min": 10080,
+        "token_expiration_min": token_expiration_min,
         "max_request_size": max_request_bytes,
         "max_response_size": max_request_bytes,
         # A fixed heap, sized for the bodies it must hold, rather than the JVM's share of whatever memory the

@@ -91,11 +91,8 @@ def test_rendered_objects_validate_against_kubernetes_schemas(packaged, tmp_path
         f"keda.enabled={str(scaling == 'keda').lower()}",
         f"metrics.serviceMonitor.enabled={str(service_monitor).lower()}",
         f"metrics.prometheusRule.enabled={str(service_monitor).lower()}",
-        "networkPolicy.enabled=true",
         "replicaCount=2",
     ]
-    if server == "triton":
-        sets.append("triton.restrictedApi.enabled=true")
     documents = render(values, *sets)
     kinds = sorted(doc["kind"] for doc in documents)
     expected = {"ConfigMap", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"}
@@ -168,6 +165,7 @@ def test_every_probe_sends_each_model_a_sample_request(packaged, tmp_path, serve
         assert [arg for arg in command if arg.startswith("--model=")] == [f"--model={m}" for m in values["models"]["names"]]
         assert "--timeout-s=7" in command and container[name]["timeoutSeconds"] > 7
     assert ("--key-file=/tmp/key_file.json" in command) == (server == "torchserve")
+    assert ("--key-env=MFN_INFERENCE_KEY" in command) == (server == "triton")
     # Liveness tolerates a failing model far longer than readiness does.
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
     assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 4 * readiness["periodSeconds"] * readiness["failureThreshold"]
@@ -237,8 +235,7 @@ def test_the_chart_ships_inside_the_wheel(tmp_path):
 def test_torchserve_management_stays_inside_the_pod(packaged, tmp_path):
     values = write_values(packaged, "torchserve", tmp_path, gpu=False, delivery="uri")
     documents = render(values)
-    config = next(doc for doc in documents if doc["kind"] == "ConfigMap" and "config.properties" in doc.get("data", {}))
-    properties = dict(line.split("=", 1) for line in config["data"]["config.properties"].splitlines() if "=" in line)
+    properties = config_properties(documents)
     # Registering a model runs its code: the management APIs listen on the pod's loopback only.
     assert properties["management_address"].startswith("http://127.0.0.1:")
     assert properties["grpc_management_address"] == "127.0.0.1"
@@ -246,3 +243,75 @@ def test_torchserve_management_stays_inside_the_pod(packaged, tmp_path):
     service = next(doc for doc in documents if doc["kind"] == "Service")
     exposed = {port["port"] for port in service["spec"]["ports"]}
     assert exposed == {values["ports"][name] for name in ("http", "grpc", "metrics")}
+
+
+def config_properties(documents: list[dict]) -> dict[str, str]:
+    config = next(doc for doc in documents if doc["kind"] == "ConfigMap" and "config.properties" in doc.get("data", {}))
+    return dict(line.split("=", 1) for line in config["data"]["config.properties"].splitlines() if "=" in line)
+
+
+def restricted(container: dict) -> dict[str, list[str]]:
+    """Triton's restriction arguments by flag: '<api groups>:<header>=<value>'."""
+    found: dict[str, list[str]] = {}
+    for arg in container["args"]:
+        flag, _, value = arg.partition("=")
+        if flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+            found.setdefault(flag, []).append(value)
+    return found
+
+
+def test_triton_admin_and_inference_apis_need_keys_from_a_secret_by_default(packaged, tmp_path):
+    from mfn.servers import triton
+
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    documents = render(values)
+    pod, container = server_container(documents)
+    expected = [f"{triton.ADMIN_APIS}:authorization=Bearer $(MFN_ADMIN_KEY)",
+                f"{triton.INFERENCE_APIS}:authorization=Bearer $(MFN_INFERENCE_KEY)"]
+    assert restricted(container) == {"--http-restricted-api": expected, "--grpc-restricted-protocol": expected}
+    secret = next(doc for doc in documents if doc["kind"] == "Secret")
+    assert secret["metadata"]["name"] == "demo-mfn-keys" and set(secret["data"]) == {"admin", "inference"}
+    assert secret["data"]["admin"] != secret["data"]["inference"]
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"] if "valueFrom" in item}
+    assert env == {"MFN_ADMIN_KEY": {"name": "demo-mfn-keys", "key": "admin"},
+                   "MFN_INFERENCE_KEY": {"name": "demo-mfn-keys", "key": "inference"}}
+    # Kubernetes expands $(VAR) in args only from variables the container defines.
+    assert all(f"$({name})" in " ".join(container["args"]) for name in env)
+
+
+def test_triton_inference_opens_with_auth_off_but_the_admin_apis_never_do(packaged, tmp_path):
+    from mfn.servers import triton
+
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    documents = render(values, "auth.inference=false", "auth.secretName=my-keys")
+    _, container = server_container(documents)
+    only_admin = [f"{triton.ADMIN_APIS}:authorization=Bearer $(MFN_ADMIN_KEY)"]
+    assert restricted(container) == {"--http-restricted-api": only_admin, "--grpc-restricted-protocol": only_admin}
+    assert not [doc for doc in documents if doc["kind"] == "Secret"], "a given Secret is used, not generated"
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"] if "valueFrom" in item}
+    assert env == {"MFN_ADMIN_KEY": {"name": "my-keys", "key": "admin"}}
+    assert not any(arg.startswith("--key-env") for arg in container["readinessProbe"]["exec"]["command"])
+
+
+def test_torchserve_token_authorization_is_on_by_default_and_follows_auth_inference(packaged, tmp_path):
+    values = write_values(packaged, "torchserve", tmp_path, gpu=False, delivery="uri")
+    assert config_properties(render(values))["disable_token_authorization"] == "false"
+    assert config_properties(render(values, "auth.inference=false"))["disable_token_authorization"] == "true"
+    assert not [doc for doc in render(values) if doc["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_the_network_policy_is_on_by_default_and_admits_only_the_serving_ports(packaged, tmp_path, server):
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    (policy,) = [doc for doc in render(values) if doc["kind"] == "NetworkPolicy"]
+    inference, metrics = policy["spec"]["ingress"]
+    assert [port["port"] for port in inference["ports"]] == ["http", "grpc"]
+    assert inference["from"] == [{"podSelector": {}}]
+    assert [port["port"] for port in metrics["ports"]] == ["metrics"]
+    assert metrics["from"] == [{"podSelector": {}},
+                               {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    peers = [{"podSelector": {"matchLabels": {"app": "gateway"}}}]
+    (policy,) = [doc for doc in render(values, "networkPolicy.from[0].podSelector.matchLabels.app=gateway",
+                                       "networkPolicy.monitoringNamespace=") if doc["kind"] == "NetworkPolicy"]
+    assert [rule["from"] for rule in policy["spec"]["ingress"]] == [peers, peers]
+    assert not [doc for doc in render(values, "networkPolicy.enabled=false") if doc["kind"] == "NetworkPolicy"]

@@ -32,8 +32,9 @@ from tests.conftest import EXAMPLES
 pytestmark = pytest.mark.integration
 
 
-def rendered(path: Path, tmp_path: Path, *sets: str) -> tuple[dict, dict[str, str]]:
-    """The rendered Deployment's pod spec, and the rendered ConfigMap's files."""
+def rendered(path: Path, tmp_path: Path, *sets: str) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """The rendered Deployment's pod spec, the rendered ConfigMap's files and the generated Secret's keys."""
+    import base64
     import json
 
     values_file = tmp_path / "values.json"
@@ -46,14 +47,17 @@ def rendered(path: Path, tmp_path: Path, *sets: str) -> tuple[dict, dict[str, st
     documents = [doc for doc in yaml.safe_load_all(output) if doc]
     deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
     config_map = next(doc for doc in documents if doc["kind"] == "ConfigMap")
-    return deployment["spec"]["template"]["spec"], config_map["data"]
+    secrets = [doc for doc in documents if doc["kind"] == "Secret"]
+    keys = {name: base64.b64decode(value).decode() for doc in secrets for name, value in doc["data"].items()}
+    return deployment["spec"]["template"]["spec"], config_map["data"], keys
 
 
 class LocalPod:
     """Maps the container's paths and ports onto this machine."""
 
-    def __init__(self, container: dict, models: Path, tmp_path: Path) -> None:
+    def __init__(self, container: dict, models: Path, tmp_path: Path, secret: dict[str, str] | None = None) -> None:
         self.container = container
+        self.secret = secret or {}
         self.ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         self.local_ports = dict(zip(self.ports, free_ports(len(self.ports))))
         self.paths = {"/models": str(models), "/config": str(tmp_path / "config"), "/tmp": str(tmp_path / "pod-tmp")}
@@ -73,13 +77,17 @@ class LocalPod:
             if item["name"] == "PATH":
                 # The pod's /env venv is this machine's venv.
                 env["PATH"] = item["value"].replace("/env/bin", str(Path(sys.executable).parent)) + os.pathsep + base["PATH"]
+            elif "valueFrom" in item:
+                env[item["name"]] = self.secret[item["valueFrom"]["secretKeyRef"]["key"]]
             else:
                 env[item["name"]] = self.map(item["value"])
         return env
 
-    def command(self, parts: list[str]) -> list[str]:
-        """A rendered command line with this machine's paths and ports; `python3` is this interpreter."""
-        return [sys.executable if part == "python3" else self.map(part) for part in parts]
+    def command(self, parts: list[str], env: dict[str, str] | None = None) -> list[str]:
+        """A rendered command line with this machine's paths and ports; `python3` is this interpreter.
+        $(NAME) is expanded from `env`, as the kubelet does for a container's command and args."""
+        expand = (lambda part: re.sub(r"\$\((\w+)\)", lambda match: (env or {})[match.group(1)], part))
+        return [sys.executable if part == "python3" else expand(self.map(part)) for part in parts]
 
 
     @property
@@ -165,19 +173,28 @@ def test_the_triton_pod_serves_and_its_probe_fails_once_a_stub_is_dead(tmp_path)
     models = tmp_path / "models"
     mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models)
     # A short drain: with its stub dead, Triton waits out the whole exit timeout when it stops.
-    pod_spec, _ = rendered(models, tmp_path, "drainTimeoutSeconds=3")
+    pod_spec, _, secret = rendered(models, tmp_path, "drainTimeoutSeconds=3")
     container = pod_spec["containers"][0]
-    pod = LocalPod(container, models, tmp_path)
+    pod = LocalPod(container, models, tmp_path, secret)
     install = triton.find_triton()
     backend = triton.prepare_backend_directory(install, tmp_path / "backends")
     # Image aside: the official image finds tritonserver on PATH and has its own backends and caches.
-    command = [str(install.binary), *(pod.map(arg) for arg in container["args"])]
+    env = pod.environment(triton.server_environment(install))
+    command = [str(install.binary), *pod.command(container["args"], env)]
     command += [f"--backend-directory={backend}", f"--cache-directory={install.caches}"]
     assert command[1:3] == [f"--model-repository={models}", "--http-address=127.0.0.1"]
     # Shared-memory regions named with this test home's tag, so the suite's clean-up finds any left behind.
     command = [part.replace("shm-region-prefix-name=mfn_", f"shm-region-prefix-name=mfn_{home_tag()}_pod_") for part in command]
-    env = pod.environment(triton.server_environment(install))
     with running_pod(pod, command, env, tmp_path) as process:
+        # The probes passed with the Secret's inference key; without it, or with it for the admin APIs, no.
+        base = f"http://127.0.0.1:{pod.local_ports['http']}/v2"
+        body = b'{"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a b"]}]}'
+        assert request("POST", f"{base}/models/text_stats/infer", 5.0, body)[0] == 403
+        inference = {"Authorization": f"Bearer {secret['inference']}"}
+        assert request("POST", f"{base}/models/text_stats/infer", 5.0, body, inference)[0] == 200
+        assert request("POST", f"{base}/repository/index", 5.0, b"{}", inference)[0] == 403
+        admin = {"Authorization": f"Bearer {secret['admin']}"}
+        assert request("POST", f"{base}/repository/index", 5.0, b"{}", admin)[0] == 200
         assert kill_below(process.pid, lambda command: Path(command[0]).name == triton.STUB_NAME)
         result = run_probe(pod, env, "readinessProbe")
         assert result.returncode == 1 and "mfn probe: text_stats:" in result.stdout, result.stdout
@@ -191,7 +208,7 @@ def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(
     models = tmp_path / "models"
     mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, target="torchserve")
     # No endpoint delay here: no Service routes to this server.
-    pod_spec, files = rendered(models, tmp_path, "preStopDelaySeconds=0")
+    pod_spec, files, _ = rendered(models, tmp_path, "preStopDelaySeconds=0")
     container = pod_spec["containers"][0]
     pod = LocalPod(container, models, tmp_path)
     config = tmp_path / "config"
@@ -206,6 +223,12 @@ def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(
     command = pod.command(container["command"])
     env = pod.environment(torchserve.server_environment(torchserve.find_java_home(), tmp_path))
     with running_pod(pod, command, env, tmp_path) as process:
+        # The probes passed with the key TorchServe wrote into its working directory; without it, no.
+        assert (Path(pod.working_dir) / "key_file.json").is_file()
+        url = f"http://127.0.0.1:{pod.local_ports['http']}/predictions/text_stats"
+        status, text = request("POST", url, 5.0, b'{"text": ["a b"]}', {"Content-Type": "application/json"})
+        # TorchServe 0.12 answers a missing key with 400 InvalidKeyException.
+        assert status in (400, 401) and "Token Authorization failed" in text, (status, text)
         with crash_looping(process.pid, lambda command: any("model_service_worker" in part for part in command)) as killed:
             result = run_probe(pod, env, "readinessProbe")
         assert killed and result.returncode == 1 and "mfn probe: text_stats:" in result.stdout, result.stdout

@@ -48,6 +48,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if eq .Values.server "torchserve" }}
 {{- /* TorchServe writes its keys into its working directory when token authorization is on. */}}
 - --key-file=/tmp/key_file.json
+{{- else if .Values.auth.inference }}
+- --key-env=MFN_INFERENCE_KEY
 {{- end }}
 {{- range .Values.models.names }}
 - --model={{ . }}
@@ -69,6 +71,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{- define "mfn.restrictedApiSecret" -}}
-{{- default (printf "%s-restricted-api" (include "mfn.fullname" .)) .Values.triton.restrictedApi.secretName -}}
+{{- define "mfn.authSecret" -}}
+{{- default (printf "%s-keys" (include "mfn.fullname" .)) .Values.auth.secretName -}}
 {{- end -}}
