@@ -7,7 +7,7 @@ import tempfile
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mfn.errors import HandlerError, MfnError, SpecError
@@ -39,6 +39,7 @@ def package(
     target: str = "triton",
     archive_format: str = "default",
     native: bool = False,
+    bundle_env: bool = False,
     **overrides: object,
 ) -> PackageResult:
     """Package the handler `ref` into `output` for `target`.
@@ -55,6 +56,8 @@ def package(
         archive_format: TorchServe archive format: "default" (.mar), "no-archive" or "tgz".
         native: For a model file on Triton, write a config for Triton's native backend (e.g. onnxruntime_onnx)
             and the file itself, instead of mfn's Python-backend adapter.
+        bundle_env: Also put the installed environment (mfn and the pinned requirements, see mfn.environment)
+            into the package, for pods that reach no package index.
         **overrides: Spec fields that replace the handler's declarations (name, version, batching, ...).
 
     Raises:
@@ -68,6 +71,8 @@ def package(
     source = resolve(ref, **overrides)
     if native and (target != "triton" or source.handler_file.parent != Path(__file__).parent / "handlers"):
         raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --target triton")
+    if native and bundle_env:
+        raise MfnError("--bundle-env applies to mfn's adapters; a --native model runs on Triton's own backend, without Python")
     if native:
         from mfn.model_repository.native import native_platform
 
@@ -75,9 +80,14 @@ def package(
     if target == "triton":
         _check_triton_output(source.spec, output)
     check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)
+    from mfn.environment import lock_for
+
+    lock_warnings = () if native else lock_for(tuple(source.spec.requirements)).warnings
     if target == "torchserve":
-        return _write_torchserve(source, output, archive_format)
-    return _write_triton(source, output, native)
+        result = _write_torchserve(source, output, archive_format, bundle_env)
+    else:
+        result = _write_triton(source, output, native, bundle_env)
+    return replace(result, warnings=(*lock_warnings, *result.warnings))
 
 
 def resolve(ref: str, **overrides: object) -> Source:
@@ -150,7 +160,7 @@ def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
         check_sibling_versions(spec, repository / spec.name)
 
 
-def _write_triton(source: Source, repository: Path, native: bool = False) -> PackageResult:
+def _write_triton(source: Source, repository: Path, native: bool = False, bundle_env: bool = False) -> PackageResult:
     from mfn.model_repository.layout import install_model, stage_model
     from mfn.model_repository.native import stage_native_model
 
@@ -161,17 +171,17 @@ def _write_triton(source: Source, repository: Path, native: bool = False) -> Pac
         if native:
             stage_native_model(spec, source.artifact_root / spec.artifacts["model"], model_staging)
         else:
-            stage_model(spec, source.handler_file, model_staging, source.artifact_root)
+            stage_model(spec, source.handler_file, model_staging, source.artifact_root, bundle_env)
         install_model(model_staging, model_dir, spec.version)
     return PackageResult(spec=spec, target="triton", path=model_dir)
 
 
-def _write_torchserve(source: Source, store: Path, archive_format: str) -> PackageResult:
+def _write_torchserve(source: Source, store: Path, archive_format: str, bundle_env: bool = False) -> PackageResult:
     from mfn.archiver.build import build_archive
 
     spec = source.spec
     with _staging_area(store) as staging:
-        built = build_archive(spec, source.handler_file, staging, archive_format, source.artifact_root)
+        built = build_archive(spec, source.handler_file, staging, archive_format, source.artifact_root, bundle_env)
         destination = store / built.name
         if destination.is_dir():
             destination.rename(staging / "replaced")

@@ -137,7 +137,7 @@ def to_onnx(saved: Path, output: Path, opset: int) -> None:
     command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved), "--signature_def", SIGNATURE,
                "--opset", str(opset), "--output", str(output)]
     if importlib.util.find_spec("tf2onnx") is None:
-        raise MfnError("converting TensorFlow models to ONNX needs tf2onnx: pip install 'mfn[tensorflow]'")
+        raise MfnError("converting TensorFlow models to ONNX needs tf2onnx: pip install 'mfn-serve[tensorflow]'")
     # tf2onnx runs in its own process: it imports TensorFlow and onnx together, and its log goes to stderr.
     completed = subprocess.run(command, capture_output=True, text=True, check=False,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

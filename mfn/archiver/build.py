@@ -43,7 +43,8 @@ def build_time() -> float:
 
 
 def build_archive(
-    spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str, artifact_root: Path | None = None
+    spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str, artifact_root: Path | None = None,
+    bundle_env: bool = False,
 ) -> Path:
     """Build the archive inside `staging` and return its path there."""
     from model_archiver.model_archiver_config import ModelArchiverConfig
@@ -54,7 +55,7 @@ def build_archive(
         raise MfnError(f"unknown archive format {archive_format!r}: choose one of {', '.join(ARCHIVE_FORMATS)}")
     sources, export = staging / "sources", staging / "export"
     bundle = sources / "bundle"
-    write_bundle(spec, handler_file, bundle, artifact_root)
+    write_bundle(spec, handler_file, bundle, artifact_root, bundle_env)
     shutil.copyfile(_ADAPTER_SOURCE, sources / ADAPTER_FILE)
     (sources / CONFIG_FILE).write_text(render_model_config(spec))
     export.mkdir()

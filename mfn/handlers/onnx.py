@@ -50,7 +50,7 @@ def onnx_declarations(path: Path) -> dict:
     try:
         import onnxruntime
     except ImportError:
-        raise MfnError("serving ONNX models needs onnxruntime: pip install 'mfn[onnx]'") from None
+        raise MfnError("serving ONNX models needs onnxruntime: pip install 'mfn-serve[onnx]'") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:

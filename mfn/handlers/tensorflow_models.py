@@ -19,7 +19,7 @@ from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
 
 SIGNATURE = "serving_default"
-INSTALL_HINT = "serving TensorFlow models needs TensorFlow: pip install 'mfn[tensorflow]'"
+INSTALL_HINT = "serving TensorFlow models needs TensorFlow: pip install 'mfn-serve[tensorflow]'"
 
 
 def import_tensorflow() -> Any:

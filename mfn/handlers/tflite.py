@@ -26,7 +26,7 @@ def interpreter_class() -> Any:
         try:
             from tensorflow.lite import Interpreter  # type: ignore[no-redef]
         except ImportError:
-            raise MfnError("serving TFLite models needs LiteRT: pip install 'mfn[tflite]'") from None
+            raise MfnError("serving TFLite models needs LiteRT: pip install 'mfn-serve[tflite]'") from None
     return Interpreter
 
 

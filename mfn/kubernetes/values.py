@@ -6,10 +6,16 @@ container's paths and ports, so a pod runs exactly what a local deploy runs.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mfn
 from mfn.deploy.local import Store
+from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
+from mfn.errors import MfnError
+from mfn.runtime.bundle import REQUIREMENTS_FILE, SPEC_FILE
 from mfn.monitoring import render
 from mfn.runtime.codec.limits import body_limit
 from mfn.servers import torchserve, triton
@@ -37,6 +43,76 @@ def full_name(release: str) -> str:
     return name[:63].rstrip("-")
 
 
+@dataclass(frozen=True)
+class PackagedEnvironment:
+    """What one packaged model version carries for the pod's environment (see mfn.environment)."""
+
+    location: str
+    pins: tuple[str, ...]
+    wheel: tuple[str, str] | None
+    environment: tuple[str, str] | None
+
+
+def packaged_environments(store: Store) -> list[PackagedEnvironment]:
+    """Each mfn-packaged model version's pins, wheel and environment archive (member, SHA-256), by its path
+    under the store; Triton's native models carry none."""
+    from mfn.archiver.reading import read_member
+
+    if store.server == "triton":
+        sources = [version.parent for paths in store.models.values() for version in sorted(paths[0].glob(f"*/{SPEC_FILE}"))]
+    else:
+        sources = [archive for paths in store.models.values() for archive in paths]
+    found = []
+    for source in sources:
+        def member(name: str, source: Path = source) -> bytes | None:
+            return read_member(source, name)
+
+        requirements = member(REQUIREMENTS_FILE)
+        wheel, environment = f"{WHEEL_DIR}/{wheel_name()}", ENV_ARCHIVE
+        wheel_bytes, environment_bytes = member(wheel), member(environment)
+        found.append(PackagedEnvironment(
+            location=source.relative_to(store.root).as_posix(),
+            pins=tuple((requirements or b"").decode().split()),
+            wheel=(wheel, hashlib.sha256(wheel_bytes).hexdigest()) if wheel_bytes is not None else None,
+            environment=(environment, hashlib.sha256(environment_bytes).hexdigest()) if environment_bytes is not None else None,
+        ))
+    return found
+
+
+def pod_requirements(store: Store) -> dict[str, Any]:
+    """The chart's `requirements`: mfn's wheel from a package, the union of the packages' pins, and their
+    environment archives (mode bundle when every mfn-packaged model carries one).
+
+    Raises:
+        MfnError: a package carries no wheel of this mfn (packaged by another version), or two packages pin
+            one requirement differently.
+    """
+    packaged = packaged_environments(store)
+    missing = [item.location for item in packaged if item.wheel is None]
+    if missing:
+        raise MfnError(f"{', '.join(missing)} carries no mfn {mfn.__version__} wheel ({WHEEL_DIR}/{wheel_name()}): "
+                       "it was packaged by another mfn version; repackage it with this one")
+    pins: dict[str, tuple[str, str]] = {}
+    for item in packaged:
+        for pin in item.pins:
+            name = canonical(pin.split("==")[0])
+            if name in pins and pins[name][0] != pin:
+                raise MfnError(f"{item.location} pins {pin} but {pins[name][1]} pins {pins[name][0]}: one pod has one "
+                               "environment; package both with the same versions installed")
+            pins[name] = (pin, item.location)
+    first = packaged[0] if packaged else None
+    environments = [item for item in packaged if item.environment]
+    bundled = bool(packaged) and len(environments) == len(packaged)
+    return {
+        "mode": "bundle" if bundled else "venv",
+        "packages": sorted(pin for pin, _ in pins.values()),
+        "wheel": {"from": first.location, "member": first.wheel[0], "sha256": first.wheel[1]} if first and first.wheel
+        else {"from": "", "member": "", "sha256": ""},
+        "environments": [{"from": item.location, "member": item.environment[0], "sha256": item.environment[1]}
+                         for item in environments if item.environment],
+    }
+
+
 def gpus_needed(spec: ModelSpec) -> int:
     """GPUs one pod needs for a spec: the distinct listed ids, or one per GPU group that lists none."""
     listed = {gpu for group in spec.instances if group.kind == "gpu" for gpu in (group.gpus or ())}
@@ -47,13 +123,12 @@ def gpus_needed(spec: ModelSpec) -> int:
 def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: str | None, pvc: str | None) -> dict[str, Any]:
     """Values for one release serving every model in `store`."""
     ports = CONTAINER_PORTS[store.server]
-    requirements = sorted({requirement for spec in specs for requirement in spec.requirements})
     gpu_count = max(gpus_needed(spec) for spec in specs)
     values: dict[str, Any] = {
         "server": store.server,
         "ports": ports,
         "models": {"names": sorted(store.models), "uri": model_uri or "", "pvc": {"claimName": pvc or ""}},
-        "requirements": {"packages": [f"mfn=={mfn.__version__}", *requirements]},
+        "requirements": pod_requirements(store),
         "gpu": {"count": gpu_count},
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},
     }

@@ -15,10 +15,12 @@ ADAPTER_FILE = "model.py"
 _ADAPTER_SOURCE = Path(__file__).with_name("triton_model.py")
 
 
-def stage_model(spec: ModelSpec, handler_file: Path, staging: Path, artifact_root: Path | None = None) -> None:
+def stage_model(
+    spec: ModelSpec, handler_file: Path, staging: Path, artifact_root: Path | None = None, bundle_env: bool = False
+) -> None:
     """Write config.pbtxt and the version directory (adapter + bundle) under `staging`."""
     version_dir = staging / str(spec.version)
-    write_bundle(spec, handler_file, version_dir, artifact_root)
+    write_bundle(spec, handler_file, version_dir, artifact_root, bundle_env)
     shutil.copyfile(_ADAPTER_SOURCE, version_dir / ADAPTER_FILE)
     (staging / CONFIG_FILE).write_text(render_config(spec))
 

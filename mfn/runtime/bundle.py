@@ -35,8 +35,12 @@ def bundled_artifact_path(name: str, declared: str) -> PurePosixPath:
     return PurePosixPath(ARTIFACTS_DIR, name, PurePosixPath(declared).name)
 
 
-def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path, artifact_root: Path | None = None) -> None:
-    """Copy the handler source and its artifacts and write the spec into `destination`.
+def write_bundle(
+    spec: ModelSpec, handler_file: Path, destination: Path, artifact_root: Path | None = None, bundle_env: bool = False
+) -> None:
+    """Copy the handler source and its artifacts and write the spec into `destination`, with what a pod needs
+    to run it: mfn's own wheel, the requirements pinned to this environment's versions, and with `bundle_env`
+    the installed environment itself (see mfn.environment).
 
     Artifact paths are relative to `artifact_root` (default: the handler file's directory; built-in
     handlers serving a model file use the model file's directory). Files are copied by content only,
@@ -55,7 +59,14 @@ def write_bundle(spec: ModelSpec, handler_file: Path, destination: Path, artifac
         else:
             shutil.copyfile(source, target)
     (destination / SPEC_FILE).write_text(spec.to_json())
-    (destination / REQUIREMENTS_FILE).write_text("".join(f"{requirement}\n" for requirement in spec.requirements))
+    from mfn import environment
+
+    lock = environment.lock_for(tuple(spec.requirements))
+    (destination / REQUIREMENTS_FILE).write_text("".join(f"{pin}\n" for pin in lock.pins))
+    (destination / environment.WHEEL_DIR).mkdir()
+    (destination / environment.WHEEL_DIR / environment.wheel_name()).write_bytes(environment.build_wheel_bytes())
+    if bundle_env:
+        environment.bundle_environment(lock, destination)
 
 
 def check_confined(source: Path, root: Path, what: str) -> None:

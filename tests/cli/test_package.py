@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from mfn.cli.main import cli
+from mfn.environment import wheel_name
 from mfn.spec import ModelSpec
 from tests.conftest import EXAMPLES, HANDLERS
 
@@ -42,15 +44,22 @@ def test_package_writes_a_self_contained_model(tmp_path):
     assert result.exit_code == 0, result.output
     model = tmp_path / "repo" / "mlp"
     assert sorted(tree_digest(model)) == [
-        "1/artifacts/weights/weights.pt", "1/handler/handler.py", "1/mfn.json", "1/model.py", "1/requirements.txt",
-        "config.pbtxt",
+        "1/artifacts/weights/weights.pt", "1/handler/handler.py", f"1/mfn-wheel/{wheel_name()}", "1/mfn.json", "1/model.py",
+        "1/requirements.txt", "config.pbtxt",
     ]
     config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert (config.name, config.backend, config.max_batch_size) == ("mlp", "python", 32)
     spec = ModelSpec.from_json((model / "1" / "mfn.json").read_text())
     assert spec.entrypoint.attribute == "MLP"
-    assert (model / "1" / "requirements.txt").read_text() == "torch>=2.1\n"
+    assert pinned(model / "1" / "requirements.txt")["torch"] == f"torch=={metadata.version('torch').split('+')[0]}"
     assert (model / "1" / "artifacts/weights/weights.pt").read_bytes() == (EXAMPLES / "mlp" / "weights.pt").read_bytes()
+
+
+def pinned(requirements: Path) -> dict[str, str]:
+    """Pins by lower-case name; every line must be an exact pin."""
+    lines = requirements.read_text().splitlines()
+    assert lines and all("==" in line for line in lines), lines
+    return {line.split("==")[0].lower(): line for line in lines}
 
 
 def test_same_inputs_give_byte_identical_output(tmp_path):

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from importlib import metadata
 import tarfile
 import zipfile
 
@@ -9,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from mfn.cli.main import cli
+from mfn.environment import build_wheel_bytes, wheel_name
 from tests.cli.test_package import BAD, MLP, TEXT_STATS, tree_digest
 from tests.conftest import GOLDEN, HANDLERS, assert_matches_golden
 
 EXPECTED_ENTRIES = [
-    "MAR-INF/MANIFEST.json", "artifacts/weights/weights.pt", "handler/handler.py", "mfn.json",
+    "MAR-INF/MANIFEST.json", "artifacts/weights/weights.pt", "handler/handler.py", f"mfn-wheel/{wheel_name()}", "mfn.json",
     "mfn_torchserve_adapter.py", "model-config.yaml", "requirements.txt",
 ]
 
@@ -28,7 +30,9 @@ def test_mar_holds_adapter_handler_artifacts_requirements_and_config(tmp_path):
     with zipfile.ZipFile(tmp_path / "mlp.mar") as archive:
         assert archive.namelist() == EXPECTED_ENTRIES
         manifest = archive.read("MAR-INF/MANIFEST.json").decode()
-        assert archive.read("requirements.txt") == b"torch>=2.1\n"
+        pins = archive.read("requirements.txt").decode().splitlines()
+        assert f"torch=={metadata.version('torch').split('+')[0]}" in pins and all("==" in pin for pin in pins)
+        assert archive.read(f"mfn-wheel/{wheel_name()}") == build_wheel_bytes()
         assert b"batchSize: 32" in archive.read("model-config.yaml")
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     assert_matches_golden(manifest, GOLDEN / "torchserve" / "mlp.MANIFEST.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,7 +207,14 @@ def test_deploy_dry_run_matches_golden(packaged, server, tmp_path):
         "--model-uri", "https://models.example.com/store.tar.gz", "--dry-run",
     ])
     assert result.exit_code == 0, result.output
-    assert_matches_golden(result.output, GOLDEN / "kubernetes" / f"{server}.yaml")
+    assert_matches_golden(environment_independent(result.output), GOLDEN / "kubernetes" / f"{server}.yaml")
+
+
+def environment_independent(manifests: str) -> str:
+    """Rendered manifests without what depends on this machine: the pins (versions installed here, checked
+    by their own test) and the digests of files that change with mfn's source (its wheel)."""
+    manifests = re.sub(r'(?m)^(\s+- --\n)(\s+- "[^"]+==[^"]+"\n)+', r'\1      <pinned requirements>\n', manifests)
+    return re.sub(r"[0-9a-f]{64}", "<sha256>", manifests)
 
 
 def test_kubernetes_target_needs_a_release_a_model_source_and_a_cluster(packaged, monkeypatch, tmp_path):
@@ -226,7 +234,7 @@ def test_the_chart_ships_inside_the_wheel(tmp_path):
     from tests.conftest import ROOT
 
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)], check=True)
-    (wheel,) = tmp_path.glob("mfn-*.whl")
+    (wheel,) = tmp_path.glob("mfn_serve-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     chart_files = {str(path.relative_to(chart_path())) for path in chart_path().rglob("*") if path.is_file()}
     assert {f"mfn/kubernetes/chart/{name}" for name in chart_files} <= names
@@ -315,3 +323,44 @@ def test_the_network_policy_is_on_by_default_and_admits_only_the_serving_ports(p
                                        "networkPolicy.monitoringNamespace=") if doc["kind"] == "NetworkPolicy"]
     assert [rule["from"] for rule in policy["spec"]["ingress"]] == [peers, peers]
     assert not [doc for doc in render(values, "networkPolicy.enabled=false") if doc["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_pods_install_mfn_from_the_wheel_in_the_package_never_by_name(packaged, tmp_path, server):
+    import hashlib
+
+    from mfn.archiver.reading import read_member
+    from mfn.environment import WHEEL_DIR, build_wheel_bytes, wheel_name
+
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    pod, _ = server_container(render(values))
+    (init,) = [container for container in pod["initContainers"] if container["name"] == "build-env"]
+    args = init["args"]
+    source = "mlp/1" if server == "triton" else "text_stats.mar"
+    digest = hashlib.sha256(build_wheel_bytes()).hexdigest()
+    assert f"--wheel=/models/{source}:{WHEEL_DIR}/{wheel_name()}:{digest}" in args
+    pins = args[args.index("--") + 1:]
+    packaged_pins = read_member(packaged[server] / source, "requirements.txt").decode().split()
+    assert pins == sorted(packaged_pins) and all("==" in pin for pin in pins)
+    assert not [pin for pin in pins if re.match(r"mfn\b", pin, re.IGNORECASE)], "mfn must never be installed by name"
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in init["volumeMounts"]
+
+
+def test_the_schema_refuses_mfn_by_name_from_an_index(packaged, tmp_path):
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    result = helm("template", "demo", str(chart_path()), "--values", values["__file__"],
+                  "--set", "requirements.packages={mfn==0.1.0}")
+    assert result.returncode != 0 and "/requirements/packages/0" in result.stderr, result.stderr
+
+
+def test_a_package_without_this_mfns_wheel_is_refused_naming_it(packaged, tmp_path):
+    import shutil
+
+    from mfn.environment import WHEEL_DIR
+    from mfn.errors import MfnError
+
+    copy = tmp_path / "repo"
+    shutil.copytree(packaged["triton"], copy)
+    shutil.rmtree(copy / "mlp" / "1" / WHEEL_DIR)
+    with pytest.raises(MfnError, match=r"mlp/1 carries no mfn .* wheel .*repackage"):
+        values_for(copy, "demo", model_uri="https://x/y.tar.gz", pvc=None)

@@ -71,12 +71,13 @@ class LocalPod:
         text = re.sub(rf"(?<=[=:])({numbers})(?!\d)", lambda match: by_number[match.group(1)], text)
         return text.replace("0.0.0.0", "127.0.0.1")
 
-    def environment(self, base: dict[str, str]) -> dict[str, str]:
+    def environment(self, base: dict[str, str], env_dir: Path | None = None) -> dict[str, str]:
+        """The container's environment; its /env venv is `env_dir`, by default this machine's venv."""
         env = dict(base)
         for item in self.container["env"]:
             if item["name"] == "PATH":
-                # The pod's /env venv is this machine's venv.
-                env["PATH"] = item["value"].replace("/env/bin", str(Path(sys.executable).parent)) + os.pathsep + base["PATH"]
+                env_bin = str(env_dir / "bin") if env_dir else str(Path(sys.executable).parent)
+                env["PATH"] = item["value"].replace("/env/bin", env_bin) + os.pathsep + base["PATH"]
             elif "valueFrom" in item:
                 env[item["name"]] = self.secret[item["valueFrom"]["secretKeyRef"]["key"]]
             else:
@@ -244,3 +245,49 @@ def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(
         process.wait(timeout=30)
         assert time.monotonic() - started < pod_spec["terminationGracePeriodSeconds"]
 
+
+
+# A pip that tries any index fails at once: the port is closed, and no local wheels or configured indexes apply.
+NO_INDEX = {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",
+            "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull}
+
+
+def test_a_bundled_triton_pod_starts_with_no_index_and_no_mfn_in_the_image(tmp_path):
+    """`mfn package --bundle-env`: the rendered build-env initContainer, run with a Python that has no mfn (the
+    "image"), unpacks the package's environment with no pip; the server then answers through the probes."""
+    models = tmp_path / "models"
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, bundle_env=True)
+    pod_spec, files, secret = rendered(models, tmp_path, "drainTimeoutSeconds=3")
+    (init,) = [container for container in pod_spec["initContainers"] if container["name"] == "build-env"]
+    assert "--mode=bundle" in init["args"] and not [arg for arg in init["args"] if "pip" in arg]
+    image_python = Path(sys._base_executable)
+    checked = subprocess.run([str(image_python), "-c", "import mfn"], capture_output=True, text=True, cwd=tmp_path)
+    assert checked.returncode != 0, "the stand-in image's Python must not have mfn already"
+    env_dir, scripts = tmp_path / "env", tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "build_env.py").write_text(files["build_env.py"])
+    container = pod_spec["containers"][0]
+    pod = LocalPod(container, models, tmp_path, secret)
+    pod.paths.update({"/env": str(env_dir), "/scripts": str(scripts)})
+    build = subprocess.run(
+        [str(image_python), *pod.command(init["command"][1:] + init["args"])],
+        env={**os.environ, **NO_INDEX}, capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    install = triton.find_triton()
+    backend = triton.prepare_backend_directory(install, tmp_path / "backends")
+    base = triton.server_environment(install, base={key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"})
+    base["PATH"] = os.pathsep.join(part for part in base["PATH"].split(os.pathsep) if part != str(Path(sys.executable).parent))
+    env = pod.environment({**base, **NO_INDEX}, env_dir=env_dir)
+    where = subprocess.run([str(env_dir / "bin" / "python3"), "-c", "import mfn; print(mfn.__file__)"], env=env,
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert where.returncode == 0 and where.stdout.startswith(str(env_dir)), where.stdout + where.stderr
+    command = [str(install.binary), *pod.command(container["args"], env)]
+    command += [f"--backend-directory={backend}", f"--cache-directory={install.caches}"]
+    command = [part.replace("shm-region-prefix-name=mfn_", f"shm-region-prefix-name=mfn_{home_tag()}_pod_") for part in command]
+    with running_pod(pod, command, env, tmp_path):
+        base_url = f"http://127.0.0.1:{pod.local_ports['http']}/v2/models/text_stats/infer"
+        body = b'{"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a b c"]}]}'
+        status, text = request("POST", base_url, 5.0, body, {"Authorization": f"Bearer {secret['inference']}"})
+        assert status == 200 and '"n_words"' in text, text
+    remove_shm_regions(f"mfn_{home_tag()}_pod_")

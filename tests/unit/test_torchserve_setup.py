@@ -16,7 +16,7 @@ def test_missing_java_names_what_to_install(monkeypatch, tmp_path):
     with pytest.raises(DeployError) as caught:
         torchserve.find_java_home()
     message = str(caught.value)
-    assert "pip install 'mfn[torchserve]'" in message and "openjdk-17-jre-headless" in message
+    assert "pip install 'mfn-serve[torchserve]'" in message and "openjdk-17-jre-headless" in message
 
 
 def test_java_home_wins_when_it_holds_a_java(monkeypatch, tmp_path):
