@@ -20,7 +20,8 @@ try:
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
-        "mfn is not importable by the TorchServe worker: install mfn into the Python environment TorchServe runs"
+        "mfn is not importable by the TorchServe worker: install the mfn-serve wheel inside this archive "
+        "(mfn-wheel/) into the Python environment TorchServe runs"
     ) from error
 
 JSON = "application/json"

@@ -20,8 +20,9 @@ try:
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
-        "mfn is not importable by Triton's Python backend: install mfn into the Python environment of the "
-        "tritonserver stub (the python3 first on PATH) or point the model's EXECUTION_ENV_PATH at one that has it"
+        "mfn is not importable by Triton's Python backend: install the mfn-serve wheel inside this model "
+        "(mfn-wheel/) into the Python environment of the tritonserver stub (the python3 first on PATH), or point "
+        "the model's EXECUTION_ENV_PATH at one that has it"
     ) from error
 
 
