@@ -60,6 +60,10 @@ class ModelSpec(BaseModel):
         None, ge=1, description="Largest request (and answer) body the server must accept for this model, in MiB; "
         "none: computed from max_batch_size and the declared shapes (see mfn.runtime.codec.limits.body_limit).",
     )
+    allow_pickle: bool = Field(
+        False, description="Trust pickled objects inside the model file (a .pt2's pickled weights, constants or sample "
+        "inputs run code when unpickled); off: a model file that holds any is refused, at packaging and at load.",
+    )
     entrypoint: Entrypoint = Field(description="The handler class the server adapters load.")
 
     @field_validator("name")
@@ -138,6 +142,7 @@ _HANDLER_FIELDS = (
     "execution_env",
     "parameters",
     "max_request_mb",
+    "allow_pickle",
 )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from mfn.errors import MfnError
 from mfn.handlers.builtin import is_saved_model
 from mfn.handlers.dtypes import numpy_dtype
-from mfn.handlers.tensorflow_models import SIGNATURE, import_tensorflow, savedmodel_declarations
+from mfn.handlers.tensorflow_models import SIGNATURE, import_tensorflow, load_keras, savedmodel_declarations
 
 KERAS_SUFFIXES = (".keras", ".h5")
 QUANTIZATIONS = ("dynamic-range", "int8")
@@ -35,12 +35,7 @@ def as_saved_model(path: Path, scratch: Path) -> Path:
     if is_saved_model(path):
         return path
     import_tensorflow()
-    import keras
-
-    try:
-        model = keras.saving.load_model(str(path), compile=False)
-    except Exception as error:
-        raise MfnError(f"{path} is not a model Keras can load: {error}") from None
+    model = load_keras(path)
     target = scratch / "saved_model"
     write_keras_savedmodel(model, target)
     return target

@@ -43,9 +43,11 @@ def cli() -> None:
 @click.option("--execution-env", help="Python environment for Triton's stub (EXECUTION_ENV_PATH).")
 @click.option("--bundle-env", is_flag=True, help="Also pack the installed environment (mfn + pinned requirements) into the "
                    "package, for pods with no package index (the chart's requirements.mode=bundle).")
+@click.option("--allow-pickle", is_flag=True, help="Trust pickled objects in the model file (a .pt2's pickled payloads "
+                   "run code when loaded); without it such files are refused.")
 @json_option
 @debug_option
-def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, as_json, debug):
+def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, as_json, debug):
     """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite."""
@@ -58,7 +60,7 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
         result = package_model(
             ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version, batching=batching or None,
             instances=instances or None, inputs=inputs or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
-            execution_env=execution_env, bundle_env=bundle_env,
+            execution_env=execution_env, bundle_env=bundle_env, allow_pickle=True if allow_pickle else None,
         )
     summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path),
                "warnings": list(result.warnings)}

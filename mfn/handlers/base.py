@@ -27,6 +27,7 @@ class Context:
         instance: Name of the server instance or worker running this handler.
         logger: Logger for the handler's own messages.
         metrics: The handler's own metrics (`counter`, `gauge`, `histogram`), served on the server's metrics port.
+        allow_pickle: Whether the spec trusts pickled objects inside model files (built-in handlers refuse them otherwise).
     """
 
     model_dir: Path
@@ -36,6 +37,7 @@ class Context:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("mfn.handler"))
     artifact_paths: Mapping[str, Path] = field(default_factory=dict)
     metrics: HandlerMetrics = field(default_factory=lambda: HandlerMetrics(InMemoryMetrics(), "local", 1))
+    allow_pickle: bool = False
 
     def artifact(self, name: str) -> str:
         """Return the local path of a declared artifact.
@@ -71,6 +73,7 @@ class Handler:
     execution_env: ClassVar[str | None] = None
     parameters: ClassVar[dict[str, str]] = {}
     max_request_mb: ClassVar[int | None] = None
+    allow_pickle: ClassVar[bool] = False
 
     def setup(self, ctx: Context) -> None:
         """Load weights and other state; runs once per server instance or worker."""

@@ -32,6 +32,8 @@ class ModelFormat:
     declarations: str
     requirements: tuple[str, ...]
     needs_inputs: bool = False
+    # Files that may hold pickles: their declarations reader takes allow_pickle.
+    may_pickle: bool = False
 
 
 SAVED_MODEL = "SavedModel directory"
@@ -40,7 +42,8 @@ FORMATS = {
     ".pt": ModelFormat("TorchScript", "torchscript", "TorchScriptModel", "torchscript_declarations", ("torch>=2.1",), True),
     ".ts": ModelFormat("TorchScript", "torchscript", "TorchScriptModel", "torchscript_declarations", ("torch>=2.1",), True),
     ".pt2": ModelFormat(
-        "torch.export program", "exported_program", "ExportedProgramModel", "exported_program_declarations", ("torch>=2.5",)
+        "torch.export program", "exported_program", "ExportedProgramModel", "exported_program_declarations", ("torch>=2.5",),
+        may_pickle=True,
     ),
     SAVED_MODEL: ModelFormat(
         "TensorFlow SavedModel", "tensorflow_models", "SavedModelHandler", "savedmodel_declarations", ("tensorflow>=2.16",)
@@ -89,6 +92,10 @@ def builtin_source(path: Path, **overrides: object) -> Source:
     given_inputs = overrides.pop("inputs", None)
     if kind.needs_inputs:
         declarations = read_declarations(path, given_inputs)
+    elif kind.may_pickle:
+        declarations = read_declarations(path, allow_pickle=bool(overrides.get("allow_pickle")))
+        if given_inputs:
+            declarations["inputs"] = given_inputs
     else:
         declarations = read_declarations(path)
         if given_inputs:

@@ -19,6 +19,47 @@ from mfn.handlers.dtypes import canonical_dtype
 from mfn.handlers.torchscript import name_outputs, output_declarations, zeros_batch
 
 BATCH_HINT = "export with dynamic_shapes giving dimension 0 torch.export.Dim('batch', min=1)"
+PICKLE_HINT = (
+    "unpickling runs whatever code the file's author put there; package it with --allow-pickle (allow_pickle = True) "
+    "only if you trust where the file comes from"
+)
+# The .pt2 payloads torch.export.load may unpickle in full: pickled weights and constants, torchbind and opaque
+# objects, sample inputs, and the legacy one-file weights and constants.
+_PAYLOAD_CONFIGS = ("model_weights_config.json", "model_constants_config.json")
+
+
+def check_pickles(path: Path) -> None:
+    """Refuse a .pt2 with any payload that torch's weights-only unpickler (tensors and plain containers) cannot
+    read: torch.export.load would fall back to full unpickling, which runs code. Nothing is unpickled in full here.
+
+    Raises:
+        MfnError: naming the file and the first such member.
+    """
+    import io
+    import json
+    import zipfile
+
+    import torch
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise MfnError(f"{path} is not a torch.export program torch.export.load can read: {first_line(error)}") from None
+    with archive:
+        names = archive.namelist()
+        candidates = [name for name in names if "/sample_inputs/" in name or name.endswith((".pt", ".pkl"))]
+        for config_name in (name for name in names if name.endswith(_PAYLOAD_CONFIGS)):
+            folder = config_name.rsplit("/", 1)[0]
+            for payload in json.loads(archive.read(config_name)).get("config", {}).values():
+                path_name = payload.get("path_name", "")
+                if payload.get("use_pickle") or not (payload.get("tensor_meta") or path_name.startswith("tensor")):
+                    candidates.append(f"{folder}/{path_name}")
+        for name in sorted(set(candidates) & set(names)):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
+            except Exception as error:
+                raise MfnError(f"{path.name}: {name} holds pickled objects beyond tensors ({first_line(error)[:160]}); "
+                               f"{PICKLE_HINT}") from None
 
 
 class ExportedProgramModel(Handler):
@@ -29,6 +70,8 @@ class ExportedProgramModel(Handler):
 
         self.torch = torch
         self.device = ctx.device
+        if not ctx.allow_pickle:
+            check_pickles(Path(ctx.artifact("model")))
         self.module = torch.export.load(str(ctx.artifact("model"))).module().to(ctx.device)
 
     def predict(self, inputs: Arrays) -> Arrays:
@@ -39,14 +82,17 @@ class ExportedProgramModel(Handler):
         return {name: value.cpu().numpy() for name, value in name_outputs(result).items()}
 
 
-def exported_program_declarations(path: Path) -> dict:
+def exported_program_declarations(path: Path, allow_pickle: bool = False) -> dict:
     """Inputs from the program's placeholders; outputs from one call on a one-row and a two-row batch.
 
     Raises:
-        MfnError: naming the file when it does not load, has a fixed or min>1 batch dimension, or fails to run.
+        MfnError: naming the file when it holds pickled objects (without `allow_pickle`), does not load, has a
+            fixed or min>1 batch dimension, or fails to run.
     """
     import torch
 
+    if not allow_pickle:
+        check_pickles(path)
     try:
         program = torch.export.load(str(path))
     except Exception as error:

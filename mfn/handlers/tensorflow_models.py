@@ -58,12 +58,10 @@ class KerasHandler(Handler):
 
     def setup(self, ctx: Context) -> None:
         tf = import_tensorflow()
-        import keras
-
         self.tf = tf
         self.device = _tf_device(ctx)
         with tf.device(self.device):
-            self.model = keras.saving.load_model(str(ctx.artifact("model")), compile=False)
+            self.model = load_keras(Path(ctx.artifact("model")))
         self.output_names = keras_output_names(self.model)
 
     def predict(self, inputs: Arrays) -> Arrays:
@@ -108,6 +106,25 @@ def savedmodel_declarations(path: Path) -> dict:
     }
 
 
+def load_keras(path: Path) -> Any:
+    """A Keras model loaded in Keras's safe mode, which refuses to deserialize the Python bytecode of Lambda
+    layers (it would run on load). mfn offers no way around it: rebuild such a model without Lambda layers.
+
+    Raises:
+        MfnError: naming the file when Keras cannot load it, or refuses it in safe mode.
+    """
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as error:
+        reason = first_line(error)
+        if "safe_mode" in str(error):
+            raise MfnError(f"{path.name} holds Python code (a Lambda layer) that Keras runs on load; mfn loads Keras "
+                           "files in safe mode and refuses it: rebuild the model without Lambda layers") from None
+        raise MfnError(f"{path} is not a model Keras can load: {reason}") from None
+
+
 def keras_declarations(path: Path) -> dict:
     """Inputs of a Keras model from its input tensors; outputs named after its output layers.
 
@@ -115,12 +132,7 @@ def keras_declarations(path: Path) -> dict:
         MfnError: naming the file when Keras cannot load it or it cannot be batched.
     """
     tf = import_tensorflow()
-    import keras
-
-    try:
-        model = keras.saving.load_model(str(path), compile=False)
-    except Exception as error:
-        raise MfnError(f"{path} is not a model Keras can load: {first_line(error)}") from None
+    model = load_keras(path)
     names = keras_output_names(model)
     outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
     return {

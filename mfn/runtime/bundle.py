@@ -142,6 +142,7 @@ def load_bundle(
         logger=logging.getLogger(f"mfn.handler.{spec.name}"),
         artifact_paths=artifacts,
         metrics=HandlerMetrics(factory, spec.name, spec.version),
+        allow_pickle=spec.allow_pickle,
     ), LoopMetrics(factory, spec.name, spec.version))
 
 
@@ -158,6 +159,7 @@ def load_in_process(
         logger=logging.getLogger(f"mfn.handler.{spec.name}"),
         artifact_paths=artifacts,
         metrics=HandlerMetrics(factory, spec.name, spec.version),
+        allow_pickle=spec.allow_pickle,
     ), LoopMetrics(factory, spec.name, spec.version))
 
 
