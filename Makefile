@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,dev]'
+	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,signing,dev]'
 	$(PY) scripts/install_helm.py $(VENV)/bin
 	$(PY) scripts/fetch_crd_schemas.py $(VENV)/share/mfn-crd-schemas
 	touch $@

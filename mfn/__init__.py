@@ -30,6 +30,8 @@ _LAZY = {
     "package": "mfn.packaging",
     "deploy": "mfn.deploy.local",
     "undeploy": "mfn.deploy.local",
+    "sign": "mfn.signing",
+    "verify": "mfn.signing",
 }
 
 __all__ = [

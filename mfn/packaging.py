@@ -14,6 +14,7 @@ from mfn.errors import HandlerError, MfnError, SpecError
 from mfn.handlers.base import Handler
 from mfn.handlers.builtin import Source
 from mfn.handlers.loading import handler_source_file, load_handler
+from mfn.manifest import write_directory_manifest
 from mfn.runtime.bundle import check_confined, load_in_process
 from mfn.runtime.loop import RequestFailure, check_outputs
 from mfn.runtime.samples import sample_inputs
@@ -173,6 +174,8 @@ def _write_triton(source: Source, repository: Path, native: bool = False, bundle
         else:
             stage_model(spec, source.handler_file, model_staging, source.artifact_root, bundle_env)
         install_model(model_staging, model_dir, spec.version)
+    # Over the whole model directory: config.pbtxt and every version, old ones included.
+    write_directory_manifest(model_dir)
     return PackageResult(spec=spec, target="triton", path=model_dir)
 
 

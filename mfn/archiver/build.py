@@ -9,6 +9,7 @@ inputs give a byte-identical archive.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from mfn.archiver.render import ADAPTER_FILE, CONFIG_FILE, render_model_config
 from mfn.errors import MfnError
+from mfn.manifest import MANIFEST, manifest_document, write_directory_manifest
 from mfn.runtime.bundle import REQUIREMENTS_FILE, write_bundle
 from mfn.spec import ModelSpec
 
@@ -99,13 +101,22 @@ def _archiver_temp_dir(directory: Path) -> Iterator[None]:
 
 
 def _normalise_zip(built: Path, final: Path) -> None:
+    digests = {}
     with zipfile.ZipFile(built) as source, zipfile.ZipFile(final, "w", zipfile.ZIP_DEFLATED) as target:
         for name in sorted(source.namelist()):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            info.create_system = 3
-            target.writestr(info, source.read(name))
+            data = source.read(name)
+            digests[name] = hashlib.sha256(data).hexdigest()
+            target.writestr(_zip_info(name), data)
+        # Last, so it lists every other member.
+        target.writestr(_zip_info(MANIFEST), manifest_document(digests))
+
+
+def _zip_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    info.create_system = 3
+    return info
 
 
 def _normalise_tgz(built: Path, final: Path) -> None:
@@ -113,17 +124,27 @@ def _normalise_tgz(built: Path, final: Path) -> None:
     with tarfile.open(built, "r:gz") as source:
         members = sorted((m for m in source.getmembers() if m.isfile()), key=lambda m: m.name)
         payload = io.BytesIO()
+        digests = {}
         with tarfile.open(fileobj=payload, mode="w", format=tarfile.PAX_FORMAT) as target:
             for member in members:
                 data = source.extractfile(member).read()  # type: ignore[union-attr]
-                info = tarfile.TarInfo(member.name)
-                info.size, info.mtime, info.mode = len(data), mtime, 0o644
-                target.addfile(info, io.BytesIO(data))
+                digests[member.name.split("/", 1)[-1]] = hashlib.sha256(data).hexdigest()
+                _add_tar_member(target, member.name, data, mtime)
+            top = members[0].name.split("/", 1)[0] if members and "/" in members[0].name else ""
+            _add_tar_member(target, f"{top}/{MANIFEST}" if top else MANIFEST, manifest_document(digests), mtime)
     with open(final, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime) as zipped:
         zipped.write(payload.getvalue())
+
+
+def _add_tar_member(target: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), mtime, 0o644
+    target.addfile(info, io.BytesIO(data))
 
 
 def _normalise_directory(built: Path, final: Path) -> None:
     built.rename(final)
     for path in final.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    write_directory_manifest(final)
+    os.chmod(final / MANIFEST, 0o644)

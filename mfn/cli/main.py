@@ -83,10 +83,13 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
               help="Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit); "
                    "raised where a model's full batch needs more.")
 @click.option("--jvm-heap-mb", type=click.IntRange(min=256), help="TorchServe's JVM heap (default: sized for the body limit).")
+@click.option("--public-key", type=click.Path(path_type=Path, exists=True, dir_okay=False), envvar="MFN_PUBLIC_KEY",
+              help="Also check each package's signature with this public key (PEM; default $MFN_PUBLIC_KEY).")
+@click.option("--no-verify", is_flag=True, help="Serve packages whose files differ from their digest manifests.")
 @kubernetes_options
 @json_option
 @debug_option
-def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, jvm_heap_mb, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
+def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, jvm_heap_mb, public_key, no_verify, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     from mfn.deploy import local
 
@@ -96,13 +99,15 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_ti
         if not release:
             raise click.UsageError("--target kubernetes needs --release NAME")
         with run_guarded(debug):
-            click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run), nl=False)
+            click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run,
+                                   verify=not no_verify, public_key=public_key), nl=False)
         return
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     with run_guarded(debug):
         deployment = local.deploy(
             path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
             drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
+            verify=not no_verify, public_key=public_key,
         )
     if as_json:
         click.echo(json.dumps(deployment.to_json()))
@@ -116,6 +121,50 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_ti
         except KeyboardInterrupt:
             click.echo(f"stopping {deployment.name} ...", err=True)
         local.undeploy(deployment.name)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--key", "private_key", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="Elliptic-curve private key (PEM) to sign with.")
+@click.option("--password-env", help="Environment variable holding the key's password, if it has one.")
+@json_option
+@debug_option
+def sign(path, private_key, password_env, as_json, debug):
+    """Sign every model package in PATH (OpenSSF model signing): a directory's signature goes inside it as
+    mfn-signature.sig, an archive's beside it as <archive>.sig."""
+    import os
+
+    from mfn import signing
+
+    password = os.environ.get(password_env) if password_env else None
+    if password_env and password is None:
+        raise click.UsageError(f"--password-env {password_env}: that environment variable is not set")
+    with run_guarded(debug):
+        written = signing.sign(path, private_key, password=password)
+    if as_json:
+        click.echo(json.dumps({"signatures": [str(item) for item in written]}))
+    for item in written if not as_json else ():
+        click.echo(f"signed: {item}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--key", "public_key", type=click.Path(path_type=Path, exists=True, dir_okay=False), envvar="MFN_PUBLIC_KEY",
+              help="Public key (PEM) to check signatures with (default $MFN_PUBLIC_KEY); without one, digests only.")
+@json_option
+@debug_option
+def verify(path, public_key, as_json, debug):
+    """Check every model package in PATH against its digest manifest and, with --key, its signature."""
+    from mfn import signing
+
+    with run_guarded(debug):
+        checked = signing.verify(path, public_key)
+    if as_json:
+        click.echo(json.dumps({"verified": [{"package": str(item.unit), "signature": item.signed} for item in checked]}))
+        return
+    for item in checked:
+        click.echo(f"ok: {item.unit} ({'digests and signature' if item.signed else 'digests'})")
 
 
 @cli.command()

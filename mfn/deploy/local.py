@@ -81,6 +81,8 @@ def deploy(
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     max_request_bytes: int = MAX_BODY_BYTES,
     jvm_heap_mb: int | None = None,
+    verify: bool = True,
+    public_key: Path | str | None = None,
 ) -> Deployment:
     """Start a supervised server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
 
@@ -100,6 +102,8 @@ def deploy(
             mfn.runtime.codec.limits.body_limit).
         jvm_heap_mb: TorchServe's frontend heap; default: sized for the body limit
             (mfn.servers.torchserve.default_jvm_heap_mb).
+        verify: Check each model's package against its digest manifest first (see mfn.signing).
+        public_key: Also check each package's signature with this public key (PEM).
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -111,6 +115,10 @@ def deploy(
     if unknown:
         raise MfnError(f"models {unknown} are not in {store.root} (it has {', '.join(store.models)})")
     name = state.check_name(name) if name is not None else state.name_from(store.root.name)
+    if verify or public_key is not None:
+        from mfn.signing import verify_units
+
+        verify_units([unit for model in chosen for unit in store.models[model]], public_key)
     with state.exclusive(name):
         return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes,
                               jvm_heap_mb)

@@ -65,13 +65,24 @@ def deploy(
     pvc: str | None = None,
     sets: tuple[str, ...] = (),
     dry_run: bool = False,
+    verify: bool = True,
+    public_key: Path | str | None = None,
 ) -> str:
-    """Install or upgrade `release`, or with `dry_run` render its manifests; returns helm's output."""
+    """Install or upgrade `release`, or with `dry_run` render its manifests; returns helm's output.
+
+    The packages are checked here first (digests, and the signature with `public_key`; see mfn.signing),
+    and the pods check what they fetch against the same manifests; `verify=False` skips both.
+    """
     from mfn.deploy.state import check_name
 
     check_name(release, "release name")
     check_name(namespace, "namespace")
+    if verify or public_key is not None:
+        from mfn.signing import package_units, verify_units
+
+        verify_units(package_units(path), public_key)
     values = values_for(path, release, model_uri, pvc)
+    values["models"]["verify"] = verify
     helm = find_helm()
     if not dry_run:
         check_kubeconfig()

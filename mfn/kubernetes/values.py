@@ -79,6 +79,25 @@ def packaged_environments(store: Store) -> list[PackagedEnvironment]:
     return found
 
 
+def package_manifests(store: Store) -> list[dict[str, str]]:
+    """Each package unit's path under the store and the SHA-256 of its digest manifest: the pod checks the
+    fetched packages against exactly what was verified (and signed) here.
+
+    Raises:
+        MfnError: a unit has no manifest (packaged by an older mfn).
+    """
+    from mfn.manifest import ManifestError, read_manifest
+
+    found = []
+    for unit in (unit for units in store.models.values() for unit in units):
+        try:
+            digest = hashlib.sha256(read_manifest(unit)).hexdigest()
+        except ManifestError as error:
+            raise MfnError(str(error)) from None
+        found.append({"path": unit.relative_to(store.root).as_posix(), "sha256": digest})
+    return found
+
+
 def pod_requirements(store: Store) -> dict[str, Any]:
     """The chart's `requirements`: mfn's wheel from a package, the union of the packages' pins, and their
     environment archives (mode bundle when every mfn-packaged model carries one).
@@ -127,7 +146,8 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
     values: dict[str, Any] = {
         "server": store.server,
         "ports": ports,
-        "models": {"names": sorted(store.models), "uri": model_uri or "", "pvc": {"claimName": pvc or ""}},
+        "models": {"names": sorted(store.models), "uri": model_uri or "", "pvc": {"claimName": pvc or ""},
+                   "manifests": package_manifests(store)},
         "requirements": pod_requirements(store),
         "gpu": {"count": gpu_count},
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},

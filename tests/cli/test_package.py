@@ -45,7 +45,7 @@ def test_package_writes_a_self_contained_model(tmp_path):
     model = tmp_path / "repo" / "mlp"
     assert sorted(tree_digest(model)) == [
         "1/artifacts/weights/weights.pt", "1/handler/handler.py", f"1/mfn-wheel/{wheel_name()}", "1/mfn.json", "1/model.py",
-        "1/requirements.txt", "config.pbtxt",
+        "1/requirements.txt", "config.pbtxt", "mfn-manifest.json",
     ]
     config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert (config.name, config.backend, config.max_batch_size) == ("mlp", "python", 32)
@@ -88,7 +88,7 @@ def test_a_second_version_joins_the_first(tmp_path):
     versioned = f"{HANDLERS / 'versioned.py'}:Versioned"
     assert run("package", versioned, "-o", tmp_path, "--version", "1").exit_code == 0
     assert run("package", versioned, "-o", tmp_path, "--version", "2").exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "versioned").iterdir()) == ["1", "2", "config.pbtxt"]
+    assert sorted(p.name for p in (tmp_path / "versioned").iterdir()) == ["1", "2", "config.pbtxt", "mfn-manifest.json"]
     assert "versioned v2" in (tmp_path / "versioned" / "config.pbtxt").read_text()
 
 

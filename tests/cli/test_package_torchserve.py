@@ -16,7 +16,7 @@ from tests.conftest import GOLDEN, HANDLERS, assert_matches_golden
 
 EXPECTED_ENTRIES = [
     "MAR-INF/MANIFEST.json", "artifacts/weights/weights.pt", "handler/handler.py", f"mfn-wheel/{wheel_name()}", "mfn.json",
-    "mfn_torchserve_adapter.py", "model-config.yaml", "requirements.txt",
+    "mfn_torchserve_adapter.py", "model-config.yaml", "requirements.txt", "mfn-manifest.json",
 ]
 
 

@@ -78,7 +78,7 @@ def test_native_onnx_config_and_layout(tmp_path):
     config = native(model_file, tmp_path / "repo")
     assert (config.platform, config.default_model_filename, config.backend) == ("onnxruntime_onnx", "model.onnx", "")
     model_dir = tmp_path / "repo" / "onnx_scorer"
-    assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file()) == ["1/model.onnx", "config.pbtxt"]
+    assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file()) == ["1/model.onnx", "config.pbtxt", "mfn-manifest.json"]
     assert (model_dir / "1" / "model.onnx").read_bytes() == model_file.read_bytes()
     assert list(config.instance_group[0].gpus) == [0]
     refused = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "ts"), "--native", "--target", "torchserve"])

@@ -291,3 +291,41 @@ def test_a_bundled_triton_pod_starts_with_no_index_and_no_mfn_in_the_image(tmp_p
         status, text = request("POST", base_url, 5.0, body, {"Authorization": f"Bearer {secret['inference']}"})
         assert status == 200 and '"n_words"' in text, text
     remove_shm_regions(f"mfn_{home_tag()}_pod_")
+
+
+@pytest.mark.parametrize("target", ["triton", "torchserve"])
+def test_the_verify_initcontainer_passes_fetched_packages_and_refuses_a_changed_file(tmp_path, target):
+    """The rendered verify-models initContainer, run with a Python that has no mfn: the chart's copy of
+    mfn/manifest.py checks the packages against the manifest digests mfn recorded."""
+    models = tmp_path / "models"
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, target=target)
+    pod_spec, files, _ = rendered(models, tmp_path)
+    (init,) = [container for container in pod_spec["initContainers"] if container["name"] == "verify-models"]
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "manifest.py").write_text(files["manifest.py"])
+    pod = LocalPod(pod_spec["containers"][0], models, tmp_path)
+    pod.paths["/scripts"] = str(scripts)
+    command = [sys._base_executable, *pod.command(init["command"][1:] + init["args"])]
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    result = verify()
+    assert result.returncode == 0 and "1 model package(s) match" in result.stdout, result.stdout + result.stderr
+    if target == "triton":
+        changed = models / "text_stats" / "1" / "mfn.json"
+        changed.write_text(changed.read_text().replace('"version": 1', '"version": 1 '))
+        expected = "text_stats/1/mfn.json changed after packaging"
+    else:
+        import zipfile
+
+        archive = models / "text_stats.mar"
+        with zipfile.ZipFile(archive) as source:
+            members = [(item, source.read(item)) for item in source.infolist()]
+        with zipfile.ZipFile(archive, "w") as target:
+            for item, data in members:
+                target.writestr(item, data + b"\n# changed\n" if item.filename == "model-config.yaml" else data)
+        expected = "text_stats.mar/model-config.yaml changed after packaging"
+    result = verify()
+    assert result.returncode == 1 and expected in result.stderr, result.stdout + result.stderr

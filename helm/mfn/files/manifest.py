@@ -1,0 +1,1 @@
+../../../mfn/manifest.py

@@ -1,0 +1,138 @@
+"""Digest manifests of model packages: every file's SHA-256, written by `mfn package`, checked before serving.
+
+A package unit is what a server loads as one model: a Triton model directory (config.pbtxt and every
+version) or a TorchServe archive (.mar, .tar.gz or a no-archive directory). Its manifest, `mfn-manifest.json`,
+lies inside it: a file in the Triton model directory, a member of the archive. Checking a unit recomputes
+every file's digest and names the first file that changed, appeared or went missing.
+
+The manifest alone catches corruption and careless edits; with a signature over the unit (mfn.signing), or
+with the manifest's own digest recorded elsewhere (the Helm chart's values), it catches tampering too.
+
+Standard library only: the chart runs this file as a script in its model-fetch image, where mfn is not
+installed:
+
+    python3 manifest.py ROOT UNIT=MANIFEST_SHA256 ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+MANIFEST = "mfn-manifest.json"
+SIGNATURE = "mfn-signature.sig"
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+class ManifestError(Exception):
+    """A unit whose files differ from its manifest, or that has none."""
+
+
+def digest_stream(stream: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unit_digests(unit: Path) -> Iterator[tuple[str, str]]:
+    """(name, SHA-256) of every file in a unit but its manifest and signature, names relative to the unit."""
+    if unit.is_dir():
+        for path in sorted(unit.rglob("*")):
+            name = path.relative_to(unit).as_posix()
+            if path.is_file() and name not in (MANIFEST, SIGNATURE):
+                with path.open("rb") as stream:
+                    yield name, digest_stream(stream)
+    elif unit.name.endswith(".tar.gz"):
+        with tarfile.open(unit, "r:gz") as archive:
+            # Names without the archive's top directory, as in the other formats.
+            for member in sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name):
+                name = member.name.split("/", 1)[-1]
+                if name != MANIFEST:
+                    yield name, digest_stream(archive.extractfile(member))  # type: ignore[arg-type]
+    else:
+        with zipfile.ZipFile(unit) as archive:
+            for name in sorted(archive.namelist()):
+                if name != MANIFEST and not name.endswith("/"):
+                    with archive.open(name) as stream:
+                        yield name, digest_stream(stream)
+
+
+def manifest_document(digests: dict[str, str]) -> bytes:
+    """The manifest's bytes: the same files give the same bytes."""
+    return (json.dumps({"format": FORMAT, "files": dict(sorted(digests.items()))}, indent=1, sort_keys=True) + "\n").encode()
+
+
+def read_manifest(unit: Path) -> bytes:
+    """The unit's manifest as stored.
+
+    Raises:
+        ManifestError: the unit has none.
+    """
+    try:
+        if unit.is_dir():
+            return (unit / MANIFEST).read_bytes()
+        if unit.name.endswith(".tar.gz"):
+            with tarfile.open(unit, "r:gz") as archive:
+                member = next(m for m in archive.getmembers() if m.name.split("/", 1)[-1] == MANIFEST)
+                return archive.extractfile(member).read()  # type: ignore[union-attr]
+        with zipfile.ZipFile(unit) as archive:
+            return archive.read(MANIFEST)
+    except (FileNotFoundError, KeyError, StopIteration):
+        raise ManifestError(f"{unit.name} has no {MANIFEST}: it was packaged by an mfn without manifests; repackage it") from None
+
+
+def check(unit: Path, expected_sha256: str | None = None) -> None:
+    """Compare every file of `unit` with its manifest (whose own digest must be `expected_sha256` when given).
+
+    Raises:
+        ManifestError: naming the first file that changed, was added or is missing.
+    """
+    stored = read_manifest(unit)
+    if expected_sha256 and hashlib.sha256(stored).hexdigest() != expected_sha256:
+        raise ManifestError(f"{unit.name}/{MANIFEST} changed: its SHA-256 is not the one recorded at deploy")
+    recorded = json.loads(stored)["files"]
+    actual = dict(unit_digests(unit))
+    for name in sorted(recorded.keys() | actual.keys()):
+        if name not in actual:
+            raise ManifestError(f"{unit.name}/{name} is missing: it was in the package when it was built")
+        if name not in recorded:
+            raise ManifestError(f"{unit.name}/{name} was added after packaging: it is not in {MANIFEST}")
+        if recorded[name] != actual[name]:
+            raise ManifestError(f"{unit.name}/{name} changed after packaging (SHA-256 {actual[name][:12]}…, "
+                                f"packaged {recorded[name][:12]}…)")
+
+
+def write_directory_manifest(unit: Path) -> None:
+    """Write (atomically) the manifest of a directory unit."""
+    partial = unit / f".{MANIFEST}.partial"
+    partial.write_bytes(manifest_document(dict(unit_digests(unit))))
+    partial.replace(unit / MANIFEST)
+
+
+def main(argv: list[str]) -> int:
+    """Check units under ROOT against manifests whose digests the deployer recorded; exit 1 naming the first problem."""
+    if len(argv) < 2:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    root = Path(argv[0])
+    for item in argv[1:]:
+        name, _, expected = item.rpartition("=")
+        try:
+            check(root / name, expected)
+        except ManifestError as error:
+            print(f"mfn verify: {error}", file=sys.stderr)
+            return 1
+    print(f"mfn verify: {len(argv) - 1} model package(s) match their manifests")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
