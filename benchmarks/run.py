@@ -230,7 +230,8 @@ def serve_and_measure(
     path: Path, server: str, concurrencies: list[int], duration_s: float, rounds: int, work: Path
 ) -> list[Run]:
     names = {variant(m, i, b): m for m in MODELS for i in ("mfn", "hand") for b in (True, False)}
-    deployment = local.deploy(path, name=f"bench-{server}", auth=False, progress=lambda m: print(f"  {m}", flush=True))
+    # The hand-written models beside mfn's carry no digest manifest: nothing to verify there.
+    deployment = local.deploy(path, name=f"bench-{server}", auth=False, verify=False, progress=lambda m: print(f"  {m}", flush=True))
     try:
         return measure(deployment, server, names, concurrencies, duration_s, rounds, work)
     finally:
