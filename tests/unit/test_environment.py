@@ -11,7 +11,6 @@ import tarfile
 import venv
 import zipfile
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
