@@ -429,7 +429,7 @@ def _archive_declaration(repository: str, model: str, version: int | None) -> di
     from pathlib import Path
 
     from mfn.archiver.reading import SPEC_FILE, archive_info, archive_spec, read_member
-    from mfn.deploy.local import discover
+    from mfn.deploy.store import discover
 
     try:
         archives = discover(Path(repository)).models.get(model, [])

@@ -207,11 +207,12 @@ def status(kubernetes, as_json):
 @debug_option
 def logs(name, lines, debug):
     """Print the server log of deployment NAME."""
-    from mfn.deploy import local, state
+    from mfn.deploy import state
+    from mfn.deploy.launching import log_tail
 
     with run_guarded(debug):
         deployment = state.get(name)
-    click.echo(local.log_tail(deployment, lines) if lines else Path(deployment.log_file).read_text(errors="replace"))
+    click.echo(log_tail(deployment, lines) if lines else Path(deployment.log_file).read_text(errors="replace"))
 
 
 @cli.command()

@@ -2,73 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfn.deploy import state
+from mfn.deploy.launching import DRAIN_TIMEOUT_S, STOP_GRACE_S, Progress, new_shm_prefix, remove_shm_regions
+from mfn.deploy.servers import local_server
 from mfn.deploy.state import Deployment
+from mfn.deploy.store import Store, discover
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
-from mfn.servers.http import error_message, request
-from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group
+from mfn.servers.process import stop_process_group
 
 if TYPE_CHECKING:
     from mfn.deploy.supervisor import Status as SupervisorStatus
-
-SHM_DIR = Path("/dev/shm")
-START_TIMEOUT_S = 90.0
-LOAD_TIMEOUT_S = 300.0
-STOP_GRACE_S = 15.0
-DRAIN_TIMEOUT_S = 30.0
-PORT_ATTEMPTS = 3
-LOG_TAIL_LINES = 30
-
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Store:
-    """What a deploy path holds: which server it is for and the models in it."""
-
-    server: str
-    root: Path
-    models: dict[str, list[Path]]
-
-
-def discover(path: Path) -> Store:
-    """Recognise a Triton model repository (or one model directory) or a TorchServe model store."""
-    from mfn.archiver.reading import archive_info, is_archive, store_archives
-
-    path = Path(path).resolve()
-    if (path / "config.pbtxt").is_file():
-        return Store("triton", path.parent, {path.name: [path]})
-    if is_archive(path):
-        return Store("torchserve", path.parent, {archive_info(path).name: [path]})
-    if not path.is_dir():
-        raise MfnError(f"{path} is not a directory; give a model repository or model store written by `mfn package`")
-    triton_models = {child.name: [child] for child in sorted(path.iterdir()) if (child / "config.pbtxt").is_file()}
-    archives = store_archives(path)
-    if triton_models and archives:
-        raise MfnError(f"{path} mixes Triton models and TorchServe archives; keep one kind per directory")
-    if triton_models:
-        return Store("triton", path, triton_models)
-    if archives:
-        models: dict[str, list[Path]] = {}
-        for archive in archives:
-            models.setdefault(archive_info(archive).name, []).append(archive)
-        return Store("torchserve", path, models)
-    raise MfnError(
-        f"{path} holds no models (no <name>/config.pbtxt, no .mar archives); run `mfn package ... --output {path}` first"
-    )
 
 
 def deploy(
@@ -176,57 +125,6 @@ def _deploy_locked(
     return deployment
 
 
-def launch(
-    name: str,
-    server: str,
-    workdir: Path,
-    port_names: tuple[str, ...],
-    make_command: Callable[[dict[str, int]], tuple[list[str], dict[str, str]]],
-    live_path: str,
-    progress: Progress,
-    repository: Path,
-    shm_prefix: str = "",
-    live_token: Callable[[], str | None] = lambda: None,
-    ports: dict[str, int] | None = None,
-    parent_death_signal: int = signal.SIGTERM,
-) -> tuple[Deployment, subprocess.Popen]:
-    """Start a server process that dies with this one, and wait until `live_path` answers 200.
-
-    The calling process (the deployment's supervisor) is recorded as the deployment's owner. `live_token`
-    gives the bearer token the health endpoint needs, if any, once the server has written it. Without
-    fixed `ports`, free ones are chosen, and chosen again when another process took one before the server
-    bound it; a restart passes the ports it had, so clients keep their addresses.
-    """
-    log_file = workdir / f"{server}.log"
-    attempts = 1 if ports else PORT_ATTEMPTS
-    for attempt in range(attempts):
-        chosen = ports or dict(zip(port_names, free_ports(len(port_names))))
-        command, env = make_command(chosen)
-        progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
-        process = start_detached(command, env, log_file, workdir, parent_death_signal=parent_death_signal)
-        deployment = Deployment(
-            name=name,
-            server=server,
-            pid=os.getpid(),
-            start_time=process_start_time(os.getpid()),
-            host="127.0.0.1",
-            ports=chosen,
-            models=[],
-            repository=str(repository),
-            log_file=str(log_file),
-            workdir=str(workdir),
-            shm_prefix=shm_prefix,
-        )
-        if _wait_live(deployment, process, live_path, live_token):
-            return deployment, process
-        tail = log_tail(deployment)
-        stop_process_group(process.pid, process_start_time(process.pid), grace_s=STOP_GRACE_S)
-        process.wait()
-        if "address already in use" not in tail.lower() or attempt == attempts - 1:
-            raise DeployError(f"{server} did not start:\n{tail}")
-    raise AssertionError("unreachable")
-
-
 def undeploy(name: str) -> Deployment:
     """Drain and stop a deployment's server, remove its shared-memory regions, work directory and record.
 
@@ -259,14 +157,7 @@ def set_default_version(model: str, version: int, deployment_name: str | None = 
     Triton has no such switch: it serves the newest loaded version to requests without one.
     """
     deployment = state.get(deployment_name) if deployment_name else state.find_serving(model)
-    if deployment.server != "torchserve":
-        raise MfnError(
-            f"{deployment.name} runs Triton, which answers version-less requests with the newest loaded version; "
-            "choose the served versions with --version-policy when packaging, or pass --version when invoking"
-        )
-    from mfn.deploy.torchserve_local import set_default_version as switch
-
-    switch(deployment, model, version)
+    local_server(deployment.server).set_default_version(deployment, model, version)
     return deployment
 
 
@@ -293,65 +184,10 @@ def describe(deployment: Deployment, status: SupervisorStatus) -> str:
     return "\n".join(lines)
 
 
-def log_tail(deployment: Deployment, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = Path(deployment.log_file).read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def wait_until_stopped(deployment: Deployment) -> None:
     """Block while the server runs (for --foreground)."""
     while deployment.running:
         time.sleep(0.5)
-
-
-def http_json(
-    method: str, url: str, timeout_s: float, token: str | None = None, body: bytes | None = None
-) -> tuple[int, dict | str]:
-    """Call a server's REST API; the body comes back parsed when it is JSON."""
-    code, body = request(method, url, timeout_s=timeout_s, body=body, headers={"Authorization": f"Bearer {token}"} if token else None)
-    try:
-        return code, json.loads(body)
-    except ValueError:
-        return code, body
-
-
-def describe_failure(code: int, body: dict | str, deployment: Deployment) -> str:
-    """The server's reason for a failed call, with the log's last lines when the call got no answer."""
-    if code == 0:
-        return f"{body}\n{log_tail(deployment)}"
-    if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)
-    return error_message(body)
-
-
-def new_shm_prefix() -> str:
-    """A fresh prefix for one server's shared-memory regions, tagged with this MFN_HOME (see state.home_tag)."""
-    return f"mfn_{state.home_tag()}_{secrets.token_hex(4)}_"
-
-
-def remove_shm_regions(prefix: str) -> None:
-    """Remove the shared-memory regions under a server's prefix; only once no process of that server is left."""
-    if prefix:
-        for region in SHM_DIR.glob(f"{prefix}*"):
-            region.unlink(missing_ok=True)
-
-
-def make_shm_regions_private(prefix: str) -> None:
-    """Make a server's shared-memory regions readable by its user only.
-
-    Triton's Python backend creates them 0644 whatever the umask (it sets the mode after creating), and
-    they hold request and answer tensors.
-    """
-    if prefix:
-        for region in SHM_DIR.glob(f"{prefix}*"):
-            try:
-                if region.stat().st_mode & 0o077:
-                    region.chmod(0o600)
-            except FileNotFoundError:
-                pass  # removed by a stub that stopped meanwhile
 
 
 def _forget(deployment: Deployment) -> None:
@@ -367,17 +203,3 @@ def _claim_name(name: str) -> None:
     if existing.running:
         raise DeployError(f"deployment {name!r} is already running; `mfn undeploy {name}` first, or pass --name")
     _undeploy_locked(name)
-
-
-def _wait_live(
-    deployment: Deployment, process: subprocess.Popen, live_path: str, live_token: Callable[[], str | None]
-) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        code, _ = http_json("GET", f"{deployment.http_url}{live_path}", timeout_s=1.0, token=live_token())
-        if code == 200:
-            return True
-        time.sleep(0.05)
-    return False

@@ -20,7 +20,6 @@ config format beside the loop below.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -30,18 +29,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from mfn.deploy import state
-from mfn.deploy.local import (
-    DRAIN_TIMEOUT_S,
-    Progress,
-    Store,
-    discover,
-    log_tail,
-    make_shm_regions_private,
-    remove_shm_regions,
-)
+from mfn.deploy.launching import DRAIN_TIMEOUT_S, Progress, log_tail, make_shm_regions_private, remove_shm_regions
+from mfn.deploy.servers import LocalServer, local_server
+from mfn.deploy.store import Store, discover
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
@@ -153,7 +145,7 @@ class Supervisor:
         self.plan = plan
         self.workdir = workdir
         self.store: Store = discover(Path(plan.path))
-        self.server: ModuleType = _server_module(plan.server)
+        self.server: LocalServer = local_server(plan.server)
         self.status = Status(models={model: ModelHealth() for model in plan.models})
         self.deployment: Deployment | None = None
         self.process: subprocess.Popen | None = None
@@ -350,14 +342,6 @@ class Supervisor:
         while time.monotonic() < deadline and not self.stop_requested:
             time.sleep(0.1)
         return self.stop_requested
-
-
-# Each module speaks for one server kind: start, load_model, reload_model, worker_processes, model_problem, drain.
-SERVER_MODULES = {"triton": "mfn.deploy.triton_local", "torchserve": "mfn.deploy.torchserve_local"}
-
-
-def _server_module(server: str) -> ModuleType:
-    return importlib.import_module(SERVER_MODULES[server])
 
 
 def _log(message: str) -> None:

@@ -10,8 +10,9 @@ import urllib.parse
 from pathlib import Path
 
 from mfn.archiver.reading import archive_info
-from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
+from mfn.deploy.launching import LOAD_TIMEOUT_S, Progress, describe_failure, http_json, launch
 from mfn.deploy.state import Deployment, read_key
+from mfn.deploy.store import Store
 from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers import torchserve
@@ -101,7 +102,7 @@ def _rename(ports: dict[str, int]) -> dict[str, int]:
 
 def _worker_errors(deployment: Deployment) -> str:
     """The handler's own error lines from the log, which the management API does not return."""
-    from mfn.deploy.local import log_tail
+    from mfn.deploy.launching import log_tail
 
     lines = [line for line in log_tail(deployment, 400).splitlines() if "MODEL_LOG" in line or "Error" in line]
     return "\n".join(lines[-15:])

@@ -11,9 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from mfn.deploy.local import LOAD_TIMEOUT_S, Progress, Store, describe_failure, http_json, launch
+from mfn.deploy.launching import LOAD_TIMEOUT_S, Progress, describe_failure, http_json, launch
 from mfn.deploy.state import Deployment, read_key
-from mfn.errors import DeployError
+from mfn.deploy.store import Store
+from mfn.errors import DeployError, MfnError
 from mfn.servers import triton
 from mfn.servers.process import children
 
@@ -108,6 +109,14 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
     code, reply = http_json("POST", url, timeout_s=LOAD_TIMEOUT_S, body=body, token=read_key(deployment, "management"))
     if code != 200:
         raise DeployError(f"model {model!r} failed to reload: {describe_failure(code, reply, deployment)}")
+
+
+def set_default_version(deployment: Deployment, model: str, version: int) -> None:
+    """Triton has no default-version switch: it answers version-less requests with the newest loaded version."""
+    raise MfnError(
+        f"{deployment.name} runs Triton, which answers version-less requests with the newest loaded version; "
+        "choose the served versions with --version-policy when packaging, or pass --version when invoking"
+    )
 
 
 def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:

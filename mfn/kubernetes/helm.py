@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mfn.deploy.local import Store, discover
+from mfn.deploy.store import Store, discover
 from mfn.errors import DeployError, MfnError
 from mfn.kubernetes.values import chart_values
 from mfn.spec import ModelSpec

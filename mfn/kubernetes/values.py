@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mfn
-from mfn.deploy.local import Store
+from mfn.deploy.store import Store
 from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
 from mfn.errors import MfnError
 from mfn.runtime.bundle import REQUIREMENTS_FILE, SPEC_FILE

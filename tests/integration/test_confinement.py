@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy.local import SHM_DIR
+from mfn.deploy.launching import SHM_DIR
 
 pytestmark = pytest.mark.integration
 

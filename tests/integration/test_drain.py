@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy import local
+from mfn.deploy import launching, local
 from mfn.deploy.supervisor import read_status
 from tests.conftest import HANDLERS
 
@@ -45,4 +45,4 @@ def test_undeploy_answers_every_request_in_flight(target, tmp_path):
 
 
 def deployment_drain_limit_s() -> float:
-    return local.DRAIN_TIMEOUT_S + local.STOP_GRACE_S
+    return launching.DRAIN_TIMEOUT_S + launching.STOP_GRACE_S

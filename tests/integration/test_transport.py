@@ -13,6 +13,7 @@ import pytest
 
 import mfn
 from mfn.deploy import local
+from mfn.deploy.launching import http_json
 from mfn.deploy.torchserve_local import management_url, read_key
 from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH
@@ -166,7 +167,7 @@ def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_w
 
 def test_torchserve_batch_delay_is_what_mfn_meant(deployments):
     deployment = deployments["torchserve"]
-    code, described = local.http_json("GET", f"{management_url(deployment)}/models/images", 30, read_key(deployment, "management"))
+    code, described = http_json("GET", f"{management_url(deployment)}/models/images", 30, read_key(deployment, "management"))
     assert code == 200
     (model,) = described
     # The handler declares no delay (0): TorchServe would read 0 as "unset" and wait 100 ms; mfn asks for its 1 ms floor.

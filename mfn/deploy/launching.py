@@ -1,0 +1,148 @@
+"""Starting a server process and talking to it: what every local server shares (see mfn.deploy.servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mfn.deploy import state
+from mfn.deploy.state import Deployment
+from mfn.errors import DeployError
+from mfn.servers.http import error_message, request
+from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group
+
+SHM_DIR = Path("/dev/shm")
+START_TIMEOUT_S = 90.0
+LOAD_TIMEOUT_S = 300.0
+STOP_GRACE_S = 15.0
+DRAIN_TIMEOUT_S = 30.0
+PORT_ATTEMPTS = 3
+LOG_TAIL_LINES = 30
+
+Progress = Callable[[str], None]
+
+
+def launch(
+    name: str,
+    server: str,
+    workdir: Path,
+    port_names: tuple[str, ...],
+    make_command: Callable[[dict[str, int]], tuple[list[str], dict[str, str]]],
+    live_path: str,
+    progress: Progress,
+    repository: Path,
+    shm_prefix: str = "",
+    live_token: Callable[[], str | None] = lambda: None,
+    ports: dict[str, int] | None = None,
+    parent_death_signal: int = signal.SIGTERM,
+) -> tuple[Deployment, subprocess.Popen]:
+    """Start a server process that dies with this one, and wait until `live_path` answers 200.
+
+    The calling process (the deployment's supervisor) is recorded as the deployment's owner. `live_token`
+    gives the bearer token the health endpoint needs, if any, once the server has written it. Without
+    fixed `ports`, free ones are chosen, and chosen again when another process took one before the server
+    bound it; a restart passes the ports it had, so clients keep their addresses.
+    """
+    log_file = workdir / f"{server}.log"
+    attempts = 1 if ports else PORT_ATTEMPTS
+    for attempt in range(attempts):
+        chosen = ports or dict(zip(port_names, free_ports(len(port_names))))
+        command, env = make_command(chosen)
+        progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
+        process = start_detached(command, env, log_file, workdir, parent_death_signal=parent_death_signal)
+        deployment = Deployment(
+            name=name,
+            server=server,
+            pid=os.getpid(),
+            start_time=process_start_time(os.getpid()),
+            host="127.0.0.1",
+            ports=chosen,
+            models=[],
+            repository=str(repository),
+            log_file=str(log_file),
+            workdir=str(workdir),
+            shm_prefix=shm_prefix,
+        )
+        if _wait_live(deployment, process, live_path, live_token):
+            return deployment, process
+        tail = log_tail(deployment)
+        stop_process_group(process.pid, process_start_time(process.pid), grace_s=STOP_GRACE_S)
+        process.wait()
+        if "address already in use" not in tail.lower() or attempt == attempts - 1:
+            raise DeployError(f"{server} did not start:\n{tail}")
+    raise AssertionError("unreachable")
+
+
+def log_tail(deployment: Deployment, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(deployment.log_file).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def http_json(
+    method: str, url: str, timeout_s: float, token: str | None = None, body: bytes | None = None
+) -> tuple[int, dict | str]:
+    """Call a server's REST API; the body comes back parsed when it is JSON."""
+    code, body = request(method, url, timeout_s=timeout_s, body=body, headers={"Authorization": f"Bearer {token}"} if token else None)
+    try:
+        return code, json.loads(body)
+    except ValueError:
+        return code, body
+
+
+def describe_failure(code: int, body: dict | str, deployment: Deployment) -> str:
+    """The server's reason for a failed call, with the log's last lines when the call got no answer."""
+    if code == 0:
+        return f"{body}\n{log_tail(deployment)}"
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("message") or body)
+    return error_message(body)
+
+
+def new_shm_prefix() -> str:
+    """A fresh prefix for one server's shared-memory regions, tagged with this MFN_HOME (see state.home_tag)."""
+    return f"mfn_{state.home_tag()}_{secrets.token_hex(4)}_"
+
+
+def remove_shm_regions(prefix: str) -> None:
+    """Remove the shared-memory regions under a server's prefix; only once no process of that server is left."""
+    if prefix:
+        for region in SHM_DIR.glob(f"{prefix}*"):
+            region.unlink(missing_ok=True)
+
+
+def make_shm_regions_private(prefix: str) -> None:
+    """Make a server's shared-memory regions readable by its user only.
+
+    Triton's Python backend creates them 0644 whatever the umask (it sets the mode after creating), and
+    they hold request and answer tensors.
+    """
+    if prefix:
+        for region in SHM_DIR.glob(f"{prefix}*"):
+            try:
+                if region.stat().st_mode & 0o077:
+                    region.chmod(0o600)
+            except FileNotFoundError:
+                pass  # removed by a stub that stopped meanwhile
+
+
+def _wait_live(
+    deployment: Deployment, process: subprocess.Popen, live_path: str, live_token: Callable[[], str | None]
+) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        code, _ = http_json("GET", f"{deployment.http_url}{live_path}", timeout_s=1.0, token=live_token())
+        if code == 200:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,63 @@
+"""One interface for the servers mfn runs on this machine, and the registry that picks one by name.
+
+Each server kind has one module implementing `LocalServer` (mfn.deploy.triton_local, mfn.deploy.torchserve_local);
+the supervisor and the deploy commands reach them only through `local_server(name)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from typing import TYPE_CHECKING, Protocol, cast
+
+from mfn.errors import MfnError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mfn.deploy.launching import Progress
+    from mfn.deploy.state import Deployment
+    from mfn.deploy.store import Store
+
+SERVER_MODULES = {"triton": "mfn.deploy.triton_local", "torchserve": "mfn.deploy.torchserve_local"}
+
+
+class LocalServer(Protocol):
+    """What the supervisor needs of one kind of server process."""
+
+    def start(
+        self, name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
+        drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
+        jvm_heap_mb: int | None = None,
+    ) -> tuple[Deployment, subprocess.Popen]:
+        """Start the server and wait until it is live: on free ports, or on `ports` again after a crash, with the
+        `preload` models loaded before the ports open."""
+
+    def load_model(self, deployment: Deployment, store: Store, model: str) -> None:
+        """Load one model; raises DeployError with the server's reason."""
+
+    def reload_model(self, deployment: Deployment, store: Store, model: str) -> None:
+        """Load a model again after its worker or stub died."""
+
+    def worker_processes(self, deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:
+        """The server's model processes: pid -> (model, alive)."""
+
+    def model_problem(self, deployment: Deployment, model: str) -> str | None:
+        """Why a model cannot answer now, or None when it can."""
+
+    def set_default_version(self, deployment: Deployment, model: str, version: int) -> None:
+        """Serve `version` to requests that name none; raises MfnError where the server has no such switch."""
+
+    def drain(self, deployment: Deployment, process: subprocess.Popen, timeout_s: float) -> None:
+        """Let requests in flight finish (at most `timeout_s`) and stop the server."""
+
+
+def local_server(server: str) -> LocalServer:
+    """The implementation for a server kind ("triton" or "torchserve").
+
+    Raises:
+        MfnError: naming the kinds there are.
+    """
+    if server not in SERVER_MODULES:
+        raise MfnError(f"unknown server {server!r}: mfn runs {', '.join(SERVER_MODULES)}")
+    return cast("LocalServer", importlib.import_module(SERVER_MODULES[server]))
