@@ -217,7 +217,8 @@ def logs(name, lines, debug):
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--all", "everything", is_flag=True, help="Stop every local deployment.")
+@click.option("--all", "everything", is_flag=True, help="Stop every local deployment (with --target kubernetes: uninstall "
+              "every release of the mfn chart in --namespace).")
 @click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
 @click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace of the release.")
 @debug_option
@@ -231,7 +232,7 @@ def undeploy(name, everything, target, namespace, debug):
         from mfn.kubernetes import helm
 
         with run_guarded(debug):
-            click.echo(helm.undeploy(name, namespace), nl=False)
+            click.echo(helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace), nl=False)
         return
     with run_guarded(debug):
         stopped = local.undeploy_all() if everything else [local.undeploy(name)]

@@ -127,8 +127,18 @@ def _redact_data(document: str) -> str:
 
 
 def undeploy(release: str, namespace: str = "default") -> str:
+    """Uninstall one release of the mfn chart."""
+    from mfn.deploy.state import check_name
+
+    check_name(release, "release name")
+    check_name(namespace, "namespace")
     check_kubeconfig()
     return _run([find_helm(), "uninstall", release, "--namespace", namespace, "--wait"])
+
+
+def undeploy_all(namespace: str = "default") -> str:
+    """Uninstall every release of the mfn chart in `namespace` (other charts' releases are left alone)."""
+    return "".join(undeploy(release.name, namespace) for release in releases() if release.namespace == namespace)
 
 
 def releases() -> list[Release]:

@@ -364,3 +364,18 @@ def test_a_package_without_this_mfns_wheel_is_refused_naming_it(packaged, tmp_pa
     shutil.rmtree(copy / "mlp" / "1" / WHEEL_DIR)
     with pytest.raises(MfnError, match=r"mlp/1 carries no mfn .* wheel .*repackage"):
         values_for(copy, "demo", model_uri="https://x/y.tar.gz", pvc=None)
+
+
+def test_undeploy_all_on_kubernetes_asks_the_cluster_instead_of_failing(monkeypatch, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
+        "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
+        "users": [{"name": "nobody", "user": {}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    result = CliRunner().invoke(cli, ["undeploy", "--all", "--target", "kubernetes"])
+    # No cluster answers here: the command gets as far as asking helm for the releases, and says so in one line.
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "helm list" in result.output and "127.0.0.1:9" in result.output
