@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +20,6 @@ from mfn.runtime.loop import RequestFailure, check_outputs
 from mfn.runtime.samples import sample_inputs
 from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
 
-TARGETS = ("triton", "torchserve")
 SAMPLE_ROWS = 2
 
 
@@ -78,16 +77,13 @@ def package(
         from mfn.model_repository.native import native_platform
 
         native_platform(source.artifact_root / source.spec.artifacts["model"])
-    if target == "triton":
-        _check_triton_output(source.spec, output)
+    writer = _WRITERS[target]
+    writer.check_output(source.spec, output)
     check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)
     from mfn.environment import lock_for
 
     lock_warnings = () if native else lock_for(tuple(source.spec.requirements)).warnings
-    if target == "torchserve":
-        result = _write_torchserve(source, output, archive_format, bundle_env)
-    else:
-        result = _write_triton(source, output, native, bundle_env)
+    result = writer.write(source, output, _WriteOptions(archive_format, native, bundle_env))
     return replace(result, warnings=(*lock_warnings, *result.warnings))
 
 
@@ -154,6 +150,13 @@ def _handler_step(spec: ModelSpec, step: str) -> Iterator[None]:
         raise HandlerError(f"{spec.name}: {step} failed on a sample batch:\n{''.join(frames).rstrip()}") from error
 
 
+@dataclass(frozen=True)
+class _WriteOptions:
+    archive_format: str = "default"
+    native: bool = False
+    bundle_env: bool = False
+
+
 def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
     from mfn.model_repository.layout import check_sibling_versions
 
@@ -161,7 +164,7 @@ def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
         check_sibling_versions(spec, repository / spec.name)
 
 
-def _write_triton(source: Source, repository: Path, native: bool = False, bundle_env: bool = False) -> PackageResult:
+def _write_triton(source: Source, repository: Path, options: _WriteOptions) -> PackageResult:
     from mfn.model_repository.layout import install_model, stage_model
     from mfn.model_repository.native import stage_native_model
 
@@ -169,22 +172,23 @@ def _write_triton(source: Source, repository: Path, native: bool = False, bundle
     model_dir = repository / spec.name
     with _staging_area(repository) as staging:
         model_staging = staging / spec.name
-        if native:
+        if options.native:
             stage_native_model(spec, source.artifact_root / spec.artifacts["model"], model_staging)
         else:
-            stage_model(spec, source.handler_file, model_staging, source.artifact_root, bundle_env)
+            stage_model(spec, source.handler_file, model_staging, source.artifact_root, options.bundle_env)
         install_model(model_staging, model_dir, spec.version)
     # Over the whole model directory: config.pbtxt and every version, old ones included.
     write_directory_manifest(model_dir)
     return PackageResult(spec=spec, target="triton", path=model_dir)
 
 
-def _write_torchserve(source: Source, store: Path, archive_format: str, bundle_env: bool = False) -> PackageResult:
+def _write_torchserve(source: Source, store: Path, options: _WriteOptions) -> PackageResult:
     from mfn.archiver.build import build_archive
 
     spec = source.spec
     with _staging_area(store) as staging:
-        built = build_archive(spec, source.handler_file, staging, archive_format, source.artifact_root, bundle_env)
+        built = build_archive(spec, source.handler_file, staging, options.archive_format, source.artifact_root,
+                              options.bundle_env)
         destination = store / built.name
         if destination.is_dir():
             destination.rename(staging / "replaced")
@@ -192,6 +196,21 @@ def _write_torchserve(source: Source, store: Path, archive_format: str, bundle_e
     from mfn.archiver.render import unexpressed
 
     return PackageResult(spec=spec, target="torchserve", path=destination, warnings=tuple(unexpressed(spec)))
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """How one target is written: a check of the output that runs before the handler does, and the writer."""
+
+    check_output: Callable[[ModelSpec, Path], None]
+    write: Callable[[Source, Path, _WriteOptions], PackageResult]
+
+
+_WRITERS = {
+    "triton": _Writer(_check_triton_output, _write_triton),
+    "torchserve": _Writer(lambda spec, store: None, _write_torchserve),
+}
+TARGETS = tuple(_WRITERS)
 
 
 @contextmanager

@@ -74,15 +74,11 @@ def deploy(
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:
-    """The server's body limit: what was asked for, or more where a model's full batch needs it."""
-    if store.server != "torchserve":
-        return requested
-    from mfn.archiver.reading import SPEC_FILE, archive_spec, read_member
+    """The deployment's body limit: what was asked for, or more where a model's full batch needs it (the servers
+    that have a setting for it apply it; clients check it before sending)."""
     from mfn.runtime.codec.limits import body_limit
 
-    needed = [body_limit(archive_spec(archive)) for model in models for archive in store.models[model]
-              if read_member(archive, SPEC_FILE) is not None]
-    return max([requested, *needed])
+    return max([requested, *(body_limit(spec) for spec in store.specs(models))])
 
 
 def _deploy_locked(
@@ -103,7 +99,7 @@ def _deploy_locked(
         auth=auth,
         drain_timeout_s=drain_timeout_s,
         max_request_bytes=_body_limit(store, chosen, max_request_bytes),
-        shm_prefix=new_shm_prefix() if store.server == "triton" else "",
+        shm_prefix=new_shm_prefix() if local_server(store.server).USES_SHARED_MEMORY else "",
         jvm_heap_mb=jvm_heap_mb,
     )
     try:

@@ -25,6 +25,9 @@ SERVER_MODULES = {"triton": "mfn.deploy.triton_local", "torchserve": "mfn.deploy
 class LocalServer(Protocol):
     """What the supervisor needs of one kind of server process."""
 
+    # Whether its model processes exchange tensors through /dev/shm regions (named per deployment, cleaned up).
+    USES_SHARED_MEMORY: bool
+
     def start(
         self, name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
         drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),

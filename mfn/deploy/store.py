@@ -6,15 +6,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.runtime.bundle import SPEC_FILE
+from mfn.spec import ModelSpec
 
 
 @dataclass(frozen=True)
 class Store:
-    """What a deploy path holds: which server it is for and the models in it."""
+    """What a deploy path holds: which server it is for and the models in it.
+
+    `models` maps each model to its package units (see mfn.manifest): its Triton model directory, or its
+    TorchServe archives, one per version.
+    """
 
     server: str
     root: Path
     models: dict[str, list[Path]]
+
+    def version_bundles(self, models: list[str] | None = None) -> list[Path]:
+        """Where each mfn-packaged version's bundle (mfn.json, requirements, mfn's wheel) lies: a Triton version
+        directory, or a TorchServe archive (read with mfn.archiver.reading.read_member). Versions written by
+        other tools (Triton's native models, hand-made archives) have none and are left out."""
+        from mfn.archiver.reading import read_member
+
+        units = [unit for model in (models or list(self.models)) for unit in self.models[model]]
+        if self.server == "triton":
+            return [spec_file.parent for unit in units for spec_file in sorted(unit.glob(f"*/{SPEC_FILE}"))]
+        return [unit for unit in units if read_member(unit, SPEC_FILE) is not None]
+
+    def specs(self, models: list[str] | None = None) -> list[ModelSpec]:
+        """The spec of every mfn-packaged version of `models` (default: all)."""
+        from mfn.archiver.reading import read_member
+
+        return [ModelSpec.from_json(read_member(bundle, SPEC_FILE).decode())  # type: ignore[union-attr]
+                for bundle in self.version_bundles(models)]
 
 
 def discover(path: Path) -> Store:

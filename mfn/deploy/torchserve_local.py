@@ -23,6 +23,8 @@ QUIET_S = 2.0  # no request received or answered for this long: nothing is in fl
 STOP_WAIT_S = 10.0
 PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 
+USES_SHARED_MEMORY = False
+
 
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",

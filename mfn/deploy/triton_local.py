@@ -25,6 +25,8 @@ RELOAD_PARAMETER = "mfn_generation"
 UNLOADING_MARKER = "All models are stopped, unloading models"
 UNLOAD_GRACE_S = 3.0
 
+USES_SHARED_MEMORY = True
+
 
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mfn.deploy.store import Store, discover
+from mfn.deploy.store import discover
 from mfn.errors import DeployError, MfnError
 from mfn.kubernetes.values import chart_values
-from mfn.spec import ModelSpec
 
 HELM_TIMEOUT = "10m"
 
@@ -54,7 +53,7 @@ def values_for(path: Path, release: str, model_uri: str | None, pvc: str | None)
     if not model_uri and not pvc:
         raise MfnError("say where the cluster gets the packaged models: --model-uri https://… / s3://… / gs://… or --pvc CLAIM")
     store = discover(path)
-    return chart_values(store, _specs(store), release, model_uri, pvc)
+    return chart_values(store, store.specs(), release, model_uri, pvc)
 
 
 def deploy(
@@ -150,20 +149,6 @@ def releases() -> list[Release]:
         for item in listed
         if item["chart"].startswith("mfn-")
     ]
-
-
-def _specs(store: Store) -> list[ModelSpec]:
-    if store.server == "triton":
-        from mfn.runtime.bundle import SPEC_FILE
-
-        return [
-            ModelSpec.from_json(spec_file.read_text())
-            for model_dir in (paths[0] for paths in store.models.values())
-            for spec_file in sorted(model_dir.glob(f"*/{SPEC_FILE}"))
-        ]
-    from mfn.archiver.reading import archive_spec
-
-    return [archive_spec(archive) for archives in store.models.values() for archive in archives]
 
 
 def _run(command: list[str]) -> str:

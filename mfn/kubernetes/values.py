@@ -15,7 +15,7 @@ import mfn
 from mfn.deploy.store import Store
 from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
 from mfn.errors import MfnError
-from mfn.runtime.bundle import REQUIREMENTS_FILE, SPEC_FILE
+from mfn.runtime.bundle import REQUIREMENTS_FILE
 from mfn.monitoring import render
 from mfn.runtime.codec.limits import body_limit
 from mfn.servers import torchserve, triton
@@ -58,12 +58,8 @@ def packaged_environments(store: Store) -> list[PackagedEnvironment]:
     under the store; Triton's native models carry none."""
     from mfn.archiver.reading import read_member
 
-    if store.server == "triton":
-        sources = [version.parent for paths in store.models.values() for version in sorted(paths[0].glob(f"*/{SPEC_FILE}"))]
-    else:
-        sources = [archive for paths in store.models.values() for archive in paths]
     found = []
-    for source in sources:
+    for source in store.version_bundles():
         def member(name: str, source: Path = source) -> bytes | None:
             return read_member(source, name)
 
@@ -142,7 +138,7 @@ def gpus_needed(spec: ModelSpec) -> int:
 def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: str | None, pvc: str | None) -> dict[str, Any]:
     """Values for one release serving every model in `store`."""
     ports = CONTAINER_PORTS[store.server]
-    gpu_count = max(gpus_needed(spec) for spec in specs)
+    gpu_count = max((gpus_needed(spec) for spec in specs), default=0)
     values: dict[str, Any] = {
         "server": store.server,
         "ports": ports,
@@ -152,9 +148,14 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
         "gpu": {"count": gpu_count},
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},
     }
-    if store.server == "triton":
-        values["command"] = ["tritonserver"]
-        values["args"] = triton.server_args(
+    values.update(_SERVER_VALUES[store.server](store, specs, ports, gpu_count))
+    return values
+
+
+def _triton_values(store: Store, specs: list[ModelSpec], ports: dict[str, int], gpu_count: int) -> dict[str, Any]:
+    return {
+        "command": ["tritonserver"],
+        "args": triton.server_args(
             repository=MODELS_DIR,
             ports=triton.Ports(**ports),
             models=sorted(store.models),
@@ -162,18 +163,18 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
             address="0.0.0.0",
             gpus=gpu_count > 0,
             exit_timeout_s=DRAIN_TIMEOUT_S,
-        )
+        ),
         # The chart adds the restrictions itself, with keys from its Secret; these are the groups it guards.
-        values["triton"] = {"adminApis": triton.ADMIN_APIS, "inferenceApis": triton.INFERENCE_APIS}
-    else:
-        all_ports = torchserve.Ports(
-            inference=ports["http"], grpc=ports["grpc"], metrics=ports["metrics"], **TORCHSERVE_PRIVATE_PORTS
-        )
-        values["command"] = torchserve.server_command(
-            f"{CONFIG_DIR}/config.properties", f"{CONFIG_DIR}/log4j2.xml", MODELS_DIR, python="python3"
-        )
-        values["args"] = []
-        values["torchserve"] = {
+        "triton": {"adminApis": triton.ADMIN_APIS, "inferenceApis": triton.INFERENCE_APIS},
+    }
+
+
+def _torchserve_values(store: Store, specs: list[ModelSpec], ports: dict[str, int], gpu_count: int) -> dict[str, Any]:
+    all_ports = torchserve.Ports(inference=ports["http"], grpc=ports["grpc"], metrics=ports["metrics"], **TORCHSERVE_PRIVATE_PORTS)
+    return {
+        "command": torchserve.server_command(f"{CONFIG_DIR}/config.properties", f"{CONFIG_DIR}/log4j2.xml", MODELS_DIR, python="python3"),
+        "args": [],
+        "torchserve": {
             # Token authorization on; the chart's auth.inference=false switches it off. The probe reads the
             # server's key file. Keys outlive any pod: an expired key would fail the probe and restart the pod.
             "configProperties": torchserve.config_properties(
@@ -181,5 +182,8 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
                 max_request_bytes=max(body_limit(spec) for spec in specs), token_expiration_min=POD_TOKEN_EXPIRATION_MIN,
             ),
             "logConfig": torchserve.LOG_CONFIG,
-        }
-    return values
+        },
+    }
+
+
+_SERVER_VALUES = {"triton": _triton_values, "torchserve": _torchserve_values}
