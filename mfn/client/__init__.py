@@ -1,0 +1,139 @@
+"""mfn.Client: call model functions over KServe v2 HTTP or gRPC (Triton) or TorchServe's REST and gRPC APIs,
+with numpy arrays in and out.
+
+In parts: `endpoints` finds where a model is served (the only part reading mfn's deployment records),
+`triton` and `torchserve` speak each server's API, `retry` is the one retry policy, `connections` holds
+the open connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mfn.client.connections import Connections
+from mfn.client.endpoints import PROTOCOLS, SERVERS, Credentials, Endpoint, Endpoints
+from mfn.client.retry import RETRY_BACKOFF_S, RetryPolicy, auth_refused, retryable
+from mfn.client.torchserve import TorchServeTransport
+from mfn.client.triton import TritonTransport
+from mfn.client.values import coerce_inputs
+from mfn.errors import CallError
+
+__all__ = [
+    "PROTOCOLS", "RETRY_BACKOFF_S", "SERVERS", "Client", "Credentials", "Endpoint", "auth_refused", "coerce_inputs", "retryable",
+]
+T = TypeVar("T")
+
+
+class Client:
+    """Invoke model functions served by a local deployment or at a URL.
+
+    One client may be shared by threads: calls on it run concurrently (Triton over HTTP gets a connection
+    per thread, as tritonclient's HTTP client must stay on one thread; the other connections are shared).
+
+    Args:
+        target: A URL (`http://host:port`, `grpc://host:port`, or `host:port` for `protocol`), the name of a
+            local deployment, or None to find the local deployment serving each model.
+        protocol: "http" or "grpc".
+        server: API spoken at a URL target: "triton" (KServe v2) or "torchserve"; local deployments say their own.
+        timeout_s: Limit for each call, connection included.
+        retries: Extra attempts after a failed connection, a timeout or while the model's worker restarts (see
+            `retryable`), 0.5 s apart and doubling; refusals and handler errors are not retried. The default,
+            4 (7.5 s of waiting in all), outlasts a supervised local server's restart.
+        binary: Send tensors as raw bytes (the KServe v2 binary tensor data extension) and ask for binary
+            outputs, on both servers; False sends and receives KServe v2 JSON.
+        token: The inference key for a URL target (sent as `authorization: Bearer <token>`); local deployments
+            need none, mfn reads their keys.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        protocol: str = "http",
+        server: str = "triton",
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        binary: bool = True,
+        token: str | None = None,
+    ) -> None:
+        from mfn.deploy.state import mfn_home
+
+        self._endpoints = Endpoints(target, protocol, server, token)
+        self.target, self.protocol, self.server = target, protocol, server
+        self.timeout_s, self.retries, self.binary = timeout_s, retries, binary
+        self._retry = RetryPolicy(retries)
+        self._connections = Connections()
+        self._transports: dict[str, TritonTransport | TorchServeTransport] = {
+            "triton": TritonTransport(self._connections, timeout_s, binary),
+            "torchserve": TorchServeTransport(self._connections, timeout_s, binary, mfn_home() / "cache"),
+        }
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection; open HTTP keep-alives would otherwise delay a server's shutdown."""
+        self._connections.close()
+
+    def endpoint(self, model: str) -> Endpoint:
+        """The endpoint this client uses for `model`, looked up once (again after a failed connection)."""
+        return self._endpoints.get(model)
+
+    def metadata(self, model: str, version: int | None = None) -> dict:
+        """The model's KServe v2 metadata: name, versions, inputs and outputs with datatypes and shapes (Triton)."""
+        endpoint = self.endpoint(model)
+        return self._transports[endpoint.server].metadata(endpoint, model, version, self._attempt(model, endpoint))
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        version: int | None = None,
+        outputs: list[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one request and return its outputs by name.
+
+        Inputs may be arrays or nested lists; they are cast to the model's declared dtypes, and a single
+        row given without its batch dimension gets one. Values the model cannot take (text for numbers,
+        numbers for text, ragged rows, integers out of range) are refused before anything is sent.
+
+        Raises:
+            InvokeError: naming the input and what to send, or with the server's reason when the request fails.
+        """
+        endpoint = self.endpoint(model)
+        return self._transports[endpoint.server].infer(endpoint, model, inputs, version, outputs, self._attempt(model, endpoint))
+
+    def _attempt(self, model: str, endpoint: Endpoint):
+        """Run a call with the model's current endpoint under the retry policy: a refused key is read again once;
+        after a failed connection a local deployment is looked up again, as a redeploy may have moved it."""
+
+        def attempt(call):
+            def known() -> Endpoint:
+                return self._endpoints.peek(model, endpoint)
+
+            def refresh_key() -> bool:
+                credentials = known().credentials
+                if credentials is None:
+                    return False
+                credentials.refresh()
+                return True
+
+            def after_failure(error: CallError) -> None:
+                now = known()
+                self._transports[now.server].reset(now)
+                if now.local and error.status == "connection":
+                    self._endpoints.forget(model)
+
+            def describe(error: CallError, attempts: int) -> str:
+                after = f" (after {attempts} attempts)" if attempts > 1 else ""
+                return f"{model} at {known()}: {error}{after}"
+
+            return self._retry.run(lambda: call(self._endpoints.get(model)), refresh_key, after_failure, describe)
+
+        return attempt

@@ -1,0 +1,95 @@
+"""TorchServe's REST and gRPC inference APIs for mfn.Client (the wire format is mfn.torchserve_client's)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mfn.client.connections import Connections
+from mfn.client.endpoints import Endpoint
+from mfn.client.values import arrays_for
+from mfn.errors import InvokeError, MfnError
+
+T = TypeVar("T")
+Attempt = Callable[[Callable[[Endpoint], T]], T]
+
+
+class TorchServeTransport:
+    """Inference on TorchServe. It publishes no tensor metadata: a local deployment's archives say the
+    declared datatypes, so values are cast and checked here as for Triton; elsewhere the server converts them."""
+
+    def __init__(self, connections: Connections, timeout_s: float, binary: bool, cache_dir: Path) -> None:
+        self.connections, self.timeout_s, self.binary, self.cache_dir = connections, timeout_s, binary, cache_dir
+        self._declared: dict[tuple[str, str, int | None], dict[str, tuple[str, int]] | None] = {}
+
+    def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
+        raise MfnError(f"{model} at {endpoint}: TorchServe publishes no tensor metadata; see the handler's declaration")
+
+    def infer(
+        self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
+        attempt: Attempt,
+    ) -> dict[str, np.ndarray]:
+        from mfn import torchserve_client
+
+        arrays = arrays_for(model, inputs, self._declared_inputs(endpoint, model, version))
+        try:
+            body = torchserve_client.request_body(arrays, self.binary)
+        except InvokeError as error:
+            raise InvokeError(f"{model}: {error}") from None
+        limit = endpoint.max_request_bytes
+        if limit is not None and len(body.data) > limit:
+            raise InvokeError(
+                f"{model} at {endpoint}: a request of {len(body.data):,} bytes exceeds the deployment's limit of "
+                f"{limit:,} (TorchServe's max_request_size): send fewer rows per request, or redeploy with a larger "
+                "`mfn deploy --max-request-mb`"
+            )
+
+        def send(current: Endpoint) -> tuple[bytes, int | None]:
+            if current.protocol == "grpc":
+                return self._grpc_channel(current).infer(model, body, version, current.token(), self.timeout_s), None
+            return self._rest_connections(current).infer(model, body, version, current.token())
+
+        reply, header_length = attempt(send)
+        try:
+            return torchserve_client.parse_response(reply, header_length, outputs, self.binary)
+        except InvokeError as error:
+            raise InvokeError(f"{model} at {endpoint}: {error}") from None
+
+    def reset(self, endpoint: Endpoint) -> None:
+        """Nothing to do: the REST pool drops broken connections and gRPC channels reconnect by themselves."""
+
+    def _rest_connections(self, endpoint: Endpoint) -> Any:
+        from mfn import torchserve_client
+
+        return self.connections.get(str(endpoint), lambda: torchserve_client.RestConnections(endpoint.address, self.timeout_s))
+
+    def _grpc_channel(self, endpoint: Endpoint) -> Any:
+        from mfn import torchserve_client
+
+        return self.connections.get(str(endpoint), lambda: torchserve_client.GrpcChannel(endpoint.address, self.cache_dir))
+
+    def _declared_inputs(self, endpoint: Endpoint, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
+        if endpoint.repository is None:
+            return None
+        key = (endpoint.repository, model, version)
+        if key not in self._declared:
+            self._declared[key] = _archive_declaration(endpoint.repository, model, version)
+        return self._declared[key]
+
+
+def _archive_declaration(repository: str, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
+    from mfn.archiver.reading import SPEC_FILE, archive_info, archive_spec, read_member
+    from mfn.deploy.store import discover
+
+    try:
+        archives = discover(Path(repository)).models.get(model, [])
+        chosen = [archive for archive in archives if version is None or archive_info(archive).version == version]
+        if not chosen or read_member(chosen[0], SPEC_FILE) is None:
+            return None
+        spec = archive_spec(chosen[0])
+    except (OSError, MfnError):
+        return None  # the store changed under a running deployment: let the server judge the values
+    return {tensor.name: (tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}

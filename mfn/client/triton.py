@@ -1,0 +1,134 @@
+"""KServe v2 through tritonclient (Triton's HTTP and gRPC APIs) for mfn.Client."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mfn.client.connections import Connections
+from mfn.client.endpoints import Endpoint
+from mfn.client.values import arrays_for
+from mfn.errors import CallError
+
+T = TypeVar("T")
+Attempt = Callable[[Callable[[Endpoint], T]], T]
+# Triton's gRPC endpoint reads a restricted protocol's header under its own prefix.
+GRPC_AUTH_HEADER = "triton-grpc-protocol-authorization"
+
+
+class TritonTransport:
+    """Metadata and inference on Triton; tensors binary by default (gRPC carries them as bytes in any case)."""
+
+    def __init__(self, connections: Connections, timeout_s: float, binary: bool) -> None:
+        self.connections, self.timeout_s, self.binary = connections, timeout_s, binary
+        self._metadata: dict[tuple[str, str, str], dict] = {}
+
+    def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
+        """The model's KServe v2 metadata, asked once per endpoint, model and version."""
+        key = (str(endpoint), model, str(version or ""))
+        if key not in self._metadata:
+            self._metadata[key] = attempt(lambda current: self._call(current, lambda client: client.get_model_metadata(
+                model, str(version or ""), **self._kwargs(current, as_json=True))))
+        return self._metadata[key]
+
+    def infer(
+        self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
+        attempt: Attempt,
+    ) -> dict[str, np.ndarray]:
+        metadata = self.metadata(endpoint, model, version, attempt)
+        declared = {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]}
+        arrays = arrays_for(model, inputs, declared)
+        module = protocol_module(endpoint.protocol)
+        http_api = endpoint.protocol == "http"
+        binary = self.binary or not http_api
+        infer_inputs = []
+        for name, array in arrays.items():
+            infer_input = module.InferInput(name, list(array.shape), declared[name][0])
+            if http_api:
+                infer_input.set_data_from_numpy(array, binary_data=binary)
+            else:
+                infer_input.set_data_from_numpy(array)
+            infer_inputs.append(infer_input)
+        wanted = outputs or [tensor["name"] for tensor in metadata["outputs"]]
+        requested = [module.InferRequestedOutput(name, binary_data=binary) if http_api else module.InferRequestedOutput(name)
+                     for name in wanted]
+        result = attempt(lambda current: self._call(current, lambda client: client.infer(
+            model, infer_inputs, model_version=str(version or ""), outputs=requested, **self._kwargs(current))))
+        answers = {name: result.as_numpy(name) for name in wanted}
+        if not binary:
+            # tritonclient gives JSON BYTES outputs back as text: mfn gives BYTES as bytes whatever the wire.
+            answers = {name: _text_to_bytes(array) for name, array in answers.items()}
+        return answers
+
+    def reset(self, endpoint: Endpoint) -> None:
+        """After a failure: this thread's HTTP client is replaced; gRPC channels recover by themselves."""
+        if _per_thread(endpoint):
+            self.connections.drop(str(endpoint))
+
+    def _call(self, endpoint: Endpoint, call: Callable[[Any], T]) -> T:
+        return triton_errors(lambda: call(self._client(endpoint)))
+
+    def _client(self, endpoint: Endpoint) -> Any:
+        module = protocol_module(endpoint.protocol)
+        if endpoint.protocol == "http":
+            return self.connections.get(str(endpoint), lambda: module.InferenceServerClient(
+                endpoint.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s), per_thread=True)
+        return self.connections.get(str(endpoint), lambda: module.InferenceServerClient(endpoint.address))
+
+    def _kwargs(self, endpoint: Endpoint, as_json: bool = False) -> dict:
+        kwargs: dict[str, Any] = {}
+        if endpoint.protocol == "grpc":
+            kwargs["client_timeout"] = self.timeout_s
+            if as_json:
+                kwargs["as_json"] = True
+        token = endpoint.token()
+        if token:
+            header = GRPC_AUTH_HEADER if endpoint.protocol == "grpc" else "authorization"
+            kwargs["headers"] = {header: f"Bearer {token}"}
+        return kwargs
+
+
+def _per_thread(endpoint: Endpoint) -> bool:
+    """tritonclient.http's client runs on gevent and must stay on the thread that made it."""
+    return endpoint.protocol == "http"
+
+
+def _text_to_bytes(array: np.ndarray) -> np.ndarray:
+    if array.dtype != object or not any(isinstance(item, str) for item in array.flat):
+        return array
+    encoded = np.empty(array.shape, dtype=object)
+    encoded.flat[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in array.flat]
+    return encoded
+
+
+def triton_errors(call: Callable[[], T]) -> T:
+    """Run a tritonclient call, turning its failures into CallError for the retry policy."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return call()
+    except InferenceServerException as error:
+        lines, status = (error.message() or "").strip().splitlines(), error.status()
+        message = lines[0] if lines else "no reason given"
+        if status is None:  # refused by tritonclient itself, before sending
+            raise CallError(message, "client") from None
+        status = status.removeprefix("StatusCode.")
+        # Said the way TorchServe failures are: "HTTP 400: ..." or "gRPC UNAVAILABLE: ...".
+        raise CallError(f"{'HTTP' if status.isdigit() else 'gRPC'} {status}: {message}", status) from None
+    except TimeoutError:
+        raise CallError("no answer in time", "timeout") from None
+    except (OSError, http.client.HTTPException) as error:
+        # tritonclient.http lets socket errors through (connection refused, reset, unreachable), and its
+        # geventhttpclient says "connection closed." with an HTTPException when a server died mid-answer.
+        raise CallError(f"no connection: {error}", "connection") from None
+
+
+def protocol_module(protocol: str) -> Any:
+    if protocol == "http":
+        import tritonclient.http as module
+    else:
+        import tritonclient.grpc as module
+    return module
