@@ -175,7 +175,7 @@ def hand_torchserve_caller(deployment: local.Deployment, protocol: str) -> tuple
 
     token = read_key(deployment, "inference")
     if protocol == "grpc":
-        from mfn import torchserve_client
+        from mfn.client import torchserve_wire as torchserve_client
         from mfn.deploy.state import mfn_home
 
         channel = torchserve_client.GrpcChannel(f"{deployment.host}:{deployment.ports['grpc']}", mfn_home() / "cache")

@@ -180,7 +180,7 @@ def measure(
     protosets = {"triton": triton_protoset(work)}
     if server == "torchserve":
         from mfn.deploy.state import mfn_home
-        from mfn.torchserve_client import protoset
+        from mfn.client.torchserve_wire import protoset
 
         protosets["torchserve"] = protoset(mfn_home() / "cache")
     pairs = sorted({(model, name.endswith("_b")) for name, model in names.items()})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mfn.errors import HandlerError, MfnError, SpecError
 from mfn.handlers.base import Handler
-from mfn.handlers.builtin import Source
+from mfn.model_files import Source
 from mfn.handlers.loading import handler_source_file, load_handler
 from mfn.manifest import write_directory_manifest
 from mfn.runtime.bundle import check_confined, load_in_process
@@ -89,7 +89,7 @@ def package(
 
 def resolve(ref: str, **overrides: object) -> Source:
     """A handler reference, or a model file served by the built-in handler for its format."""
-    from mfn.handlers.builtin import builtin_source, is_model_file
+    from mfn.model_files import builtin_source, is_model_file
 
     if is_model_file(ref):
         return builtin_source(Path(ref), **overrides)

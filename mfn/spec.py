@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfn.errors import SpecError
-from mfn.handlers.base import Handler
 from mfn.handlers.declarations import Batching, Instances, Tensor, VersionPolicy, Warmup
+
+if TYPE_CHECKING:
+    # Only a type: the spec reads a handler class's attributes and sits below the handler contract.
+    from mfn.handlers.base import Handler
 
 SPEC_FORMAT = 1
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -285,7 +285,7 @@ def export(ref, fmt, output, inputs, opset, tolerance, debug):
     REF is a torch module factory (path/to/file.py:factory; give --input) → ONNX or TorchScript, or a
     TensorFlow SavedModel directory or Keras file → TFLite or ONNX (inputs come from its signature).
     """
-    from mfn.export import export_model
+    from mfn.convert.export import export_model
 
     with run_guarded(debug):
         result = export_model(ref, inputs, output, fmt, opset, tolerance)
@@ -310,7 +310,7 @@ def quantize(model, sample, output, max_abs_diff, method, as_json, debug):
     (dynamic int8 Linear layers, saved as TorchScript), or a TensorFlow SavedModel directory or Keras
     file (converted to a quantized .tflite).
     """
-    from mfn.quantize import quantize as quantize_model
+    from mfn.convert.quantize import quantize as quantize_model
 
     with run_guarded(debug):
         report = quantize_model(model, sample, output, max_abs_diff, method)

@@ -1,4 +1,4 @@
-"""TorchServe's REST and gRPC inference APIs for mfn.Client (the wire format is mfn.torchserve_client's)."""
+"""TorchServe's REST and gRPC inference APIs for mfn.Client (the wire format is mfn.client.torchserve_wire's)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ class TorchServeTransport:
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
-        from mfn import torchserve_client
+        from mfn.client import torchserve_wire
 
         arrays = arrays_for(model, inputs, self._declared_inputs(endpoint, model, version))
         try:
-            body = torchserve_client.request_body(arrays, self.binary)
+            body = torchserve_wire.request_body(arrays, self.binary)
         except InvokeError as error:
             raise InvokeError(f"{model}: {error}") from None
         limit = endpoint.max_request_bytes
@@ -54,7 +54,7 @@ class TorchServeTransport:
 
         reply, header_length = attempt(send)
         try:
-            return torchserve_client.parse_response(reply, header_length, outputs, self.binary)
+            return torchserve_wire.parse_response(reply, header_length, outputs, self.binary)
         except InvokeError as error:
             raise InvokeError(f"{model} at {endpoint}: {error}") from None
 
@@ -62,14 +62,14 @@ class TorchServeTransport:
         """Nothing to do: the REST pool drops broken connections and gRPC channels reconnect by themselves."""
 
     def _rest_connections(self, endpoint: Endpoint) -> Any:
-        from mfn import torchserve_client
+        from mfn.client import torchserve_wire
 
-        return self.connections.get(str(endpoint), lambda: torchserve_client.RestConnections(endpoint.address, self.timeout_s))
+        return self.connections.get(str(endpoint), lambda: torchserve_wire.RestConnections(endpoint.address, self.timeout_s))
 
     def _grpc_channel(self, endpoint: Endpoint) -> Any:
-        from mfn import torchserve_client
+        from mfn.client import torchserve_wire
 
-        return self.connections.get(str(endpoint), lambda: torchserve_client.GrpcChannel(endpoint.address, self.cache_dir))
+        return self.connections.get(str(endpoint), lambda: torchserve_wire.GrpcChannel(endpoint.address, self.cache_dir))
 
     def _declared_inputs(self, endpoint: Endpoint, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
         if endpoint.repository is None:

@@ -22,6 +22,11 @@ SIGNATURE = "serving_default"
 INSTALL_HINT = "serving TensorFlow models needs TensorFlow: pip install 'mfn-serve[tensorflow]'"
 
 
+def is_saved_model(path: Path) -> bool:
+    """Whether `path` is a TensorFlow SavedModel directory."""
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
 def import_tensorflow() -> Any:
     # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise in a CLI and in server logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

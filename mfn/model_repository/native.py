@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
-from mfn.handlers.builtin import is_saved_model
+from mfn.handlers.tensorflow_models import is_saved_model
 from mfn.handlers.declarations import Tensor
 from mfn.model_repository.render import HEADER, config_dict
 from mfn.spec import ModelSpec

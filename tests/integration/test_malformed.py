@@ -144,7 +144,7 @@ def test_torchserve_rest_refuses_each_malformed_body_with_400_and_keeps_serving(
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_torchserve_grpc_refuses_each_malformed_body_and_keeps_serving(torchserve, case):
-    from mfn import torchserve_client
+    from mfn.client import torchserve_wire as torchserve_client
     from mfn.deploy.state import mfn_home
 
     channel = torchserve_client.GrpcChannel(f"{torchserve.host}:{torchserve.ports['grpc']}", mfn_home() / "cache")

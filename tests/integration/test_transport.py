@@ -144,7 +144,7 @@ def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_w
 
     # Past the client, the server itself refuses it: 413 over REST, a cancelled call over gRPC (grpc-java resets
     # the stream); neither is retried, and both name the limit.
-    from mfn import torchserve_client
+    from mfn.client import torchserve_wire as torchserve_client
     from mfn.deploy.state import mfn_home
 
     body = torchserve_client.request_body(oversized)

@@ -49,8 +49,8 @@ def quantize(
         MfnError: for an unsupported model, an unreadable sample, or a difference over the threshold
             (then nothing is written).
     """
-    from mfn.export import written_atomically
-    from mfn.tf_convert import QUANTIZATIONS, is_tensorflow_model
+    from mfn.convert.export import written_atomically
+    from mfn.convert.tensorflow import QUANTIZATIONS, is_tensorflow_model
 
     inputs = _load_sample(sample)
     tensorflow = is_tensorflow_model(model)
@@ -104,7 +104,7 @@ def _onnx(path: Path, inputs: dict[str, np.ndarray], target: Path) -> tuple[str,
 def _torch(ref: str, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, int, Runner, Runner]:
     import torch
 
-    from mfn.export import build_module, flatten_outputs
+    from mfn.convert.export import build_module, flatten_outputs
 
     module = build_module(ref)
     example = tuple(torch.from_numpy(array) for array in inputs.values())
@@ -126,7 +126,7 @@ def _torch(ref: str, inputs: dict[str, np.ndarray], target: Path) -> tuple[str, 
 
 
 def _tflite(path: Path, inputs: dict[str, np.ndarray], target: Path, method: str) -> tuple[str, int, Runner, Runner]:
-    from mfn import tf_convert
+    from mfn.convert import tensorflow as tf_convert
 
     from mfn.handlers.tensorflow_models import savedmodel_declarations
 

@@ -40,7 +40,7 @@ def export_model(
     ref: str, inputs: list[dict], output: Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = 1e-4
 ) -> ExportResult:
     """Export a torch module factory, a TF SavedModel directory or a Keras file; checked against the original."""
-    from mfn.tf_convert import is_tensorflow_model
+    from mfn.convert.tensorflow import is_tensorflow_model
 
     if fmt not in FORMATS:
         raise MfnError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -54,7 +54,7 @@ def export_model(
 
 def export_tensorflow(path: Path, output: Path, fmt: str, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4) -> ExportResult:
     """A SavedModel (or Keras file) to TFLite or ONNX, run on a random sample beside the original."""
-    from mfn import tf_convert
+    from mfn.convert import tensorflow as tf_convert
 
     if fmt not in TENSORFLOW_FORMATS:
         raise MfnError(f"{path}: a TensorFlow model exports to {' or '.join(TENSORFLOW_FORMATS)}, not {fmt}")

@@ -1,4 +1,5 @@
-"""Pick the built-in handler for a model file and infer its spec, so a model file packages with no code."""
+"""Model files without handler code: pick the built-in handler (mfn.handlers) for a file's format and infer its
+spec, so `mfn package model.onnx` needs no code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from mfn.errors import MfnError
 from mfn.handlers.base import Handler
+from mfn.handlers.tensorflow_models import is_saved_model
 from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
 
 
@@ -52,10 +54,6 @@ FORMATS = {
     ".h5": ModelFormat("Keras (legacy HDF5)", "tensorflow_models", "KerasHandler", "keras_declarations", ("tensorflow>=2.16",)),
     ".tflite": ModelFormat("TFLite (LiteRT)", "tflite", "TFLiteModel", "tflite_declarations", ("ai-edge-litert>=1.2",)),
 }
-
-
-def is_saved_model(path: Path) -> bool:
-    return path.is_dir() and (path / "saved_model.pb").is_file()
 
 
 def is_model_file(ref: str) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mfn.errors import MfnError
-from mfn.handlers.builtin import is_saved_model
+from mfn.handlers.tensorflow_models import is_saved_model
 from mfn.handlers.dtypes import numpy_dtype
 from mfn.handlers.tensorflow_models import SIGNATURE, import_tensorflow, load_keras, savedmodel_declarations
 
