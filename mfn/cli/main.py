@@ -8,18 +8,10 @@ from pathlib import Path
 
 import click
 
-from mfn.cli.options import (
-    debug_option,
-    instances_option,
-    invoke_data,
-    json_option,
-    kubernetes_options,
-    run_guarded,
-    tensors_option,
-)
+from mfn.cli.options import MfnGroup, instances_option, invoke_data, json_option, kubernetes_options, tensors_option
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MfnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mfn-serve")
 def cli() -> None:
     """mfn: package one handler class for Triton, deploy it, invoke it."""
@@ -46,8 +38,7 @@ def cli() -> None:
 @click.option("--allow-pickle", is_flag=True, help="Trust pickled objects in the model file (a .pt2's pickled payloads "
                    "run code when loaded); without it such files are refused.")
 @json_option
-@debug_option
-def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, as_json, debug):
+def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, as_json):
     """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite."""
@@ -55,13 +46,12 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
     from mfn.packaging import package as package_model
 
     batching = {key: value for key, value in {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}.items() if value is not None}
-    with run_guarded(debug):
-        policy = VersionPolicy.parse(version_policy) if version_policy else None
-        result = package_model(
-            ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version, batching=batching or None,
-            instances=instances or None, inputs=inputs or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
-            execution_env=execution_env, bundle_env=bundle_env, allow_pickle=True if allow_pickle else None,
-        )
+    policy = VersionPolicy.parse(version_policy) if version_policy else None
+    result = package_model(
+        ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version, batching=batching or None,
+        instances=instances or None, inputs=inputs or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
+        execution_env=execution_env, bundle_env=bundle_env, allow_pickle=True if allow_pickle else None,
+    )
     summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path),
                "warnings": list(result.warnings)}
     for warning in result.warnings:
@@ -88,8 +78,7 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
 @click.option("--no-verify", is_flag=True, help="Serve packages whose files differ from their digest manifests.")
 @kubernetes_options
 @json_option
-@debug_option
-def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, jvm_heap_mb, public_key, no_verify, release, namespace, model_uri, pvc, sets, dry_run, as_json, debug):
+def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, jvm_heap_mb, public_key, no_verify, release, namespace, model_uri, pvc, sets, dry_run, as_json):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     from mfn.deploy import local
 
@@ -98,17 +87,15 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_ti
 
         if not release:
             raise click.UsageError("--target kubernetes needs --release NAME")
-        with run_guarded(debug):
-            click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run,
-                                   verify=not no_verify, public_key=public_key), nl=False)
+        click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run,
+                               verify=not no_verify, public_key=public_key), nl=False)
         return
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
-    with run_guarded(debug):
-        deployment = local.deploy(
-            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
-            drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
-            verify=not no_verify, public_key=public_key,
-        )
+    deployment = local.deploy(
+        path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
+        drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
+        verify=not no_verify, public_key=public_key,
+    )
     if as_json:
         click.echo(json.dumps(deployment.to_json()))
     else:
@@ -129,8 +116,7 @@ def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_ti
               help="Elliptic-curve private key (PEM) to sign with.")
 @click.option("--password-env", help="Environment variable holding the key's password, if it has one.")
 @json_option
-@debug_option
-def sign(path, private_key, password_env, as_json, debug):
+def sign(path, private_key, password_env, as_json):
     """Sign every model package in PATH (OpenSSF model signing): a directory's signature goes inside it as
     mfn-signature.sig, an archive's beside it as <archive>.sig."""
     import os
@@ -140,8 +126,7 @@ def sign(path, private_key, password_env, as_json, debug):
     password = os.environ.get(password_env) if password_env else None
     if password_env and password is None:
         raise click.UsageError(f"--password-env {password_env}: that environment variable is not set")
-    with run_guarded(debug):
-        written = signing.sign(path, private_key, password=password)
+    written = signing.sign(path, private_key, password=password)
     if as_json:
         click.echo(json.dumps({"signatures": [str(item) for item in written]}))
     for item in written if not as_json else ():
@@ -153,13 +138,11 @@ def sign(path, private_key, password_env, as_json, debug):
 @click.option("--key", "public_key", type=click.Path(path_type=Path, exists=True, dir_okay=False), envvar="MFN_PUBLIC_KEY",
               help="Public key (PEM) to check signatures with (default $MFN_PUBLIC_KEY); without one, digests only.")
 @json_option
-@debug_option
-def verify(path, public_key, as_json, debug):
+def verify(path, public_key, as_json):
     """Check every model package in PATH against its digest manifest and, with --key, its signature."""
     from mfn import signing
 
-    with run_guarded(debug):
-        checked = signing.verify(path, public_key)
+    checked = signing.verify(path, public_key)
     if as_json:
         click.echo(json.dumps({"verified": [{"package": str(item.unit), "signature": item.signed} for item in checked]}))
         return
@@ -204,14 +187,12 @@ def status(kubernetes, as_json):
 @cli.command()
 @click.argument("name")
 @click.option("--lines", "-n", type=int, default=50, show_default=True, help="Lines from the end; 0 for all.")
-@debug_option
-def logs(name, lines, debug):
+def logs(name, lines):
     """Print the server log of deployment NAME."""
     from mfn.deploy import state
     from mfn.deploy.launching import log_tail
 
-    with run_guarded(debug):
-        deployment = state.get(name)
+    deployment = state.get(name)
     click.echo(log_tail(deployment, lines) if lines else Path(deployment.log_file).read_text(errors="replace"))
 
 
@@ -221,8 +202,7 @@ def logs(name, lines, debug):
               "every release of the mfn chart in --namespace).")
 @click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
 @click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace of the release.")
-@debug_option
-def undeploy(name, everything, target, namespace, debug):
+def undeploy(name, everything, target, namespace):
     """Stop deployment NAME (or --all) and remove what it left behind; uninstall a Kubernetes release."""
     from mfn.deploy import local
 
@@ -231,11 +211,9 @@ def undeploy(name, everything, target, namespace, debug):
     if target == "kubernetes":
         from mfn.kubernetes import helm
 
-        with run_guarded(debug):
-            click.echo(helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace), nl=False)
+        click.echo(helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace), nl=False)
         return
-    with run_guarded(debug):
-        stopped = local.undeploy_all() if everything else [local.undeploy(name)]
+    stopped = local.undeploy_all() if everything else [local.undeploy(name)]
     for deployment in stopped:
         click.echo(f"stopped {deployment.name}")
 
@@ -244,14 +222,12 @@ def undeploy(name, everything, target, namespace, debug):
 @click.argument("name")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Directory for the files.")
 @click.option("--interval", "interval_s", type=int, default=15, show_default=True, help="Scrape interval in seconds.")
-@debug_option
-def monitor(name, output, interval_s, debug):
+def monitor(name, output, interval_s):
     """Write prometheus.yml, alert rules and a Grafana dashboard for deployment NAME, for your own Prometheus."""
     from mfn.deploy import state
     from mfn.monitoring.local import write_monitoring_files
 
-    with run_guarded(debug):
-        written = write_monitoring_files(state.get(name), output, interval_s)
+    written = write_monitoring_files(state.get(name), output, interval_s)
     for path in written:
         click.echo(f"wrote {path}")
 
@@ -259,14 +235,12 @@ def monitor(name, output, interval_s, debug):
 @cli.command()
 @click.argument("name")
 @json_option
-@debug_option
-def stats(name, as_json, debug):
+def stats(name, as_json):
     """Summarise deployment NAME from its live metrics: requests, errors, batch size, latency, queue time."""
     from mfn.deploy import state
     from mfn.monitoring.stats import deployment_stats, format_stats
 
-    with run_guarded(debug):
-        rows = deployment_stats(state.get(name))
+    rows = deployment_stats(state.get(name))
     click.echo(json.dumps([row.to_json() for row in rows]) if as_json else format_stats(rows))
 
 
@@ -278,8 +252,7 @@ def stats(name, as_json, debug):
 @tensors_option
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest output difference accepted.")
-@debug_option
-def export(ref, fmt, output, inputs, opset, tolerance, debug):
+def export(ref, fmt, output, inputs, opset, tolerance):
     """Export REF and check the result on a sample against the original.
 
     REF is a torch module factory (path/to/file.py:factory; give --input) → ONNX or TorchScript, or a
@@ -287,8 +260,7 @@ def export(ref, fmt, output, inputs, opset, tolerance, debug):
     """
     from mfn.convert.export import export_model
 
-    with run_guarded(debug):
-        result = export_model(ref, inputs, output, fmt, opset, tolerance)
+    result = export_model(ref, inputs, output, fmt, opset, tolerance)
     opset_note = f", opset {result.opset}, dynamic batch axis" if result.opset else ""
     click.echo(f"exported {result.format} to {result.path}{opset_note}; max abs difference {result.max_abs_diff:.2g}")
 
@@ -302,8 +274,7 @@ def export(ref, fmt, output, inputs, opset, tolerance, debug):
               help="TensorFlow models → TFLite: dynamic-range (int8 weights; default) or int8 (full integer, "
                    "calibrated on --sample).")
 @json_option
-@debug_option
-def quantize(model, sample, output, max_abs_diff, method, as_json, debug):
+def quantize(model, sample, output, max_abs_diff, method, as_json):
     """Quantize MODEL and report size and output change on SAMPLE; refuse past --max-abs-diff.
 
     MODEL is an .onnx file (onnxruntime dynamic int8), a torch module factory path/to/file.py:factory
@@ -312,8 +283,7 @@ def quantize(model, sample, output, max_abs_diff, method, as_json, debug):
     """
     from mfn.convert.quantize import quantize as quantize_model
 
-    with run_guarded(debug):
-        report = quantize_model(model, sample, output, max_abs_diff, method)
+    report = quantize_model(model, sample, output, max_abs_diff, method)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
@@ -328,13 +298,11 @@ def quantize(model, sample, output, max_abs_diff, method, as_json, debug):
 @click.argument("model")
 @click.argument("version", type=int)
 @click.option("--deployment", help="Local deployment to use when several serve MODEL.")
-@debug_option
-def set_default(model, version, deployment, debug):
+def set_default(model, version, deployment):
     """Serve VERSION of MODEL to requests that name no version (TorchServe)."""
     from mfn.deploy import local
 
-    with run_guarded(debug):
-        chosen = local.set_default_version(model, version, deployment)
+    chosen = local.set_default_version(model, version, deployment)
     click.echo(f"{model} v{version} is now the default on {chosen.name}")
 
 
@@ -351,15 +319,14 @@ def set_default(model, version, deployment, debug):
 @click.option("--tensors", type=click.Choice(["binary", "json"]), default="binary", show_default=True,
               help="How tensors travel: raw bytes (KServe v2 binary tensor data) or KServe v2 JSON.")
 @json_option
-@debug_option
-def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, as_json, debug):
+def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, as_json):
     """Run one request against MODEL and print its outputs."""
     from mfn.cli.options import outputs_to_json
     from mfn.client import Client
 
     client = Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s, binary=tensors == "binary",
                     token=token)
-    with run_guarded(debug), client:
+    with client:
         outputs = client.infer(model, invoke_data(data), version=model_version)
         endpoint = str(client.endpoint(model))
     answer = {"model": model, "version": model_version, "endpoint": endpoint, "outputs": outputs_to_json(outputs)}

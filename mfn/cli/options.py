@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,33 @@ import numpy as np
 from mfn.errors import InvokeError, MfnError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+_DEBUG = "mfn.debug"
+
+
+class MfnCommand(click.Command):
+    """A command with `--debug`, whose MfnError becomes one clear line and exit status 1 (a traceback only with
+    --debug): the one place the CLI turns mfn's errors into messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(
+            ["--debug"], is_flag=True, expose_value=False, help="Show tracebacks.",
+            callback=lambda ctx, param, value: ctx.meta.__setitem__(_DEBUG, value),
+        ))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MfnError as error:
+            if ctx.meta.get(_DEBUG):
+                raise
+            raise click.ClickException(str(error)) from None
+
+
+class MfnGroup(click.Group):
+    """mfn's command group: every command is an MfnCommand."""
+
+    command_class = MfnCommand
 
 
 def _parse_instances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -75,17 +99,6 @@ tensors_option = click.option(
     callback=_parse_tensors,
     help="Declare an input NAME:DTYPE:DIMS per row (repeatable); needed for TorchScript files.",
 )
-
-
-@contextmanager
-def run_guarded(debug: bool) -> Iterator[None]:
-    """Turn mfn's user-facing errors into a clean message and exit status 1 (tracebacks only with --debug)."""
-    try:
-        yield
-    except MfnError as error:
-        if debug:
-            raise
-        raise click.ClickException(str(error)) from None
 
 
 def invoke_data(data: str) -> dict[str, Any]:

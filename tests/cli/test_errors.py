@@ -1,0 +1,29 @@
+"""mfn's errors reach the terminal in one place: one line and exit status 1, a traceback only with --debug."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from mfn.cli.main import cli
+from mfn.errors import MfnError
+
+
+def test_every_command_takes_debug():
+    for name in cli.commands:
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert "--debug" in result.output, name
+
+
+def test_an_mfn_error_is_one_line_and_debug_shows_where_it_came_from(tmp_path):
+    result = CliRunner().invoke(cli, ["verify", str(tmp_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.strip().splitlines() == [f"Error: {tmp_path} holds no models (no <name>/config.pbtxt, no .mar "
+                                                  f"archives); run `mfn package ... --output {tmp_path}` first"]
+    result = CliRunner().invoke(cli, ["verify", str(tmp_path), "--debug"])
+    assert isinstance(result.exception, MfnError)
+
+
+def test_the_clients_errors_are_one_line_too():
+    result = CliRunner().invoke(cli, ["invoke", "m", "--url", "ftp://host:1", "--data", '{"x": [1]}'])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "URL scheme 'ftp'" in result.output
