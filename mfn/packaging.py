@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mfn.errors import HandlerError, MfnError, SpecError
+from mfn.kinds import SERVERS
 from mfn.handlers.base import Handler
 from mfn.model_files import Source
 from mfn.handlers.loading import handler_source_file, load_handler
@@ -210,7 +211,8 @@ _WRITERS = {
     "triton": _Writer(_check_triton_output, _write_triton),
     "torchserve": _Writer(lambda spec, store: None, _write_torchserve),
 }
-TARGETS = tuple(_WRITERS)
+TARGETS = SERVERS
+assert tuple(_WRITERS) == SERVERS, "a writer for every server mfn knows"
 
 
 @contextmanager

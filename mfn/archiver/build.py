@@ -24,11 +24,11 @@ from pathlib import Path
 
 from mfn.archiver.render import ADAPTER_FILE, CONFIG_FILE, render_model_config
 from mfn.errors import MfnError
+from mfn.kinds import ARCHIVE_FORMATS
 from mfn.manifest import MANIFEST, manifest_document, write_directory_manifest
 from mfn.runtime.bundle import REQUIREMENTS_FILE, write_bundle
 from mfn.spec import ModelSpec
 
-ARCHIVE_FORMATS = ("default", "no-archive", "tgz")
 _ADAPTER_SOURCE = Path(__file__).with_name("torchserve_adapter.py")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 

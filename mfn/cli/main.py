@@ -8,7 +8,18 @@ from pathlib import Path
 
 import click
 
-from mfn.cli.options import MfnGroup, instances_option, invoke_data, json_option, kubernetes_options, tensors_option
+from mfn.cli.options import (
+    MfnGroup,
+    instances_option,
+    invoke_data,
+    json_option,
+    kubernetes_options,
+    local_deploy_options,
+    refuse_other_scope,
+    scoped,
+    tensors_option,
+)
+from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS, QUANTIZATIONS, SERVERS, TENSOR_ENCODINGS
 
 
 @click.group(cls=MfnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,9 +30,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("--target", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="Server to package for.")
+@click.option("--target", type=click.Choice(SERVERS), default="triton", show_default=True, help="Server to package for.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository (Triton) or model store (TorchServe) directory.")
-@click.option("--archive-format", type=click.Choice(["default", "no-archive", "tgz"]), default="default", show_default=True, help="TorchServe archive format.")
+@click.option("--archive-format", type=click.Choice(ARCHIVE_FORMATS), default="default", show_default=True, help="TorchServe archive format.")
 @click.option("--native", is_flag=True, help="Model files on Triton: use Triton's native backend (onnxruntime_onnx, pytorch_libtorch, "
                    "tensorflow_savedmodel) instead of mfn's Python adapter.")
 @click.option("--name", help="Override the model name.")
@@ -61,40 +72,39 @@ def package(ref, target, output, archive_format, native, name, model_version, ma
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
-@click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True, help="Where to deploy.")
-@click.option("--name", help="Deployment name (default: the repository directory's name).")
-@click.option("--model", "models", multiple=True, help="Load only this model (repeatable; default: all).")
-@click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
-@click.option("--no-auth", is_flag=True, help="TorchServe: turn token authorization off.")
-@click.option("--prometheus", is_flag=True, help="Also start a Prometheus scraping the server (stopped by undeploy).")
-@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds undeploy lets requests in flight finish before the server is stopped.")
-@click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
-              help="Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit); "
-                   "raised where a model's full batch needs more.")
-@click.option("--jvm-heap-mb", type=click.IntRange(min=256), help="TorchServe's JVM heap (default: sized for the body limit).")
+@click.option("--target", type=click.Choice(DEPLOY_TARGETS), default="local", show_default=True, help="Where to deploy.")
 @click.option("--public-key", type=click.Path(path_type=Path, exists=True, dir_okay=False), envvar="MFN_PUBLIC_KEY",
               help="Also check each package's signature with this public key (PEM; default $MFN_PUBLIC_KEY).")
 @click.option("--no-verify", is_flag=True, help="Serve packages whose files differ from their digest manifests.")
+@local_deploy_options
 @kubernetes_options
 @json_option
-def deploy(path, target, name, models, foreground, no_auth, prometheus, drain_timeout_s, max_request_mb, jvm_heap_mb, public_key, no_verify, release, namespace, model_uri, pvc, sets, dry_run, as_json):
+def deploy(path, target, public_key, no_verify, as_json, **options):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
+    refuse_other_scope(click.get_current_context(), target)
+    if target == "kubernetes":
+        _deploy_kubernetes(path, verify=not no_verify, public_key=public_key, **scoped(options, "kubernetes"))
+    else:
+        _deploy_local(path, as_json, verify=not no_verify, public_key=public_key, **scoped(options, "local"))
+
+
+def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, pvc, sets, dry_run):
+    from mfn.kubernetes import helm
+
+    if not release:
+        raise click.UsageError("--target kubernetes needs --release NAME")
+    click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run, verify=verify, public_key=public_key), nl=False)
+
+
+def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,
+                  max_request_mb, jvm_heap_mb):
     from mfn.deploy import local
 
-    if target == "kubernetes":
-        from mfn.kubernetes import helm
-
-        if not release:
-            raise click.UsageError("--target kubernetes needs --release NAME")
-        click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run,
-                               verify=not no_verify, public_key=public_key), nl=False)
-        return
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     deployment = local.deploy(
         path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
         drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
-        verify=not no_verify, public_key=public_key,
+        verify=verify, public_key=public_key,
     )
     if as_json:
         click.echo(json.dumps(deployment.to_json()))
@@ -200,7 +210,7 @@ def logs(name, lines):
 @click.argument("name", required=False)
 @click.option("--all", "everything", is_flag=True, help="Stop every local deployment (with --target kubernetes: uninstall "
               "every release of the mfn chart in --namespace).")
-@click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
+@click.option("--target", type=click.Choice(DEPLOY_TARGETS), default="local", show_default=True)
 @click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace of the release.")
 def undeploy(name, everything, target, namespace):
     """Stop deployment NAME (or --all) and remove what it left behind; uninstall a Kubernetes release."""
@@ -246,7 +256,7 @@ def stats(name, as_json):
 
 @cli.command()
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "tflite"]), default="onnx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="onnx", show_default=True,
               help="onnx or torchscript for a torch module; onnx or tflite for a SavedModel or Keras file.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
 @tensors_option
@@ -270,7 +280,7 @@ def export(ref, fmt, output, inputs, opset, tolerance):
 @click.option("--sample", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True, help=".npz of input arrays, keyed by input name.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
 @click.option("--max-abs-diff", type=float, default=0.05, show_default=True, help="Refuse when outputs move more than this.")
-@click.option("--method", type=click.Choice(["dynamic-range", "int8"]),
+@click.option("--method", type=click.Choice(QUANTIZATIONS),
               help="TensorFlow models → TFLite: dynamic-range (int8 weights; default) or int8 (full integer, "
                    "calibrated on --sample).")
 @json_option
@@ -309,14 +319,14 @@ def set_default(model, version, deployment):
 @cli.command()
 @click.argument("model")
 @click.option("--data", "-d", required=True, help='Inputs as JSON ({"input": [[...]]} or KServe v2), or @file.json.')
-@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="http", show_default=True)
 @click.option("--version", "model_version", type=int, help="Model version (default: the server's choice).")
 @click.option("--url", help="Server URL instead of a local deployment (http://host:port or grpc://host:port).")
 @click.option("--deployment", help="Local deployment to use when several serve MODEL.")
-@click.option("--server", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True, help="API spoken at --url.")
+@click.option("--server", type=click.Choice(SERVERS), default="triton", show_default=True, help="API spoken at --url.")
 @click.option("--token", envvar="MFN_TOKEN", help="Inference key for --url (or $MFN_TOKEN); local deployments need none.")
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds per call.")
-@click.option("--tensors", type=click.Choice(["binary", "json"]), default="binary", show_default=True,
+@click.option("--tensors", type=click.Choice(TENSOR_ENCODINGS), default="binary", show_default=True,
               help="How tensors travel: raw bytes (KServe v2 binary tensor data) or KServe v2 JSON.")
 @json_option
 def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, as_json):

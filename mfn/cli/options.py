@@ -16,7 +16,8 @@ _DEBUG = "mfn.debug"
 
 class MfnCommand(click.Command):
     """A command with `--debug`, whose MfnError becomes one clear line and exit status 1 (a traceback only with
-    --debug): the one place the CLI turns mfn's errors into messages."""
+    --debug): the one place the CLI turns mfn's errors into messages. Options that apply to one deploy target
+    (ScopedOption) get their own heading in --help."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -24,6 +25,16 @@ class MfnCommand(click.Command):
             ["--debug"], is_flag=True, expose_value=False, help="Show tracebacks.",
             callback=lambda ctx, param, value: ctx.meta.__setitem__(_DEBUG, value),
         ))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        headings = {None: "Options", "local": "Local deploy options (--target local)",
+                    "kubernetes": "Kubernetes options (--target kubernetes)"}
+        for scope, heading in headings.items():
+            rows = [record for param in self.get_params(ctx) if isinstance(param, click.Option)
+                    and getattr(param, "scope", None) == scope and (record := param.get_help_record(ctx)) is not None]
+            if rows:
+                with formatter.section(heading):
+                    formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -63,19 +74,63 @@ instances_option = click.option(
 )
 
 
-def kubernetes_options(command):
-    """Options of `deploy --target kubernetes`."""
-    options = [
-        click.option("--release", help="Kubernetes: Helm release name."),
-        click.option("--namespace", default="default", show_default=True, help="Kubernetes: namespace."),
-        click.option("--model-uri", help="Kubernetes: where pods fetch the packaged models (https://, s3://, gs://)."),
-        click.option("--pvc", help="Kubernetes: a PersistentVolumeClaim holding the packaged models instead."),
-        click.option("--set", "sets", multiple=True, help="Kubernetes: extra chart value, KEY=VALUE (repeatable)."),
-        click.option("--dry-run", is_flag=True, help="Kubernetes: print the rendered manifests, change nothing."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+class ScopedOption(click.Option):
+    """An option that applies to one deploy target only; help lists it under that target's heading."""
+
+    def __init__(self, *args: Any, scope: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scope = scope
+
+
+def _scoped_options(scope: str, options: list[tuple[tuple[str, ...], dict[str, Any]]]):
+    def decorate(command):
+        for declarations, settings in reversed(options):
+            command = click.option(*declarations, cls=ScopedOption, scope=scope, **settings)(command)
+        return command
+    return decorate
+
+
+local_deploy_options = _scoped_options("local", [
+    (("--name",), {"help": "Deployment name (default: the repository directory's name)."}),
+    (("--model", "models"), {"multiple": True, "help": "Load only this model (repeatable; default: all)."}),
+    (("--foreground",), {"is_flag": True, "help": "Stay attached; Ctrl-C stops the server."}),
+    (("--no-auth",), {"is_flag": True, "help": "Open inference (the admin APIs stay behind their key)."}),
+    (("--prometheus",), {"is_flag": True, "help": "Also start a Prometheus scraping the server (stopped by undeploy)."}),
+    (("--drain-timeout", "drain_timeout_s"), {"type": click.FloatRange(min=0), "default": 30.0, "show_default": True,
+     "help": "Seconds undeploy lets requests in flight finish before the server is stopped."}),
+    (("--max-request-mb",), {"type": click.FloatRange(min=0, min_open=True), "default": 64.0, "show_default": True,
+     "help": "Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit); "
+             "raised where a model's full batch needs more."}),
+    (("--jvm-heap-mb",), {"type": click.IntRange(min=256), "help": "TorchServe's JVM heap (default: sized for the body limit)."}),
+])
+kubernetes_options = _scoped_options("kubernetes", [
+    (("--release",), {"help": "Helm release name."}),
+    (("--namespace",), {"default": "default", "show_default": True, "help": "Namespace."}),
+    (("--model-uri",), {"help": "Where pods fetch the packaged models (https://, s3://, gs://)."}),
+    (("--pvc",), {"help": "A PersistentVolumeClaim holding the packaged models instead."}),
+    (("--set", "sets"), {"multiple": True, "help": "Extra chart value, KEY=VALUE (repeatable)."}),
+    (("--dry-run",), {"is_flag": True, "help": "Print the rendered manifests, change nothing."}),
+])
+
+
+def scoped(options: dict[str, Any], scope: str) -> dict[str, Any]:
+    """The values of the options of one scope (see ScopedOption), by parameter name."""
+    command = click.get_current_context().command
+    names = {param.name for param in command.params if isinstance(param, ScopedOption) and param.scope == scope}
+    return {name: value for name, value in options.items() if name in names}
+
+
+def refuse_other_scope(ctx: click.Context, target: str) -> None:
+    """A usage error naming the options given that apply to another deploy target than `target`."""
+    from click.core import ParameterSource
+
+    given = ctx.get_parameter_source
+    wrong = [param.opts[0] for param in ctx.command.params
+             if isinstance(param, ScopedOption) and param.scope != target
+             and given(param.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    if wrong:
+        raise click.UsageError(f"{', '.join(wrong)} apply to --target {'kubernetes' if target == 'local' else 'local'}, "
+                               f"not --target {target}")
 
 
 def _parse_tensors(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:

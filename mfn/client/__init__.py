@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mfn.client.connections import Connections
-from mfn.client.endpoints import PROTOCOLS, SERVERS, Credentials, Endpoint, Endpoints
+from mfn.client.endpoints import Credentials, Endpoint, Endpoints
 from mfn.client.retry import RETRY_BACKOFF_S, RetryPolicy, auth_refused, retryable
 from mfn.client.torchserve import TorchServeTransport
 from mfn.client.triton import TritonTransport
 from mfn.client.values import coerce_inputs
 from mfn.errors import CallError
+from mfn.kinds import PROTOCOLS, SERVERS
 
 __all__ = [
     "PROTOCOLS", "RETRY_BACKOFF_S", "SERVERS", "Client", "Credentials", "Endpoint", "auth_refused", "coerce_inputs", "retryable",

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mfn.errors import MfnError
+from mfn.kinds import PROTOCOLS, SERVERS
 
-PROTOCOLS = ("http", "grpc")
-SERVERS = ("triton", "torchserve")
 
 
 class Credentials:

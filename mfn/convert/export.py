@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from mfn.errors import MfnError
+from mfn.kinds import EXPORT_FORMATS
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import numpy_dtype
 from mfn.handlers.loading import import_handler_file
 
-FORMATS = ("onnx", "torchscript", "tflite")
+FORMATS = EXPORT_FORMATS
 TORCH_FORMATS = ("onnx", "torchscript")
 TENSORFLOW_FORMATS = ("onnx", "tflite")
 DEFAULT_OPSET = 17

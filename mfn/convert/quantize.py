@@ -50,7 +50,8 @@ def quantize(
             (then nothing is written).
     """
     from mfn.convert.export import written_atomically
-    from mfn.convert.tensorflow import QUANTIZATIONS, is_tensorflow_model
+    from mfn.convert.tensorflow import is_tensorflow_model
+    from mfn.kinds import QUANTIZATIONS
 
     inputs = _load_sample(sample)
     tensorflow = is_tensorflow_model(model)

@@ -21,7 +21,6 @@ from mfn.handlers.dtypes import numpy_dtype
 from mfn.handlers.tensorflow_models import SIGNATURE, import_tensorflow, load_keras, savedmodel_declarations
 
 KERAS_SUFFIXES = (".keras", ".h5")
-QUANTIZATIONS = ("dynamic-range", "int8")
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 

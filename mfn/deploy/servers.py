@@ -11,6 +11,7 @@ import subprocess
 from typing import TYPE_CHECKING, Protocol, cast
 
 from mfn.errors import MfnError
+from mfn.kinds import SERVERS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from mfn.deploy.store import Store
 
 SERVER_MODULES = {"triton": "mfn.deploy.triton_local", "torchserve": "mfn.deploy.torchserve_local"}
+assert tuple(SERVER_MODULES) == SERVERS, "a LocalServer for every server mfn knows"
 
 
 class LocalServer(Protocol):

@@ -27,3 +27,16 @@ def test_the_clients_errors_are_one_line_too():
     result = CliRunner().invoke(cli, ["invoke", "m", "--url", "ftp://host:1", "--data", '{"x": [1]}'])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "URL scheme 'ftp'" in result.output
+
+
+def test_deploy_refuses_options_of_the_other_target(tmp_path):
+    result = CliRunner().invoke(cli, ["deploy", str(tmp_path), "--release", "r", "--dry-run"])
+    assert result.exit_code == 2 and "--release, --dry-run apply to --target kubernetes, not --target local" in result.output
+    result = CliRunner().invoke(cli, ["deploy", str(tmp_path), "--target", "kubernetes", "--name", "x", "--foreground"])
+    assert result.exit_code == 2 and "--name, --foreground apply to --target local, not --target kubernetes" in result.output
+
+
+def test_deploy_help_lists_each_targets_options_under_its_heading():
+    output = CliRunner().invoke(cli, ["deploy", "--help"]).output
+    local, kubernetes = output.index("Local deploy options"), output.index("Kubernetes options")
+    assert output.index("--no-verify") < local < output.index("--max-request-mb") < kubernetes < output.index("--model-uri")

@@ -21,7 +21,7 @@ LAYERS = (
     ("mfn.runtime",),
     ("mfn.handlers",),
     ("mfn.spec", "mfn.handlers.declarations", "mfn.handlers.dtypes"),
-    ("mfn.errors", "mfn.environment", "mfn.manifest"),
+    ("mfn.errors", "mfn.environment", "mfn.manifest", "mfn.kinds"),
 )
 __doc__ += "\n".join(f"    {index + 1}. {', '.join(layer)}" for index, layer in enumerate(LAYERS))
 MAX_MODULE_LINES = 400
