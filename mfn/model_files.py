@@ -4,14 +4,13 @@ spec, so `mfn package model.onnx` needs no code."""
 from __future__ import annotations
 
 import importlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
 from mfn.handlers.base import Handler
 from mfn.handlers.tensorflow_models import is_saved_model
-from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
+from mfn.spec import Entrypoint, ModelSpec, model_name_from, spec_from_handler
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,7 @@ def builtin_source(path: Path, **overrides: object) -> Source:
         if given_inputs:
             declarations["inputs"] = given_inputs
     cls = getattr(module, kind.handler)
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("_.-") or "model"
-    fields = {"name": name, **declarations, "artifacts": {"model": path.name}, "requirements": list(kind.requirements)}
+    fields = {"name": model_name_from(path.stem), **declarations, "artifacts": {"model": path.name}, "requirements": list(kind.requirements)}
     fields.update({key: value for key, value in overrides.items() if value is not None})
     handler_file = Path(module.__file__).resolve()
     spec = spec_from_handler(cls, Entrypoint(file=handler_file.name, attribute=cls.__name__), **fields)

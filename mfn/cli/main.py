@@ -25,7 +25,7 @@ from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS
 @click.group(cls=MfnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mfn-serve")
 def cli() -> None:
-    """mfn: package one handler class for Triton, deploy it, invoke it."""
+    """mfn: package one handler class for Triton or TorchServe, deploy it, invoke it."""
 
 
 @cli.command()

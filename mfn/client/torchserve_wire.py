@@ -9,15 +9,14 @@ grpcio-tools into a descriptor set on first use and cached, so they always match
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM, split_answer
 from mfn.runtime.codec.client import answer_outputs, binary_answer_outputs, encode_binary_request, encode_request, read_answer
 from mfn.runtime.loop import RequestFailure
+from mfn.servers.http import error_message
 
 SERVICE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 PROTO = "proto/inference.proto"
@@ -124,7 +124,7 @@ class RestConnections:
             raise CallError(f"HTTP 413: a request of {len(body.data):,} bytes is over the server's body limit "
                             f"({TOO_LARGE_HINT})", "413")
         if status >= 400:
-            raise CallError(f"HTTP {status}: {_error_text(reply, reason)}", str(status))
+            raise CallError(f"HTTP {status}: {error_message(reply, first_line=True, fallback=reason)}", str(status))
         return reply, length
 
     def close(self) -> None:
@@ -204,8 +204,8 @@ class GrpcChannel:
                 # grpc-java refuses a message over its inbound limit by resetting the stream: the client sees CANCELLED.
                 raise CallError(f"gRPC CANCELLED: the server dropped a request of {len(body.data):,} bytes; TorchServe "
                                 f"does so for a request over its body limit ({TOO_LARGE_HINT})", code.name) from None
-            # TorchServe appends its Java exception's class name on a second line, which _error_text drops.
-            raise CallError(f"gRPC {code.name}: {_error_text((error.details() or '').encode(), code.name)}", code.name) from None
+            # TorchServe appends its Java exception's class name on a second line, which is dropped.
+            raise CallError(f"gRPC {code.name}: {error_message(error.details() or '', first_line=True, fallback=code.name)}", code.name) from None
 
     def close(self) -> None:
         self.channel.close()
@@ -255,14 +255,3 @@ def protoset(cache_dir: Path) -> Path:
             )
         output.replace(target)
     return target
-
-
-def _error_text(body: bytes, fallback: str) -> str:
-    """The message of TorchServe's error body ({"error"} from mfn, {"code", "type", "message"} from TorchServe)."""
-    try:
-        document = json.loads(body)
-        text = str(document.get("error") or document.get("message") or document)
-    except (ValueError, AttributeError, RecursionError):
-        text = body.decode("utf-8", "replace")
-    lines = text.strip().splitlines()
-    return lines[0] if lines else fallback

@@ -1,1 +1,1 @@
-"""Deployers: local server processes (the default) and, later, Kubernetes."""
+"""Deployers: local server processes under a supervisor (the default); Kubernetes is mfn.kubernetes."""

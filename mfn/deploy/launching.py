@@ -102,8 +102,6 @@ def describe_failure(code: int, body: dict | str, deployment: Deployment) -> str
     """The server's reason for a failed call, with the log's last lines when the call got no answer."""
     if code == 0:
         return f"{body}\n{log_tail(deployment)}"
-    if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)
     return error_message(body)
 
 

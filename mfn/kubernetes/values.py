@@ -182,6 +182,7 @@ def _torchserve_values(store: Store, specs: list[ModelSpec], ports: dict[str, in
                 max_request_bytes=max(body_limit(spec) for spec in specs), token_expiration_min=POD_TOKEN_EXPIRATION_MIN,
             ),
             "logConfig": torchserve.LOG_CONFIG,
+            "env": torchserve.server_settings("/tmp", "/tmp/logs"),
         },
     }
 

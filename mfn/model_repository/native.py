@@ -15,8 +15,8 @@ from pathlib import Path
 from mfn.errors import MfnError
 from mfn.handlers.tensorflow_models import is_saved_model
 from mfn.handlers.declarations import Tensor
-from mfn.model_repository.render import HEADER, config_dict
-from mfn.spec import ModelSpec
+from mfn.model_repository.render import config_dict
+from mfn.spec import ModelSpec, generated_header
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def render_native_config(spec: ModelSpec, platform: NativePlatform) -> str:
     config.pop("parameters", None)  # EXECUTION_ENV_PATH and friends belong to the Python backend
     config.update({"platform": platform.platform, "default_model_filename": platform.file_name})
     parsed = json_format.ParseDict(config, model_config_pb2.ModelConfig())
-    return HEADER.format(name=spec.name, version=spec.version) + text_format.MessageToString(parsed)
+    return generated_header(spec) + text_format.MessageToString(parsed)
 
 
 def stage_native_model(spec: ModelSpec, model_file: Path, staging: Path) -> None:

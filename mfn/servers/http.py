@@ -23,9 +23,22 @@ def request(
         return 0, str(getattr(error, "reason", error)) or type(error).__name__
 
 
-def error_message(body: str) -> str:
-    """The `error` field of a KServe v2 error body, or the body itself."""
-    try:
-        return str(json.loads(body).get("error", body))
-    except (ValueError, AttributeError):
-        return body
+def error_message(body: str | bytes | dict, first_line: bool = False, fallback: str = "") -> str:
+    """The reason in a server's error body, the one reader for all of them: `error` (KServe v2, Triton, mfn's
+    adapters) or `message` (TorchServe's {"code", "type", "message"}); the body itself when it is not JSON.
+
+    With `first_line`, only its first line (TorchServe appends its Java exception's class name on a second);
+    `fallback` when there is no text at all.
+    """
+    document: object = body
+    if isinstance(body, (bytes, str)):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            document = text
+    text = str(document.get("error") or document.get("message") or document) if isinstance(document, dict) else str(document)
+    if first_line:
+        lines = text.strip().splitlines()
+        text = lines[0] if lines else ""
+    return text or fallback

@@ -170,14 +170,19 @@ def server_command(config_file: str, log_config_file: str, model_store: str, pyt
     ]
 
 
+def server_settings(tmp_dir: str, log_dir: str) -> dict[str, str]:
+    """The environment TorchServe needs wherever it runs, locally and in the chart's pods: a private temporary
+    directory (the pid file and unpacked archives live there, so servers must not share one), its log and
+    metrics directory, and no handler bytecode written beside the archives."""
+    return {"TMPDIR": tmp_dir, "TEMP": tmp_dir, "LOG_LOCATION": log_dir, "METRICS_LOCATION": log_dir,
+            "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def server_environment(java_home: Path, workdir: Path) -> dict[str, str]:
-    """Java first on PATH, this interpreter's bin next (TorchServe starts workers with `python`), and a
-    private TMPDIR: the pid file and unpacked archives live there, so servers must not share one."""
+    """This process's environment with Java first on PATH, this interpreter's bin next (TorchServe starts
+    workers with `python`), and `server_settings` in the deployment's work directory."""
     env = dict(os.environ)
     env["JAVA_HOME"] = str(java_home)
     env["PATH"] = os.pathsep.join([str(java_home / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")])
-    for name in ("TMPDIR", "TEMP"):
-        env[name] = str(workdir / "tmp")
-    env["LOG_LOCATION"] = env["METRICS_LOCATION"] = str(workdir / "logs")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(server_settings(str(workdir / "tmp"), str(workdir / "logs")))
     return env

@@ -379,3 +379,19 @@ def test_undeploy_all_on_kubernetes_asks_the_cluster_instead_of_failing(monkeypa
     # No cluster answers here: the command gets as far as asking helm for the releases, and says so in one line.
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "helm list" in result.output and "127.0.0.1:9" in result.output
+
+
+def test_the_values_file_documents_every_top_level_key_of_the_schema():
+    defaults = yaml.safe_load((chart_path() / "values.yaml").read_text())
+    schema = json.loads((chart_path() / "values.schema.json").read_text())
+    # `global` is Helm's own, for parent charts: allowed, never set here.
+    assert set(schema["properties"]) - {"global"} == set(defaults), "values.yaml and values.schema.json disagree on the keys"
+
+
+def test_torchserve_pods_get_the_environment_local_deploys_use(packaged, tmp_path):
+    from mfn.servers import torchserve
+
+    values = write_values(packaged, "torchserve", tmp_path, gpu=False, delivery="uri")
+    _, container = server_container(render(values))
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    assert torchserve.server_settings("/tmp", "/tmp/logs").items() <= env.items()
