@@ -18,7 +18,7 @@ from mfn.handlers.loading import handler_source_file, load_handler
 from mfn.manifest import write_directory_manifest
 from mfn.runtime.bundle import check_confined, load_in_process
 from mfn.runtime.loop import RequestFailure, check_outputs
-from mfn.runtime.samples import sample_inputs
+from mfn.handlers.samples import sample_arrays
 from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
 
 SAMPLE_ROWS = 2
@@ -124,7 +124,7 @@ def check_handler(cls: type[Handler], spec: ModelSpec, handler_file: Path, artif
     with _handler_step(spec, "setup"):
         loaded = load_in_process(cls, spec, handler_file, artifact_root)
     try:
-        batch = sample_inputs(spec, rows=min(SAMPLE_ROWS, spec.batching.max_batch_size))
+        batch = sample_arrays(spec.inputs, rows=min(SAMPLE_ROWS, spec.batching.max_batch_size))
         with _handler_step(spec, "preprocess"):
             batch = loaded.handler.preprocess(batch)
         with _handler_step(spec, "predict"):

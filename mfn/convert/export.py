@@ -20,7 +20,7 @@ import numpy as np
 from mfn.errors import MfnError
 from mfn.kinds import EXPORT_FORMATS
 from mfn.handlers.declarations import Tensor
-from mfn.handlers.dtypes import numpy_dtype
+from mfn.handlers.samples import sample_arrays
 from mfn.handlers.loading import import_handler_file
 
 FORMATS = EXPORT_FORMATS
@@ -113,11 +113,7 @@ def export_torch(
         raise MfnError("declare the module's inputs, e.g. --input features:FP32:4 (a sample is made from them)")
     module = build_module(ref)
     declared = [Tensor(**item) for item in inputs]
-    rng = np.random.default_rng(0)
-    sample = [
-        torch.from_numpy(rng.standard_normal((2, *(3 if d == -1 else d for d in t.shape))).astype(numpy_dtype(t.dtype)))
-        for t in declared
-    ]
+    sample = [torch.from_numpy(array) for array in sample_arrays(declared, rows=2).values()]
     with torch.inference_mode():
         expected = flatten_outputs(module(*sample))
     with written_atomically(Path(output)) as temporary:

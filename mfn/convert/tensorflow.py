@@ -17,7 +17,7 @@ import numpy as np
 
 from mfn.errors import MfnError
 from mfn.handlers.tensorflow_models import is_saved_model
-from mfn.handlers.dtypes import numpy_dtype
+from mfn.handlers.samples import sample_arrays
 from mfn.handlers.tensorflow_models import SIGNATURE, import_tensorflow, load_keras, savedmodel_declarations
 
 KERAS_SUFFIXES = (".keras", ".h5")
@@ -86,16 +86,11 @@ def tflite_runner(model: Path) -> Runner:
 
 def random_sample(saved: Path, rows: int = 3) -> dict[str, np.ndarray]:
     """Inputs for a sanity check of a conversion: standard normal floats, small non-negative integers."""
-    rng = np.random.default_rng(0)
-    sample = {}
-    for tensor in savedmodel_declarations(saved)["inputs"]:
-        shape = (rows, *(2 if dim == -1 else dim for dim in tensor.shape))
-        dtype = numpy_dtype(tensor.dtype)
+    inputs = savedmodel_declarations(saved)["inputs"]
+    for tensor in inputs:
         if tensor.dtype == "BYTES":
             raise MfnError(f"{saved}: input {tensor.name!r} is a string; converting string inputs is not supported")
-        values = rng.standard_normal(shape) if np.issubdtype(dtype, np.floating) else rng.integers(0, 10, shape)
-        sample[tensor.name] = values.astype(dtype)
-    return sample
+    return sample_arrays(inputs, rows)
 
 
 def to_tflite(saved: Path, quantization: str | None = None, representative: dict[str, np.ndarray] | None = None) -> bytes:

@@ -16,7 +16,7 @@ from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor
 from mfn.handlers.dtypes import canonical_dtype
-from mfn.handlers.torchscript import name_outputs, output_declarations, zeros_batch
+from mfn.handlers.torchscript import name_outputs, output_declarations, sample_batch
 
 BATCH_HINT = "export with dynamic_shapes giving dimension 0 torch.export.Dim('batch', min=1)"
 PICKLE_HINT = (
@@ -101,7 +101,7 @@ def exported_program_declarations(path: Path, allow_pickle: bool = False) -> dic
     module = program.module()
     outputs: dict[str, Any] = {}
     for rows in (1, 2):
-        sample = zeros_batch(inputs, rows)
+        sample = sample_batch(inputs, rows)
         try:
             with torch.inference_mode():
                 outputs = name_outputs(module(*sample))

@@ -17,6 +17,7 @@ from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.declarations import Tensor, Warmup
 from mfn.handlers.dtypes import canonical_dtype
+from mfn.handlers.samples import sample_arrays
 
 
 class TorchScriptModel(Handler):
@@ -63,7 +64,7 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
         model = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:
         raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {first_line(error)}") from None
-    sample = zeros_batch(declared, rows=2)
+    sample = sample_batch(declared, rows=2)
     try:
         with torch.inference_mode():
             outputs = name_outputs(model(*sample))
@@ -72,22 +73,13 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
     return {"inputs": declared, "outputs": output_declarations(outputs)}
 
 
-def zeros_batch(tensors: Sequence[Tensor], rows: int) -> list[Any]:
-    """Zero tensors of `rows` rows for each declaration, variable dimensions given length 2."""
+def sample_batch(tensors: Sequence[Tensor], rows: int) -> list[Any]:
+    """torch tensors of `rows` rows for each declaration, in order (see mfn.handlers.samples)."""
     import torch
 
-    return [torch.zeros((rows, *(2 if d == -1 else d for d in t.shape)), dtype=torch_dtype(t.dtype)) for t in tensors]
+    return [torch.from_numpy(array) for array in sample_arrays(tensors, rows).values()]
 
 
 def output_declarations(outputs: dict[str, Any]) -> list[Tensor]:
     """Per-row declarations of the named torch outputs of one sample call."""
     return [Tensor(name, canonical_dtype(value.numpy().dtype), list(value.shape[1:])) for name, value in outputs.items()]
-
-
-def torch_dtype(dtype: str):
-    """The torch dtype carrying values of a Triton data type."""
-    import torch
-
-    from mfn.handlers.dtypes import numpy_dtype
-
-    return torch.from_numpy(np.zeros(1, dtype=numpy_dtype(dtype))).dtype

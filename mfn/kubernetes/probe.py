@@ -214,9 +214,9 @@ def _torchserve_request(models_dir: Path, model: str) -> ProbeRequest:
 
 
 def _sample(spec: ModelSpec) -> list[tuple[Tensor, np.ndarray]]:
-    from mfn.runtime.samples import sample_inputs
+    from mfn.handlers.samples import sample_arrays
 
-    arrays = sample_inputs(spec, SAMPLE_ROWS)
+    arrays = sample_arrays(spec.inputs, SAMPLE_ROWS)
     return [(tensor, arrays[tensor.name]) for tensor in spec.inputs]
 
 

@@ -108,9 +108,9 @@ class LoadedModel:
         if warmup is None:
             return
         from mfn.runtime.loop import RequestFailure
-        from mfn.runtime.samples import sample_inputs
+        from mfn.handlers.samples import sample_arrays
 
-        batch = sample_inputs(self.spec, warmup.batch_size)
+        batch = sample_arrays(self.spec.inputs, warmup.batch_size)
         for _ in range(warmup.count):
             (outcome,) = self.loop.run([batch])
             if isinstance(outcome, RequestFailure):
