@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mfn.handlers.declarations import Instances, QueuePolicy, Tensor, VersionPolicy, Warmup
+from mfn.handlers.samples import VARIABLE_DIM_SAMPLE
 from mfn.spec import ModelSpec, generated_header
 
 _DATA_TYPES = {"BYTES": "TYPE_STRING"}
@@ -110,7 +111,7 @@ def _warmup(warmup: Warmup, inputs: tuple[Tensor, ...]) -> dict[str, Any]:
     def sample(tensor: Tensor) -> dict[str, Any]:
         # Text has no meaningful random form; empty strings exercise the same code path.
         data_kind = "zero_data" if tensor.dtype == "BYTES" else "random_data"
-        dims = [1 if dim == -1 else dim for dim in exposed_dims(tensor)]
+        dims = [VARIABLE_DIM_SAMPLE if dim == -1 else dim for dim in exposed_dims(tensor)]
         return {"data_type": triton_data_type(tensor.dtype), "dims": dims, data_kind: True}
 
     return {

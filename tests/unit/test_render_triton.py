@@ -5,6 +5,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 import mfn
+from mfn.handlers.samples import VARIABLE_DIM_SAMPLE
 from mfn.model_repository.render import render_config
 from mfn.spec import Entrypoint, ModelSpec
 from tests.conftest import GOLDEN, assert_matches_golden
@@ -104,7 +105,8 @@ def test_no_dynamic_batching_block_when_dynamic_is_off():
 def test_warmup_has_concrete_dims_and_a_data_source_per_input():
     (warmup,) = parse(render_config(CASES["warmup"])).model_warmup
     assert (warmup.batch_size, warmup.count) == (4, 2)
-    assert list(warmup.inputs["tokens"].dims) == [1]
+    # A variable dimension gets the length every mfn sample gives it.
+    assert list(warmup.inputs["tokens"].dims) == [VARIABLE_DIM_SAMPLE]
     assert warmup.inputs["tokens"].random_data
     assert warmup.inputs["text"].zero_data
     assert model_config_pb2.DataType.Name(warmup.inputs["text"].data_type) == "TYPE_STRING"
