@@ -69,16 +69,23 @@ def check_isolated(answers: dict[int, object]) -> None:
             np.testing.assert_array_equal(answer, [[2.0, request_id * 2.0, 4.0, 6.0]])
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_poisoned_requests_fail_alone_on_triton(deployment, protocol):
+SERVERS = {"triton": "deployment", "torchserve": "torchserve_deployment"}
+CASES = [(server, protocol) for server in SERVERS for protocol in ("http", "grpc")]
+
+
+@pytest.mark.parametrize(("server", "protocol"), CASES)
+def test_poisoned_requests_fail_alone(request, server, protocol):
+    deployment = request.getfixturevalue(SERVERS[server])
     isolations_before = metric_total(deployment, "mfn_isolation_predicts_total")
-    check_isolated(send_mixed_traffic("suite", protocol))
+    check_isolated(send_mixed_traffic(deployment.name, protocol))
     # The poisoned requests did share batches with clean ones: isolation had work to do.
     assert wait_for_increase(deployment, "mfn_isolation_predicts_total", isolations_before) > isolations_before
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_poisoned_requests_fail_alone_on_torchserve(torchserve_deployment, protocol):
-    isolations_before = metric_total(torchserve_deployment, "mfn_isolation_predicts_total")
-    check_isolated(send_mixed_traffic("suite-ts", protocol))
-    assert wait_for_increase(torchserve_deployment, "mfn_isolation_predicts_total", isolations_before) > isolations_before
+@pytest.mark.parametrize(("server", "protocol"), CASES)
+def test_a_handler_exception_is_answered_with_its_reason_and_the_next_request_succeeds(request, server, protocol):
+    deployment = request.getfixturevalue(SERVERS[server])
+    with mfn.Client(deployment.name, protocol=protocol) as client:
+        with pytest.raises(InvokeError, match="predict failed: ValueError: poisoned row in batch"):
+            client.infer("faulty", {"x": [[1.0, -1.0]]})
+        assert client.infer("faulty", {"x": [[1.0, 2.0]]})["y"].tolist() == [[2.0, 4.0]]

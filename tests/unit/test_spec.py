@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 import mfn
 from mfn.errors import SpecError
@@ -114,7 +115,7 @@ def test_spec_json_round_trip_is_stable():
 
 def test_spec_is_frozen_and_forbids_unknown_fields():
     spec = spec_from_handler(make_handler(), ENTRY)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.name = "other"
     data = json.loads(spec.to_json())
     data["colour"] = "red"

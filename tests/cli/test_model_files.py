@@ -13,9 +13,6 @@ from mfn.cli.main import cli
 from tests.conftest import GOLDEN, assert_matches_golden
 from tests.model_files import exported_program, onnx_scorer, saved_model, torchscript_softmax
 
-pytestmark = pytest.mark.integration
-
-
 def write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path

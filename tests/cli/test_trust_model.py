@@ -12,9 +12,6 @@ import mfn
 from mfn.cli.main import cli
 from tests.model_files import exported_program
 
-pytestmark = pytest.mark.integration
-
-
 class Payload:
     """Writes a marker file when unpickled: what a hostile pickle would do instead."""
 
