@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -99,25 +100,28 @@ def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, 
 def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,
                   max_request_mb, jvm_heap_mb):
     from mfn.deploy import local
+    from mfn.deploy.launching import terminate_interrupts
 
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
-    deployment = local.deploy(
-        path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
-        drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
-        verify=verify, public_key=public_key,
-    )
-    if as_json:
-        click.echo(json.dumps(deployment.to_json()))
-    else:
-        click.echo(f"deployed {deployment.name}: {', '.join(deployment.models)}")
-        for protocol, url in deployment.endpoints().items():
-            click.echo(f"  {protocol:8} {url}")
-    if foreground:
-        try:
-            local.wait_until_stopped(deployment)
-        except KeyboardInterrupt:
-            click.echo(f"stopping {deployment.name} ...", err=True)
-        local.undeploy(deployment.name)
+    # In the foreground, SIGTERM stops the deployment as Ctrl-C does, also while the models load.
+    with terminate_interrupts() if foreground else contextlib.nullcontext():
+        deployment = local.deploy(
+            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
+            drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
+            verify=verify, public_key=public_key,
+        )
+        if as_json:
+            click.echo(json.dumps(deployment.to_json()))
+        else:
+            click.echo(f"deployed {deployment.name}: {', '.join(deployment.models)}")
+            for protocol, url in deployment.endpoints().items():
+                click.echo(f"  {protocol:8} {url}")
+        if foreground:
+            try:
+                local.wait_until_stopped(deployment)
+            except KeyboardInterrupt:
+                click.echo(f"stopping {deployment.name} ...", err=True)
+            local.undeploy(deployment.name)
 
 
 @cli.command()
@@ -161,7 +165,8 @@ def verify(path, public_key, as_json):
 
 
 @cli.command()
-@click.option("--kubernetes/--no-kubernetes", default=True, show_default=True, help="Also list Helm releases of the mfn chart.")
+@click.option("--kubernetes/--no-kubernetes", default=None,
+              help="Also list Helm releases of the mfn chart (default: when a kubeconfig is there).")
 @json_option
 def status(kubernetes, as_json):
     """List local deployments (and Kubernetes releases), their endpoints and models."""
@@ -173,9 +178,10 @@ def status(kubernetes, as_json):
     deployments = local.status()
     supervision = {deployment.name: read_status(deployment) for deployment in deployments}
     releases, note = [], None
-    if kubernetes:
-        from mfn.kubernetes import helm
+    from mfn.kubernetes import helm
 
+    # Without a kubeconfig, Kubernetes is not in use here: say nothing unless asked.
+    if kubernetes or (kubernetes is None and helm.kubeconfig_present()):
         try:
             releases = helm.releases()
         except MfnError as error:

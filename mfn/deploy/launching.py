@@ -7,8 +7,10 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mfn.deploy import state
@@ -26,6 +28,40 @@ PORT_ATTEMPTS = 3
 LOG_TAIL_LINES = 30
 
 Progress = Callable[[str], None]
+
+
+@contextmanager
+def terminate_interrupts() -> Iterator[None]:
+    """Make SIGTERM (what systemd and `docker stop` send) raise KeyboardInterrupt, as Ctrl-C does, so a
+    foreground deploy stops its deployment either way. Outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a stop or a clean-up runs (bounded by its own timeouts), so a second
+    Ctrl-C cannot leave a server without its record or supervisor; they are restored afterwards. Outside
+    the main thread, where signal handlers cannot be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def launch(

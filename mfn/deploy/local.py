@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfn.deploy import state
-from mfn.deploy.launching import DRAIN_TIMEOUT_S, STOP_GRACE_S, Progress, new_shm_prefix, remove_shm_regions
+from mfn.deploy.launching import DRAIN_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held, new_shm_prefix, remove_shm_regions
 from mfn.deploy.servers import local_server
 from mfn.deploy.state import Deployment
 from mfn.deploy.store import Store, discover
@@ -105,10 +105,11 @@ def _deploy_locked(
     try:
         deployment = supervisor.spawn(plan, workdir, progress)
     except BaseException:
-        if state.load(name) is not None:
-            _undeploy_locked(name)
-        remove_shm_regions(plan.shm_prefix)
-        shutil.rmtree(workdir, ignore_errors=True)
+        with interrupts_held():
+            if state.load(name) is not None:
+                _undeploy_locked(name)
+            remove_shm_regions(plan.shm_prefix)
+            shutil.rmtree(workdir, ignore_errors=True)
         raise
     if monitor:
         try:
@@ -127,7 +128,7 @@ def undeploy(name: str) -> Deployment:
     The supervisor drains (requests already accepted are answered) within the deployment's drain timeout;
     whatever still runs after that and a short grace is killed.
     """
-    with state.exclusive(name):
+    with state.exclusive(name), interrupts_held():
         return _undeploy_locked(name)
 
 

@@ -31,7 +31,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfn.deploy import state
-from mfn.deploy.launching import DRAIN_TIMEOUT_S, Progress, log_tail, make_shm_regions_private, remove_shm_regions
+from mfn.deploy.launching import (
+    DRAIN_TIMEOUT_S,
+    STOP_GRACE_S,
+    Progress,
+    interrupts_held,
+    log_tail,
+    make_shm_regions_private,
+    remove_shm_regions,
+)
 from mfn.deploy.servers import LocalServer, local_server
 from mfn.deploy.store import Store, discover
 from mfn.deploy.state import Deployment
@@ -127,11 +135,19 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
             elif kind == "failed":
                 process.wait()
                 raise DeployError(json.loads(text))
-    except BaseException:
+    except BaseException as error:
         # Interrupted (Ctrl-C) while the models load: the supervisor stops its server and ends before the
-        # caller removes the work directory, so nothing writes there afterwards.
-        process.terminate()
-        process.wait()
+        # caller removes the work directory, so nothing writes there afterwards; if it does not end in time,
+        # it is killed (its server dies with it).
+        if isinstance(error, KeyboardInterrupt):
+            progress(f"interrupted: stopping {plan.name} (at most {STOP_GRACE_S:g} s) ...")
+        with interrupts_held():
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         raise
     process.wait()
     log_text = (workdir / LOG_FILE).read_text(errors="replace")[-3000:]

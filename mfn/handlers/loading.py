@@ -6,12 +6,13 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
 
-from mfn.errors import HandlerError
+from mfn.errors import HandlerError, SpecError
 from mfn.handlers.base import Handler
 
 
@@ -43,6 +44,9 @@ def import_handler_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
+        declaration = _declaration_error(error, path)
+        if declaration:
+            raise SpecError(declaration) from None
         raise HandlerError(f"importing {path} failed:\n{_user_traceback(error, path)}") from error
     return module
 
@@ -76,6 +80,28 @@ def handler_source_file(cls: type[Handler]) -> Path:
     if source is None:
         raise HandlerError(f"{cls.__qualname__} is not defined in a source file; move it into a .py file")
     return Path(source).resolve()
+
+
+def _declaration_error(error: BaseException, path: Path) -> str | None:
+    """One line for a declaration mfn refused while the handler file ran (a misspelt dtype, a bad shape): where
+    it is in the file, which class declares it, and what to write; None for any other error."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return None
+    here = [frame for frame in traceback.extract_tb(error.__traceback__) if Path(frame.filename).resolve() == path]
+    if not here:
+        return None
+    frame = here[-1]
+    # Code at a class body's top level runs in a frame named after the class; the line says which attribute.
+    assigned = re.match(r"\s*(\w+)\s*(?::[^=]*)?=", frame.line or "")
+    owner = f"{frame.name}.{assigned.group(1)}" if assigned and frame.name != "<module>" else frame.name
+    where = f"{path.name}, line {frame.lineno}" + (f", {owner}" if owner != "<module>" else "")
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg'].removeprefix('Value error, ')}"
+        for item in error.errors()
+    )
+    return f"{where}: {error.title}: {problems}"
 
 
 def _user_traceback(error: BaseException, path: Path) -> str:

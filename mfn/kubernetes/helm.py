@@ -40,12 +40,18 @@ def find_helm() -> str:
     return helm
 
 
-def check_kubeconfig() -> None:
-    """Fail early, with the fix, when no cluster is configured (helm's own error is less clear)."""
+def kubeconfig_present() -> bool:
+    """Whether a kubeconfig is where helm and kubectl look: $KUBECONFIG's files, else ~/.kube/config."""
     paths = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or [Path.home() / ".kube" / "config"]
-    if not any(path.is_file() for path in paths):
+    return any(path.is_file() for path in paths)
+
+
+def check_kubeconfig(dry_run_hint: bool = False) -> None:
+    """Fail early, with the fix, when no cluster is configured (helm's own error is less clear)."""
+    if not kubeconfig_present():
         where = os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise DeployError(f"no kubeconfig at {where}: point KUBECONFIG at your cluster's config (or use --dry-run)")
+        hint = " (or render the manifests only, with --dry-run)" if dry_run_hint else ""
+        raise DeployError(f"no kubeconfig at {where}: point KUBECONFIG at your cluster's config{hint}")
 
 
 def values_for(path: Path, release: str, model_uri: str | None, pvc: str | None) -> dict:
@@ -84,7 +90,7 @@ def deploy(
     values["models"]["verify"] = verify
     helm = find_helm()
     if not dry_run:
-        check_kubeconfig()
+        check_kubeconfig(dry_run_hint=True)
     with tempfile.TemporaryDirectory() as scratch:
         values_file = Path(scratch) / "values.json"
         values_file.write_text(json.dumps(values, indent=2, sort_keys=True))

@@ -112,6 +112,8 @@ BROKEN = [
     (f"{BAD}:BadName", ["BadName.name: model name 'bad name' must start with a letter or digit"]),
     (f"{BAD}:BadSpec", ["BadSpec.instances: with more than one GPU group each group must list its gpus"]),
     (f"{BAD}:Missing", ["no attribute 'Missing'", "WrongDtype"]),
+    (f"{HANDLERS / 'bad_declaration.py'}:Misspelt",
+     ["Error: bad_declaration.py, line 12, Misspelt.inputs: Tensor: dtype: unknown dtype 'FLOAT32x': use one of"]),
     ("no_such_file.py:X", ["no_such_file.py does not exist"]),
     ("not-a-reference", ["must look like"]),
 ]
@@ -151,10 +153,11 @@ def test_missing_artifact_is_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_status_without_a_cluster_lists_local_deployments_and_says_why_not_kubernetes(monkeypatch, tmp_path):
+def test_status_without_a_kubeconfig_says_nothing_of_kubernetes_unless_asked(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 0
-    assert "no local deployments" in result.output
-    assert "kubernetes:" in result.output
+    assert result.output == "no local deployments\n"
     assert json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["kubernetes"] == []
+    result = CliRunner().invoke(cli, ["status", "--kubernetes"])
+    assert f"kubernetes: no kubeconfig at {tmp_path / 'none'}" in result.output and "--dry-run" not in result.output

@@ -82,7 +82,8 @@ def test_unknown_deployment_and_model_errors_name_what_exists(small_repository):
     assert result.exit_code == 1 and "models ['ghost'] are not in" in result.output
 
 
-def test_foreground_deploy_stops_cleanly_on_ctrl_c(small_repository):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_foreground_deploy_stops_cleanly_on_ctrl_c_and_sigterm(small_repository, stop):
     command = [sys.executable, "-m", "mfn.cli.main", "deploy", str(small_repository), "--name", "fg", "--foreground"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
@@ -94,7 +95,7 @@ def test_foreground_deploy_stops_cleanly_on_ctrl_c(small_repository):
         assert deployed and deployed.models == ["text_stats"]
         with mfn.Client("fg") as client:
             assert client.infer("text_stats", {"text": ["x y"]})["n_words"].tolist() == [[2]]
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         stdout, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
@@ -103,3 +104,29 @@ def test_foreground_deploy_stops_cleanly_on_ctrl_c(small_repository):
     assert "deployed fg: text_stats" in stdout and "stopping fg" in stderr
     assert not pid_alive(deployed.pid)
     assert state.load("fg") is None
+
+
+def test_an_interrupt_while_the_models_load_stops_everything_and_says_so(tmp_path):
+    """Ctrl-C during loading, then a second one while the first is being handled: nothing is left running."""
+    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", tmp_path / "repo")
+    command = [sys.executable, "-m", "mfn.cli.main", "deploy", str(tmp_path / "repo"), "--name", "interrupted"]
+    env = {**os.environ, "MFN_TEST_SETUP_DELAY_S": "20"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and state.load("interrupted") is None:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        recorded = state.load("interrupted")
+        assert recorded is not None, "the server never started"
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert "interrupted: stopping interrupted" in stderr, stderr
+    assert state.load("interrupted") is None, "the interrupted deployment is still recorded"
+    assert not pid_alive(recorded.pid), "its supervisor still runs"
