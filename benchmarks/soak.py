@@ -26,7 +26,7 @@ import numpy as np
 
 import mfn
 from mfn.deploy import local
-from mfn.deploy.supervisor import read_status
+from mfn.deploy.supervision import read_status
 from mfn.errors import MfnError
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process

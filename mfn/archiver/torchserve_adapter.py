@@ -17,6 +17,7 @@ try:
     from mfn.runtime.bundle import load_bundle
     from mfn.runtime.codec import DEFAULT_LIMITS, ServerCodec
     from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
+    from mfn.runtime.failures import log_failures
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
@@ -27,6 +28,8 @@ except ImportError as error:
 JSON = "application/json"
 MAX_PHRASE = 200
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
+# The worker's root logger writes to TorchServe's model log at INFO; mfn's records go there too.
+_LOGGER = logging.getLogger("mfn.server")
 PER_REQUEST_MESSAGE = "Backend received inference at"
 NO_BODY = ("no request body reached the model: TorchServe reads a body sent as application/x-www-form-urlencoded "
            "(curl's default for -d and --data-binary) as form fields; send Content-Type: application/json, or "
@@ -63,6 +66,7 @@ class MfnHandler(BaseHandler):
     def handle(self, data, context):
         decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
         outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
+        log_failures(_LOGGER, self.model.spec, outcomes, context.get_request_id)
         return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
 
     def _decode(self, index, row, context):

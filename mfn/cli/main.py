@@ -173,7 +173,7 @@ def status(kubernetes, as_json):
     from mfn.deploy import local
     from mfn.errors import MfnError
 
-    from mfn.deploy.supervisor import read_status
+    from mfn.deploy.supervision import read_status
 
     deployments = local.status()
     supervision = {deployment.name: read_status(deployment) for deployment in deployments}

@@ -17,7 +17,7 @@ from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import stop_process_group
 
 if TYPE_CHECKING:
-    from mfn.deploy.supervisor import Status as SupervisorStatus
+    from mfn.deploy.supervision import Status as SupervisorStatus
 
 
 def deploy(
@@ -89,9 +89,9 @@ def _deploy_locked(
     workdir = state.work_dir(name)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, mode=0o700)  # keys, logs and configs: the user's alone
-    from mfn.deploy import supervisor
+    from mfn.deploy import supervision
 
-    plan = supervisor.Plan(
+    plan = supervision.Plan(
         name=name,
         path=str(path.resolve()),
         server=store.server,
@@ -103,7 +103,7 @@ def _deploy_locked(
         jvm_heap_mb=jvm_heap_mb,
     )
     try:
-        deployment = supervisor.spawn(plan, workdir, progress)
+        deployment = supervision.spawn(plan, workdir, progress)
     except BaseException:
         with interrupts_held():
             if state.load(name) is not None:
@@ -133,7 +133,7 @@ def undeploy(name: str) -> Deployment:
 
 
 def _undeploy_locked(name: str) -> Deployment:
-    from mfn.deploy.supervisor import read_status
+    from mfn.deploy.supervision import read_status
     from mfn.monitoring.local import stop_prometheus
 
     deployment = state.get(name)

@@ -27,131 +27,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfn.deploy import state
-from mfn.deploy.launching import (
-    DRAIN_TIMEOUT_S,
-    STOP_GRACE_S,
-    Progress,
-    interrupts_held,
-    log_tail,
-    make_shm_regions_private,
-    remove_shm_regions,
-)
+from mfn.deploy.launching import Progress, log_tail, make_shm_regions_private, remove_shm_regions
 from mfn.deploy.servers import LocalServer, local_server
+from mfn.deploy.supervision import STATUS_FILE, ModelHealth, Plan, Status
 from mfn.deploy.store import Store, discover
 from mfn.deploy.state import Deployment
-from mfn.errors import DeployError, MfnError
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.errors import MfnError
 from mfn.servers.process import exit_reason, process_start_time, rotate_log, stop_process_group
 
-PLAN_FILE = "plan.json"
-STATUS_FILE = "status.json"
-LOG_FILE = "supervisor.log"
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 STABLE_AFTER_S = 60.0  # a server that ran this long earns back its whole restart budget
 WATCH_INTERVAL_S = 0.5
 HEALTH_INTERVAL_S = 5.0
 READY_TIMEOUT_S = 120.0
 KILL_GRACE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `mfn deploy` asks of a supervisor."""
-
-    name: str
-    path: str
-    server: str
-    models: list[str]
-    auth: bool
-    drain_timeout_s: float = DRAIN_TIMEOUT_S
-    max_request_bytes: int = MAX_BODY_BYTES
-    shm_prefix: str = ""
-    jvm_heap_mb: int | None = None
-
-
-@dataclass
-class ModelHealth:
-    """One model as the supervisor last saw it."""
-
-    health: str = "loading"  # loading | ready | reloading | unavailable
-    reloads: int = 0
-    detail: str = ""
-
-
-@dataclass
-class Status:
-    """The supervisor's view of its deployment, written to status.json for `mfn status`."""
-
-    state: str = "starting"  # starting | running | restarting | draining | failed | stopped
-    server_pid: int | None = None
-    server_start_time: int | None = None
-    restarts: int = 0
-    last_exit: str = ""
-    models: dict[str, ModelHealth] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def read_status(deployment: Deployment) -> Status:
-    """The deployment's last written status; an empty one when the supervisor has written none."""
-    try:
-        raw = json.loads((Path(deployment.workdir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return Status(state="unknown")
-    models = {name: ModelHealth(**health) for name, health in raw.pop("models", {}).items()}
-    return Status(**raw, models=models)
-
-
-def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
-    """Start a supervisor for `plan` and wait until it has loaded every model.
-
-    Raises:
-        DeployError: with the server's reason when the server or a model failed; nothing is left running.
-    """
-    plan_file = workdir / PLAN_FILE
-    plan_file.write_text(json.dumps(asdict(plan), indent=2))
-    with open(workdir / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mfn.deploy.supervisor", str(plan_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-        )
-    assert process.stdout is not None
-    try:
-        for raw in process.stdout:
-            kind, _, text = raw.decode().rstrip("\n").partition(" ")
-            if kind == "progress":
-                progress(json.loads(text))
-            elif kind == "ready":
-                process.stdout.close()
-                return state.get(plan.name)
-            elif kind == "failed":
-                process.wait()
-                raise DeployError(json.loads(text))
-    except BaseException as error:
-        # Interrupted (Ctrl-C) while the models load: the supervisor stops its server and ends before the
-        # caller removes the work directory, so nothing writes there afterwards; if it does not end in time,
-        # it is killed (its server dies with it).
-        if isinstance(error, KeyboardInterrupt):
-            progress(f"interrupted: stopping {plan.name} (at most {STOP_GRACE_S:g} s) ...")
-        with interrupts_held():
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        raise
-    process.wait()
-    log_text = (workdir / LOG_FILE).read_text(errors="replace")[-3000:]
-    raise DeployError(f"the supervisor of {plan.name} ended ({exit_reason(process.returncode)}) before the models loaded:\n{log_text}")
 
 
 class Supervisor:

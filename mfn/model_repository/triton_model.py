@@ -4,6 +4,7 @@ It only translates Triton's request and response objects; the batch loop and the
 are mfn's shared runtime, the same code the TorchServe adapter runs.
 """
 
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ sys.dont_write_bytecode = True
 try:
     from mfn.model_repository.triton_metrics import TritonMetricFactory
     from mfn.runtime.bundle import load_bundle
+    from mfn.runtime.failures import log_failures
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
@@ -34,6 +36,31 @@ def _triton_error(failure):
     return pb_utils.TritonError(failure.message, code)
 
 
+class _TritonLogHandler(logging.Handler):
+    """Python logging into Triton's own log (the stub's stderr is not part of it): ctx.logger and mfn's records
+    appear there with Triton's time stamps, as they appear in TorchServe's log."""
+
+    def emit(self, record):
+        log = pb_utils.Logger
+        write = log.log_error if record.levelno >= logging.ERROR else log.log_warn if record.levelno >= logging.WARNING \
+            else log.log_info if record.levelno >= logging.INFO else log.log_verbose
+        # Triton quotes each message on one line: a traceback stays readable as one message per line.
+        for line in self.format(record).splitlines():
+            write(line)
+
+
+def _triton_logging():
+    """mfn's loggers (the handler's ctx.logger among them) at INFO into Triton's log, set up once per stub."""
+    logger = logging.getLogger("mfn")
+    if not any(isinstance(handler, _TritonLogHandler) for handler in logger.handlers):
+        handler = _TritonLogHandler()
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logging.getLogger("mfn.server")
+
+
 class TritonPythonModel:
     """Serves one packaged mfn handler."""
 
@@ -42,12 +69,14 @@ class TritonPythonModel:
         on_gpu = args.get("model_instance_kind") == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
         self.metrics = TritonMetricFactory()
+        self.logger = _triton_logging()
         self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics)
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
 
     def execute(self, requests):
         outcomes = self.model.loop.run([self._decode(request) for request in requests])
+        log_failures(self.logger, self.model.spec, outcomes, lambda index: requests[index].request_id())
         return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
 
     def finalize(self):

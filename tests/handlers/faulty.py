@@ -12,6 +12,7 @@ class Faulty(mfn.Handler):
     batching = mfn.Batching(max_batch_size=4)
 
     def setup(self, ctx):
+        ctx.logger.info("faulty v%s set up on %s", ctx.version, ctx.device)
         self.poisoned = ctx.metrics.counter("faulty_poisoned_batches_total", "Batches refused for a poisoned row.")
 
     def predict(self, inputs):

@@ -12,7 +12,7 @@ import pytest
 
 import mfn
 from mfn.deploy import local, state
-from mfn.deploy.supervisor import read_status
+from mfn.deploy.supervision import read_status
 from mfn.servers.http import request
 from tests.integration.conftest import MLP
 

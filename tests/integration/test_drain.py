@@ -11,7 +11,7 @@ import pytest
 
 import mfn
 from mfn.deploy import launching, local
-from mfn.deploy.supervisor import read_status
+from mfn.deploy.supervision import read_status
 from tests.conftest import HANDLERS
 
 pytestmark = pytest.mark.integration

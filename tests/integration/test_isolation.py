@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -89,3 +90,22 @@ def test_a_handler_exception_is_answered_with_its_reason_and_the_next_request_su
         with pytest.raises(InvokeError, match="predict failed: ValueError: poisoned row in batch"):
             client.infer("faulty", {"x": [[1.0, -1.0]]})
         assert client.infer("faulty", {"x": [[1.0, 2.0]]})["y"].tolist() == [[2.0, 4.0]]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_server_log_holds_the_handlers_own_lines_and_each_failure_with_its_traceback(request, server):
+    deployment = request.getfixturevalue(SERVERS[server])
+    with mfn.Client(deployment.name) as client, pytest.raises(InvokeError):
+        client.infer("faulty", {"x": [[3.0, -1.0]]})
+    deadline = time.monotonic() + 10
+    wanted = ["faulty v1 set up on cpu",  # ctx.logger.info in setup
+              "faulty v1 request ", "predict failed: ValueError: poisoned row in batch", "Traceback (most recent call last)",
+              # The handler's own frame (Triton's log escapes the quotes in the source line, so not that).
+              "in predict"]
+    while True:
+        text = Path(deployment.log_file).read_text(errors="replace")
+        missing = [line for line in wanted if line not in text]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not missing, f"not in {deployment.log_file}: {missing}"

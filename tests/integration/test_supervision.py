@@ -11,7 +11,7 @@ import pytest
 
 import mfn
 from mfn.deploy import local, state
-from mfn.deploy.supervisor import read_status
+from mfn.deploy.supervision import read_status
 from mfn.errors import MfnError
 from mfn.servers.http import request
 from mfn.servers.process import children, is_running, process_start_time
