@@ -128,6 +128,36 @@ def pod_requirements(store: Store) -> dict[str, Any]:
     }
 
 
+MIB = 1024 * 1024
+# What a server needs before any model: the runtime, Python and mfn, per pod.
+BASE_MEMORY_MIB = 512
+SHM_FLOOR_MIB = 256
+MAX_CPU_REQUEST = 8
+
+
+def pod_sizes(store: Store, specs: list[ModelSpec]) -> dict[str, Any]:
+    """Default requests and limits, and the /dev/shm limit, from the packages: each loaded copy of a model holds
+    about its package in memory, TorchServe adds its JVM heap, and requests in flight pass through /dev/shm on
+    Triton. Rough by design (a model may allocate far more than its files): documented, and `resources` set at
+    install replaces them."""
+    sizes = [_bundle_bytes(bundle) for bundle in store.version_bundles()]
+    copies = sum(size * spec.worker_count for size, spec in zip(sizes, specs))
+    limit = max((body_limit(spec) for spec in specs), default=0)
+    memory_mib = BASE_MEMORY_MIB + -(-copies // MIB)
+    if store.server == "torchserve":
+        memory_mib += torchserve.default_jvm_heap_mb(limit)
+    shm_mib = max(SHM_FLOOR_MIB, -(-2 * limit // MIB)) if store.server == "triton" else SHM_FLOOR_MIB
+    cpus = min(MAX_CPU_REQUEST, max(1, sum(spec.worker_count for spec in specs)))
+    return {
+        "resources": {"requests": {"cpu": str(cpus), "memory": f"{memory_mib}Mi"}, "limits": {"memory": f"{2 * memory_mib}Mi"}},
+        "shmSizeLimit": f"{shm_mib}Mi",
+    }
+
+
+def _bundle_bytes(bundle: Path) -> int:
+    return sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file()) if bundle.is_dir() else bundle.stat().st_size
+
+
 def gpus_needed(spec: ModelSpec) -> int:
     """GPUs one pod needs for a spec: the distinct listed ids, or one per GPU group that lists none."""
     listed = {gpu for group in spec.instances if group.kind == "gpu" for gpu in (group.gpus or ())}
@@ -146,6 +176,7 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
                    "manifests": package_manifests(store)},
         "requirements": pod_requirements(store),
         "gpu": {"count": gpu_count},
+        **pod_sizes(store, specs),
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},
     }
     values.update(_SERVER_VALUES[store.server](store, specs, ports, gpu_count))

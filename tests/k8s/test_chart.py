@@ -395,3 +395,40 @@ def test_torchserve_pods_get_the_environment_local_deploys_use(packaged, tmp_pat
     _, container = server_container(render(values))
     env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert torchserve.server_settings("/tmp", "/tmp/logs").items() <= env.items()
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_pods_get_resources_and_a_bounded_shm_from_the_packages(packaged, tmp_path, server):
+    from mfn.kubernetes.values import BASE_MEMORY_MIB, SHM_FLOOR_MIB
+
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    pod, container = server_container(render(values))
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    memory = int(requests["memory"].removesuffix("Mi"))
+    assert memory > BASE_MEMORY_MIB and limits["memory"] == f"{2 * memory}Mi" and int(requests["cpu"]) >= 1
+    (shm,) = [volume for volume in pod["volumes"] if volume["name"] == "shm"]
+    assert shm["emptyDir"]["medium"] == "Memory" and int(shm["emptyDir"]["sizeLimit"].removesuffix("Mi")) >= SHM_FLOOR_MIB
+    # Values given at install replace mfn's.
+    _, container = server_container(render(values, "resources.requests.memory=3Gi"))
+    assert container["resources"]["requests"]["memory"] == "3Gi"
+
+
+def test_gpu_pods_tolerate_the_gpu_taint_and_cpu_pods_do_not(packaged, tmp_path):
+    values = write_values(packaged, "triton", tmp_path, gpu=True, delivery="uri")
+    pod, _ = server_container(render(values, "gpu.nodeSelector.accelerator=h100"))
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"accelerator": "h100"}
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    pod, _ = server_container(render(values, "gpu.nodeSelector.accelerator=h100"))
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+
+
+def test_the_model_download_installs_nothing_and_streams(tmp_path):
+    script = chart_path() / "files" / "fetch_model.py"
+    # Installing anything would take a subprocess; streaming is copyfileobj's chunks.
+    assert "subprocess" not in script.read_text() and "copyfileobj" in script.read_text()
+    # Without fsspec in the image (-S: no site-packages), s3:// is refused with what to do, before any download.
+    result = subprocess.run([sys.executable, "-S", str(script)], env={"MODEL_URI": "s3://bucket/models.tar.gz"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "needs fsspec and s3fs in models.fetchImage" in result.stderr
+    assert "presigned https:// URL" in result.stderr

@@ -1,31 +1,38 @@
-"""Download the packaged model(s) from MODEL_URI into /models (https, s3 and gs; the latter through fsspec)."""
+"""Download the packaged model(s) from MODEL_URI into /models, streamed to disk (never held in memory).
+
+https:// needs nothing but the standard library (a presigned S3 or GCS URL works). s3:// and gs:// need fsspec
+with s3fs or gcsfs in models.fetchImage: nothing is installed at start, so a pod never runs pip.
+"""
 
 import os
-import subprocess
+import shutil
 import sys
 import tarfile
 import urllib.request
 from pathlib import Path
 
+CHUNK = 1 << 20
 uri = os.environ["MODEL_URI"]
 target = Path("/models")
 name = uri.rstrip("/").rsplit("/", 1)[-1]
-download = Path("/tmp") / name
+# An archive goes straight into place; a .tar.gz is unpacked from /tmp (another volume: no rename across them).
+download = target / name if name.endswith(".mar") else Path("/tmp") / name
 if uri.startswith(("s3://", "gs://")):
-    extra = {"s3": "s3fs", "gs": "gcsfs"}[uri.split(":", 1)[0]]
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", "/tmp/fsspec", "fsspec", extra], check=True)
-    sys.path.insert(0, "/tmp/fsspec")
-    import fsspec
-
+    try:
+        import fsspec
+    except ImportError:
+        scheme = uri.split(":", 1)[0]
+        sys.exit(f"MODEL_URI {uri!r}: {scheme}:// needs fsspec and {dict(s3='s3fs', gs='gcsfs')[scheme]} in models.fetchImage "
+                 "(an image built with them), or give a presigned https:// URL")
     with fsspec.open(uri, "rb") as source, open(download, "wb") as sink:
-        sink.write(source.read())
+        shutil.copyfileobj(source, sink, CHUNK)
 elif uri.startswith("https://"):
-    urllib.request.urlretrieve(uri, download)
+    with urllib.request.urlopen(uri, timeout=60) as source, open(download, "wb") as sink:
+        shutil.copyfileobj(source, sink, CHUNK)
 else:
     sys.exit(f"MODEL_URI {uri!r}: use https://, s3:// or gs://")
-if name.endswith(".mar"):
-    download.replace(target / name)
-else:
+if not name.endswith(".mar"):
     with tarfile.open(download) as archive:
         archive.extractall(target, filter="data")
+    download.unlink()
 print(f"fetched {uri} into {target}: {sorted(p.name for p in target.iterdir())}")
