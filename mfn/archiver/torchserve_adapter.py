@@ -14,7 +14,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 try:
     from mfn.archiver.ts_metrics import TorchServeMetricFactory
-    from mfn.runtime.bundle import load_bundle
+    from mfn.runtime.bundle import SPEC_FILE, load_bundle
     from mfn.runtime.codec import DEFAULT_LIMITS, ServerCodec
     from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
     from mfn.runtime.failures import log_failures
@@ -51,6 +51,7 @@ class MfnHandler(BaseHandler):
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and _cuda_available() else "cpu"
+        _refuse_gpu_spec_on_cpu(Path(properties["model_dir"]), device)
         self.model = load_bundle(
             Path(properties["model_dir"]),
             device=device,
@@ -104,6 +105,19 @@ class MfnHandler(BaseHandler):
         phrase = " ".join(outcome.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
         context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
         return self.codec.error(outcome)
+
+
+def _refuse_gpu_spec_on_cpu(model_dir, device):
+    """A spec with GPU instance groups loads only on a GPU, as Triton refuses KIND_GPU without one; TorchServe
+    would otherwise run the worker on the CPU without a word."""
+    from mfn.spec import ModelSpec
+
+    spec = ModelSpec.from_json((model_dir / SPEC_FILE).read_text())
+    if device == "cpu" and any(group.kind == "gpu" for group in spec.instances):
+        raise RuntimeError(
+            f"{spec.name} v{spec.version} declares GPU instance groups, but TorchServe gave this worker no GPU "
+            "(none visible, or number_of_gpu is 0): package with CPU instances (--instances cpu:N) to serve it here"
+        )
 
 
 def _not_per_request(record):

@@ -130,3 +130,16 @@ def test_an_interrupt_while_the_models_load_stops_everything_and_says_so(tmp_pat
     assert "interrupted: stopping interrupted" in stderr, stderr
     assert state.load("interrupted") is None, "the interrupted deployment is still recorded"
     assert not pid_alive(recorded.pid), "its supervisor still runs"
+
+
+@pytest.mark.parametrize("target", ["triton", "torchserve"])
+def test_a_gpu_spec_is_refused_on_a_machine_without_a_gpu_by_both_servers(tmp_path, target):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal cannot show here")
+    mfn.package(TEXT_STATS, tmp_path / "models", target=target, instances=[{"kind": "gpu", "count": 1}])
+    with pytest.raises(DeployError, match="failed to load") as caught:
+        local.deploy(tmp_path / "models", name=f"gpu-{target}")
+    assert "GPU" in str(caught.value) or "gpu" in str(caught.value), caught.value
+    assert state.load(f"gpu-{target}") is None
