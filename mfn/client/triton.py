@@ -11,7 +11,9 @@ import numpy as np
 from mfn.client.connections import Connections
 from mfn.client.endpoints import Endpoint
 from mfn.client.values import arrays_for
-from mfn.errors import CallError
+from mfn.errors import CallError, InvokeError
+from mfn.handlers.declarations import Tensor
+from mfn.runtime.loop import tensor_problem
 
 T = TypeVar("T")
 Attempt = Callable[[Callable[[Endpoint], T]], T]
@@ -25,6 +27,7 @@ class TritonTransport:
     def __init__(self, connections: Connections, timeout_s: float, binary: bool) -> None:
         self.connections, self.timeout_s, self.binary = connections, timeout_s, binary
         self._metadata: dict[tuple[str, str, str], dict] = {}
+        self._per_row: dict[int, list[Tensor]] = {}  # by id() of a cached metadata document
 
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         """The model's KServe v2 metadata, asked once per endpoint, model and version."""
@@ -41,6 +44,7 @@ class TritonTransport:
         metadata = self.metadata(endpoint, model, version, attempt)
         declared = {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]}
         arrays = arrays_for(model, inputs, declared)
+        self._check_shapes(model, arrays, metadata)
         module = protocol_module(endpoint.protocol)
         http_api = endpoint.protocol == "http"
         binary = self.binary or not http_api
@@ -62,6 +66,18 @@ class TritonTransport:
             # tritonclient gives JSON BYTES outputs back as text: mfn gives BYTES as bytes whatever the wire.
             answers = {name: _text_to_bytes(array) for name, array in answers.items()}
         return answers
+
+    def _check_shapes(self, model: str, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+        """Refuse a shape the model does not take before Triton does, in the words TorchServe's adapter uses
+        (Triton's own answer names its internals: "try setting max_batch_size to zero")."""
+        declared = self._per_row.get(id(metadata))
+        if declared is None:
+            declared = self._per_row[id(metadata)] = _per_row_declarations(metadata)
+        for tensor in declared:
+            array = arrays.get(tensor.name)
+            problem = None if array is None else tensor_problem(array, tensor)
+            if problem:
+                raise InvokeError(f"{model}: input {problem}")
 
     def reset(self, endpoint: Endpoint) -> None:
         """After a failure: this thread's HTTP client is replaced; gRPC channels recover by themselves."""
@@ -89,6 +105,21 @@ class TritonTransport:
             header = GRPC_AUTH_HEADER if endpoint.protocol == "grpc" else "authorization"
             kwargs["headers"] = {header: f"Bearer {token}"}
         return kwargs
+
+
+def _per_row_declarations(metadata: dict) -> list[Tensor]:
+    """Inputs as mfn declares them (per row) from KServe v2 metadata of a batching model, whose shapes start with
+    the batch dimension (-1); a model without batching has no per-row form and is left to the server."""
+    declared = []
+    for tensor in metadata["inputs"]:
+        shape = tensor["shape"]
+        if not shape or int(shape[0]) != -1:
+            return []
+        try:
+            declared.append(Tensor(tensor["name"], tensor["datatype"], [int(dim) for dim in shape[1:]]))
+        except ValueError:
+            return []  # a datatype or shape mfn does not declare: the server judges
+    return declared
 
 
 def _per_thread(endpoint: Endpoint) -> bool:

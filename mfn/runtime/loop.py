@@ -202,7 +202,7 @@ def check_inputs(request: Arrays, spec: ModelSpec) -> None:
         if tensor.name not in request:
             raise RequestFailure(f"missing input {tensor.name!r} ({tensor.dtype} {list(tensor.shape)} per row)")
         array = request[tensor.name]
-        problem = _tensor_problem(array, tensor)
+        problem = tensor_problem(array, tensor)
         if problem:
             raise RequestFailure(f"input {problem}")
         row_counts.add(array.shape[0])
@@ -226,7 +226,7 @@ def check_outputs(outputs: object, spec: ModelSpec, rows: int) -> Arrays:
     checked: Arrays = {}
     for tensor in spec.outputs:
         array = _as_output_array(outputs[tensor.name], tensor)
-        problem = _tensor_problem(array, tensor)
+        problem = tensor_problem(array, tensor)
         if problem is None and array.shape[0] != rows:
             problem = f"{tensor.name!r} has {array.shape[0]} rows for {rows} input rows"
         if problem:
@@ -243,7 +243,9 @@ def _as_output_array(value: object, tensor: Tensor) -> np.ndarray:
     return array
 
 
-def _tensor_problem(array: np.ndarray, tensor: Tensor) -> str | None:
+def tensor_problem(array: np.ndarray, tensor: Tensor) -> str | None:
+    """How `array` breaks the declaration `tensor` (dtype, or rank and fixed dimensions), in the words clients get
+    from both servers; None when it conforms."""
     expected = numpy_dtype(tensor.dtype)
     if array.dtype != expected and not (tensor.dtype == "BYTES" and array.dtype.kind in "OSU"):
         return f"{tensor.name!r} has dtype {_dtype_name(array.dtype)}, declared {tensor.dtype}"

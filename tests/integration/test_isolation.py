@@ -109,3 +109,14 @@ def test_the_server_log_holds_the_handlers_own_lines_and_each_failure_with_its_t
             break
         time.sleep(0.2)
     assert not missing, f"not in {deployment.log_file}: {missing}"
+
+
+@pytest.mark.parametrize(("server", "protocol"), CASES)
+def test_a_wrong_shape_gets_the_same_words_on_both_servers(request, server, protocol):
+    """Triton's own check would answer first, naming its internals; mfn.Client checks against the model's
+    metadata before sending, in the words TorchServe's adapter uses."""
+    deployment = request.getfixturevalue(SERVERS[server])
+    with mfn.Client(deployment.name, protocol=protocol) as client, pytest.raises(InvokeError) as caught:
+        client.infer("mlp", {"features": np.ones((1, 5))})
+    assert "mlp" in str(caught.value) and "input 'features' has shape [1, 5], declared [batch, 4]" in str(caught.value)
+    assert "max_batch_size" not in str(caught.value)

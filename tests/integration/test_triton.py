@@ -15,7 +15,6 @@ from tritonclient.utils import InferenceServerException
 import mfn
 from mfn.cli.main import cli
 from mfn.deploy import state
-from mfn.errors import InvokeError
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
 from tests.integration.conftest import MLP, TEXT_STATS
@@ -111,12 +110,6 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(deployment,
     assert message in str(caught.value)
     with mfn.Client("suite") as client:
         assert client.infer("mlp", {"features": [1, 2, 3, 4]})["probs"].shape == (1, 3)
-
-
-def test_mfn_client_names_the_model_in_errors(deployment):
-    with mfn.Client("suite", protocol="grpc") as client, pytest.raises(InvokeError) as caught:
-        client.infer("mlp", {"features": np.ones((1, 5))})
-    assert "mlp at grpc://" in str(caught.value) and "unexpected shape" in str(caught.value)
 
 
 def two_row_batches(deployment, model: str) -> float:
