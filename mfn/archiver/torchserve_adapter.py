@@ -14,10 +14,10 @@ from ts.torch_handler.base_handler import BaseHandler
 
 try:
     from mfn.archiver.ts_metrics import TorchServeMetricFactory
-    from mfn.runtime.bundle import SPEC_FILE, load_bundle
+    from mfn.runtime.bundle import load_bundle
     from mfn.runtime.codec import DEFAULT_LIMITS, ServerCodec
     from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
-    from mfn.runtime.failures import log_failures
+    from mfn.runtime.failures import log_failure
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
@@ -51,7 +51,6 @@ class MfnHandler(BaseHandler):
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and _cuda_available() else "cpu"
-        _refuse_gpu_spec_on_cpu(Path(properties["model_dir"]), device)
         self.model = load_bundle(
             Path(properties["model_dir"]),
             device=device,
@@ -67,7 +66,6 @@ class MfnHandler(BaseHandler):
     def handle(self, data, context):
         decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
         outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
-        log_failures(_LOGGER, self.model.spec, outcomes, context.get_request_id)
         return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
 
     def _decode(self, index, row, context):
@@ -104,20 +102,8 @@ class MfnHandler(BaseHandler):
         # the message as is.
         phrase = " ".join(outcome.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
         context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
+        log_failure(_LOGGER, self.model.spec, context.get_request_id(index), outcome)
         return self.codec.error(outcome)
-
-
-def _refuse_gpu_spec_on_cpu(model_dir, device):
-    """A spec with GPU instance groups loads only on a GPU, as Triton refuses KIND_GPU without one; TorchServe
-    would otherwise run the worker on the CPU without a word."""
-    from mfn.spec import ModelSpec
-
-    spec = ModelSpec.from_json((model_dir / SPEC_FILE).read_text())
-    if device == "cpu" and any(group.kind == "gpu" for group in spec.instances):
-        raise RuntimeError(
-            f"{spec.name} v{spec.version} declares GPU instance groups, but TorchServe gave this worker no GPU "
-            "(none visible, or number_of_gpu is 0): package with CPU instances (--instances cpu:N) to serve it here"
-        )
 
 
 def _not_per_request(record):

@@ -27,7 +27,8 @@ class TritonTransport:
     def __init__(self, connections: Connections, timeout_s: float, binary: bool) -> None:
         self.connections, self.timeout_s, self.binary = connections, timeout_s, binary
         self._metadata: dict[tuple[str, str, str], dict] = {}
-        self._per_row: dict[int, list[Tensor]] = {}  # by id() of a cached metadata document
+        # Derived once per metadata document: each input's (datatype, rank), and its per-row declaration.
+        self._declared: dict[tuple[str, str, str], tuple[dict[str, tuple[str, int]], list[Tensor]]] = {}
 
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         """The model's KServe v2 metadata, asked once per endpoint, model and version."""
@@ -42,9 +43,15 @@ class TritonTransport:
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
         metadata = self.metadata(endpoint, model, version, attempt)
-        declared = {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]}
+        key = (str(endpoint), model, str(version or ""))
+        if key not in self._declared:
+            self._declared[key] = (
+                {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]},
+                _per_row_declarations(metadata),
+            )
+        declared, per_row = self._declared[key]
         arrays = arrays_for(model, inputs, declared)
-        self._check_shapes(model, arrays, metadata)
+        _check_shapes(model, arrays, per_row)
         module = protocol_module(endpoint.protocol)
         http_api = endpoint.protocol == "http"
         binary = self.binary or not http_api
@@ -66,18 +73,6 @@ class TritonTransport:
             # tritonclient gives JSON BYTES outputs back as text: mfn gives BYTES as bytes whatever the wire.
             answers = {name: _text_to_bytes(array) for name, array in answers.items()}
         return answers
-
-    def _check_shapes(self, model: str, arrays: dict[str, np.ndarray], metadata: dict) -> None:
-        """Refuse a shape the model does not take before Triton does, in the words TorchServe's adapter uses
-        (Triton's own answer names its internals: "try setting max_batch_size to zero")."""
-        declared = self._per_row.get(id(metadata))
-        if declared is None:
-            declared = self._per_row[id(metadata)] = _per_row_declarations(metadata)
-        for tensor in declared:
-            array = arrays.get(tensor.name)
-            problem = None if array is None else tensor_problem(array, tensor)
-            if problem:
-                raise InvokeError(f"{model}: input {problem}")
 
     def reset(self, endpoint: Endpoint) -> None:
         """After a failure: this thread's HTTP client is replaced; gRPC channels recover by themselves."""
@@ -105,6 +100,16 @@ class TritonTransport:
             header = GRPC_AUTH_HEADER if endpoint.protocol == "grpc" else "authorization"
             kwargs["headers"] = {header: f"Bearer {token}"}
         return kwargs
+
+
+def _check_shapes(model: str, arrays: dict[str, np.ndarray], per_row: list[Tensor]) -> None:
+    """Refuse a shape the model does not take before Triton does, in the words TorchServe's adapter uses
+    (Triton's own answer names its internals: "try setting max_batch_size to zero")."""
+    for tensor in per_row:
+        array = arrays.get(tensor.name)
+        problem = None if array is None else tensor_problem(array, tensor)
+        if problem:
+            raise InvokeError(f"{model}: input {problem}")
 
 
 def _per_row_declarations(metadata: dict) -> list[Tensor]:

@@ -18,7 +18,7 @@ sys.dont_write_bytecode = True
 try:
     from mfn.model_repository.triton_metrics import TritonMetricFactory
     from mfn.runtime.bundle import load_bundle
-    from mfn.runtime.failures import log_failures
+    from mfn.runtime.failures import log_failure
     from mfn.runtime.loop import RequestFailure
 except ImportError as error:
     raise ImportError(
@@ -76,7 +76,6 @@ class TritonPythonModel:
 
     def execute(self, requests):
         outcomes = self.model.loop.run([self._decode(request) for request in requests])
-        log_failures(self.logger, self.model.spec, outcomes, lambda index: requests[index].request_id())
         return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
 
     def finalize(self):
@@ -94,6 +93,7 @@ class TritonPythonModel:
 
     def _encode(self, request, outcome):
         if isinstance(outcome, RequestFailure):
+            log_failure(self.logger, self.model.spec, request.request_id(), outcome)
             return pb_utils.InferenceResponse(error=_triton_error(outcome))
         requested = set(request.requested_output_names())
         tensors = [

@@ -130,6 +130,12 @@ def load_bundle(
         metrics: The server's metric factory; mfn's built-in metrics and the handler's own go through it.
     """
     spec = ModelSpec.from_json((bundle_dir / SPEC_FILE).read_text())
+    if device == "cpu" and any(group.kind == "gpu" for group in spec.instances):
+        # Triton refuses KIND_GPU without a GPU before this runs; TorchServe would run the worker on the CPU.
+        raise RuntimeError(
+            f"{spec.name} v{spec.version} declares GPU instance groups, but the server gave it no GPU (none visible, "
+            "or TorchServe's number_of_gpu is 0): package with CPU instances (--instances cpu:N) to serve it here"
+        )
     module = import_handler_file(bundle_dir / HANDLER_DIR / spec.entrypoint.file)
     cls = handler_class(module, spec.entrypoint.attribute, f"{spec.name} v{spec.version}")
     artifacts = {name: bundle_dir / bundled_artifact_path(name, declared) for name, declared in spec.artifacts.items()}
