@@ -11,8 +11,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-# Inference on CPU or GPU takes from well under a millisecond to a few seconds.
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Inference on CPU or GPU takes from tens of microseconds (a small model, batch of one) to a few seconds;
+# the low buckets keep percentiles of fast models meaningful (`mfn stats`, histogram_quantile).
+LATENCY_BUCKETS_S = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
 MODEL_LABELS = ("model", "version")
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")

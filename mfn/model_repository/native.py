@@ -15,7 +15,7 @@ from pathlib import Path
 from mfn.errors import MfnError
 from mfn.handlers.tensorflow_models import is_saved_model
 from mfn.handlers.declarations import Tensor
-from mfn.model_repository.render import config_dict
+from mfn.model_repository.render import config_dict, model_warmup
 from mfn.spec import ModelSpec, generated_header
 
 
@@ -72,7 +72,10 @@ def render_native_config(spec: ModelSpec, platform: NativePlatform) -> str:
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    config = config_dict(native_spec(spec, platform))
+    native = native_spec(spec, platform)
+    config = config_dict(native)
+    if native.warmup:
+        config["model_warmup"] = [model_warmup(native.warmup, native.inputs)]
     del config["backend"]
     config.pop("parameters", None)  # EXECUTION_ENV_PATH and friends belong to the Python backend
     config.update({"platform": platform.platform, "default_model_filename": platform.file_name})

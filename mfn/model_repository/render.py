@@ -41,8 +41,8 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
         config["dynamic_batching"] = _dynamic_batching(spec)
     if spec.version_policy:
         config["version_policy"] = _version_policy(spec.version_policy)
-    if spec.warmup:
-        config["model_warmup"] = [_warmup(spec.warmup, spec.inputs)]
+    # No model_warmup for mfn's adapter: it runs the spec's warm-up itself before initialize() returns, with the
+    # same sample rows as on TorchServe and outside mfn's metrics. Native models get Triton's (model_warmup).
     parameters = dict(spec.parameters)
     if spec.execution_env:
         parameters["EXECUTION_ENV_PATH"] = spec.execution_env
@@ -107,7 +107,8 @@ def _version_policy(policy: VersionPolicy) -> dict[str, Any]:
     return {"latest": {"num_versions": policy.latest}}
 
 
-def _warmup(warmup: Warmup, inputs: tuple[Tensor, ...]) -> dict[str, Any]:
+def model_warmup(warmup: Warmup, inputs: tuple[Tensor, ...]) -> dict[str, Any]:
+    """Triton's model_warmup entry for a model served without mfn's adapter (native backends)."""
     def sample(tensor: Tensor) -> dict[str, Any]:
         # Text has no meaningful random form; empty strings exercise the same code path.
         data_kind = "zero_data" if tensor.dtype == "BYTES" else "random_data"

@@ -73,6 +73,7 @@ class TritonPythonModel:
         self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics)
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
+        self.model.warm_up()  # before initialize returns: the model is not ready until then, as on TorchServe
 
     def execute(self, requests):
         outcomes = self.model.loop.run([self._decode(request) for request in requests])

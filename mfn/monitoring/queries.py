@@ -23,11 +23,13 @@ TRITON_QUEUE_SECONDS = (
     "sum by (model, version) (rate(nv_inference_queue_duration_us[5m]))"
     " / sum by (model, version) (rate(nv_inference_request_success[5m])) / 1e6"
 )
+# TorchServe labels the queue time of requests without a version `model_version="default"`, which no `mfn_*`
+# series carries: its figure is kept per model (no version label), and joins mfn's series on `model`.
 TORCHSERVE_QUEUE_SECONDS = (
-    "sum without (model_name, model_version) (label_replace(label_replace("
-    "sum by (model_name, model_version) (rate(ts_queue_latency_microseconds[5m]))"
-    " / sum by (model_name, model_version) (rate(ts_inference_requests_total[5m])) / 1e6,"
-    ' "model", "$1", "model_name", "(.*)"), "version", "$1", "model_version", "(.*)"))'
+    "sum without (model_name) (label_replace("
+    "sum by (model_name) (rate(ts_queue_latency_microseconds[5m]))"
+    " / sum by (model_name) (rate(ts_inference_requests_total[5m])) / 1e6,"
+    ' "model", "$1", "model_name", "(.*)"))'
 )
 
 

@@ -98,8 +98,9 @@ class LoadedModel:
     def warm_up(self) -> None:
         """Run the spec's warm-up requests (sample rows of the declared shapes) through the batch loop.
 
-        Servers without warm-up of their own (TorchServe) call this before the worker reports ready,
-        as Triton runs `model_warmup` before a model is ready.
+        Both adapters call this before their model reports ready (Triton's own `model_warmup` is not used: its
+        requests would count in mfn's metrics and its samples differ). Warm-up is not traffic: mfn's request,
+        batch and latency metrics do not count it.
 
         Raises:
             RuntimeError: with the handler's reason when a warm-up request fails.
@@ -107,14 +108,20 @@ class LoadedModel:
         warmup = self.spec.warmup
         if warmup is None:
             return
-        from mfn.runtime.loop import RequestFailure
+        from mfn.handlers.metrics import InMemoryMetrics
         from mfn.handlers.samples import sample_arrays
+        from mfn.runtime.loop import RequestFailure
+        from mfn.runtime.metrics import LoopMetrics
 
         batch = sample_arrays(self.spec.inputs, warmup.batch_size)
-        for _ in range(warmup.count):
-            (outcome,) = self.loop.run([batch])
-            if isinstance(outcome, RequestFailure):
-                raise RuntimeError(f"{self.spec.name}: warm-up request failed: {outcome.message}")
+        recording, self.loop.metrics = self.loop.metrics, LoopMetrics(InMemoryMetrics(), self.spec.name, self.spec.version)
+        try:
+            for _ in range(warmup.count):
+                (outcome,) = self.loop.run([batch])
+                if isinstance(outcome, RequestFailure):
+                    raise RuntimeError(f"{self.spec.name}: warm-up request failed: {outcome.message}")
+        finally:
+            self.loop.metrics = recording
 
     def close(self) -> None:
         """Run the handler's teardown."""

@@ -28,6 +28,11 @@ class LoopMetrics:
         self._isolation = factory.counter(
             ISOLATION_PREDICTS, "Extra predict calls run to find the failing requests of a failed batch.", MODEL_LABELS
         )
+        # Every outcome's series exists from the start at 0: rate() over the first errors is then not 0, and
+        # an alert on errors sees them increase from a known value.
+        for outcome in OUTCOMES:
+            self.requests(outcome, 0)
+        self._isolation(0, self._labels)
 
     def batch(self, rows: int, predict_s: float) -> None:
         """One predict call over `rows` rows that took `predict_s` seconds."""

@@ -79,7 +79,7 @@ def test_overrides_reach_the_config(tmp_path):
     config = text_format.Parse((tmp_path / "stats" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.max_batch_size == 4
     assert config.instance_group[0].count == 3
-    assert config.model_warmup[0].batch_size == 2
+    assert json.loads((tmp_path / "stats" / "3" / "mfn.json").read_text())["warmup"]["batch_size"] == 2  # run by the adapter
     assert config.version_policy.HasField("all")
     assert config.dynamic_batching.max_queue_delay_microseconds == 1000  # kept from the handler
 

@@ -80,7 +80,9 @@ def monitored(request, tmp_path_factory):
 
 def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored):
     server, deployment, prometheus_url = monitored
-    expected = {key: float(count) for key, count in SENT.items()}
+    # Every outcome's series is there, at 0 where nothing was sent with it.
+    expected = {(model, outcome): float(SENT.get((model, outcome), 0))
+                for model in ("text_stats", "faulty") for outcome in ("success", "invalid", "error")}
 
     def counts(result):
         return {(r["metric"]["model"], r["metric"]["outcome"]): float(r["value"][1]) for r in result}
@@ -147,7 +149,7 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
             break
         time.sleep(0.2)
     assert rows["text_stats"]["requests"] == 7 and rows["text_stats"]["error_rate"] == 0.0
-    assert rows["faulty"]["outcomes"] == {"error": 3, "success": 2}
+    assert rows["faulty"]["outcomes"] == {"error": 3, "invalid": 0, "success": 2}
     assert rows["faulty"]["error_rate"] == pytest.approx(0.6)
     assert rows["text_stats"]["mean_batch_size"] == 1.0
     assert rows["text_stats"]["predict_p95_s"] is not None and rows["text_stats"]["queue_mean_s"] is not None

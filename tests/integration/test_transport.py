@@ -174,6 +174,31 @@ def test_torchserve_batch_delay_is_what_mfn_meant(deployments):
     assert (model["batchSize"], model["maxBatchDelay"]) == (8, 1)
 
 
+def model_series(deployment, model: str) -> dict[tuple[str, str], float]:
+    """(sample name, outcome or le) -> value of mfn's series for `model` on the server's metrics port."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, sample.labels.get("outcome") or sample.labels.get("le", "")): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name.startswith("mfn_") and sample.labels.get("model") == model}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_outcome_series_start_at_zero_and_warm_up_is_not_traffic_on_both_servers(deployments, server):
+    """`warm` ran three warm-up requests before it was ready, and no client has called it yet (see the next test)."""
+    deadline = time.monotonic() + 5 * FLUSH_INTERVAL_S
+    while not (series := model_series(deployments[server], "warm")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    requests = {outcome: value for (name, outcome), value in series.items() if name.startswith("mfn_requests_total")}
+    assert requests == {"success": 0.0, "invalid": 0.0, "error": 0.0}
+    assert not any(name.startswith(("mfn_batch_size", "mfn_predict_duration_seconds")) and value
+                   for (name, _), value in series.items())
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_warm_up_runs_before_the_first_request_on_both_servers(deployments, server):
     with mfn.Client(deployments[server].name) as client:

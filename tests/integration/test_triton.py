@@ -112,30 +112,6 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(deployment,
         assert client.infer("mlp", {"features": [1, 2, 3, 4]})["probs"].shape == (1, 3)
 
 
-def two_row_batches(deployment, model: str) -> float:
-    """How many batches of exactly two rows the model's loop has run, from mfn's batch-size histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    # The stub exports the histogram's buckets as a counter family, whose samples the parser names *_total.
-    buckets = {sample.labels["le"]: sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if family.name == "mfn_batch_size_bucket" and sample.labels.get("model") == model}
-    return buckets.get("2.0", 0.0) - buckets.get("1.0", 0.0)
-
-
-def test_warmup_runs_its_batches_when_the_model_loads(deployment):
-    """`sequences` is packaged with warm-up batch_size 2, count 2, and no other test sends it two-row requests
-    before this one: the two-row batches on the metrics port are Triton's warm-up, run before any client called."""
-    import time
-
-    deadline = time.monotonic() + 5  # the stub flushes mfn's metrics once a second
-    while (batches := two_row_batches(deployment, "sequences")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert batches >= 2
-
-
 def test_variable_length_inputs_are_batched_by_shape(deployment):
     with mfn.Client(protocol="grpc") as client, ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda n: client.infer("sequences", {"tokens": [list(range(n))]}), [1, 2, 3, 1, 2, 3]))

@@ -1,12 +1,12 @@
 """config.pbtxt golden files, each parsed back through Triton's own model_config_pb2."""
 
 import pytest
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 import mfn
 from mfn.handlers.samples import VARIABLE_DIM_SAMPLE
-from mfn.model_repository.render import render_config
+from mfn.model_repository.render import model_warmup, render_config
 from mfn.spec import Entrypoint, ModelSpec
 from tests.conftest import GOLDEN, assert_matches_golden
 
@@ -102,8 +102,15 @@ def test_no_dynamic_batching_block_when_dynamic_is_off():
     assert not parse(render_config(CASES["auto_no_dynamic"])).HasField("dynamic_batching")
 
 
-def test_warmup_has_concrete_dims_and_a_data_source_per_input():
-    (warmup,) = parse(render_config(CASES["warmup"])).model_warmup
+def test_warmup_is_left_to_the_adapter_not_tritons_model_warmup():
+    # The adapter warms up with mfn's sample rows before initialize() returns, outside mfn's metrics.
+    assert not parse(render_config(CASES["warmup"])).model_warmup
+
+
+def test_native_models_get_tritons_warmup_with_concrete_dims_and_a_data_source_per_input():
+    spec = CASES["warmup"]
+    config = json_format.ParseDict({"model_warmup": [model_warmup(spec.warmup, spec.inputs)]}, model_config_pb2.ModelConfig())
+    (warmup,) = config.model_warmup
     assert (warmup.batch_size, warmup.count) == (4, 2)
     # A variable dimension gets the length every mfn sample gives it.
     assert list(warmup.inputs["tokens"].dims) == [VARIABLE_DIM_SAMPLE]
@@ -111,14 +118,13 @@ def test_warmup_has_concrete_dims_and_a_data_source_per_input():
     assert warmup.inputs["text"].zero_data
     assert model_config_pb2.DataType.Name(warmup.inputs["text"].data_type) == "TYPE_STRING"
 
-
 def test_a_scalar_per_row_is_exposed_as_one_element_and_reshaped_for_the_model():
     config = parse(render_config(CASES["scalar_per_row"]))
     user_id, features = config.input
     assert (list(user_id.dims), user_id.HasField("reshape"), list(user_id.reshape.shape)) == ([1], True, [])
     assert (list(features.dims), features.HasField("reshape")) == ([4], False)
     assert (list(config.output[0].dims), config.output[0].HasField("reshape")) == ([1], True)
-    assert list(config.model_warmup[0].inputs["user_id"].dims) == [1]
+    assert list(model_warmup(CASES["scalar_per_row"].warmup, CASES["scalar_per_row"].inputs)["inputs"]["user_id"]["dims"]) == [1]
 
 
 def test_version_policy_specific():
