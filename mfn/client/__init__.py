@@ -8,6 +8,7 @@ the open connections.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -133,8 +134,31 @@ class Client:
 
             def describe(error: CallError, attempts: int) -> str:
                 after = f" (after {attempts} attempts)" if attempts > 1 else ""
-                return f"{model} at {known()}: {error}{after}"
+                return f"{model} at {known()}: {error}{after}{_hint(model, str(error), known())}"
 
             return self._retry.run(lambda: call(self._endpoints.get(model)), refresh_key, after_failure, describe)
 
         return attempt
+
+
+# Triton: "... version 1 is not found"; TorchServe: "Model version: 1 does not exist for model: x".
+_VERSION_NOT_SERVED = re.compile(r"version \d+ is not found|version:? \d+ does not exist", re.IGNORECASE)
+# What tritonclient makes of an answer that is not Triton's (TorchServe's REST error body, its gRPC services).
+_NOT_TRITON = re.compile(r"while decoding the response|Method not found: inference\.GRPCInferenceService")
+# TorchServe: "Token Authorization failed"; Triton: "This API (gRPC: protocol) is restricted, expecting header ...".
+_KEY_REFUSED = re.compile(r"Token Authorization failed|(API|protocol) is restricted", re.IGNORECASE)
+
+
+def _hint(model: str, message: str, endpoint: Endpoint) -> str:
+    """What to do about a failure whose cause the server's own words do not make clear."""
+    if _VERSION_NOT_SERVED.search(message):
+        return (f"; a deployment serves the versions the model's version policy names (the newest only without one: "
+                f"`mfn package --version-policy`); `mfn describe {model}` lists them, `mfn load {model} --version N` "
+                "adds one")
+    if _NOT_TRITON.search(message) and endpoint.server == "triton":
+        return ("; the server there does not speak Triton's KServe v2 API: for TorchServe pass --server torchserve "
+                "(mfn.Client(url, server='torchserve'))")
+    if _KEY_REFUSED.search(message) and not endpoint.local:
+        return ("; the server wants its inference key: pass --token KEY or set $MFN_TOKEN (mfn.Client(url, token=KEY)); "
+                "TorchServe writes its keys to key_file.json in its working directory")
+    return ""

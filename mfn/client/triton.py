@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import itertools
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -26,6 +28,9 @@ class TritonTransport:
 
     def __init__(self, connections: Connections, timeout_s: float, binary: bool) -> None:
         self.connections, self.timeout_s, self.binary = connections, timeout_s, binary
+        # Each request carries an id (Triton logs it beside a handler's failure): this client's prefix, then a count.
+        # (itertools.count, not a generator: next() on it is safe from several threads at once.)
+        self._request_prefix, self._request_numbers = f"mfn-{secrets.token_hex(3)}-", itertools.count(1)
         self._metadata: dict[tuple[str, str, str], dict] = {}
         # Derived once per metadata document: each input's (datatype, rank), and its per-row declaration.
         self._declared: dict[tuple[str, str, str], tuple[dict[str, tuple[str, int]], list[Tensor]]] = {}
@@ -66,8 +71,10 @@ class TritonTransport:
         wanted = outputs or [tensor["name"] for tensor in metadata["outputs"]]
         requested = [module.InferRequestedOutput(name, binary_data=binary) if http_api else module.InferRequestedOutput(name)
                      for name in wanted]
+        request_id = f"{self._request_prefix}{next(self._request_numbers)}"
         result = attempt(lambda current: self._call(current, lambda client: client.infer(
-            model, infer_inputs, model_version=str(version or ""), outputs=requested, **self._kwargs(current))))
+            model, infer_inputs, model_version=str(version or ""), outputs=requested, request_id=request_id,
+            **self._kwargs(current))))
         answers = {name: result.as_numpy(name) for name in wanted}
         if not binary:
             # tritonclient gives JSON BYTES outputs back as text: mfn gives BYTES as bytes whatever the wire.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.request
@@ -109,6 +110,9 @@ def test_the_server_log_holds_the_handlers_own_lines_and_each_failure_with_its_t
             break
         time.sleep(0.2)
     assert not missing, f"not in {deployment.log_file}: {missing}"
+    # Each failure names its request: TorchServe's own id, and on Triton the id mfn.Client sends with each request.
+    ids = re.findall(r"faulty v1 request (\S+): ", text)
+    assert ids and "-" not in ids and (server == "torchserve" or all(i.startswith("mfn-") for i in ids)), ids
 
 
 @pytest.mark.parametrize(("server", "protocol"), CASES)
