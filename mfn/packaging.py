@@ -85,7 +85,30 @@ def package(
 
     lock_warnings = () if native else lock_for(tuple(source.spec.requirements)).warnings
     result = writer.write(source, output, _WriteOptions(archive_format, native, bundle_env))
-    return replace(result, warnings=(*lock_warnings, *result.warnings))
+    hidden = _hidden_versions(target, output, source.spec)
+    return replace(result, warnings=(*lock_warnings, *result.warnings, *hidden))
+
+
+def _hidden_versions(target: str, output: Path, spec: ModelSpec) -> tuple[str, ...]:
+    """A warning when `output` holds versions of the model that its version policy will not serve (both servers
+    apply the policy; without one only the newest version is served)."""
+    from mfn.handlers.declarations import VersionPolicy
+
+    if target == "triton":
+        versions = [int(child.name) for child in (output / spec.name).iterdir() if child.name.isdigit()]
+    else:
+        from mfn.archiver.reading import archive_info, store_archives
+
+        versions = [info.version for info in map(archive_info, store_archives(output)) if info.name == spec.name]
+    policy = spec.version_policy or VersionPolicy()
+    served = policy.select(versions)
+    hidden = sorted(set(versions) - set(served))
+    if not hidden:
+        return ()
+    listed = ", ".join(f"v{version}" for version in hidden)
+    return (f"{spec.name} {listed} stays in {output} but will not be served: the version policy serves "
+            f"{', '.join(f'v{version}' for version in served)} (the newest only without one); package with "
+            "--version-policy all (or latest:N, specific:1,2) to serve versions side by side",)
 
 
 def resolve(ref: str, **overrides: object) -> Source:

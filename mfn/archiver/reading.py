@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.handlers.declarations import VersionPolicy
 from mfn.runtime.bundle import SPEC_FILE
 from mfn.spec import ModelSpec
 
@@ -26,6 +27,7 @@ class ArchiveInfo:
     name: str
     version: int
     workers: int
+    version_policy: VersionPolicy | None = None  # mfn's spec's; archives built by other tools have none
 
 
 def is_archive(path: Path) -> bool:
@@ -62,12 +64,15 @@ def archive_info(path: Path) -> ArchiveInfo:
     if manifest_text is None:
         raise MfnError(f"{path} has no {MANIFEST}: is it a TorchServe model archive?")
     model = json.loads(manifest_text)["model"]
+    policy = None
     if read_member(path, SPEC_FILE) is not None:
-        workers = archive_spec(path).worker_count
+        spec = archive_spec(path)
+        workers, policy = spec.worker_count, spec.version_policy
     else:
         config_text = read_member(path, model.get("configFile") or "model-config.yaml")
         workers = int((yaml.safe_load(config_text) or {}).get("minWorkers", 1)) if config_text else 1
-    return ArchiveInfo(name=model["modelName"], version=int(float(model["modelVersion"])), workers=workers)
+    return ArchiveInfo(name=model["modelName"], version=int(float(model["modelVersion"])), workers=workers,
+                       version_policy=policy)
 
 
 def store_archives(store: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from mfn.cli import operate
 from mfn.cli.options import (
     MfnGroup,
     instances_option,
@@ -98,7 +99,7 @@ def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, 
 
 
 def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,
-                  max_request_mb, jvm_heap_mb):
+                  max_request_mb, jvm_heap_mb, host, http_port, grpc_port, metrics_port, load_timeout_s):
     from mfn.deploy import local
     from mfn.deploy.launching import terminate_interrupts
 
@@ -108,7 +109,8 @@ def _deploy_local(path, as_json, verify, public_key, name, models, foreground, n
         deployment = local.deploy(
             path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
             drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
-            verify=verify, public_key=public_key,
+            verify=verify, public_key=public_key, host=host,
+            ports={"http": http_port, "grpc": grpc_port, "metrics": metrics_port}, load_timeout_s=load_timeout_s,
         )
         if as_json:
             click.echo(json.dumps(deployment.to_json()))
@@ -175,8 +177,11 @@ def status(kubernetes, as_json):
 
     from mfn.deploy.supervision import read_status
 
+    from mfn.deploy.operations import versions_of
+
     deployments = local.status()
     supervision = {deployment.name: read_status(deployment) for deployment in deployments}
+    versions = {deployment.name: versions_of(deployment) for deployment in deployments}
     releases, note = [], None
     from mfn.kubernetes import helm
 
@@ -187,29 +192,18 @@ def status(kubernetes, as_json):
         except MfnError as error:
             note = f"kubernetes: {str(error).splitlines()[0]}"
     if as_json:
-        local_json = [{**d.to_json(), "supervision": supervision[d.name].to_json()} for d in deployments]
+        local_json = [{**d.to_json(), "supervision": supervision[d.name].to_json(), "versions": versions[d.name]}
+                      for d in deployments]
         click.echo(json.dumps({"local": local_json, "kubernetes": [vars(r) for r in releases]}))
         return
     if not deployments:
         click.echo("no local deployments")
     for deployment in deployments:
-        click.echo(local.describe(deployment, supervision[deployment.name]))
+        click.echo(local.describe(deployment, supervision[deployment.name], versions[deployment.name]))
     for release in releases:
         click.echo(f"{release.name} (kubernetes, namespace {release.namespace}, {release.status}): {release.chart}")
     if note:
         click.echo(note, err=True)
-
-
-@cli.command()
-@click.argument("name")
-@click.option("--lines", "-n", type=int, default=50, show_default=True, help="Lines from the end; 0 for all.")
-def logs(name, lines):
-    """Print the server log of deployment NAME."""
-    from mfn.deploy import state
-    from mfn.deploy.launching import log_tail
-
-    deployment = state.get(name)
-    click.echo(log_tail(deployment, lines) if lines else Path(deployment.log_file).read_text(errors="replace"))
 
 
 @cli.command()
@@ -310,18 +304,6 @@ def quantize(model, sample, output, max_abs_diff, method, as_json):
     )
 
 
-@cli.command("set-default")
-@click.argument("model")
-@click.argument("version", type=int)
-@click.option("--deployment", help="Local deployment to use when several serve MODEL.")
-def set_default(model, version, deployment):
-    """Serve VERSION of MODEL to requests that name no version (TorchServe)."""
-    from mfn.deploy import local
-
-    chosen = local.set_default_version(model, version, deployment)
-    click.echo(f"{model} v{version} is now the default on {chosen.name}")
-
-
 @cli.command()
 @click.argument("model")
 @click.option("--data", "-d", required=True, help='Inputs as JSON ({"input": [[...]]} or KServe v2), or @file.json.')
@@ -352,6 +334,10 @@ def invoke(model, data, protocol, model_version, url, deployment, server, token,
     click.echo(f"{model} via {endpoint}")
     for name, value in answer["outputs"].items():
         click.echo(f"  {name} = {json.dumps(value)}")
+
+
+for _command in operate.COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -102,6 +102,13 @@ local_deploy_options = _scoped_options("local", [
      "help": "Largest request or response body in MiB (TorchServe; tritonserver 2.51 has no such limit); "
              "raised where a model's full batch needs more."}),
     (("--jvm-heap-mb",), {"type": click.IntRange(min=256), "help": "TorchServe's JVM heap (default: sized for the body limit)."}),
+    (("--host",), {"default": "127.0.0.1", "show_default": True,
+     "help": "Address to listen on (0.0.0.0: every interface; keep auth on). TorchServe's management stays on 127.0.0.1."}),
+    (("--http-port",), {"type": click.IntRange(1, 65535), "help": "Fixed HTTP port (default: a free one)."}),
+    (("--grpc-port",), {"type": click.IntRange(1, 65535), "help": "Fixed gRPC port (default: a free one)."}),
+    (("--metrics-port",), {"type": click.IntRange(1, 65535), "help": "Fixed metrics port (default: a free one)."}),
+    (("--load-timeout", "load_timeout_s"), {"type": click.FloatRange(min=1), "default": 300.0, "show_default": True,
+     "help": "Seconds one model's load (its setup) may take; progress is shown every 10 s meanwhile."}),
 ])
 kubernetes_options = _scoped_options("kubernetes", [
     (("--release",), {"help": "Helm release name."}),

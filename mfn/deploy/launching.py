@@ -22,6 +22,11 @@ from mfn.servers.process import free_ports, process_start_time, start_detached, 
 SHM_DIR = Path("/dev/shm")
 START_TIMEOUT_S = 90.0
 LOAD_TIMEOUT_S = 300.0
+
+
+def load_timeout_s(deployment: Deployment) -> float:
+    """How long one model's load may take in this deployment (`mfn deploy --load-timeout`)."""
+    return float(deployment.extra.get("load_timeout_s", LOAD_TIMEOUT_S))
 STOP_GRACE_S = 15.0
 DRAIN_TIMEOUT_S = 30.0
 PORT_ATTEMPTS = 3
@@ -77,18 +82,22 @@ def launch(
     live_token: Callable[[], str | None] = lambda: None,
     ports: dict[str, int] | None = None,
     parent_death_signal: int = signal.SIGTERM,
+    host: str = "127.0.0.1",
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start a server process that dies with this one, and wait until `live_path` answers 200.
 
     The calling process (the deployment's supervisor) is recorded as the deployment's owner. `live_token`
     gives the bearer token the health endpoint needs, if any, once the server has written it. Without
-    fixed `ports`, free ones are chosen, and chosen again when another process took one before the server
-    bound it; a restart passes the ports it had, so clients keep their addresses.
+    fixed `ports` (all or some of `port_names`), free ones are chosen, and chosen again when another process took
+    one before the server bound it; a restart passes the ports it had, so clients keep their addresses. `host` is
+    the address the server listens on; clients reach a wildcard address through 127.0.0.1.
     """
     log_file = workdir / f"{server}.log"
-    attempts = 1 if ports else PORT_ATTEMPTS
+    fixed = {name: port for name, port in (ports or {}).items() if port}
+    check_ports_free(host, fixed)
+    attempts = 1 if set(fixed) >= set(port_names) else PORT_ATTEMPTS
     for attempt in range(attempts):
-        chosen = ports or dict(zip(port_names, free_ports(len(port_names))))
+        chosen = {**dict(zip(port_names, free_ports(len(port_names)))), **fixed}
         command, env = make_command(chosen)
         progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
         process = start_detached(command, env, log_file, workdir, parent_death_signal=parent_death_signal)
@@ -97,7 +106,7 @@ def launch(
             server=server,
             pid=os.getpid(),
             start_time=process_start_time(os.getpid()),
-            host="127.0.0.1",
+            host="127.0.0.1" if host in WILDCARD_HOSTS else host,
             ports=chosen,
             models=[],
             repository=str(repository),
@@ -113,6 +122,28 @@ def launch(
         if "address already in use" not in tail.lower() or attempt == attempts - 1:
             raise DeployError(f"{server} did not start:\n{tail}")
     raise AssertionError("unreachable")
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuse fixed ports another process holds, naming them, before a server fails on them.
+
+    Raises:
+        DeployError: naming the port option and the address.
+    """
+    import socket
+
+    for name, port in ports.items():
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as error:
+                raise DeployError(f"{name} port {port} on {host or '*'} is not free ({error.strerror}); choose another "
+                                  f"or leave --{name.replace('_', '-')}-port out for a free one") from None
 
 
 def log_tail(deployment: Deployment, lines: int = LOG_TAIL_LINES) -> str:
@@ -180,3 +211,26 @@ def _wait_live(
             return True
         time.sleep(0.05)
     return False
+
+
+def with_progress(call: Callable[[], None], progress: Progress, note: str, timeout_s: float, every_s: float = 10.0) -> None:
+    """Run `call` (a model load, which lasts as long as the handler's setup()) and say every `every_s` that it
+    still runs, so a slow setup is not mistaken for a hang."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # re-raised in the caller's thread
+            failure.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    while True:
+        worker.join(every_s)
+        if not worker.is_alive():
+            break
+        progress(f"{note} ({time.monotonic() - started:.0f} s of at most {timeout_s:.0f} s)")
+    if failure:
+        raise failure[0]

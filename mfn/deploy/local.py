@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfn.deploy import state
-from mfn.deploy.launching import DRAIN_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held, new_shm_prefix, remove_shm_regions
+from mfn.deploy.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held, new_shm_prefix, remove_shm_regions
 from mfn.deploy.servers import local_server
 from mfn.deploy.state import Deployment
 from mfn.deploy.store import Store, discover
@@ -32,8 +32,11 @@ def deploy(
     jvm_heap_mb: int | None = None,
     verify: bool = True,
     public_key: Path | str | None = None,
+    host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None,
+    load_timeout_s: float = LOAD_TIMEOUT_S,
 ) -> Deployment:
-    """Start a supervised server on 127.0.0.1 for the models in `path`, load each, and record the deployment.
+    """Start a supervised server for the models in `path`, load each, and record the deployment.
 
     A supervisor process owns the server from then on: it reloads a model whose worker died, restarts a
     server that died (same ports, models reloaded), and drains in-flight requests when stopped.
@@ -53,6 +56,9 @@ def deploy(
             (mfn.servers.torchserve.default_jvm_heap_mb).
         verify: Check each model's package against its digest manifest first (see mfn.signing).
         public_key: Also check each package's signature with this public key (PEM).
+        host: Address the server listens on (default loopback only; "0.0.0.0" for every interface, with auth on).
+        ports: Fixed ports by name ("http", "grpc", "metrics"); free ones for the rest.
+        load_timeout_s: How long one model's load (its handler's setup) may take.
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -70,7 +76,7 @@ def deploy(
         verify_units([unit for model in chosen for unit in store.models[model]], public_key)
     with state.exclusive(name):
         return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes,
-                              jvm_heap_mb)
+                              jvm_heap_mb, host, ports or {}, load_timeout_s)
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:
@@ -83,7 +89,8 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
 
 def _deploy_locked(
     store: Store, path: Path, name: str, chosen: list[str], auth: bool, monitor: bool, progress: Progress,
-    drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None,
+    drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None, load_timeout_s: float = LOAD_TIMEOUT_S,
 ) -> Deployment:
     _claim_name(name)
     workdir = state.work_dir(name)
@@ -101,6 +108,9 @@ def _deploy_locked(
         max_request_bytes=_body_limit(store, chosen, max_request_bytes),
         shm_prefix=new_shm_prefix() if local_server(store.server).USES_SHARED_MEMORY else "",
         jvm_heap_mb=jvm_heap_mb,
+        host=host,
+        ports={name: port for name, port in (ports or {}).items() if port},
+        load_timeout_s=load_timeout_s,
     )
     try:
         deployment = supervision.spawn(plan, workdir, progress)
@@ -148,16 +158,6 @@ def _undeploy_locked(name: str) -> Deployment:
     return deployment
 
 
-def set_default_version(model: str, version: int, deployment_name: str | None = None) -> Deployment:
-    """Make `version` of `model` the default of its local deployment (TorchServe's default-version switch).
-
-    Triton has no such switch: it serves the newest loaded version to requests without one.
-    """
-    deployment = state.get(deployment_name) if deployment_name else state.find_serving(model)
-    local_server(deployment.server).set_default_version(deployment, model, version)
-    return deployment
-
-
 def undeploy_all() -> list[Deployment]:
     return [undeploy(deployment.name) for deployment in state.all_deployments()]
 
@@ -166,8 +166,9 @@ def status() -> list[Deployment]:
     return state.all_deployments()
 
 
-def describe(deployment: Deployment, status: SupervisorStatus) -> str:
-    """Several lines on one deployment for `mfn status`: state, restarts, last exit, endpoints, model health."""
+def describe(deployment: Deployment, status: SupervisorStatus, versions: dict[str, dict] | None = None) -> str:
+    """Several lines on one deployment for `mfn status`: state, restarts, last exit, endpoints, model health, and
+    with `versions` (see mfn.deploy.operations.versions_of) each model's served and default versions."""
     current = status.state if deployment.running else f"stopped (was {status.state})"
     lines = [f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, {status.restarts} restarts)"]
     if status.last_exit:
@@ -177,7 +178,12 @@ def describe(deployment: Deployment, status: SupervisorStatus) -> str:
         health = status.models.get(model)
         if health is not None:
             detail = f": {health.detail}" if health.detail else ""
-            lines.append(f"  model {model}: {health.health}, {health.reloads} reloads{detail}")
+            served = (versions or {}).get(model)
+            listed = ""
+            if served and served["versions"]:
+                listed = ", " + ", ".join(f"v{version}" for version in served["versions"])
+                listed += f" (default v{served['default_version']})" if served["default_version"] is not None else ""
+            lines.append(f"  model {model}: {health.health}{listed}, {health.reloads} reloads{detail}")
     return "\n".join(lines)
 
 

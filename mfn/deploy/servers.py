@@ -33,16 +33,37 @@ class LocalServer(Protocol):
     def start(
         self, name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
         drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
-        jvm_heap_mb: int | None = None,
+        jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
     ) -> tuple[Deployment, subprocess.Popen]:
-        """Start the server and wait until it is live: on free ports, or on `ports` again after a crash, with the
-        `preload` models loaded before the ports open."""
+        """Start the server and wait until it is live on `host`: on `ports` (all, some or none given; free ones for
+        the rest), the same again after a crash, with the `preload` models loaded before the ports open."""
 
     def load_model(self, deployment: Deployment, store: Store, model: str) -> None:
         """Load one model; raises DeployError with the server's reason."""
 
     def reload_model(self, deployment: Deployment, store: Store, model: str) -> None:
         """Load a model again after its worker or stub died."""
+
+    def load_version(self, deployment: Deployment, store: Store, model: str, version: int) -> None:
+        """Serve `version` of a loaded model beside the versions it serves."""
+
+    def unload_model(self, deployment: Deployment, model: str, version: int | None = None) -> None:
+        """Stop serving the model, or one version of it."""
+
+    def restart_model(self, deployment: Deployment, store: Store, model: str) -> None:
+        """Load the model again from its files as they are now (`mfn reload`)."""
+
+    def scale_model(self, deployment: Deployment, model: str, count: int, version: int | None = None) -> None:
+        """Run `count` instances (Triton, per instance group) or workers (TorchServe, per version)."""
+
+    def served_versions(self, deployment: Deployment, model: str) -> list[int]:
+        """The versions the server has ready, oldest first."""
+
+    def default_version(self, deployment: Deployment, model: str) -> int | None:
+        """The version that answers requests naming none."""
+
+    def model_details(self, deployment: Deployment, model: str) -> dict:
+        """instances (list of text), max_batch_size, max_queue_delay_us, as the server reports them."""
 
     def worker_processes(self, deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:
         """The server's model processes: pid -> (model, alive)."""

@@ -191,3 +191,32 @@ def find_serving(model: str) -> Deployment:
         names = ", ".join(d.name for d in serving)
         raise MfnError(f"model {model!r} is served by several deployments ({names}); choose one with --deployment")
     return serving[0]
+
+
+def defaults_file(name: str) -> Path:
+    """Where `mfn set-default` choices of deployment `name` are kept: outside its work directory, so that a
+    later deployment of the same name (a redeploy) serves the same default versions."""
+    return mfn_home() / "defaults" / f"{check_name(name)}.json"
+
+
+def recorded_defaults(name: str) -> dict[str, int]:
+    """model -> version chosen with `mfn set-default` for deployment `name`."""
+    try:
+        return {model: int(version) for model, version in json.loads(defaults_file(name).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def record_default(name: str, model: str, version: int | None) -> None:
+    """Keep (or with None forget) the default version of `model` in deployment `name`."""
+    defaults = recorded_defaults(name)
+    if version is None:
+        defaults.pop(model, None)
+    else:
+        defaults[model] = version
+    path = defaults_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(defaults, handle, indent=2, sort_keys=True)
+    os.replace(temp, path)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfn.deploy import state
-from mfn.deploy.launching import DRAIN_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
+from mfn.deploy.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
 from mfn.deploy.state import Deployment
 from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
@@ -35,6 +35,9 @@ class Plan:
     max_request_bytes: int = MAX_BODY_BYTES
     shm_prefix: str = ""
     jvm_heap_mb: int | None = None
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
+    load_timeout_s: float = LOAD_TIMEOUT_S
 
 
 @dataclass

@@ -8,6 +8,8 @@ progress from a pipe until the models are loaded. From then on the supervisor
   shared memory;
 - reloads a model whose worker died where the server itself does not (Triton's Python stubs);
 - records its view in `status.json` beside the server log: state, restarts, the last exit, per-model health;
+- carries out operator requests (load, unload, reload, scale, set-default; see mfn.deploy.operations) between its
+  health checks, and applies them again after a restart;
 - on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
 
 The server is started with PR_SET_PDEATHSIG, so it cannot outlive its supervisor.
@@ -30,7 +32,8 @@ import time
 from pathlib import Path
 
 from mfn.deploy import state
-from mfn.deploy.launching import Progress, log_tail, make_shm_regions_private, remove_shm_regions
+from mfn.deploy.launching import Progress, log_tail, make_shm_regions_private, remove_shm_regions, with_progress
+from mfn.deploy.operations import Operation, serve_requests
 from mfn.deploy.servers import LocalServer, local_server
 from mfn.deploy.supervision import STATUS_FILE, ModelHealth, Plan, Status
 from mfn.deploy.store import Store, discover
@@ -54,6 +57,8 @@ class Supervisor:
         self.workdir = workdir
         self.store: Store = discover(Path(plan.path))
         self.server: LocalServer = local_server(plan.server)
+        self.models = list(plan.models)  # what it serves now: the plan's, changed by operator requests
+        self.replay: list[Operation] = []  # requests to apply again after a restart (versions, instance counts)
         self.status = Status(models={model: ModelHealth() for model in plan.models})
         self.deployment: Deployment | None = None
         self.process: subprocess.Popen | None = None
@@ -63,15 +68,23 @@ class Supervisor:
 
     def start(self, progress: Progress) -> Deployment:
         """Start the server and load every model; the first deployment record is written here."""
-        deployment = self._start_server(progress, ports=None)
+        deployment = self._start_server(progress, ports=self.plan.ports)
         deployment.extra["drain_timeout_s"] = str(self.plan.drain_timeout_s)
+        deployment.extra["load_timeout_s"] = str(self.plan.load_timeout_s)
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
             deployment.extra["max_request_bytes"] = str(self.plan.max_request_bytes)
         state.save(deployment)
         for model in self.plan.models:
             progress(f"loading {model} ...")
             started = time.monotonic()
-            self.server.load_model(deployment, self.store, model)
+            try:
+                with_progress(lambda: self.server.load_model(deployment, self.store, model), progress,
+                              f"{model}: still loading", self.plan.load_timeout_s)
+            except MfnError:
+                if time.monotonic() - started < self.plan.load_timeout_s:
+                    raise
+                raise MfnError(f"{model} did not finish loading within {self.plan.load_timeout_s:g} s (--load-timeout): "
+                               f"its setup() may need longer; deploy again with a larger --load-timeout") from None
             deployment.models.append(model)
             state.save(deployment)
             self._model(model, "ready")
@@ -97,6 +110,7 @@ class Supervisor:
                 attempt += 1
                 started = time.monotonic()
                 continue
+            serve_requests(self.workdir, self._carry_out)
             self._reload_dead_workers()
             make_shm_regions_private(self.plan.shm_prefix)  # new stubs make new regions
             if time.monotonic() >= next_health:
@@ -126,7 +140,7 @@ class Supervisor:
         deployment, process = self.server.start(
             self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
             drain_timeout_s=self.plan.drain_timeout_s, max_request_bytes=self.plan.max_request_bytes, ports=ports,
-            preload=preload, jvm_heap_mb=self.plan.jvm_heap_mb,
+            preload=preload, jvm_heap_mb=self.plan.jvm_heap_mb, host=self.plan.host,
         )
         self.process = process
         self.stubs, self.retired = {}, set()
@@ -152,13 +166,13 @@ class Supervisor:
             self._save_status()
             return False
         self.status.state = "restarting"
-        for model in self.plan.models:
+        for model in self.models:
             self._model(model, "unavailable", f"server {reason}")
         _log(f"{self.plan.server} {reason}; restarting in {RESTART_BACKOFF_S[attempt]:.0f} s")
         if self._sleep(RESTART_BACKOFF_S[attempt]):
             return True
         try:
-            self._start_server(_log, ports=self.deployment.ports, preload=self.plan.models)
+            self._start_server(_log, ports=self.deployment.ports, preload=self.models)
         except MfnError as error:
             # The next pass through watch() sees the server gone (or kills it) and tries again, later.
             self.status.last_exit += f"; restart failed: {str(error).splitlines()[0]}"
@@ -167,13 +181,18 @@ class Supervisor:
                 self.process.wait()
             self._save_status()
             return True
-        for model in self.plan.models:
+        for model in self.models:
             self._wait_ready(model)
+        for operation in self.replay:
+            try:
+                self._carry_out(operation, remember=False)
+            except MfnError as error:
+                _log(f"after the restart, `{operation.describe()}` failed: {error}")
         self._reload_dead_workers()
         self.status.restarts += 1
         self.status.state = "running"
         self._save_status()
-        _log(f"{self.plan.server} restarted; {', '.join(self.plan.models)} loaded")
+        _log(f"{self.plan.server} restarted; {', '.join(self.models)} loaded")
         return True
 
     def _clean_up_after(self, process: subprocess.Popen) -> None:
@@ -202,10 +221,7 @@ class Supervisor:
         """Reload `model` and record what the server says afterwards."""
         assert self.deployment is not None
         _log(f"{model}: {why}; reloading")
-        # Workers of the old load end during the reload; their ends are not new deaths.
-        self.retired |= {pid for pid, name in self.stubs.items() if name == model}
-        self.retired |= {pid for pid, (name, _) in self._workers().items() if name == model}
-        self.stubs = {pid: name for pid, name in self.stubs.items() if name != model}
+        self._retire(model)
         self.status.models[model].reloads += 1
         self._model(model, "reloading", why)
         try:
@@ -215,8 +231,66 @@ class Supervisor:
             return
         self._record_health(model)
 
+    def _retire(self, model: str) -> None:
+        """Workers of `model` end during a reload, unload or scale-down: their ends are not new deaths."""
+        self.retired |= {pid for pid, name in self.stubs.items() if name == model}
+        self.retired |= {pid for pid, (name, _) in self._workers().items() if name == model}
+        self.stubs = {pid: name for pid, name in self.stubs.items() if name != model}
+
+    def _carry_out(self, operation: Operation, remember: bool = True) -> dict:
+        """One operator request (see mfn.deploy.operations); raises MfnError with the reason it was refused."""
+        assert self.deployment is not None
+        deployment, model, version = self.deployment, operation.model, operation.version
+        if operation.action == "load":
+            self.store = discover(Path(self.plan.path))  # it may have been packaged after the deploy
+            if model not in self.store.models:
+                raise MfnError(f"{model} is not in {self.store.root} (it has {', '.join(self.store.models)}); "
+                               f"package it there first")
+        elif model not in self.models:
+            raise MfnError(f"{deployment.name} does not serve {model} (it serves {', '.join(self.models) or 'nothing'})")
+        self._retire(model)
+        if operation.action == "load":
+            if version is None or model not in self.models:
+                with_progress(lambda: self.server.load_model(deployment, self.store, model), _log,
+                              f"{model}: still loading", self.plan.load_timeout_s)
+            if version is not None:
+                self.server.load_version(deployment, self.store, model, version)
+            if model not in self.models:
+                self._serve(model, True)
+        elif operation.action == "unload":
+            self.server.unload_model(deployment, model, version)
+            if version is None:
+                self._serve(model, False)
+                return {"versions": []}
+        elif operation.action == "reload":
+            self.store = discover(Path(self.plan.path))
+            self.server.restart_model(deployment, self.store, model)
+        elif operation.action == "scale":
+            self.server.scale_model(deployment, model, operation.count, version)
+        elif operation.action == "set-default":
+            self.server.set_default_version(deployment, model, version)
+            state.record_default(deployment.name, model, version)
+        if remember and (operation.action == "scale" or operation.action in ("load", "unload") and version is not None):
+            self.replay.append(operation)
+        self._record_health(model)
+        return {"versions": self.server.served_versions(deployment, model)}
+
+    def _serve(self, model: str, serving: bool) -> None:
+        """Add `model` to (or drop it from) what this deployment serves, in its record and its status."""
+        assert self.deployment is not None
+        if serving:
+            self.models.append(model)
+            self.status.models[model] = ModelHealth()
+        else:
+            self.models.remove(model)
+            self.status.models.pop(model, None)
+            self.replay = [operation for operation in self.replay if operation.model != model]
+        self.deployment.models = list(self.models)
+        state.save(self.deployment)
+        self._save_status()
+
     def _check_health(self) -> None:
-        for model in self.plan.models:
+        for model in self.models:
             if self._record_health(model) is not None:
                 self._reload(model, "the server says it is not ready")
 

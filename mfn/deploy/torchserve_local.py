@@ -10,10 +10,11 @@ import urllib.parse
 from pathlib import Path
 
 from mfn.archiver.reading import archive_info
-from mfn.deploy.launching import LOAD_TIMEOUT_S, Progress, describe_failure, http_json, launch
-from mfn.deploy.state import Deployment, read_key
+from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
+from mfn.deploy.state import Deployment, read_key, recorded_defaults
 from mfn.deploy.store import Store
-from mfn.errors import DeployError
+from mfn.errors import DeployError, MfnError
+from mfn.handlers.declarations import VersionPolicy
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers import torchserve
 from mfn.servers.drain import metrics_reader, quiet_window_s, wait_until_quiet
@@ -29,14 +30,14 @@ USES_SHARED_MEMORY = False
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
     drain_timeout_s: float = 30.0, max_request_bytes: int = MAX_BODY_BYTES,
-    ports: dict[str, int] | None = None, preload: list[str] = (), jvm_heap_mb: int | None = None,
+    ports: dict[str, int] | None = None, preload: list[str] = (), jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe; models are registered one by one through the management API afterwards.
 
     A restart passes `preload`: TorchServe then registers those models' archives before it opens its ports,
     so clients that reconnect are queued for a worker instead of answered 'model not found'.
     """
-    archives = [archive.name for model in preload for archive in _by_version(store.models[model])]
+    archives = [archive.name for model in preload for archive in served_archives(store.models[model])]
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
     for directory in ("tmp", "logs"):
@@ -46,7 +47,7 @@ def start(
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         config = torchserve.config_properties(
             torchserve.Ports(**_rename(ports)), str(store.root), auth, max_request_bytes=max_request_bytes,
-            load_models=",".join(archives) or None, jvm_heap_mb=jvm_heap_mb,
+            load_models=",".join(archives) or None, jvm_heap_mb=jvm_heap_mb, address=host, management_host="127.0.0.1",
         )
         (workdir / "config.properties").write_text(config)
         command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))
@@ -63,23 +64,117 @@ def start(
 
     deployment, process = launch(
         name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports,
-        parent_death_signal=signal.SIGHUP,
+        parent_death_signal=signal.SIGHUP, host=host,
     )
     if auth:
         deployment.extra["key_file"] = str(key_file)
+    for model in preload:
+        _apply_default(deployment, model, [archive_info(archive).version for archive in served_archives(store.models[model])])
     return deployment, process
 
 
+def served_archives(archives: list[Path]) -> list[Path]:
+    """The archives of one model that its version policy serves, newest first: the policy of its newest archive
+    (as Triton reads the one config.pbtxt of a model), the newest version only without one."""
+    by_version = {archive_info(archive).version: archive for archive in archives}
+    policy = archive_info(by_version[max(by_version)]).version_policy or VersionPolicy()
+    return [by_version[version] for version in policy.select(list(by_version))]
+
+
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
-    """Register every packaged version of `model` (oldest first, so it is the default) and wait for its workers."""
+    """Register the versions the model's version policy names, the newest first (TorchServe's default is the first
+    registered: so it is the newest, as on Triton, unless `mfn set-default` chose another), and wait for workers."""
+    archives = served_archives(store.models[model])
+    registered = set(served_versions(deployment, model))
+    for archive in archives:
+        if archive_info(archive).version not in registered:
+            _register(deployment, archive)
+    _apply_default(deployment, model, [archive_info(archive).version for archive in archives])
+
+
+def _register(deployment: Deployment, archive: Path, workers: int | None = None) -> None:
+    info = archive_info(archive)
+    query = urllib.parse.urlencode({"url": archive.name, "initial_workers": workers or info.workers, "synchronous": "true"})
     token = read_key(deployment, "management")
-    for archive in _by_version(store.models[model]):
-        info = archive_info(archive)
-        query = urllib.parse.urlencode({"url": archive.name, "initial_workers": info.workers, "synchronous": "true"})
-        code, body = http_json("POST", f"{management_url(deployment)}/models?{query}", LOAD_TIMEOUT_S, token)
+    code, body = http_json("POST", f"{management_url(deployment)}/models?{query}", load_timeout_s(deployment), token)
+    if code != 200:
+        reason = describe_failure(code, body, deployment)
+        raise DeployError(f"model {info.name!r} v{info.version} failed to load: {reason}\n{_worker_errors(deployment)}")
+
+
+def _apply_default(deployment: Deployment, model: str, versions: list[int]) -> None:
+    """Make the version recorded with `mfn set-default` for this deployment the default again, if it is served."""
+    chosen = recorded_defaults(deployment.name).get(model)
+    if chosen is not None and chosen in versions and chosen != versions[0]:
+        set_default_version(deployment, model, chosen)
+
+
+def load_version(deployment: Deployment, store: Store, model: str, version: int) -> None:
+    """Serve `version` beside the versions already served (an archive added to the model store)."""
+    archives = {archive_info(archive).version: archive for archive in store.models.get(model, [])}
+    if version not in archives:
+        raise DeployError(f"{model} has no version {version} in {deployment.repository}; package it there first")
+    if version not in served_versions(deployment, model):
+        _register(deployment, archives[version])
+
+
+def _descriptions(deployment: Deployment, model: str) -> list[dict]:
+    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}/all", 10.0, read_key(deployment, "management"))
+    if code == 404:
+        return []
+    if code != 200 or not isinstance(body, list):
+        raise DeployError(f"cannot describe {model} in {deployment.name}: {describe_failure(code, body, deployment)}")
+    return body
+
+
+def served_versions(deployment: Deployment, model: str) -> list[int]:
+    """The versions of `model` registered with the server, oldest first."""
+    return sorted(int(float(entry["modelVersion"])) for entry in _descriptions(deployment, model))
+
+
+def default_version(deployment: Deployment, model: str) -> int | None:
+    """The version TorchServe answers requests without a version with."""
+    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}", 10.0, read_key(deployment, "management"))
+    if code != 200 or not isinstance(body, list) or not body:
+        return None
+    return int(float(body[0]["modelVersion"]))
+
+
+def unload_model(deployment: Deployment, model: str, version: int | None = None) -> None:
+    """Unregister `model` (every version) or only its `version`."""
+    token = read_key(deployment, "management")
+    versions = served_versions(deployment, model) if version is None else [version]
+    if not versions:
+        raise DeployError(f"{model} is not loaded in {deployment.name}")
+    for served in versions:
+        url = f"{management_url(deployment)}/models/{model}/{served}?synchronous=true"
+        code, body = http_json("DELETE", url, load_timeout_s(deployment), token)
         if code != 200:
-            reason = describe_failure(code, body, deployment)
-            raise DeployError(f"model {model!r} v{info.version} failed to load: {reason}\n{_worker_errors(deployment)}")
+            raise DeployError(f"{model} v{served} could not be unloaded: {describe_failure(code, body, deployment)}")
+
+
+def scale_model(deployment: Deployment, model: str, count: int, version: int | None = None) -> None:
+    """Run `count` workers for each served version of `model` (or only `version`)."""
+    token = read_key(deployment, "management")
+    for served in served_versions(deployment, model) if version is None else [version]:
+        query = urllib.parse.urlencode({"min_worker": count, "max_worker": count, "synchronous": "true"})
+        code, body = http_json("PUT", f"{management_url(deployment)}/models/{model}/{served}?{query}", load_timeout_s(deployment), token)
+        if code != 200:
+            raise DeployError(f"{model} v{served}: scaling to {count} workers failed: {describe_failure(code, body, deployment)}")
+
+
+def model_details(deployment: Deployment, model: str) -> dict:
+    """What `mfn describe` shows of a registered model, from the management API (its newest version)."""
+    descriptions = _descriptions(deployment, model)
+    if not descriptions:
+        raise DeployError(f"model {model!r} is not loaded in {deployment.name}")
+    newest = max(descriptions, key=lambda entry: float(entry["modelVersion"]))
+    workers = {int(float(entry["modelVersion"])): len(entry.get("workers", [])) for entry in descriptions}
+    return {
+        "instances": [f"workers:{count} (v{version})" for version, count in sorted(workers.items())],
+        "max_batch_size": newest.get("batchSize", 1),
+        "max_queue_delay_us": int(newest.get("maxBatchDelay", 0)) * 1000,
+    }
 
 
 def management_url(deployment: Deployment) -> str:
@@ -88,14 +183,15 @@ def management_url(deployment: Deployment) -> str:
 
 def set_default_version(deployment: Deployment, model: str, version: int) -> None:
     """Make `version` the one served when a request names no version."""
+    served = served_versions(deployment, model)
+    if version not in served:
+        listed = ", ".join(f"v{number}" for number in served) or "none"
+        raise MfnError(f"{model} v{version} is not served by {deployment.name} (it serves {listed}); "
+                       f"load it first with `mfn load {model} --version {version}`")
     token = read_key(deployment, "management")
     code, body = http_json("PUT", f"{management_url(deployment)}/models/{model}/{version}/set-default", 30.0, token)
     if code != 200:
         raise DeployError(f"cannot make {model} v{version} the default: {describe_failure(code, body, deployment)}")
-
-
-def _by_version(archives: list[Path]) -> list[Path]:
-    return sorted(archives, key=lambda path: archive_info(path).version)
 
 
 def _rename(ports: dict[str, int]) -> dict[str, int]:
@@ -115,6 +211,15 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
     code, _ = http_json("GET", f"{management_url(deployment)}/models/{model}", 10.0, read_key(deployment, "management"))
     if code == 404:
         load_model(deployment, store, model)
+
+
+def restart_model(deployment: Deployment, store: Store, model: str) -> None:
+    """Unregister and register the model again, with fresh workers and the archive as it is now on disk.
+
+    TorchServe cannot register a version twice, so requests between the two steps get 404 (Triton has no gap).
+    """
+    unload_model(deployment, model)
+    load_model(deployment, store, model)
 
 
 def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mfn.deploy.launching import LOAD_TIMEOUT_S, Progress, describe_failure, http_json, launch
+from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.deploy.state import Deployment, read_key
 from mfn.deploy.store import Store
 from mfn.errors import DeployError, MfnError
@@ -31,7 +31,7 @@ USES_SHARED_MEMORY = True
 def start(
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
     drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
-    jvm_heap_mb: int | None = None,
+    jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start tritonserver; models are loaded one by one afterwards so each failure has its reason.
 
@@ -55,12 +55,13 @@ def start(
             exit_timeout_s=math.ceil(drain_timeout_s),
             admin_key=keys["management"]["key"],
             inference_key=keys.get("inference", {}).get("key"),
+            address=host,
         )
         return [str(install.binary), *args], triton.server_environment(install)
 
     deployment, process = launch(
         name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix,
-        ports=ports,
+        ports=ports, host=host,
     )
     deployment.extra["key_file"] = str(workdir / KEY_FILE)
     return deployment, process
@@ -84,8 +85,9 @@ def _keys(key_file: Path, auth: bool) -> dict:
 
 
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
-    code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load", timeout_s=LOAD_TIMEOUT_S,
-                           token=read_key(deployment, "management"))
+    """Load the versions the model's version policy names (Triton's own rule: the newest only without one)."""
+    code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load",
+                           timeout_s=load_timeout_s(deployment), token=read_key(deployment, "management"))
     if code != 200:
         raise DeployError(f"model {model!r} failed to load: {describe_failure(code, body, deployment)}")
     code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=5.0)
@@ -105,19 +107,111 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
     if code != 200 or not isinstance(config, dict):
         load_model(deployment, store, model)
         return
+    _load_with(deployment, model, config, "reloading")
+
+
+def restart_model(deployment: Deployment, store: Store, model: str) -> None:
+    """New instances with the model's files as they are now on disk; the old ones answer until the new are ready."""
+    reload_model(deployment, store, model)
+
+
+def _config(deployment: Deployment, model: str) -> dict:
+    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0,
+                             token=read_key(deployment, "management"))
+    if code != 200 or not isinstance(config, dict):
+        raise DeployError(f"model {model!r} is not loaded in {deployment.name}: {describe_failure(code, config, deployment)}")
+    return config
+
+
+def _load_with(deployment: Deployment, model: str, config: dict, what: str) -> None:
+    """Load `model` with a changed config: Triton builds the new instances and versions before it retires the old."""
     config.setdefault("parameters", {})[RELOAD_PARAMETER] = {"string_value": str(time.time_ns())}
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
     url = f"{deployment.http_url}/v2/repository/models/{model}/load"
-    code, reply = http_json("POST", url, timeout_s=LOAD_TIMEOUT_S, body=body, token=read_key(deployment, "management"))
+    code, reply = http_json("POST", url, timeout_s=load_timeout_s(deployment), body=body, token=read_key(deployment, "management"))
     if code != 200:
-        raise DeployError(f"model {model!r} failed to reload: {describe_failure(code, reply, deployment)}")
+        raise DeployError(f"{model}: {what} failed: {describe_failure(code, reply, deployment)}")
+
+
+def served_versions(deployment: Deployment, model: str) -> list[int]:
+    """The versions of `model` the server has ready, oldest first."""
+    code, index = http_json("POST", f"{deployment.http_url}/v2/repository/index", timeout_s=10.0, body=b"{}",
+                            token=read_key(deployment, "management"))
+    if code != 200 or not isinstance(index, list):
+        raise DeployError(f"cannot list the models of {deployment.name}: {describe_failure(code, index, deployment)}")
+    return sorted(int(entry["version"]) for entry in index
+                  if entry.get("name") == model and entry.get("state") == "READY" and entry.get("version"))
+
+
+def default_version(deployment: Deployment, model: str) -> int | None:
+    """Triton answers a request without a version with the newest version it has ready."""
+    versions = served_versions(deployment, model)
+    return versions[-1] if versions else None
+
+
+def load_version(deployment: Deployment, store: Store, model: str, version: int) -> None:
+    """Serve `version` beside the versions already served (a version directory added to the repository)."""
+    if not (Path(deployment.repository) / model / str(version)).is_dir():
+        raise DeployError(f"{model} has no version {version} in {deployment.repository}; package it there first")
+    served = served_versions(deployment, model)
+    if not served:
+        load_model(deployment, store, model)
+        served = served_versions(deployment, model)
+        if version in served:
+            return
+    config = _config(deployment, model)
+    config["version_policy"] = {"specific": {"versions": sorted({*served, version})}}
+    _load_with(deployment, model, config, f"loading v{version}")
+
+
+def unload_model(deployment: Deployment, model: str, version: int | None = None) -> None:
+    """Stop serving `model`, or only its `version` (the others keep serving throughout)."""
+    token = read_key(deployment, "management")
+    if version is None:
+        url = f"{deployment.http_url}/v2/repository/models/{model}/unload"
+        code, body = http_json("POST", url, timeout_s=load_timeout_s(deployment), body=b"{}", token=token)
+        if code != 200:
+            raise DeployError(f"{model} could not be unloaded: {describe_failure(code, body, deployment)}")
+        return
+    remaining = [served for served in served_versions(deployment, model) if served != version]
+    if not remaining:
+        unload_model(deployment, model)
+        return
+    config = _config(deployment, model)
+    config["version_policy"] = {"specific": {"versions": remaining}}
+    _load_with(deployment, model, config, f"unloading v{version}")
+
+
+def scale_model(deployment: Deployment, model: str, count: int, version: int | None = None) -> None:
+    """Run `count` instances per instance group (every version: Triton's instance groups are per model)."""
+    if version is not None:
+        raise MfnError("Triton's instance count belongs to the model, not to one version: scale without --version")
+    config = _config(deployment, model)
+    for group in config.get("instance_group", []):
+        group["count"] = count
+    _load_with(deployment, model, config, f"scaling to {count} instances")
+
+
+def model_details(deployment: Deployment, model: str) -> dict:
+    """What `mfn describe` shows of a loaded model, from the server's own config."""
+    config = _config(deployment, model)
+    groups = [f"{group.get('kind', 'KIND_AUTO').removeprefix('KIND_').lower()}:{group.get('count', 1)}"
+              for group in config.get("instance_group", [])]
+    batching = config.get("dynamic_batching")
+    return {
+        "instances": groups,
+        "max_batch_size": config.get("max_batch_size", 0),
+        "max_queue_delay_us": int((batching or {}).get("max_queue_delay_microseconds", 0)) if batching is not None else None,
+    }
 
 
 def set_default_version(deployment: Deployment, model: str, version: int) -> None:
     """Triton has no default-version switch: it answers version-less requests with the newest loaded version."""
+    served = ", ".join(f"v{served}" for served in served_versions(deployment, model)) or "none"
     raise MfnError(
-        f"{deployment.name} runs Triton, which answers version-less requests with the newest loaded version; "
-        "choose the served versions with --version-policy when packaging, or pass --version when invoking"
+        f"{deployment.name} runs Triton, which always answers requests without a version with the newest version it "
+        f"serves ({model}: {served}); pass --version when invoking, or serve fewer versions (`mfn unload {model} "
+        f"--version N`, or --version-policy when packaging)"
     )
 
 

@@ -6,6 +6,7 @@ so a mistake is reported by the same validation whether it is found at import or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -124,6 +125,16 @@ class VersionPolicy(BaseModel):
         if self.kind != "specific" and self.versions:
             raise ValueError("versions is only used with kind='specific'")
         return self
+
+    def select(self, versions: Sequence[int]) -> list[int]:
+        """The versions among `versions` this policy serves, newest first (Triton's rule, which mfn applies on
+        TorchServe too)."""
+        newest_first = sorted(set(versions), reverse=True)
+        if self.kind == "all":
+            return newest_first
+        if self.kind == "specific":
+            return [version for version in newest_first if version in self.versions]
+        return newest_first[: self.latest]
 
     @classmethod
     def parse(cls, text: str) -> VersionPolicy:

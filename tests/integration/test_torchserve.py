@@ -146,14 +146,14 @@ def test_versions_are_served_side_by_side_and_the_default_can_be_switched(torchs
         return json.loads(result.output)["outputs"]["served_by"][0][0]
 
     assert (served_by("--version", "1"), served_by("--version", "2", "--protocol", "grpc")) == (1, 2)
-    assert served_by() == 1  # the first registered version is TorchServe's default
+    assert served_by() == 2  # the newest, as on Triton
     try:
-        result = runner.invoke(cli, ["set-default", "versioned", "2", "--deployment", "suite-ts"])
-        assert result.exit_code == 0 and "versioned v2 is now the default on suite-ts" in result.output
-        assert served_by() == 2
+        result = runner.invoke(cli, ["set-default", "versioned", "1", "--deployment", "suite-ts"])
+        assert result.exit_code == 0 and "versioned v1 is now the default on suite-ts" in result.output
+        assert served_by() == 1
     finally:
         # The deployment is shared by the session's tests: leave its default as it was.
-        assert runner.invoke(cli, ["set-default", "versioned", "1", "--deployment", "suite-ts"]).exit_code == 0
+        assert runner.invoke(cli, ["set-default", "versioned", "2", "--deployment", "suite-ts"]).exit_code == 0
 
 
 def ready_worker_pids(deployment, model: str) -> list[int]:

@@ -1,0 +1,156 @@
+"""Operator commands on a running local deployment, named as Triton's and TorchServe's users look for them:
+describe, load, unload, reload, scale, set-default, logs. Each is a thin layer over mfn.deploy.operations."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from mfn.cli.options import MfnCommand, json_option
+
+deployment_option = click.option("--deployment", help="Local deployment (default: the one serving MODEL, or the only one).")
+version_option = click.option("--version", "model_version", type=click.IntRange(min=1), help="Only this version.")
+
+
+def _progress(as_json: bool):
+    return (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
+
+
+def _report(as_json: bool, model: str, action: str, result: dict, deployment: str | None) -> None:
+    versions = result.get("versions", [])
+    if as_json:
+        click.echo(json.dumps({"model": model, "action": action, "versions": versions}))
+        return
+    served = ", ".join(f"v{version}" for version in versions) or "no versions"
+    click.echo(f"{model}: {action}; serving {served}" if versions else f"{model}: {action}")
+
+
+@click.command(cls=MfnCommand)
+@click.argument("model")
+@deployment_option
+@json_option
+def describe(model, deployment, as_json):
+    """Show MODEL as its deployment serves it: versions, default version, instances, batching, endpoints, health."""
+    from mfn.deploy import operations
+
+    described = operations.describe(model, deployment)
+    click.echo(json.dumps(described.to_json()) if as_json else operations.format_description(described))
+
+
+@click.command(cls=MfnCommand)
+@click.argument("model")
+@version_option
+@deployment_option
+@json_option
+def load(model, model_version, deployment, as_json):
+    """Load MODEL into a running deployment (the versions its policy names), or add one --version beside the
+    served ones. Package it into the deployment's repository or store first; no redeploy is needed."""
+    from mfn.deploy import operations
+
+    result = operations.load(model, model_version, deployment, progress=_progress(as_json))
+    _report(as_json, model, "loaded" if model_version is None else f"v{model_version} loaded", result, deployment)
+
+
+@click.command(cls=MfnCommand)
+@click.argument("model")
+@version_option
+@deployment_option
+@json_option
+def unload(model, model_version, deployment, as_json):
+    """Stop serving MODEL, or only its --version; the deployment keeps running."""
+    from mfn.deploy import operations
+
+    result = operations.unload(model, model_version, deployment)
+    _report(as_json, model, "unloaded" if model_version is None else f"v{model_version} unloaded", result, deployment)
+
+
+@click.command(cls=MfnCommand)
+@click.argument("model")
+@deployment_option
+@json_option
+def reload(model, deployment, as_json):
+    """Load MODEL again from its files as they are now. Triton keeps answering with the old instances until the
+    new ones are ready; TorchServe unregisters first, so requests in between get 404."""
+    from mfn.deploy import operations
+
+    _report(as_json, model, "reloaded", operations.reload(model, deployment, progress=_progress(as_json)), deployment)
+
+
+@click.command(cls=MfnCommand)
+@click.argument("model")
+@click.argument("count", type=click.IntRange(min=1))
+@version_option
+@deployment_option
+@json_option
+def scale(model, count, model_version, deployment, as_json):
+    """Run COUNT instances of MODEL: per instance group on Triton (a reload with the new count, no gap), workers
+    per version on TorchServe. Kept until undeploy, also across server restarts."""
+    from mfn.deploy import operations
+
+    result = operations.scale(model, count, model_version, deployment, progress=_progress(as_json))
+    _report(as_json, model, f"scaled to {count}", result, deployment)
+
+
+@click.command("set-default", cls=MfnCommand)
+@click.argument("model")
+@click.argument("version", type=click.IntRange(min=1))
+@deployment_option
+@json_option
+def set_default(model, version, deployment, as_json):
+    """Serve VERSION of MODEL to requests that name no version (TorchServe; Triton always serves the newest).
+    The choice is kept for later deployments of the same name."""
+    from mfn.deploy import operations
+
+    chosen = operations.set_default(model, version, deployment)
+    if as_json:
+        click.echo(json.dumps({"model": model, "default_version": version, "deployment": chosen.name}))
+    else:
+        click.echo(f"{model} v{version} is now the default on {chosen.name}")
+
+
+@click.command(cls=MfnCommand)
+@click.argument("name")
+@click.option("--lines", "-n", type=int, default=50, show_default=True, help="Lines from the end; 0 for all.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing lines as the server writes them, until Ctrl-C.")
+@json_option
+def logs(name, lines, follow, as_json):
+    """Print the server log of deployment NAME (--json: one JSON object per line)."""
+    from mfn.deploy import state
+    from mfn.deploy.launching import log_tail
+
+    deployment = state.get(name)
+    log_file = Path(deployment.log_file)
+    text = log_tail(deployment, lines) if lines else log_file.read_text(errors="replace")
+    emit = (lambda line: click.echo(json.dumps({"deployment": name, "line": line}))) if as_json else click.echo
+    for line in text.splitlines():
+        emit(line)
+    if follow:
+        try:
+            _follow(log_file, emit)
+        except KeyboardInterrupt:
+            pass
+
+
+def _follow(log_file: Path, emit) -> None:
+    """Print what is appended to `log_file`, across the rotation the supervisor does (a new, shorter file)."""
+    position = log_file.stat().st_size if log_file.exists() else 0
+    pending = ""
+    while True:
+        size = log_file.stat().st_size if log_file.exists() else 0
+        if size < position:
+            position = 0
+        if size > position:
+            with open(log_file, "rb") as handle:
+                handle.seek(position)
+                chunk = handle.read(size - position).decode(errors="replace")
+            position = size
+            *complete, pending = (pending + chunk).split("\n")
+            for line in complete:
+                emit(line)
+        time.sleep(0.2)
+
+
+COMMANDS = (describe, load, unload, reload, scale, set_default, logs)

@@ -1,0 +1,233 @@
+"""Operator commands on running deployments of both real servers: versions and the default-version rule, load,
+unload, reload, scale, describe, status, logs -f, fixed ports, the load timeout. Every test runs on both servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy import local, state
+from mfn.errors import DeployError, InvokeError
+from mfn.servers.process import free_ports
+from tests.conftest import HANDLERS
+from tests.integration.conftest import TEXT_STATS
+
+pytestmark = pytest.mark.integration
+SERVERS = ["triton", "torchserve"]
+VERSIONED = f"{HANDLERS / 'versioned.py'}:Versioned"
+NAMES = {"triton": "ops", "torchserve": "ops-ts"}
+
+
+def package_versions(output: Path, target: str) -> list[str]:
+    """versioned v1..v3 under a policy serving the newest two, and text_stats beside it (not deployed at first)."""
+    warnings = []
+    for version in (1, 2, 3):
+        result = mfn.package(VERSIONED, output, target=target, version=version, version_policy=mfn.VersionPolicy(latest=2))
+        warnings += result.warnings
+    mfn.package(TEXT_STATS, output, target=target)
+    return warnings
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
+    packaged = {}
+    for server in SERVERS:
+        output = tmp_path_factory.mktemp(f"ops-{server}")
+        packaged[server] = (output, package_versions(output, server))
+    return packaged
+
+
+@pytest.fixture(scope="module")
+def fixed_ports() -> dict[str, dict[str, int]]:
+    http, grpc, metrics, ts_http, ts_grpc, ts_metrics = free_ports(6)
+    return {"triton": {"http": http, "grpc": grpc, "metrics": metrics},
+            "torchserve": {"http": ts_http, "grpc": ts_grpc, "metrics": ts_metrics}}
+
+
+@pytest.fixture(scope="module")
+def deployments(packaged, fixed_ports) -> Iterator[dict[str, local.Deployment]]:
+    deployed = {}
+    try:
+        for server in SERVERS:
+            deployed[server] = local.deploy(packaged[server][0], name=NAMES[server], models=["versioned"],
+                                            ports=fixed_ports[server])
+        yield deployed
+    finally:
+        for server in SERVERS:
+            if state.load(NAMES[server]) is not None:
+                local.undeploy(NAMES[server])
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def served_by(name: str, version: int | None = None) -> int:
+    with mfn.Client(name) as client:
+        return int(client.infer("versioned", {"x": [[0]]}, version=version)["served_by"].item())
+
+
+def described(name: str, model: str = "versioned") -> dict:
+    return json.loads(run("describe", model, "--deployment", name, "--json"))
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_packaging_says_which_versions_the_policy_will_not_serve(packaged, server):
+    _, warnings = packaged[server]
+    assert any("versioned v1 stays in" in warning and "will not be served" in warning for warning in warnings), warnings
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_both_servers_serve_the_policys_versions_and_the_newest_answers_requests_without_one(deployments, server):
+    name = NAMES[server]
+    described_now = described(name)
+    assert (described_now["versions"], described_now["default_version"], described_now["health"]) == ([2, 3], 3, "ready")
+    assert (served_by(name), served_by(name, 2)) == (3, 2)
+    with pytest.raises(InvokeError, match=r"`mfn load versioned --version N` adds one"):
+        served_by(name, 1)
+    status = json.loads(run("status", "--json"))
+    (entry,) = [entry for entry in status["local"] if entry["name"] == name]
+    assert entry["versions"]["versioned"] == {"versions": [2, 3], "default_version": 3}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_deploy_listens_on_the_fixed_ports_it_was_given(deployments, fixed_ports, server):
+    assert {port: deployments[server].ports[port] for port in ("http", "grpc", "metrics")} == fixed_ports[server]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_version_is_added_and_removed_without_a_redeploy(deployments, server):
+    name = NAMES[server]
+    loaded = json.loads(run("load", "versioned", "--version", "1", "--deployment", name, "--json"))
+    assert loaded["versions"] == [1, 2, 3]
+    assert (served_by(name, 1), served_by(name)) == (1, 3)
+    assert json.loads(run("unload", "versioned", "--version", "1", "--deployment", name, "--json"))["versions"] == [2, 3]
+    with pytest.raises(InvokeError):
+        served_by(name, 1)
+    assert served_by(name, 2) == 2
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_model_is_loaded_into_and_unloaded_from_a_running_deployment(deployments, server):
+    name = NAMES[server]
+    run("load", "text_stats", "--deployment", name)
+    with mfn.Client(name) as client:
+        assert client.infer("text_stats", {"text": [["a b"]]})["n_words"].item() == 2
+    assert "text_stats" in state.get(name).models
+    run("unload", "text_stats", "--deployment", name)
+    assert "text_stats" not in state.get(name).models
+    with mfn.Client(name) as client, pytest.raises(InvokeError):
+        client.infer("text_stats", {"text": [["a b"]]})
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_scale_changes_the_instances_and_the_model_keeps_answering(deployments, server):
+    name = NAMES[server]
+    run("scale", "versioned", "2", "--deployment", name)
+    instances = described(name)["instances"]
+    assert instances == (["cpu:2"] if server == "triton" else ["workers:2 (v2)", "workers:2 (v3)"])
+    assert served_by(name) == 3
+    run("scale", "versioned", "1", "--deployment", name)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_reload_brings_the_model_back_with_its_versions(deployments, server):
+    name = NAMES[server]
+    assert json.loads(run("reload", "versioned", "--deployment", name, "--json"))["versions"] == [2, 3]
+    assert served_by(name) == 3
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_set_default_follows_one_rule_and_torchserves_choice_survives_a_redeploy(deployments, packaged, fixed_ports, server):
+    name = NAMES[server]
+    result = CliRunner().invoke(cli, ["set-default", "versioned", "2", "--deployment", name])
+    if server == "triton":
+        assert result.exit_code != 0
+        assert "always answers requests without a version with the newest" in result.output
+        assert "versioned: v2, v3" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    assert served_by(name) == 2
+    refused = CliRunner().invoke(cli, ["set-default", "versioned", "1", "--deployment", name])
+    assert refused.exit_code != 0 and "it serves v2, v3" in refused.output
+    local.undeploy(name)
+    deployments[server] = local.deploy(packaged[server][0], name=name, models=["versioned"], ports=fixed_ports[server])
+    assert (described(name)["default_version"], served_by(name)) == (2, 2)
+    run("set-default", "versioned", "3", "--deployment", name)
+    assert served_by(name) == 3
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_logs_follow_prints_lines_as_the_server_writes_them(deployments, server):
+    name = NAMES[server]
+    command = [sys.executable, "-m", "mfn.cli.main", "logs", name, "-n", "1", "-f", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    try:
+        assert json.loads(lines.get(timeout=30))["deployment"] == name  # the last line, then new ones
+        run("load", "text_stats", "--deployment", name)
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline and not any("text_stats" in line for line in seen):
+            try:
+                seen.append(json.loads(lines.get(timeout=1))["line"])
+            except queue.Empty:
+                continue
+        assert any("text_stats" in line for line in seen), seen[-5:]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+        run("unload", "text_stats", "--deployment", name)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_port_in_use_is_refused_by_name_before_anything_starts(packaged, server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DeployError, match=rf"http port {port} on 127.0.0.1 is not free"):
+            local.deploy(packaged[server][0], name=f"taken-{server}", models=["versioned"], ports={"http": port})
+    assert state.load(f"taken-{server}") is None
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_load_past_the_load_timeout_fails_naming_it_and_leaves_nothing(tmp_path, server):
+    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", tmp_path / "out", target=server)
+    command = [sys.executable, "-m", "mfn.cli.main", "deploy", str(tmp_path / "out"), "--name", f"slow-{server}",
+               "--load-timeout", "2"]
+    env = {**os.environ, "MFN_TEST_SETUP_DELAY_S": "15"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "slow_setup did not finish loading within 2 s (--load-timeout)" in result.stderr, result.stderr
+    assert state.load(f"slow-{server}") is None
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_url_target_without_its_key_or_with_the_wrong_server_says_what_to_pass(deployments, server, protocol):
+    deployment = deployments[server]
+    address = deployment.http_url if protocol == "http" else f"grpc://{deployment.grpc_url}"
+    with mfn.Client(address, server=server) as client, pytest.raises(InvokeError, match=r"pass --token KEY or set \$MFN_TOKEN"):
+        client.infer("versioned", {"x": [[0]]})
+    if server == "torchserve":
+        with mfn.Client(address) as client, pytest.raises(InvokeError, match="for TorchServe pass --server torchserve"):
+            client.infer("versioned", {"x": [[0]]})
