@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from mfn.handlers import (
+    DONE,
     Arrays,
     Batching,
     Context,
@@ -35,6 +36,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "DONE",
     "Arrays",
     "Batching",
     "Context",

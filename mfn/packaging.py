@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mfn.errors import HandlerError, MfnError, SpecError
 from mfn.kinds import SERVERS
-from mfn.handlers.base import Handler
+from mfn.handlers.base import Arrays, Handler
 from mfn.model_files import Source
 from mfn.handlers.loading import handler_source_file, load_handler
 from mfn.manifest import write_directory_manifest
@@ -148,12 +148,16 @@ def check_handler(cls: type[Handler], spec: ModelSpec, handler_file: Path, artif
         loaded = load_in_process(cls, spec, handler_file, artifact_root)
     try:
         batch = sample_arrays(spec.inputs, rows=min(SAMPLE_ROWS, spec.batching.max_batch_size))
+        rows = next(iter(batch.values())).shape[0]
+        if spec.streaming:
+            _check_chunks(loaded, spec, batch, rows)  # preprocess and postprocess run in the streaming loop
+            return
         with _handler_step(spec, "preprocess"):
             batch = loaded.handler.preprocess(batch)
         with _handler_step(spec, "predict"):
             outputs = loaded.handler.predict(batch)
         try:
-            outputs = check_outputs(outputs, spec, rows=next(iter(batch.values())).shape[0])
+            outputs = check_outputs(outputs, spec, rows=rows)
         except RequestFailure as failure:
             raise HandlerError(f"{spec.name}: on a sample batch, {failure.message}") from None
         with _handler_step(spec, "postprocess"):
@@ -161,6 +165,23 @@ def check_handler(cls: type[Handler], spec: ModelSpec, handler_file: Path, artif
     finally:
         with _handler_step(spec, "teardown"):
             loaded.close()
+
+
+def _check_chunks(loaded, spec: ModelSpec, batch: Arrays, rows: int) -> None:
+    """A streaming handler on the sample batch: every chunk it yields checked against the declared outputs."""
+    from mfn.runtime.streaming import stream
+
+    with _handler_step(spec, "predict"):
+        events = [event for step in stream(loaded.loop, [batch]) for event in step]
+    chunks = [event.outcome for event in events if event.outcome is not None]
+    for chunk in chunks:
+        if isinstance(chunk, RequestFailure):
+            cause = chunk.__cause__
+            detail = f"\n{''.join(traceback.format_exception(cause))}" if cause is not None else ""
+            raise HandlerError(f"{spec.name}: on a sample batch of {rows} rows, {chunk.message}{detail}") from None
+    if not chunks:
+        raise HandlerError(f"{spec.name}: predict is a generator but yielded no chunk on a sample batch of {rows} rows; "
+                           "yield at least one dict of outputs")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import PurePosixPath
@@ -77,6 +78,10 @@ class ModelSpec(BaseModel):
     allow_pickle: bool = Field(
         False, description="Trust pickled objects inside the model file (a .pt2's pickled weights, constants or sample "
         "inputs run code when unpickled); off: a model file that holds any is refused, at packaging and at load.",
+    )
+    streaming: bool = Field(
+        False, description="predict yields chunks of outputs, sent to clients as they come (Triton: a decoupled model; "
+        "TorchServe: intermediate responses). Set from the handler: a generator predict.",
     )
     entrypoint: Entrypoint = Field(description="The handler class the server adapters load.")
 
@@ -183,8 +188,10 @@ def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: o
             # A partial override (e.g. only max_batch_size) keeps the handler's other batching settings.
             value = {**declared.model_dump(), **value}
         fields[name] = value
+    # A generator predict is a streaming model function (see mfn.handlers.base.DONE).
+    streaming = inspect.isgeneratorfunction(getattr(cls, "predict", None))
     try:
-        return ModelSpec(**fields, entrypoint=entrypoint)
+        return ModelSpec(**fields, entrypoint=entrypoint, streaming=streaming)
     except ValidationError as error:
         raise SpecError(describe_validation_error(error, cls.__qualname__)) from None
 

@@ -19,6 +19,7 @@ try:
     from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
     from mfn.runtime.failures import log_failure
     from mfn.runtime.loop import RequestFailure
+    from mfn.runtime.streaming import stream
 except ImportError as error:
     raise ImportError(
         "mfn is not importable by the TorchServe worker: install the mfn-serve wheel inside this archive "
@@ -26,6 +27,12 @@ except ImportError as error:
     ) from error
 
 JSON = "application/json"
+NDJSON = "application/x-ndjson"
+# A streamed answer is one JSON document per line (TorchServe keeps no chunk boundaries a client can rely on),
+# each starting with its chunk number under CHUNK_KEY (so a client that did not ask for a stream can tell); this
+# line ends a request that streamed to its end, an {"error": ...} line one that failed.
+CHUNK_KEY = "mfn.chunk"
+STREAM_END = b'{"end": true}\n'
 MAX_PHRASE = 200
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
 # The worker's root logger writes to TorchServe's model log at INFO; mfn's records go there too.
@@ -61,12 +68,52 @@ class MfnHandler(BaseHandler):
         # TorchServe's frontend already refused bodies over the deployment's max_request_size (413), which may
         # be above mfn's default; nesting and element limits stay mfn's.
         self.codec = ServerCodec(self.model.spec, replace(DEFAULT_LIMITS, max_body_bytes=sys.maxsize))
+        self.streaming = self.model.spec.streaming
         self.initialized = True
 
     def handle(self, data, context):
         decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
+        if self.streaming:
+            return self._stream(decoded, context)
         outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
         return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
+
+    def _stream(self, decoded, context):
+        """Intermediate responses, one per chunk and request, as the handler yields them; the returned list (which
+        TorchServe sends last, to every request of the batch at once) ends each request. TorchServe gives the
+        worker no cancellation signal: a request whose client left runs with its batch to the end."""
+        from ts.handler_utils.utils import send_intermediate_predict_response
+
+        finals = [STREAM_END] * len(decoded)
+        streamed: dict[int, int] = {}  # request position -> chunks sent
+        for step in stream(self.model.loop, [item if isinstance(item, RequestFailure) else item.arrays for item in decoded]):
+            bodies = {}
+            for event in step:
+                if isinstance(event.outcome, RequestFailure):
+                    finals[event.index] = self._stream_failure(event.index, event.outcome, context, event.index in streamed)
+                elif event.outcome is not None:
+                    streamed[event.index] = number = streamed.get(event.index, 0) + 1
+                    bodies[event.index] = self._chunk(event.index, number, decoded[event.index], event.outcome, context)
+            if bodies:
+                request_ids = {index: context.request_ids[index] for index in bodies}
+                send_intermediate_predict_response(bodies, request_ids, "Intermediate response", 200, context)
+        return finals
+
+    def _chunk(self, index, number, item, outputs, context):
+        try:
+            body = self.codec.encode(outputs, item.style)
+        except RequestFailure as failure:
+            return self.codec.error(failure) + b"\n"
+        context.set_response_content_type(index, NDJSON)
+        head = b'{"%s": %d' % (CHUNK_KEY.encode(), number)
+        return head + (b"}" if body == b"{}" else b", " + body[1:]) + b"\n"
+
+    def _stream_failure(self, index, failure, context, streamed):
+        """The last line of a failed stream; before any chunk went out, also the HTTP status, as without streaming."""
+        log_failure(_LOGGER, self.model.spec, context.get_request_id(index), failure)
+        if not streamed:
+            self._fail(index, failure, context)
+        return self.codec.error(failure) + b"\n"
 
     def _decode(self, index, row, context):
         # REST bodies arrive as "body", gRPC ones under the key the client used ("data" for mfn's client).
@@ -97,13 +144,17 @@ class MfnHandler(BaseHandler):
                 outcome = failure
             except Exception as error:  # a fault in mfn itself: it fails this answer, not the whole batch
                 outcome = RequestFailure(f"could not encode the answer: {type(error).__name__}: {error}", status=500)
+        self._fail(index, outcome, context)
+        log_failure(_LOGGER, self.model.spec, context.get_request_id(index), outcome)
+        return self.codec.error(outcome)
+
+    @staticmethod
+    def _fail(index, failure, context):
         context.set_response_content_type(index, JSON)
         # The phrase becomes the HTTP reason phrase: one line of ASCII (Netty refuses CR/LF); the body keeps
         # the message as is.
-        phrase = " ".join(outcome.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
-        context.set_response_status(code=outcome.status, phrase=phrase, idx=index)
-        log_failure(_LOGGER, self.model.spec, context.get_request_id(index), outcome)
-        return self.codec.error(outcome)
+        phrase = " ".join(failure.message.split())[:MAX_PHRASE].encode("ascii", "backslashreplace").decode("ascii")
+        context.set_response_status(code=failure.status, phrase=phrase, idx=index)
 
 
 def _not_per_request(record):

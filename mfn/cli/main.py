@@ -316,15 +316,19 @@ def quantize(model, sample, output, max_abs_diff, method, as_json):
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds per call.")
 @click.option("--tensors", type=click.Choice(TENSOR_ENCODINGS), default="binary", show_default=True,
               help="How tensors travel: raw bytes (KServe v2 binary tensor data) or KServe v2 JSON.")
+@click.option("--stream", "streamed", is_flag=True, help="A streaming model: print each chunk as it arrives.")
 @json_option
-def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, as_json):
-    """Run one request against MODEL and print its outputs."""
+def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, streamed, as_json):
+    """Run one request against MODEL and print its outputs (--stream: each chunk as it comes)."""
     from mfn.cli.options import outputs_to_json
     from mfn.client import Client
 
     client = Client(url or deployment, protocol=protocol, server=server, timeout_s=timeout_s, binary=tensors == "binary",
                     token=token)
     with client:
+        if streamed:
+            _print_stream(client, model, invoke_data(data), model_version, as_json)
+            return
         outputs = client.infer(model, invoke_data(data), version=model_version)
         endpoint = str(client.endpoint(model))
     answer = {"model": model, "version": model_version, "endpoint": endpoint, "outputs": outputs_to_json(outputs)}
@@ -334,6 +338,17 @@ def invoke(model, data, protocol, model_version, url, deployment, server, token,
     click.echo(f"{model} via {endpoint}")
     for name, value in answer["outputs"].items():
         click.echo(f"  {name} = {json.dumps(value)}")
+
+
+def _print_stream(client, model, inputs, version, as_json):
+    from mfn.cli.options import outputs_to_json
+
+    for number, chunk in enumerate(client.stream(model, inputs, version=version), start=1):
+        outputs = outputs_to_json(chunk)
+        if as_json:
+            click.echo(json.dumps({"model": model, "chunk": number, "outputs": outputs}))
+        else:
+            click.echo(f"[{number}] " + "  ".join(f"{name} = {json.dumps(value)}" for name, value in outputs.items()))
 
 
 for _command in operate.COMMANDS:

@@ -9,7 +9,7 @@ the open connections.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -111,6 +111,20 @@ class Client:
         endpoint = self.endpoint(model)
         return self._transports[endpoint.server].infer(endpoint, model, inputs, version, outputs, self._attempt(model, endpoint))
 
+    def stream(self, model: str, inputs: Mapping[str, Any], version: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Run one request on a streaming model function and yield its chunks (output dicts) as they arrive.
+
+        Triton streams over gRPC (ModelStreamInfer) and HTTP (its generate_stream extension, one row per request);
+        TorchServe over REST and gRPC (StreamPredictions). Stopping early (closing the iterator, or leaving a `for`
+        loop) cancels the request: Triton tells the model between chunks; TorchServe 0.12 cannot. Streams are
+        not retried.
+
+        Raises:
+            InvokeError: naming the input and what to send, or with the server's reason.
+        """
+        endpoint = self.endpoint(model)
+        return self._transports[endpoint.server].stream(endpoint, model, inputs, version, self._attempt(model, endpoint))
+
     def _attempt(self, model: str, endpoint: Endpoint):
         """Run a call with the model's current endpoint under the retry policy: a refused key is read again once;
         after a failed connection a local deployment is looked up again, as a redeploy may have moved it."""
@@ -143,6 +157,8 @@ class Client:
 
 # Triton: "... version 1 is not found"; TorchServe: "Model version: 1 does not exist for model: x".
 _VERSION_NOT_SERVED = re.compile(r"version \d+ is not found|version:? \d+ does not exist", re.IGNORECASE)
+# Triton refusing a plain request to a decoupled (streaming) model, over HTTP and over gRPC.
+_DECOUPLED = re.compile(r"doesn't support models with decoupled transaction policy")
 # What tritonclient makes of an answer that is not Triton's (TorchServe's REST error body, its gRPC services).
 _NOT_TRITON = re.compile(r"while decoding the response|Method not found: inference\.GRPCInferenceService")
 # TorchServe: "Token Authorization failed"; Triton: "This API (gRPC: protocol) is restricted, expecting header ...".
@@ -151,6 +167,9 @@ _KEY_REFUSED = re.compile(r"Token Authorization failed|(API|protocol) is restric
 
 def _hint(model: str, message: str, endpoint: Endpoint) -> str:
     """What to do about a failure whose cause the server's own words do not make clear."""
+    if _DECOUPLED.search(message):
+        return (f"; {model} is a streaming model function: read its chunks with Client.stream({model!r}, ...) or "
+                f"`mfn invoke {model} --stream` (Triton streams over gRPC, and over HTTP through generate_stream)")
     if _VERSION_NOT_SERVED.search(message):
         return (f"; a deployment serves the versions the model's version policy names (the newest only without one: "
                 f"`mfn package --version-policy`); `mfn describe {model}` lists them, `mfn load {model} --version N` "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +14,8 @@ from mfn.client.values import arrays_for
 from mfn.errors import InvokeError, MfnError
 
 T = TypeVar("T")
+# How each chunk of a streamed answer from mfn's TorchServe adapter starts (see mfn.archiver.torchserve_adapter).
+CHUNK_START = b'{"mfn.chunk"'
 Attempt = Callable[[Callable[[Endpoint], T]], T]
 
 
@@ -23,7 +25,8 @@ class TorchServeTransport:
 
     def __init__(self, connections: Connections, timeout_s: float, binary: bool, cache_dir: Path) -> None:
         self.connections, self.timeout_s, self.binary, self.cache_dir = connections, timeout_s, binary, cache_dir
-        self._declared: dict[tuple[str, str, int | None], dict[str, tuple[str, int]] | None] = {}
+        # Per local model version, from its archive: each input's (datatype, rank), and whether it streams.
+        self._declared: dict[tuple[str, str, int | None], tuple[dict[str, tuple[str, int]] | None, bool]] = {}
 
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         raise MfnError(f"{model} at {endpoint}: TorchServe publishes no tensor metadata; see the handler's declaration")
@@ -34,7 +37,12 @@ class TorchServeTransport:
     ) -> dict[str, np.ndarray]:
         from mfn.client import torchserve_wire
 
-        arrays = arrays_for(model, inputs, self._declared_inputs(endpoint, model, version))
+        declared, streaming = self._declaration(endpoint, model, version)
+        if streaming:
+            # Refused before sending: TorchServe 0.12 answers a plain gRPC call with the first chunk and its worker
+            # then stalls on the rest for its response timeout.
+            raise InvokeError(_STREAMING_HINT.format(model=model, endpoint=endpoint))
+        arrays = arrays_for(model, inputs, declared)
         try:
             body = torchserve_wire.request_body(arrays, self.binary)
         except InvokeError as error:
@@ -53,10 +61,26 @@ class TorchServeTransport:
             return self._rest_connections(current).infer(model, body, version, current.token())
 
         reply, header_length = attempt(send)
+        if reply.startswith(CHUNK_START):
+            raise InvokeError(_STREAMING_HINT.format(model=model, endpoint=endpoint))
         try:
             return torchserve_wire.parse_response(reply, header_length, outputs, self.binary)
         except InvokeError as error:
             raise InvokeError(f"{model} at {endpoint}: {error}") from None
+
+    def stream(
+        self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, attempt: Attempt
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """A streaming model's chunks over REST (one JSON line each) or gRPC StreamPredictions."""
+        from mfn.client import streams, torchserve_wire
+
+        arrays = arrays_for(model, inputs, self._declaration(endpoint, model, version)[0])
+        try:
+            body = torchserve_wire.request_body(arrays, self.binary)
+        except InvokeError as error:
+            raise InvokeError(f"{model}: {error}") from None
+        channel = self._grpc_channel(endpoint) if endpoint.protocol == "grpc" else None
+        return streams.torchserve(endpoint, channel, model, body, version, self.timeout_s)
 
     def reset(self, endpoint: Endpoint) -> None:
         """Nothing to do: the REST pool drops broken connections and gRPC channels reconnect by themselves."""
@@ -71,16 +95,24 @@ class TorchServeTransport:
 
         return self.connections.get(str(endpoint), lambda: torchserve_wire.GrpcChannel(endpoint.address, self.cache_dir))
 
-    def _declared_inputs(self, endpoint: Endpoint, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
+    def _declaration(
+        self, endpoint: Endpoint, model: str, version: int | None
+    ) -> tuple[dict[str, tuple[str, int]] | None, bool]:
         if endpoint.repository is None:
-            return None
+            return None, False
         key = (endpoint.repository, model, version)
         if key not in self._declared:
             self._declared[key] = _archive_declaration(endpoint.repository, model, version)
         return self._declared[key]
 
 
-def _archive_declaration(repository: str, model: str, version: int | None) -> dict[str, tuple[str, int]] | None:
+_STREAMING_HINT = ("{model} at {endpoint} is a streaming model function: read its chunks with Client.stream('{model}', "
+                   "...) or `mfn invoke {model} --stream`")
+
+
+def _archive_declaration(
+    repository: str, model: str, version: int | None
+) -> tuple[dict[str, tuple[str, int]] | None, bool]:
     from mfn.archiver.reading import SPEC_FILE, archive_info, archive_spec, read_member
     from mfn.deploy.store import discover
 
@@ -88,8 +120,8 @@ def _archive_declaration(repository: str, model: str, version: int | None) -> di
         archives = discover(Path(repository)).models.get(model, [])
         chosen = [archive for archive in archives if version is None or archive_info(archive).version == version]
         if not chosen or read_member(chosen[0], SPEC_FILE) is None:
-            return None
+            return None, False
         spec = archive_spec(chosen[0])
     except (OSError, MfnError):
-        return None  # the store changed under a running deployment: let the server judge the values
-    return {tensor.name: (tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}
+        return None, False  # the store changed under a running deployment: let the server judge the values
+    return {tensor.name: (tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}, spec.streaming

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,36 @@ class GrpcChannel:
             request_serializer=request_type.SerializeToString,
             response_deserializer=response_type.FromString,
         )
+        self._stream_predictions: Callable[..., Any] = self.channel.unary_stream(
+            f"/{SERVICE}/StreamPredictions",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+
+    def stream(self, model: str, body: Body, version: int | None, token: str | None, timeout_s: float) -> Iterator[bytes]:
+        """StreamPredictions: each message's prediction as it comes; closing the iterator cancels the call.
+
+        Raises:
+            InvokeError: with the gRPC code name and TorchServe's message.
+        """
+        grpc = self._grpc
+        call = self._stream_predictions(self._message(model, body, version),
+                                        metadata=[("authorization", f"Bearer {token}")] if token else None)
+        try:
+            for response in call:
+                yield response.prediction
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                reason = error_message(error.details() or "", first_line=True, fallback=error.code().name)
+                raise InvokeError(f"gRPC {error.code().name}: {reason}") from None
+        finally:
+            call.cancel()
+
+    def _message(self, model: str, body: Body, version: int | None) -> Any:
+        inputs = {"data": body.data}
+        if body.header_length is not None:
+            inputs[HEADER_LENGTH] = str(body.header_length).encode()
+        return self._request_type(model_name=model, model_version=str(version or ""), input=inputs)
 
     def infer(self, model: str, body: Body, version: int | None, token: str | None, timeout_s: float) -> bytes:
         """One Predictions call; a binary body's header length goes in the input map beside it.
@@ -191,10 +221,7 @@ class GrpcChannel:
             CallError: with the gRPC code name and TorchServe's message.
         """
         grpc = self._grpc
-        inputs = {"data": body.data}
-        if body.header_length is not None:
-            inputs[HEADER_LENGTH] = str(body.header_length).encode()
-        message = self._request_type(model_name=model, model_version=str(version or ""), input=inputs)
+        message = self._message(model, body, version)
         metadata = [("authorization", f"Bearer {token}")] if token else None
         try:
             return self._predictions(message, timeout=timeout_s, metadata=metadata).prediction

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -47,16 +47,7 @@ class TritonTransport:
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
-        metadata = self.metadata(endpoint, model, version, attempt)
-        key = (str(endpoint), model, str(version or ""))
-        if key not in self._declared:
-            self._declared[key] = (
-                {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]},
-                _per_row_declarations(metadata),
-            )
-        declared, per_row = self._declared[key]
-        arrays = arrays_for(model, inputs, declared)
-        _check_shapes(model, arrays, per_row)
+        metadata, declared, arrays = self._checked(endpoint, model, inputs, version, attempt)
         module = protocol_module(endpoint.protocol)
         http_api = endpoint.protocol == "http"
         binary = self.binary or not http_api
@@ -80,6 +71,33 @@ class TritonTransport:
             # tritonclient gives JSON BYTES outputs back as text: mfn gives BYTES as bytes whatever the wire.
             answers = {name: _text_to_bytes(array) for name, array in answers.items()}
         return answers
+
+    def stream(
+        self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, attempt: Attempt
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """A streaming model's chunks: gRPC ModelStreamInfer, or HTTP generate_stream (see mfn.client.streams)."""
+        from mfn.client import streams
+
+        metadata, declared, arrays = self._checked(endpoint, model, inputs, version, attempt)
+        if endpoint.protocol == "grpc":
+            datatypes = {name: datatype for name, (datatype, _) in declared.items()}
+            headers = self._kwargs(endpoint).get("headers")
+            return streams.triton_grpc(endpoint, model, arrays, datatypes, version, self.timeout_s, headers)
+        return streams.triton_http(endpoint, model, arrays, metadata, version, self.timeout_s)
+
+    def _checked(self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, attempt: Attempt):
+        """The model's metadata, its inputs' (datatype, rank), and `inputs` as arrays checked against them."""
+        metadata = self.metadata(endpoint, model, version, attempt)
+        key = (str(endpoint), model, str(version or ""))
+        if key not in self._declared:
+            self._declared[key] = (
+                {tensor["name"]: (tensor["datatype"], len(tensor["shape"])) for tensor in metadata["inputs"]},
+                _per_row_declarations(metadata),
+            )
+        declared, per_row = self._declared[key]
+        arrays = arrays_for(model, inputs, declared)
+        _check_shapes(model, arrays, per_row)
+        return metadata, declared, arrays
 
     def reset(self, endpoint: Endpoint) -> None:
         """After a failure: this thread's HTTP client is replaced; gRPC channels recover by themselves."""

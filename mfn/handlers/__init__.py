@@ -1,9 +1,10 @@
 """The handler contract and the declarations a handler makes about itself."""
 
-from mfn.handlers.base import Arrays, Context, Handler, function
+from mfn.handlers.base import DONE, Arrays, Context, Handler, function
 from mfn.handlers.declarations import Batching, Instances, QueuePolicy, Tensor, VersionPolicy, Warmup
 
 __all__ = [
+    "DONE",
     "Arrays",
     "Batching",
     "Context",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,6 +87,9 @@ class Handler:
         """Compute the outputs of one batch: every array's first dimension is the row count.
 
         `inputs` holds the declared inputs in declared order, whatever order the client sent them in.
+
+        A `predict` that yields instead of returning makes a streaming model function: each yielded dict is
+        one chunk of outputs for every row, sent to each request as soon as it is produced (see DONE).
         """
         raise NotImplementedError
 
@@ -95,6 +99,11 @@ class Handler:
 
     def teardown(self) -> None:
         """Release resources when the server unloads the model."""
+
+
+# A yielded chunk may carry a bool array under this key, one value per row: a request whose rows are all True
+# ends with this chunk (the others go on). Without it, every request ends when predict's generator does.
+DONE = "mfn.done"
 
 
 def function(
@@ -110,8 +119,12 @@ def function(
     """
 
     def wrap(predict_fn: Callable[[Arrays], Arrays]) -> type[Handler]:
-        def predict(self: Handler, batch: Arrays) -> Arrays:
-            return predict_fn(batch)
+        if inspect.isgeneratorfunction(predict_fn):
+            def predict(self: Handler, batch: Arrays) -> Iterator[Arrays]:
+                yield from predict_fn(batch)
+        else:
+            def predict(self: Handler, batch: Arrays) -> Arrays:  # type: ignore[misc]
+                return predict_fn(batch)
 
         attributes = {
             "name": name,

@@ -41,6 +41,10 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
         config["dynamic_batching"] = _dynamic_batching(spec)
     if spec.version_policy:
         config["version_policy"] = _version_policy(spec.version_policy)
+    if spec.streaming:
+        # Each chunk is one response through the request's response sender; clients stream over gRPC
+        # (ModelStreamInfer) or HTTP (generate_stream). Dynamic batching stays on: a batch streams together.
+        config["model_transaction_policy"] = {"decoupled": True}
     # No model_warmup for mfn's adapter: it runs the spec's warm-up itself before initialize() returns, with the
     # same sample rows as on TorchServe and outside mfn's metrics. Native models get Triton's (model_warmup).
     parameters = dict(spec.parameters)

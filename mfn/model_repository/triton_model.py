@@ -20,6 +20,7 @@ try:
     from mfn.runtime.bundle import load_bundle
     from mfn.runtime.failures import log_failure
     from mfn.runtime.loop import RequestFailure
+    from mfn.runtime.streaming import CANCELLED_STATUS, stream
 except ImportError as error:
     raise ImportError(
         "mfn is not importable by Triton's Python backend: install the mfn-serve wheel inside this model "
@@ -29,7 +30,7 @@ except ImportError as error:
 
 
 def _triton_error(failure):
-    codes = {400: "INVALID_ARG", 404: "NOT_FOUND", 503: "UNAVAILABLE"}
+    codes = {400: "INVALID_ARG", 404: "NOT_FOUND", 503: "UNAVAILABLE", CANCELLED_STATUS: "CANCELLED"}
     code = getattr(pb_utils.TritonError, codes.get(failure.status, "INTERNAL"), None)
     if code is None:
         return pb_utils.TritonError(failure.message)
@@ -73,11 +74,31 @@ class TritonPythonModel:
         self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics)
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
+        self.streaming = self.model.spec.streaming
         self.model.warm_up()  # before initialize returns: the model is not ready until then, as on TorchServe
 
     def execute(self, requests):
+        if self.streaming:
+            return self._stream(requests)
         outcomes = self.model.loop.run([self._decode(request) for request in requests])
         return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
+
+    def _stream(self, requests):
+        """A decoupled model: each chunk goes out through its request's sender as the handler yields it, and
+        each request ends with the final flag. Runs within execute, so the batch's requests stream together."""
+        senders = [request.get_response_sender() for request in requests]
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        steps = stream(self.model.loop, [self._decode(request) for request in requests],
+                       cancelled=lambda index: senders[index].is_cancelled())
+        for step in steps:
+            for event in step:
+                sender = senders[event.index]
+                flags = final if event.last else 0
+                if event.outcome is None:
+                    sender.send(flags=flags)
+                else:
+                    sender.send(self._encode(requests[event.index], event.outcome), flags=flags)
+        return None
 
     def finalize(self):
         self.model.close()

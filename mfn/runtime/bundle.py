@@ -108,20 +108,26 @@ class LoadedModel:
         warmup = self.spec.warmup
         if warmup is None:
             return
-        from mfn.handlers.metrics import InMemoryMetrics
         from mfn.handlers.samples import sample_arrays
         from mfn.runtime.loop import RequestFailure
-        from mfn.runtime.metrics import LoopMetrics
 
         batch = sample_arrays(self.spec.inputs, warmup.batch_size)
-        recording, self.loop.metrics = self.loop.metrics, LoopMetrics(InMemoryMetrics(), self.spec.name, self.spec.version)
+        recording, self.loop.metrics = self.loop.metrics, LoopMetrics(
+            InMemoryMetrics(), self.spec.name, self.spec.version, self.spec.streaming)
         try:
             for _ in range(warmup.count):
-                (outcome,) = self.loop.run([batch])
-                if isinstance(outcome, RequestFailure):
-                    raise RuntimeError(f"{self.spec.name}: warm-up request failed: {outcome.message}")
+                for outcome in self._warm_up_outcomes(batch):
+                    if isinstance(outcome, RequestFailure):
+                        raise RuntimeError(f"{self.spec.name}: warm-up request failed: {outcome.message}")
         finally:
             self.loop.metrics = recording
+
+    def _warm_up_outcomes(self, batch):
+        if not self.spec.streaming:
+            return self.loop.run([batch])
+        from mfn.runtime.streaming import stream
+
+        return [event.outcome for step in stream(self.loop, [batch]) for event in step]
 
     def close(self) -> None:
         """Run the handler's teardown."""
@@ -156,7 +162,7 @@ def load_bundle(
         artifact_paths=artifacts,
         metrics=HandlerMetrics(factory, spec.name, spec.version),
         allow_pickle=spec.allow_pickle,
-    ), LoopMetrics(factory, spec.name, spec.version))
+    ), LoopMetrics(factory, spec.name, spec.version, spec.streaming))
 
 
 def load_in_process(
@@ -173,7 +179,7 @@ def load_in_process(
         artifact_paths=artifacts,
         metrics=HandlerMetrics(factory, spec.name, spec.version),
         allow_pickle=spec.allow_pickle,
-    ), LoopMetrics(factory, spec.name, spec.version))
+    ), LoopMetrics(factory, spec.name, spec.version, spec.streaming))
 
 
 def start_handler(cls: type[Handler], spec: ModelSpec, ctx: Context, metrics: LoopMetrics | None = None) -> LoadedModel:

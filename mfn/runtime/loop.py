@@ -41,7 +41,7 @@ class BatchLoop:
     def __init__(self, handler: Handler, spec: ModelSpec, metrics: LoopMetrics | None = None) -> None:
         self.handler = handler
         self.spec = spec
-        self.metrics = metrics or LoopMetrics(InMemoryMetrics(), spec.name, spec.version)
+        self.metrics = metrics or LoopMetrics(InMemoryMetrics(), spec.name, spec.version, spec.streaming)
         self.max_rows = spec.batching.max_batch_size
         self.isolate_failures = spec.batching.isolate_failures
         handler_type = type(handler)
@@ -68,24 +68,17 @@ class BatchLoop:
         """Answer every request: outputs for the good ones, a RequestFailure for each failed one."""
         if len(requests) == 1:  # batching off, or a quiet moment: nothing to group
             try:
-                outcome = self._predict([self._prepare(requests[0])])[0]
+                outcome = self._predict([self.prepare(requests[0])])[0]
             except RequestFailure as failure:
                 outcome = failure
             self.metrics.requests("success" if isinstance(outcome, dict) else outcome_of(outcome.status))
             return [outcome]
         outcomes: list[Outcome | None] = [None] * len(requests)
-        # Requests share a batch only when their per-row shapes agree (variable dims may differ per request).
-        groups: dict[tuple, list[tuple[int, Arrays]]] = {}
-        for index, request in enumerate(requests):
-            try:
-                prepared = self._prepare(request)
-            except RequestFailure as failure:
-                outcomes[index] = failure
-                continue
-            key = tuple(prepared[name].shape[1:] for name in self._input_names)
-            groups.setdefault(key, []).append((index, prepared))
-        for members in groups.values():
-            for chunk in _chunks_by_rows(members, self.max_rows):
+        groups, failures = self.groups(requests)
+        for index, failure in failures:
+            outcomes[index] = failure
+        for members in groups:
+            for chunk in chunks_by_rows(members, self.max_rows):
                 for index, outcome in zip((i for i, _ in chunk), self._predict([r for _, r in chunk])):
                     outcomes[index] = outcome
         counts = Counter("success" if isinstance(o, dict) else outcome_of(o.status) for o in outcomes)  # type: ignore[union-attr]
@@ -93,7 +86,25 @@ class BatchLoop:
             self.metrics.requests(outcome, count)
         return outcomes  # type: ignore[return-value]
 
-    def _prepare(self, request: Arrays | Exception) -> Arrays:
+    def groups(
+        self, requests: Sequence[Arrays | Exception]
+    ) -> tuple[list[list[tuple[int, Arrays]]], list[tuple[int, RequestFailure]]]:
+        """The prepared requests grouped by per-row shapes (variable dims may differ per request; only requests
+        that agree share a batch), each with its position; and the failed ones with theirs."""
+        groups: dict[tuple, list[tuple[int, Arrays]]] = {}
+        failures = []
+        for index, request in enumerate(requests):
+            try:
+                prepared = self.prepare(request)
+            except RequestFailure as failure:
+                failures.append((index, failure))
+                continue
+            key = tuple(prepared[name].shape[1:] for name in self._input_names)
+            groups.setdefault(key, []).append((index, prepared))
+        return list(groups.values()), failures
+
+    def prepare(self, request: Arrays | Exception) -> Arrays:
+        """One request checked against the spec, in declared input order, preprocessed; raises RequestFailure."""
         if isinstance(request, RequestFailure):
             raise request
         if isinstance(request, Exception):
@@ -131,14 +142,14 @@ class BatchLoop:
         return rows is not None and 1 <= rows <= self.max_rows
 
     def _predict(self, requests: list[Arrays]) -> list[Outcome]:
-        rows = [_rows(request) for request in requests]
+        rows = [row_count(request) for request in requests]
         try:
             outputs = self._predict_batch(requests, sum(rows))
         except RequestFailure as failure:
             if len(requests) == 1 or not self.isolate_failures:
                 return [failure] * len(requests)
             return self._isolate(requests)
-        return [self._finish(response) for response in _split(outputs, rows)]
+        return [self.finish(response) for response in split_rows(outputs, rows)]
 
     def _isolate(self, requests: list[Arrays]) -> list[Outcome]:
         """Bisect a failed batch so only the requests that fail on their own get an error.
@@ -182,7 +193,12 @@ class BatchLoop:
                     return False
         return True
 
-    def _finish(self, response: Arrays) -> Outcome:
+    def checked_outputs(self, outputs: object, rows: int) -> Arrays:
+        """predict's outputs for `rows` rows as declared, converted where possible; raises RequestFailure."""
+        return outputs if self._outputs_conform(outputs, rows) else check_outputs(outputs, self.spec, rows)  # type: ignore[return-value]
+
+    def finish(self, response: Arrays) -> Outcome:
+        """One request's outputs after postprocess, or its failure."""
         if not self._has_postprocess:
             return response
         try:
@@ -264,15 +280,15 @@ def _dtype_name(dtype: np.dtype) -> str:
         return str(dtype)
 
 
-def _rows(request: Arrays) -> int:
+def row_count(request: Arrays) -> int:
     return next(iter(request.values())).shape[0]
 
 
-def _chunks_by_rows(members: list[tuple[int, Arrays]], max_rows: int) -> list[list[tuple[int, Arrays]]]:
+def chunks_by_rows(members: list[tuple[int, Arrays]], max_rows: int) -> list[list[tuple[int, Arrays]]]:
     chunks: list[list[tuple[int, Arrays]]] = [[]]
     rows_in_chunk = 0
     for member in members:
-        rows = _rows(member[1])
+        rows = row_count(member[1])
         if chunks[-1] and rows_in_chunk + rows > max_rows:
             chunks.append([])
             rows_in_chunk = 0
@@ -281,7 +297,7 @@ def _chunks_by_rows(members: list[tuple[int, Arrays]], max_rows: int) -> list[li
     return chunks
 
 
-def _split(outputs: Arrays, rows: list[int]) -> list[Arrays]:
+def split_rows(outputs: Arrays, rows: list[int]) -> list[Arrays]:
     """Each request's rows, as views of the batch outputs (no copies)."""
     if len(rows) == 1:
         return [outputs]

@@ -8,18 +8,24 @@ REQUESTS = "mfn_requests_total"
 BATCH_SIZE = "mfn_batch_size"
 PREDICT_SECONDS = "mfn_predict_duration_seconds"
 ISOLATION_PREDICTS = "mfn_isolation_predicts_total"
+FIRST_CHUNK_SECONDS = "mfn_first_chunk_seconds"
+STREAM_CHUNKS = "mfn_stream_chunks"
 
 # Rows per predict call: powers of two up to the largest batch sizes people configure.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 OUTCOMES = ("success", "invalid", "error")
+STREAMING_OUTCOMES = (*OUTCOMES, "cancelled")
+# Chunks per streamed request: one to a few thousand (tokens of a long generation).
+CHUNK_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class LoopMetrics:
     """mfn's built-in metrics, recorded by the batch loop."""
 
-    def __init__(self, factory: MetricFactory, model: str, version: int) -> None:
+    def __init__(self, factory: MetricFactory, model: str, version: int, streaming: bool = False) -> None:
         self._labels = {"model": model, "version": str(version)}
-        self._outcome_labels = {outcome: {**self._labels, "outcome": outcome} for outcome in OUTCOMES}
+        outcomes = STREAMING_OUTCOMES if streaming else OUTCOMES
+        self._outcome_labels = {outcome: {**self._labels, "outcome": outcome} for outcome in outcomes}
         self._requests = factory.counter(REQUESTS, "Requests answered, by outcome.", [*MODEL_LABELS, "outcome"])
         self._batch_size = factory.histogram(BATCH_SIZE, "Rows per predict call.", MODEL_LABELS, BATCH_SIZE_BUCKETS)
         self._predict = factory.histogram(
@@ -30,9 +36,14 @@ class LoopMetrics:
         )
         # Every outcome's series exists from the start at 0: rate() over the first errors is then not 0, and
         # an alert on errors sees them increase from a known value.
-        for outcome in OUTCOMES:
+        for outcome in outcomes:
             self.requests(outcome, 0)
         self._isolation(0, self._labels)
+        if streaming:
+            self._first_chunk = factory.histogram(
+                FIRST_CHUNK_SECONDS, "Time from a batch's predict call to its first chunk.", MODEL_LABELS, LATENCY_BUCKETS_S
+            )
+            self._chunks = factory.histogram(STREAM_CHUNKS, "Chunks sent per streamed request.", MODEL_LABELS, CHUNK_BUCKETS)
 
     def batch(self, rows: int, predict_s: float) -> None:
         """One predict call over `rows` rows that took `predict_s` seconds."""
@@ -43,8 +54,17 @@ class LoopMetrics:
         """`count` extra predict calls made to isolate the failing requests of a failed batch."""
         self._isolation(count, self._labels)
 
+    def first_chunk(self, seconds: float) -> None:
+        """A streaming batch's first chunk came `seconds` after its predict call."""
+        self._first_chunk(seconds, self._labels)
+
+    def chunks(self, count: int) -> None:
+        """A streamed request ended after `count` chunks."""
+        self._chunks(count, self._labels)
+
     def requests(self, outcome: str, count: int = 1) -> None:
-        """`count` requests answered with `outcome`: success, invalid (the client's fault) or error."""
+        """`count` requests answered with `outcome`: success, invalid (the client's fault), error, or (streaming
+        models) cancelled."""
         self._requests(count, self._outcome_labels[outcome])
 
 

@@ -1,0 +1,122 @@
+"""Streaming model functions on both real servers, over HTTP and gRPC: chunks arrive as the handler yields them,
+concurrent streams are batched, each request ends on its own done mask, and a cancelled stream stops predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy import local
+from mfn.errors import InvokeError
+from tests.conftest import HANDLERS
+
+pytestmark = pytest.mark.integration
+STREAMER = f"{HANDLERS / 'streamer.py'}:Streamer"
+SERVERS = ["triton", "torchserve"]
+PROTOCOLS = ["http", "grpc"]
+CASES = [(server, protocol) for server in SERVERS for protocol in PROTOCOLS]
+NAMES = {"triton": "streams", "torchserve": "streams-ts"}
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("stream-logs")
+    return {server: directory / f"{server}.log" for server in SERVERS}
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory, logs) -> Iterator[dict[str, local.Deployment]]:
+    deployed = {}
+    try:
+        for server in SERVERS:
+            output = tmp_path_factory.mktemp(f"streams-{server}")
+            mfn.package(STREAMER, output, target=server)
+            # The server's model processes inherit the environment: the handler notes its steps in this file.
+            os.environ["MFN_TEST_STREAM_LOG"] = str(logs[server])
+            deployed[server] = local.deploy(output, name=NAMES[server])
+        yield deployed
+    finally:
+        os.environ.pop("MFN_TEST_STREAM_LOG", None)
+        for deployment in deployed.values():
+            local.undeploy(deployment.name)
+
+
+def timed_chunks(name: str, protocol: str, steps: int, delay_ms: int) -> list[tuple[float, dict]]:
+    with mfn.Client(name, protocol=protocol) as client:
+        started = time.monotonic()
+        return [(time.monotonic() - started, chunk)
+                for chunk in client.stream("streamer", {"steps": [[steps]], "delay_ms": [[delay_ms]]})]
+
+
+@pytest.mark.parametrize(("server", "protocol"), CASES)
+def test_chunks_arrive_as_the_handler_yields_them_not_at_the_end(deployments, server, protocol):
+    chunks = timed_chunks(NAMES[server], protocol, steps=4, delay_ms=400)
+    assert [chunk["step"].tolist() for _, chunk in chunks] == [[[1]], [[2]], [[3]], [[4]]]
+    first, last = chunks[0][0], chunks[-1][0]
+    assert last - first > 0.9, f"chunks were buffered: first at {first:.2f} s, last at {last:.2f} s"
+
+
+@pytest.mark.parametrize(("server", "protocol"), CASES)
+def test_concurrent_streams_are_batched_and_each_ends_with_its_own_rows(deployments, server, protocol):
+    wanted = [2, 5, 3, 4]
+    with ThreadPoolExecutor(len(wanted)) as pool:
+        results = list(pool.map(lambda steps: timed_chunks(NAMES[server], protocol, steps, 300), wanted))
+    assert [len(chunks) for chunks in results] == wanted
+    assert max(int(chunk["batch"].item()) for chunks in results for _, chunk in chunks) > 1, "no two streams shared a batch"
+
+
+def test_a_cancelled_stream_on_triton_stops_predict_between_chunks(deployments, logs):
+    """Closing the iterator cancels the request; Triton tells the model, which stops and closes its generator."""
+    logs["triton"].write_text("")
+    with mfn.Client(NAMES["triton"], protocol="grpc") as client:
+        chunks = client.stream("streamer", {"steps": [[40]], "delay_ms": [[100]]})
+        assert [next(chunks)["step"].item(), next(chunks)["step"].item()] == [1, 2]
+        chunks.close()
+    deadline = time.monotonic() + 10
+    while "closed" not in logs["triton"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    noted = logs["triton"].read_text().splitlines()
+    assert noted[-1] == "closed" and len(noted) - 1 < 10, noted  # stopped long before step 40
+
+
+@pytest.mark.parametrize(("server", "protocol"), CASES)
+def test_a_plain_request_to_a_streaming_model_says_how_to_stream(deployments, server, protocol):
+    with mfn.Client(NAMES[server], protocol=protocol) as client, pytest.raises(InvokeError, match=r"Client\.stream\('streamer'"):
+        client.infer("streamer", {"steps": [[1]], "delay_ms": [[0]]})
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_invoke_stream_prints_one_json_object_per_chunk(deployments, server):
+    result = CliRunner().invoke(cli, ["invoke", "streamer", "--deployment", NAMES[server], "--stream", "--json",
+                                      "-d", '{"steps": [[3]], "delay_ms": [[0]]}'])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(line["chunk"], line["outputs"]["step"]) for line in lines] == [(1, [[1]]), (2, [[2]]), (3, [[3]])]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_streaming_metrics_count_chunks_and_time_to_first_chunk(deployments, server):
+    from prometheus_client.parser import text_string_to_metric_families
+    import urllib.request
+
+    timed_chunks(NAMES[server], "grpc", steps=3, delay_ms=0)
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(deployments[server].metrics_url, timeout=10) as response:
+            samples = {sample.name.removesuffix("_total"): sample.value
+                       for family in text_string_to_metric_families(response.read().decode())
+                       for sample in family.samples if sample.labels.get("model") == "streamer"
+                       and not sample.labels.get("le")}
+        if samples.get("mfn_stream_chunks_count", 0) > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert samples["mfn_stream_chunks_count"] > 0 and samples["mfn_first_chunk_seconds_count"] > 0
