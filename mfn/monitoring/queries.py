@@ -14,6 +14,10 @@ ERROR_RATIO = (
     " / sum by (model, version) (rate(mfn_requests_total[{w}]))"
 )
 PREDICT_QUANTILE = "histogram_quantile({q}, sum by (model, version, le) (rate(mfn_predict_duration_seconds_bucket[{w}])))"
+FIRST_CHUNK_QUANTILE = "histogram_quantile({q}, sum by (model, version, le) (rate(mfn_first_chunk_seconds_bucket[{w}])))"
+MEAN_CHUNKS = (
+    "sum by (model, version) (rate(mfn_stream_chunks_sum[{w}])) / sum by (model, version) (rate(mfn_stream_chunks_count[{w}]))"
+)
 MEAN_BATCH_SIZE = "sum by (model, version) (rate(mfn_batch_size_sum[{w}])) / sum by (model, version) (rate(mfn_batch_size_count[{w}]))"
 
 # Seconds a request waits in the server's queue, averaged over the window, for either server.

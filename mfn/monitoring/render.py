@@ -109,6 +109,9 @@ PANELS = (
     ("Predict latency p99", "s", q.window(q.PREDICT_QUANTILE, quantile=0.99), "{{model}} v{{version}}"),
     ("Mean batch size", "short", q.window(q.MEAN_BATCH_SIZE), "{{model}} v{{version}}"),
     ("Queue time per request", "s", q.QUEUE_SECONDS_RECORD, "{{model}} v{{version}}"),
+    # Streaming model functions only (the others have no such series).
+    ("Time to first chunk p95", "s", q.window(q.FIRST_CHUNK_QUANTILE, quantile=0.95), "{{model}} v{{version}}"),
+    ("Chunks per streamed request", "short", q.window(q.MEAN_CHUNKS), "{{model}} v{{version}}"),
 )
 
 

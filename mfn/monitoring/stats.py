@@ -1,7 +1,8 @@
 """`mfn stats`: a summary of a running deployment computed from its live metrics endpoint.
 
 Figures are totals since the server started (no Prometheus needed): requests by outcome, error rate,
-mean batch size, predict latency percentiles from mfn's histogram, and the server's mean queue time.
+mean batch size, predict latency percentiles from mfn's histogram, the server's mean queue time, and for
+streaming model functions the time to the first chunk and the chunks per request.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from mfn.deploy.state import Deployment
 from mfn.errors import MfnError
-from mfn.runtime.metrics import BATCH_SIZE, PREDICT_SECONDS, REQUESTS
+from mfn.runtime.metrics import BATCH_SIZE, FIRST_CHUNK_SECONDS, PREDICT_SECONDS, REQUESTS, STREAM_CHUNKS
 
 Key = tuple[str, str]
 
@@ -31,6 +32,9 @@ class ModelStats:
     predict_p50_s: float | None = None
     predict_p95_s: float | None = None
     queue_mean_s: float | None = None
+    first_chunk_p50_s: float | None = None
+    first_chunk_p95_s: float | None = None
+    mean_chunks: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,6 +57,8 @@ def summarise(text: str, server: str) -> list[ModelStats]:
     outcomes: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     batch = defaultdict(lambda: [0.0, 0.0])  # sum, count
     buckets: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    first_chunk: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    chunks = defaultdict(lambda: [0.0, 0.0])  # sum, count
     queue = defaultdict(lambda: [0.0, 0.0])  # microseconds, requests
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -68,6 +74,10 @@ def summarise(text: str, server: str) -> list[ModelStats]:
                 batch[mfn_key][1] += sample.value
             elif name == f"{PREDICT_SECONDS}_bucket":
                 buckets[mfn_key][float(labels["le"])] += sample.value
+            elif name == f"{FIRST_CHUNK_SECONDS}_bucket":
+                first_chunk[mfn_key][float(labels["le"])] += sample.value
+            elif name in (f"{STREAM_CHUNKS}_sum", f"{STREAM_CHUNKS}_count"):
+                chunks[mfn_key][name.endswith("_count")] += sample.value
             else:
                 _queue_sample(name, labels, sample.value, queue)
     rows = []
@@ -85,6 +95,9 @@ def summarise(text: str, server: str) -> list[ModelStats]:
             predict_p50_s=histogram_quantile(0.5, buckets[key]),
             predict_p95_s=histogram_quantile(0.95, buckets[key]),
             queue_mean_s=queued_us / queued_requests / 1e6 if queued_requests else None,
+            first_chunk_p50_s=histogram_quantile(0.5, first_chunk[key]),
+            first_chunk_p95_s=histogram_quantile(0.95, first_chunk[key]),
+            mean_chunks=chunks[key][0] / chunks[key][1] if chunks[key][1] else None,
         ))
     return rows
 
@@ -126,12 +139,16 @@ def format_stats(rows: list[ModelStats]) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1000:.2f} ms"
 
-    lines = [f"{'model':20} {'ver':>3} {'requests':>8} {'errors':>7} {'batch':>6} {'p50':>10} {'p95':>10} {'queue':>10}"]
+    streams = any(row.mean_chunks is not None for row in rows)
+    head = f"{'model':20} {'ver':>3} {'requests':>8} {'errors':>7} {'batch':>6} {'p50':>10} {'p95':>10} {'queue':>10}"
+    lines = [head + (f" {'1st chunk p50':>13} {'chunks':>7}" if streams else "")]
     for row in rows:
         errors = "-" if row.error_rate is None else f"{row.error_rate:.1%}"
         batch = "-" if row.mean_batch_size is None else f"{row.mean_batch_size:.2f}"
-        lines.append(
-            f"{row.model:20} {row.version:>3} {row.requests:>8} {errors:>7} {batch:>6} "
-            f"{ms(row.predict_p50_s):>10} {ms(row.predict_p95_s):>10} {ms(row.queue_mean_s):>10}"
-        )
+        line = (f"{row.model:20} {row.version:>3} {row.requests:>8} {errors:>7} {batch:>6} "
+                f"{ms(row.predict_p50_s):>10} {ms(row.predict_p95_s):>10} {ms(row.queue_mean_s):>10}")
+        if streams:
+            mean_chunks = "-" if row.mean_chunks is None else f"{row.mean_chunks:.1f}"
+            line += f" {ms(row.first_chunk_p50_s):>13} {mean_chunks:>7}"
+        lines.append(line)
     return "\n".join(lines)

@@ -22,7 +22,8 @@ from tests.integration.conftest import TEXT_STATS
 
 pytestmark = pytest.mark.integration
 FAULTY = f"{HANDLERS / 'faulty.py'}:Faulty"
-SENT = {("text_stats", "success"): 7, ("faulty", "success"): 2, ("faulty", "error"): 3}
+STREAMER = f"{HANDLERS / 'streamer.py'}:Streamer"
+SENT = {("text_stats", "success"): 7, ("faulty", "success"): 2, ("faulty", "error"): 3, ("streamer", "success"): 1}
 
 
 def query(prometheus_url: str, expr: str) -> list[dict]:
@@ -53,13 +54,14 @@ def send_known_traffic(name: str) -> None:
                 client.infer("faulty", {"x": [[-1.0, 0.0]]})
         for _ in range(SENT[("faulty", "success")]):
             client.infer("faulty", {"x": [[1.0, 2.0]]})
+        assert len(list(client.stream("streamer", {"steps": [[3]], "delay_ms": [[0]]}))) == 3
 
 
 @pytest.fixture(scope="module", params=["triton", "torchserve"])
 def monitored(request, tmp_path_factory):
     server = request.param
     models = tmp_path_factory.mktemp(f"monitored-{server}")
-    for ref in (TEXT_STATS, FAULTY):
+    for ref in (TEXT_STATS, FAULTY, STREAMER):
         mfn.package(ref, models, target=server)
     name = f"monitored-{server}"
     result = CliRunner().invoke(cli, ["deploy", str(models), "--name", name, "--prometheus", "--json"])
@@ -83,6 +85,8 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
     # Every outcome's series is there, at 0 where nothing was sent with it.
     expected = {(model, outcome): float(SENT.get((model, outcome), 0))
                 for model in ("text_stats", "faulty") for outcome in ("success", "invalid", "error")}
+    expected.update({("streamer", outcome): float(SENT.get(("streamer", outcome), 0))
+                     for outcome in ("success", "invalid", "error", "cancelled")})
 
     def counts(result):
         return {(r["metric"]["model"], r["metric"]["outcome"]): float(r["value"][1]) for r in result}
@@ -155,8 +159,10 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
     assert rows["text_stats"]["predict_p95_s"] is not None and rows["text_stats"]["queue_mean_s"] is not None
     # text_stats predicts in tens of microseconds: the buckets below 0.5 ms resolve it (the lowest used to give 0.25 ms).
     assert rows["text_stats"]["predict_p50_s"] < 0.00025
+    assert rows["streamer"]["mean_chunks"] == 3.0 and rows["streamer"]["first_chunk_p50_s"] is not None
+    assert rows["text_stats"]["mean_chunks"] is None
     human = CliRunner().invoke(cli, ["stats", deployment.name])
-    assert "text_stats" in human.output and "60.0%" in human.output
+    assert "text_stats" in human.output and "60.0%" in human.output and "1st chunk p50" in human.output
 
 
 def test_monitor_writes_config_rules_and_dashboard_for_another_prometheus(monitored, tmp_path):
