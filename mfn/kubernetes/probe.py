@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mfn.handlers.declarations import Tensor
     from mfn.spec import ModelSpec
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SAMPLE_ROWS = 1
 # Triton's binary tensor extension: the JSON header's length, then each input's raw bytes.
 TRITON_HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -47,15 +47,17 @@ class ProbeRequest:
     path: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    streaming: bool = False  # a streaming model function: its first chunk is the answer
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe form for the cache file."""
-        return {"model": self.model, "path": self.path, "body": base64.b64encode(self.body).decode(), "headers": self.headers}
+        return {"model": self.model, "path": self.path, "body": base64.b64encode(self.body).decode(),
+                "headers": self.headers, "streaming": self.streaming}
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> ProbeRequest:
         """The request `to_json` wrote."""
-        return cls(item["model"], item["path"], base64.b64decode(item["body"]), dict(item["headers"]))
+        return cls(item["model"], item["path"], base64.b64decode(item["body"]), dict(item["headers"]), item["streaming"])
 
 
 def build_requests(server: str, models_dir: Path, models: list[str]) -> list[ProbeRequest]:
@@ -116,9 +118,12 @@ def check(
         if left_s <= 0:
             failures.append(f"{item.model}: not tried, the probe's {timeout_s:g} s were used up")
             continue
-        url = f"http://127.0.0.1:{port}{item.path}"
-        status, text = request("POST", url, left_s, item.body, {**item.headers, **authorization})
-        problem = _answer_problem(status, text)
+        headers = {**item.headers, **authorization}
+        if item.streaming:
+            problem = _chunk_problem(*_first_chunk(port, item, headers, left_s))
+        else:
+            status, text = request("POST", f"http://127.0.0.1:{port}{item.path}", left_s, item.body, headers)
+            problem = _answer_problem(status, text)
         if problem:
             failures.append(f"{item.model}: {problem}")
     return failures
@@ -168,6 +173,39 @@ def _answer_problem(status: int, text: str) -> str | None:
     return None if isinstance(outputs, list) and outputs else f"HTTP 200 without outputs: {text[:300]}"
 
 
+def _first_chunk(port: int, item: ProbeRequest, headers: dict[str, str], timeout_s: float) -> tuple[int, str]:
+    """(status, first line of data) of a streamed answer; the connection is closed after it, so a long stream
+    does not hold the probe (Triton cancels the request then)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        connection.request("POST", item.path, body=item.body, headers=headers)
+        response = connection.getresponse()
+        if response.status != 200:
+            return response.status, response.read().decode("utf-8", "replace")
+        while line := response.readline():
+            if line.strip():
+                return 200, line.decode("utf-8", "replace").removeprefix("data: ")
+        return 200, ""
+    except (OSError, http.client.HTTPException) as error:
+        return 0, str(error) or type(error).__name__
+    finally:
+        connection.close()
+
+
+def _chunk_problem(status: int, text: str) -> str | None:
+    if status != 200:
+        return _answer_problem(status, text)
+    try:
+        chunk = json.loads(text)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict) or "error" in chunk or chunk.get("end"):
+        return f"HTTP 200 without a first chunk of outputs: {text[:300]}"
+    return None
+
+
 def _triton_request(models_dir: Path, model: str) -> ProbeRequest:
     """Inputs and outputs in Triton's binary form: its JSON form refuses FP16 and BF16 tensors."""
     from mfn.errors import MfnError
@@ -179,6 +217,11 @@ def _triton_request(models_dir: Path, model: str) -> ProbeRequest:
     if not versions:
         raise MfnError(f"{models_dir / model} holds no <version>/{SPEC_FILE}: was it packaged by `mfn package`?")
     spec = ModelSpec.from_json(max(versions, key=lambda path: int(path.parent.name)).read_text())
+    if spec.streaming:
+        # A decoupled model answers on HTTP only through generate_stream: flat JSON values, one row.
+        values = {tensor.name: _json_values(array) for tensor, array in _sample(spec)}
+        return ProbeRequest(model, f"/v2/models/{model}/generate_stream", json.dumps(values).encode(),
+                            {"Content-Type": "application/json"}, streaming=True)
     inputs, raw = [], []
     for tensor, array in _sample(spec):
         data = _raw_bytes(array)
@@ -205,12 +248,16 @@ def _torchserve_request(models_dir: Path, model: str) -> ProbeRequest:
             "name": tensor.name,
             "shape": list(array.shape),
             "datatype": tensor.dtype,
-            "data": [value.decode() if isinstance(value, bytes) else value for value in array.ravel().tolist()],
+            "data": _json_values(array),
         }
         for tensor, array in _sample(spec)
     ]
     body = json.dumps({"inputs": inputs}).encode()
-    return ProbeRequest(model, f"/predictions/{model}", body, {"Content-Type": "application/json"})
+    return ProbeRequest(model, f"/predictions/{model}", body, {"Content-Type": "application/json"}, spec.streaming)
+
+
+def _json_values(array: np.ndarray) -> list[Any]:
+    return [value.decode() if isinstance(value, bytes) else value for value in array.ravel().tolist()]
 
 
 def _sample(spec: ModelSpec) -> list[tuple[Tensor, np.ndarray]]:

@@ -34,11 +34,16 @@ def logs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory, logs) -> Iterator[dict[str, local.Deployment]]:
+def outputs(tmp_path_factory) -> dict[str, Path]:
+    return {server: tmp_path_factory.mktemp(f"streams-{server}") for server in SERVERS}
+
+
+@pytest.fixture(scope="module")
+def deployments(outputs, logs) -> Iterator[dict[str, local.Deployment]]:
     deployed = {}
     try:
         for server in SERVERS:
-            output = tmp_path_factory.mktemp(f"streams-{server}")
+            output = outputs[server]
             mfn.package(STREAMER, output, target=server)
             # The server's model processes inherit the environment: the handler notes its steps in this file.
             os.environ["MFN_TEST_STREAM_LOG"] = str(logs[server])
@@ -120,3 +125,15 @@ def test_streaming_metrics_count_chunks_and_time_to_first_chunk(deployments, ser
             break
         time.sleep(0.2)
     assert samples["mfn_stream_chunks_count"] > 0 and samples["mfn_first_chunk_seconds_count"] > 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_pod_probe_reads_a_streaming_models_first_chunk(deployments, outputs, server):
+    """The chart's probes send every model a sample request; a streaming model answers it with a stream."""
+    from mfn.deploy.state import read_key
+    from mfn.kubernetes.probe import build_requests, check
+
+    deployment = deployments[server]
+    (item,) = build_requests(server, outputs[server], ["streamer"])
+    assert item.streaming
+    assert check([item], deployment.ports["http"], timeout_s=20, token=read_key(deployment, "inference")) == []
