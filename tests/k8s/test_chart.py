@@ -432,3 +432,17 @@ def test_the_model_download_installs_nothing_and_streams(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "needs fsspec and s3fs in models.fetchImage" in result.stderr
     assert "presigned https:// URL" in result.stderr
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_a_streaming_model_renders_validates_and_is_probed_by_name(tmp_path, server):
+    from tests.conftest import HANDLERS
+
+    mfn.package(f"{HANDLERS / 'streamer.py'}:Streamer", tmp_path / server, target=server)
+    values = write_values({server: tmp_path / server}, server, tmp_path, gpu=False, delivery="uri")
+    documents = render(values)
+    for document in documents:
+        if document["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+    _, container = server_container(documents)
+    assert "--model=streamer" in container["readinessProbe"]["exec"]["command"]
