@@ -86,7 +86,7 @@ def read_manifest(unit: Path) -> bytes:
         with zipfile.ZipFile(unit) as archive:
             return archive.read(MANIFEST)
     except (FileNotFoundError, KeyError, StopIteration):
-        raise ManifestError(f"{unit.name} has no {MANIFEST}: it was packaged by an mfn without manifests; repackage it") from None
+        raise ManifestError(f"{unit.name} has no {MANIFEST}: it was packaged by an mfn without manifests (or by another tool)") from None
 
 
 def check(unit: Path, expected_sha256: str | None = None) -> None:
