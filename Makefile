@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/images.py
 	$(PY) benchmarks/client_overhead.py
+	$(PY) benchmarks/streaming.py
 
 # Never part of CI: ten minutes of load per server while workers and servers are killed; writes RELIABILITY.md.
 soak: setup

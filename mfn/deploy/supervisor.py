@@ -286,7 +286,11 @@ class Supervisor:
             self.status.models.pop(model, None)
             self.replay = [operation for operation in self.replay if operation.model != model]
         self.deployment.models = list(self.models)
-        state.save(self.deployment)
+        # The record on disk may have gained fields since this process wrote it (`mfn deploy --prometheus` adds
+        # its Prometheus): change only the models.
+        record = state.load(self.deployment.name) or self.deployment
+        record.models = list(self.models)
+        state.save(record)
         self._save_status()
 
     def _check_health(self) -> None:
