@@ -7,13 +7,16 @@ batch loop and the handler loading are mfn's shared runtime, the same code the T
 import logging
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from ts.torch_handler.base_handler import BaseHandler
 
+_IMPORT_STARTED = time.perf_counter()
 try:
     from mfn.archiver.ts_metrics import TorchServeMetricFactory
+    from mfn.runtime import cold_start
     from mfn.runtime.bundle import load_bundle
     from mfn.runtime.codec import DEFAULT_LIMITS, ServerCodec
     from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
@@ -25,6 +28,7 @@ except ImportError as error:
         "mfn is not importable by the TorchServe worker: install the mfn-serve wheel inside this archive "
         "(mfn-wheel/) into the Python environment TorchServe runs"
     ) from error
+_MFN_IMPORT_S = time.perf_counter() - _IMPORT_STARTED
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -47,6 +51,7 @@ class MfnHandler(BaseHandler):
     """Serves one packaged mfn handler."""
 
     def initialize(self, context):
+        started = time.perf_counter()
         # The worker would json.loads application/json bodies itself, before mfn can check their size
         # and nesting (a deep body raises RecursionError there and is parsed twice). It reads this
         # switch per request, and the process serves this model alone, so bodies arrive as raw bytes.
@@ -69,6 +74,8 @@ class MfnHandler(BaseHandler):
         # be above mfn's default; nesting and element limits stay mfn's.
         self.codec = ServerCodec(self.model.spec, replace(DEFAULT_LIMITS, max_body_bytes=sys.maxsize))
         self.streaming = self.model.spec.streaming
+        cold_start.record(self.model.spec.name, self.model.spec.version,
+                          cold_start.with_adapter_share(self.model.timings, _MFN_IMPORT_S + time.perf_counter() - started))
         self.initialized = True
 
     def handle(self, data, context):

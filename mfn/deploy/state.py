@@ -88,6 +88,8 @@ class Deployment:
     workdir: str
     shm_prefix: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # Where the first start's time went: server_start_s, and per model its load split (see mfn.runtime.cold_start).
+    cold_start: dict = field(default_factory=dict)
 
     @property
     def running(self) -> bool:

@@ -37,6 +37,7 @@ from mfn.deploy.operations import Operation, serve_requests
 from mfn.deploy.servers import LocalServer, local_server
 from mfn.deploy.supervision import STATUS_FILE, ModelHealth, Plan, Status
 from mfn.deploy.store import Store, discover
+from mfn.runtime import cold_start
 from mfn.deploy.state import Deployment
 from mfn.errors import MfnError
 from mfn.servers.process import exit_reason, process_start_time, rotate_log, stop_process_group
@@ -68,7 +69,12 @@ class Supervisor:
 
     def start(self, progress: Progress) -> Deployment:
         """Start the server and load every model; the first deployment record is written here."""
+        phases_dir = self.workdir / "cold_start"
+        phases_dir.mkdir(exist_ok=True)
+        os.environ[cold_start.ENV] = str(phases_dir)  # the server's model processes inherit it
+        started = time.monotonic()
         deployment = self._start_server(progress, ports=self.plan.ports)
+        deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
         deployment.extra["drain_timeout_s"] = str(self.plan.drain_timeout_s)
         deployment.extra["load_timeout_s"] = str(self.plan.load_timeout_s)
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
@@ -85,10 +91,12 @@ class Supervisor:
                     raise
                 raise MfnError(f"{model} did not finish loading within {self.plan.load_timeout_s:g} s (--load-timeout): "
                                f"its setup() may need longer; deploy again with a larger --load-timeout") from None
+            split = cold_start.split(time.monotonic() - started, cold_start.read(phases_dir, model))
+            deployment.cold_start["models"][model] = split
             deployment.models.append(model)
             state.save(deployment)
             self._model(model, "ready")
-            progress(f"{model} ready ({time.monotonic() - started:.1f} s)")
+            progress(f"{model} ready ({cold_start.describe(split)})")
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
         make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = "running"

@@ -16,8 +16,10 @@ import triton_python_backend_utils as pb_utils
 # before any of it runs; its own cache file cannot be avoided from here.)
 sys.dont_write_bytecode = True
 
+_IMPORT_STARTED = time.perf_counter()
 try:
     from mfn.model_repository.triton_metrics import TritonMetricFactory
+    from mfn.runtime import cold_start
     from mfn.runtime.bundle import load_bundle
     from mfn.runtime.failures import log_failure
     from mfn.runtime.loop import RequestFailure
@@ -28,6 +30,7 @@ except ImportError as error:
         "(mfn-wheel/) into the Python environment of the tritonserver stub (the python3 first on PATH), or point "
         "the model's EXECUTION_ENV_PATH at one that has it"
     ) from error
+_MFN_IMPORT_S = time.perf_counter() - _IMPORT_STARTED
 
 
 def _triton_error(failure):
@@ -86,6 +89,7 @@ class TritonPythonModel:
     """Serves one packaged mfn handler."""
 
     def initialize(self, args):
+        started = time.perf_counter()
         version_dir = Path(args["model_repository"]) / args["model_version"]
         on_gpu = args.get("model_instance_kind") == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
@@ -96,6 +100,8 @@ class TritonPythonModel:
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
         self.streaming = self.model.spec.streaming
         self.model.warm_up()  # before initialize returns: the model is not ready until then, as on TorchServe
+        cold_start.record(self.model.spec.name, self.model.spec.version,
+                          cold_start.with_adapter_share(self.model.timings, _MFN_IMPORT_S + time.perf_counter() - started))
 
     def execute(self, requests):
         if self.streaming:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from mfn.errors import SpecError
@@ -94,6 +95,8 @@ class LoadedModel:
     spec: ModelSpec
     handler: Handler
     loop: BatchLoop
+    # Seconds spent loading it, by phase (handler_import_s, setup_s, warm_up_s; see mfn.runtime.cold_start).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def warm_up(self) -> None:
         """Run the spec's warm-up requests (sample rows of the declared shapes) through the batch loop.
@@ -111,6 +114,7 @@ class LoadedModel:
         from mfn.handlers.samples import sample_arrays
         from mfn.runtime.loop import RequestFailure
 
+        started = time.perf_counter()
         batch = sample_arrays(self.spec.inputs, warmup.batch_size)
         recording, self.loop.metrics = self.loop.metrics, LoopMetrics(
             InMemoryMetrics(), self.spec.name, self.spec.version, self.spec.streaming)
@@ -121,6 +125,7 @@ class LoadedModel:
                         raise RuntimeError(f"{self.spec.name}: warm-up request failed: {outcome.message}")
         finally:
             self.loop.metrics = recording
+            self.timings["warm_up_s"] = time.perf_counter() - started
 
     def _warm_up_outcomes(self, batch):
         if not self.spec.streaming:
@@ -149,11 +154,13 @@ def load_bundle(
             f"{spec.name} v{spec.version} declares GPU instance groups, but the server gave it no GPU (none visible, "
             "or TorchServe's number_of_gpu is 0): package with CPU instances (--instances cpu:N) to serve it here"
         )
+    started = time.perf_counter()
     module = import_handler_file(bundle_dir / HANDLER_DIR / spec.entrypoint.file)
+    handler_import_s = time.perf_counter() - started
     cls = handler_class(module, spec.entrypoint.attribute, f"{spec.name} v{spec.version}")
     artifacts = {name: bundle_dir / bundled_artifact_path(name, declared) for name, declared in spec.artifacts.items()}
     factory = metrics or InMemoryMetrics()
-    return start_handler(cls, spec, Context(
+    loaded = start_handler(cls, spec, Context(
         model_dir=bundle_dir,
         version=spec.version,
         device=device,
@@ -163,6 +170,8 @@ def load_bundle(
         metrics=HandlerMetrics(factory, spec.name, spec.version),
         allow_pickle=spec.allow_pickle,
     ), LoopMetrics(factory, spec.name, spec.version, spec.streaming))
+    loaded.timings["handler_import_s"] = handler_import_s
+    return loaded
 
 
 def load_in_process(
@@ -185,5 +194,7 @@ def load_in_process(
 def start_handler(cls: type[Handler], spec: ModelSpec, ctx: Context, metrics: LoopMetrics | None = None) -> LoadedModel:
     """Create the handler, run its setup and wrap it in a batch loop."""
     handler = cls()
+    started = time.perf_counter()
     handler.setup(ctx)
-    return LoadedModel(spec=spec, handler=handler, loop=BatchLoop(handler, spec, metrics))
+    setup_s = time.perf_counter() - started
+    return LoadedModel(spec=spec, handler=handler, loop=BatchLoop(handler, spec, metrics), timings={"setup_s": setup_s})

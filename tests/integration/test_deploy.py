@@ -41,6 +41,7 @@ def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repo
     deployed = json.loads(result.output)
     assert deployed["models"] == ["text_stats"]
     assert set(deployed["endpoints"]) == {"http", "grpc", "metrics"}
+    assert deployed["cold_start"]["server_start_s"] > 0 and "text_stats" in deployed["cold_start"]["models"]
     owned_regions = {r for r in owned_shm_regions(mfn_home) if r.startswith(deployed["shm_prefix"])}
     assert owned_regions, "the Python backend should hold shared memory under the deployment's prefix"
     assert pid_alive(deployed["pid"])

@@ -231,3 +231,17 @@ def test_a_url_target_without_its_key_or_with_the_wrong_server_says_what_to_pass
     if server == "torchserve":
         with mfn.Client(address) as client, pytest.raises(InvokeError, match="for TorchServe pass --server torchserve"):
             client.infer("versioned", {"x": [[0]]})
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_deploy_records_where_each_models_cold_start_went(deployments, server):
+    from mfn.runtime.cold_start import PHASES
+
+    recorded = state.get(NAMES[server]).cold_start
+    assert recorded["server_start_s"] > 0
+    split = recorded["models"]["versioned"]
+    assert set(split) == {"load_s", "server_s", *PHASES}
+    assert all(value >= 0 for value in split.values())
+    # The adapter's phases happen inside the supervisor's load call; the server's share is the rest.
+    assert sum(split[phase] for phase in PHASES) <= split["load_s"] + 0.01
+    assert split["server_s"] == pytest.approx(split["load_s"] - sum(split[phase] for phase in PHASES), abs=0.01)
