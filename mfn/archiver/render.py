@@ -32,7 +32,15 @@ def unexpressed(spec: ModelSpec) -> list[str]:
                      "preferred sizes; it sends whatever has arrived when the batch is full or the delay is over")
     if batching.queue_policy is not None:
         notes.append("batching.queue_policy: TorchServe has no queue limits or timeouts per model; it is ignored")
+    if spec.name.startswith(TOKEN_PREFIX):
+        notes.append(f"name {spec.name!r}: TorchServe 0.12 takes management calls on /models/{TOKEN_PREFIX}... for its own "
+                     "token API and refuses them, so mfn describe, scale, unload and set-default cannot reach this model "
+                     "(serving it works); package with another --name to have them")
     return notes
+
+
+# TorchServe 0.12's token authorization reads a management path under /models/token... as its token API.
+TOKEN_PREFIX = "token"
 
 
 def model_config(spec: ModelSpec) -> dict[str, Any]:

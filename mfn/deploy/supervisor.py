@@ -281,7 +281,10 @@ class Supervisor:
         if remember and (operation.action == "scale" or operation.action in ("load", "unload") and version is not None):
             self.replay.append(operation)
         self._record_health(model)
-        return {"versions": self.server.served_versions(deployment, model)}
+        try:
+            return {"versions": self.server.served_versions(deployment, model)}
+        except MfnError:
+            return {"versions": []}  # done, but the server will not list them (TorchServe's token* names)
 
     def _serve(self, model: str, serving: bool) -> None:
         """Add `model` to (or drop it from) what this deployment serves, in its record and its status."""

@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 from mfn.archiver.reading import archive_info
+from mfn.archiver.render import TOKEN_PREFIX
 from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.deploy.state import Deployment, read_key, recorded_defaults
 from mfn.deploy.store import Store
@@ -85,7 +86,7 @@ def load_model(deployment: Deployment, store: Store, model: str) -> None:
     """Register the versions the model's version policy names, the newest first (TorchServe's default is the first
     registered: so it is the newest, as on Triton, unless `mfn set-default` chose another), and wait for workers."""
     archives = served_archives(store.models[model])
-    registered = set(served_versions(deployment, model))
+    registered = set(served_versions(deployment, model)) if model in _registered(deployment) else set()
     for archive in archives:
         if archive_info(archive).version not in registered:
             _register(deployment, archive)
@@ -118,10 +119,22 @@ def load_version(deployment: Deployment, store: Store, model: str, version: int)
         _register(deployment, archives[version])
 
 
+def _registered(deployment: Deployment) -> set[str]:
+    """The models the server has registered (the list call works for every model name)."""
+    code, body = http_json("GET", f"{management_url(deployment)}/models?limit=10000", 10.0, read_key(deployment, "management"))
+    if code != 200 or not isinstance(body, dict):
+        raise DeployError(f"cannot list the models of {deployment.name}: {describe_failure(code, body, deployment)}")
+    return {entry["modelName"] for entry in body.get("models", [])}
+
+
 def _descriptions(deployment: Deployment, model: str) -> list[dict]:
     code, body = http_json("GET", f"{management_url(deployment)}/models/{model}/all", 10.0, read_key(deployment, "management"))
     if code == 404:
         return []
+    if code == 400 and model.startswith(TOKEN_PREFIX):
+        raise DeployError(f"TorchServe 0.12 refuses management calls for {model}: it reads /models/{TOKEN_PREFIX}... as its "
+                          "own token API; the model serves, but to describe, scale or unload it, package it under "
+                          "another name (mfn package --name)")
     if code != 200 or not isinstance(body, list):
         raise DeployError(f"cannot describe {model} in {deployment.name}: {describe_failure(code, body, deployment)}")
     return body
@@ -229,10 +242,15 @@ def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple
 
 def model_problem(deployment: Deployment, model: str) -> str | None:
     """Why `model` cannot answer now (no worker ready), or None when at least one worker of each version is."""
-    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}/all", 10.0, read_key(deployment, "management"))
-    if code != 200 or not isinstance(body, list):
-        return describe_failure(code, body, deployment) or f"HTTP {code}"
-    for version in body:
+    try:
+        descriptions = _descriptions(deployment, model)
+    except DeployError as error:
+        if model.startswith(TOKEN_PREFIX) and model in _registered(deployment):
+            return None  # TorchServe will not describe it (see _descriptions): being registered is all it tells
+        return str(error).splitlines()[0]
+    if not descriptions:
+        return f"{model} is not registered with the server"
+    for version in descriptions:
         workers = version.get("workers", [])
         if not any(worker.get("status") == "READY" for worker in workers):
             states = ", ".join(worker.get("status", "?") for worker in workers) or "no workers"

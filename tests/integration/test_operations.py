@@ -245,3 +245,18 @@ def test_deploy_records_where_each_models_cold_start_went(deployments, server):
     # The adapter's phases happen inside the supervisor's load call; the server's share is the rest.
     assert sum(split[phase] for phase in PHASES) <= split["load_s"] + 0.01
     assert split["server_s"] == pytest.approx(split["load_s"] - sum(split[phase] for phase in PHASES), abs=0.01)
+
+
+def test_a_torchserve_model_named_token_something_is_served_and_its_limits_are_named(deployments, packaged):
+    """TorchServe 0.12 reads management paths under /models/token... as its token API and refuses them."""
+    store = packaged["torchserve"][0]
+    result = mfn.package(TEXT_STATS, store, target="torchserve", name="tokenizer")
+    assert any("TorchServe 0.12 takes management calls on /models/token..." in warning for warning in result.warnings)
+    run("load", "tokenizer", "--deployment", NAMES["torchserve"])
+    try:
+        with mfn.Client(NAMES["torchserve"]) as client:
+            assert client.infer("tokenizer", {"text": [["a b"]]})["n_words"].item() == 2
+        refused = CliRunner().invoke(cli, ["scale", "tokenizer", "2", "--deployment", NAMES["torchserve"]])
+        assert refused.exit_code != 0 and "package it under another name" in refused.output
+    finally:
+        (store / "tokenizer.mar").unlink()
