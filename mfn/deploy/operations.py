@@ -10,16 +10,23 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mfn.deploy import state
-from mfn.deploy.launching import Progress, load_timeout_s
+from mfn.deploy.launching import Progress, load_timeout_s, with_progress
 from mfn.deploy.servers import local_server
 from mfn.deploy.state import Deployment
+from mfn.deploy.store import discover
+from mfn.deploy.supervision import ModelHealth
 from mfn.errors import DeployError, MfnError
+
+if TYPE_CHECKING:
+    from mfn.deploy.supervisor import Supervisor
 
 OPERATIONS_DIR = "operations"
 OPERATIONS = ("load", "unload", "reload", "scale", "set-default")
@@ -231,3 +238,69 @@ def serve_requests(workdir: Path, carry_out) -> None:
             json.dump(reply, handle)
         os.replace(temp, request_file.with_name(request_file.name.replace(".request.", ".reply.")))
         request_file.unlink(missing_ok=True)
+
+
+def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = True) -> dict:
+    """One operator request, carried out by the deployment's supervisor between its health checks; raises
+    MfnError with the reason it was refused."""
+    assert supervisor.deployment is not None
+    deployment, model, version = supervisor.deployment, operation.model, operation.version
+    if operation.action == "load":
+        supervisor.store = discover(Path(supervisor.plan.path))  # it may have been packaged after the deploy
+        if model not in supervisor.store.models:
+            raise MfnError(f"{model} is not in {supervisor.store.root} (it has {', '.join(supervisor.store.models)}); "
+                           f"package it there first")
+    elif model not in supervisor.models:
+        raise MfnError(f"{deployment.name} does not serve {model} (it serves {', '.join(supervisor.models) or 'nothing'})")
+    supervisor.retire(model)
+    if operation.action == "load":
+        if version is None or model not in supervisor.models:
+            with_progress(lambda: supervisor.server.load_model(deployment, supervisor.store, model), _to_log,
+                          f"{model}: still loading", supervisor.plan.load_timeout_s)
+        if version is not None:
+            supervisor.server.load_version(deployment, supervisor.store, model, version)
+        if model not in supervisor.models:
+            _serve(supervisor, model, True)
+    elif operation.action == "unload":
+        supervisor.server.unload_model(deployment, model, version)
+        if version is None:
+            _serve(supervisor, model, False)
+            return {"versions": []}
+    elif operation.action == "reload":
+        supervisor.store = discover(Path(supervisor.plan.path))
+        supervisor.server.restart_model(deployment, supervisor.store, model)
+    elif operation.action == "scale":
+        supervisor.server.scale_model(deployment, model, operation.count, version)
+    elif operation.action == "set-default":
+        supervisor.server.set_default_version(deployment, model, version)
+        state.record_default(deployment.name, model, version)
+    if remember and (operation.action == "scale" or operation.action in ("load", "unload") and version is not None):
+        supervisor.replay.append(operation)
+    supervisor._record_health(model)
+    try:
+        return {"versions": supervisor.server.served_versions(deployment, model)}
+    except MfnError:
+        return {"versions": []}  # done, but the server will not list them (TorchServe's token* names)
+
+def _serve(supervisor: Supervisor, model: str, serving: bool) -> None:
+    """Add `model` to (or drop it from) what this deployment serves, in its record and its status."""
+    assert supervisor.deployment is not None
+    if serving:
+        supervisor.models.append(model)
+        supervisor.status.models[model] = ModelHealth()
+    else:
+        supervisor.models.remove(model)
+        supervisor.status.models.pop(model, None)
+        supervisor.replay = [operation for operation in supervisor.replay if operation.model != model]
+    supervisor.deployment.models = list(supervisor.models)
+    # The record on disk may have gained fields since this process wrote it (`mfn deploy --prometheus` adds
+    # its Prometheus): change only the models.
+    record = state.load(supervisor.deployment.name) or supervisor.deployment
+    record.models = list(supervisor.models)
+    state.save(record)
+    supervisor._save_status()
+
+
+def _to_log(message: str) -> None:
+    """The supervisor's stderr is its log file."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)

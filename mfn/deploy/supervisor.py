@@ -28,12 +28,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from mfn.deploy import state
 from mfn.deploy.launching import Progress, log_tail, make_shm_regions_private, remove_shm_regions, with_progress
-from mfn.deploy.operations import Operation, serve_requests
+from mfn.deploy.operations import Operation, carry_out, serve_requests
 from mfn.deploy.servers import LocalServer, local_server
 from mfn.deploy.supervision import STATUS_FILE, ModelHealth, Plan, Status
 from mfn.deploy.store import Store, discover
@@ -48,6 +50,7 @@ WATCH_INTERVAL_S = 0.5
 HEALTH_INTERVAL_S = 5.0
 READY_TIMEOUT_S = 120.0
 KILL_GRACE_S = 5.0
+PARALLEL_LOADS = 4
 
 
 class Supervisor:
@@ -80,28 +83,38 @@ class Supervisor:
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
             deployment.extra["max_request_bytes"] = str(self.plan.max_request_bytes)
         state.save(deployment)
-        for model in self.plan.models:
-            progress(f"loading {model} ...")
-            started = time.monotonic()
-            try:
-                with_progress(lambda: self.server.load_model(deployment, self.store, model), progress,
-                              f"{model}: still loading", self.plan.load_timeout_s)
-            except MfnError:
-                if time.monotonic() - started < self.plan.load_timeout_s:
-                    raise
-                raise MfnError(f"{model} did not finish loading within {self.plan.load_timeout_s:g} s (--load-timeout): "
-                               f"its setup() may need longer; deploy again with a larger --load-timeout") from None
-            split = cold_start.split(time.monotonic() - started, cold_start.read(phases_dir, model))
-            deployment.cold_start["models"][model] = split
-            deployment.models.append(model)
-            state.save(deployment)
-            self._model(model, "ready")
-            progress(f"{model} ready ({cold_start.describe(split)})")
+        # Models load side by side: a model's load is mostly its server starting a process and importing
+        # libraries, which other models need not wait for. The record lists them in the plan's order.
+        say = _serialized(progress)
+        with ThreadPoolExecutor(min(PARALLEL_LOADS, len(self.plan.models) or 1)) as pool:
+            loads = {pool.submit(self._first_load, deployment, model, say, phases_dir): model for model in self.plan.models}
+            for done in as_completed(loads):
+                model = loads[done]
+                split = done.result()  # the first failure ends the deploy (the server is then stopped)
+                deployment.cold_start["models"][model] = split
+                deployment.models = [name for name in self.plan.models if name in deployment.cold_start["models"]]
+                state.save(deployment)
+                self._model(model, "ready")
+                say(f"{model} ready ({cold_start.describe(split)})")
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
         make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = "running"
         self._save_status()
         return deployment
+
+    def _first_load(self, deployment: Deployment, model: str, progress: Progress, phases_dir: Path) -> dict[str, float]:
+        """Load one model of the plan; its cold-start split (see mfn.runtime.cold_start)."""
+        progress(f"loading {model} ...")
+        started = time.monotonic()
+        try:
+            with_progress(lambda: self.server.load_model(deployment, self.store, model), progress,
+                          f"{model}: still loading", self.plan.load_timeout_s)
+        except MfnError:
+            if time.monotonic() - started < self.plan.load_timeout_s:
+                raise
+            raise MfnError(f"{model} did not finish loading within {self.plan.load_timeout_s:g} s (--load-timeout): "
+                           f"its setup() may need longer; deploy again with a larger --load-timeout") from None
+        return cold_start.split(time.monotonic() - started, cold_start.read(phases_dir, model))
 
     def watch(self) -> None:
         """Keep the server and its models up until a stop is requested or restarts run out."""
@@ -229,7 +242,7 @@ class Supervisor:
         """Reload `model` and record what the server says afterwards."""
         assert self.deployment is not None
         _log(f"{model}: {why}; reloading")
-        self._retire(model)
+        self.retire(model)
         self.status.models[model].reloads += 1
         self._model(model, "reloading", why)
         try:
@@ -239,70 +252,14 @@ class Supervisor:
             return
         self._record_health(model)
 
-    def _retire(self, model: str) -> None:
+    def retire(self, model: str) -> None:
         """Workers of `model` end during a reload, unload or scale-down: their ends are not new deaths."""
         self.retired |= {pid for pid, name in self.stubs.items() if name == model}
         self.retired |= {pid for pid, (name, _) in self._workers().items() if name == model}
         self.stubs = {pid: name for pid, name in self.stubs.items() if name != model}
 
     def _carry_out(self, operation: Operation, remember: bool = True) -> dict:
-        """One operator request (see mfn.deploy.operations); raises MfnError with the reason it was refused."""
-        assert self.deployment is not None
-        deployment, model, version = self.deployment, operation.model, operation.version
-        if operation.action == "load":
-            self.store = discover(Path(self.plan.path))  # it may have been packaged after the deploy
-            if model not in self.store.models:
-                raise MfnError(f"{model} is not in {self.store.root} (it has {', '.join(self.store.models)}); "
-                               f"package it there first")
-        elif model not in self.models:
-            raise MfnError(f"{deployment.name} does not serve {model} (it serves {', '.join(self.models) or 'nothing'})")
-        self._retire(model)
-        if operation.action == "load":
-            if version is None or model not in self.models:
-                with_progress(lambda: self.server.load_model(deployment, self.store, model), _log,
-                              f"{model}: still loading", self.plan.load_timeout_s)
-            if version is not None:
-                self.server.load_version(deployment, self.store, model, version)
-            if model not in self.models:
-                self._serve(model, True)
-        elif operation.action == "unload":
-            self.server.unload_model(deployment, model, version)
-            if version is None:
-                self._serve(model, False)
-                return {"versions": []}
-        elif operation.action == "reload":
-            self.store = discover(Path(self.plan.path))
-            self.server.restart_model(deployment, self.store, model)
-        elif operation.action == "scale":
-            self.server.scale_model(deployment, model, operation.count, version)
-        elif operation.action == "set-default":
-            self.server.set_default_version(deployment, model, version)
-            state.record_default(deployment.name, model, version)
-        if remember and (operation.action == "scale" or operation.action in ("load", "unload") and version is not None):
-            self.replay.append(operation)
-        self._record_health(model)
-        try:
-            return {"versions": self.server.served_versions(deployment, model)}
-        except MfnError:
-            return {"versions": []}  # done, but the server will not list them (TorchServe's token* names)
-
-    def _serve(self, model: str, serving: bool) -> None:
-        """Add `model` to (or drop it from) what this deployment serves, in its record and its status."""
-        assert self.deployment is not None
-        if serving:
-            self.models.append(model)
-            self.status.models[model] = ModelHealth()
-        else:
-            self.models.remove(model)
-            self.status.models.pop(model, None)
-            self.replay = [operation for operation in self.replay if operation.model != model]
-        self.deployment.models = list(self.models)
-        # The record on disk may have gained fields since this process wrote it (`mfn deploy --prometheus` adds
-        # its Prometheus): change only the models.
-        record = state.load(self.deployment.name) or self.deployment
-        record.models = list(self.models)
-        state.save(record)
-        self._save_status()
+        return carry_out(self, operation, remember)
 
     def _check_health(self) -> None:
         for model in self.models:
@@ -339,6 +296,17 @@ class Supervisor:
         while time.monotonic() < deadline and not self.stop_requested:
             time.sleep(0.1)
         return self.stop_requested
+
+
+def _serialized(progress: Progress) -> Progress:
+    """`progress`, callable from several loading threads at once (each line written whole)."""
+    lock = threading.Lock()
+
+    def say(message: str) -> None:
+        with lock:
+            progress(message)
+
+    return say
 
 
 def _log(message: str) -> None:
