@@ -31,7 +31,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("ref")
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
 @click.option("--target", type=click.Choice(SERVERS), default="triton", show_default=True, help="Server to package for.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository (Triton) or model store (TorchServe) directory.")
 @click.option("--archive-format", type=click.Choice(ARCHIVE_FORMATS), default="default", show_default=True, help="TorchServe archive format.")
@@ -51,25 +51,38 @@ def cli() -> None:
 @click.option("--allow-pickle", is_flag=True, help="Trust pickled objects in the model file (a .pt2's pickled payloads "
                    "run code when loaded); without it such files are refused.")
 @json_option
-def package(ref, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, as_json):
-    """Package REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
+def package(refs, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, as_json):
+    """Package each REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
-    torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite."""
+    torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite. Several REFs package
+    many functions in one call (the other options apply to each; --json prints one object per line)."""
+    from mfn.errors import MfnError
     from mfn.handlers.declarations import VersionPolicy
     from mfn.packaging import package as package_model
 
+    if len(refs) > 1 and name:
+        raise click.UsageError("--name names one model: leave it out with several REFs (each keeps its declared name)")
     batching = {key: value for key, value in {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}.items() if value is not None}
     policy = VersionPolicy.parse(version_policy) if version_policy else None
-    result = package_model(
-        ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version, batching=batching or None,
-        instances=instances or None, inputs=inputs or None, version_policy=policy, warmup={"batch_size": warmup} if warmup else None,
-        execution_env=execution_env, bundle_env=bundle_env, allow_pickle=True if allow_pickle else None,
-    )
-    summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path),
-               "warnings": list(result.warnings)}
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(json.dumps(summary) if as_json else f"packaged {result.spec.name} v{result.spec.version} for {target} in {result.path}")
+    done = []
+    for ref in refs:
+        try:
+            result = package_model(
+                ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version,
+                batching=batching or None, instances=instances or None, inputs=inputs or None, version_policy=policy,
+                warmup={"batch_size": warmup} if warmup else None, execution_env=execution_env, bundle_env=bundle_env,
+                allow_pickle=True if allow_pickle else None,
+            )
+        except MfnError as error:
+            if not done:
+                raise
+            raise MfnError(f"{ref}: {error} (packaged before it: {', '.join(done)})") from None
+        done.append(result.spec.name)
+        summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path),
+                   "warnings": list(result.warnings)}
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(json.dumps(summary) if as_json else f"packaged {result.spec.name} v{result.spec.version} for {target} in {result.path}")
 
 
 @cli.command()

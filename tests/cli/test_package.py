@@ -161,3 +161,14 @@ def test_status_without_a_kubeconfig_says_nothing_of_kubernetes_unless_asked(mon
     assert json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["kubernetes"] == []
     result = CliRunner().invoke(cli, ["status", "--kubernetes"])
     assert f"kubernetes: no kubeconfig at {tmp_path / 'none'}" in result.output and "--dry-run" not in result.output
+
+
+def test_several_handlers_are_packaged_in_one_call(tmp_path):
+    result = run("package", TEXT_STATS, f"{HANDLERS / 'versioned.py'}:Versioned", "-o", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["model"] for line in result.output.splitlines()] == ["text_stats", "versioned"]
+    assert (tmp_path / "text_stats" / "config.pbtxt").is_file() and (tmp_path / "versioned" / "config.pbtxt").is_file()
+    refused = run("package", TEXT_STATS, f"{HANDLERS / 'versioned.py'}:Versioned", "-o", tmp_path / "other", "--name", "x")
+    assert refused.exit_code == 2 and "--name names one model" in refused.output
+    failed = run("package", TEXT_STATS, f"{HANDLERS / 'no_predict.py'}:NoPredict", "-o", tmp_path / "third")
+    assert failed.exit_code == 1 and "(packaged before it: text_stats)" in failed.output
