@@ -276,11 +276,12 @@ def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = Tru
         state.record_default(deployment.name, model, version)
     if remember and (operation.action == "scale" or operation.action in ("load", "unload") and version is not None):
         supervisor.replay.append(operation)
-    supervisor._record_health(model)
+    supervisor.record_health(model)
     try:
         return {"versions": supervisor.server.served_versions(deployment, model)}
     except MfnError:
         return {"versions": []}  # done, but the server will not list them (TorchServe's token* names)
+
 
 def _serve(supervisor: Supervisor, model: str, serving: bool) -> None:
     """Add `model` to (or drop it from) what this deployment serves, in its record and its status."""
@@ -298,7 +299,7 @@ def _serve(supervisor: Supervisor, model: str, serving: bool) -> None:
     record = state.load(supervisor.deployment.name) or supervisor.deployment
     record.models = list(supervisor.models)
     state.save(record)
-    supervisor._save_status()
+    supervisor.save_status()
 
 
 def _to_log(message: str) -> None:

@@ -99,7 +99,7 @@ class Supervisor:
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
         make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = "running"
-        self._save_status()
+        self.save_status()
         return deployment
 
     def _first_load(self, deployment: Deployment, model: str, progress: Progress, phases_dir: Path) -> dict[str, float]:
@@ -146,7 +146,7 @@ class Supervisor:
         process = self.process
         if process is not None and process.poll() is None:
             self.status.state = "draining"
-            self._save_status()
+            self.save_status()
             if self.deployment is not None:
                 self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
             # The group may hold stubs or workers that outlived the server's own exit.
@@ -155,7 +155,7 @@ class Supervisor:
         remove_shm_regions(self.plan.shm_prefix)
         self.status.state = final_state
         self.status.server_pid = None
-        self._save_status()
+        self.save_status()
 
     def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: list[str] = ()) -> Deployment:
         deployment, process = self.server.start(
@@ -167,7 +167,7 @@ class Supervisor:
         self.stubs, self.retired = {}, set()
         self.status.server_pid = process.pid
         self.status.server_start_time = process_start_time(process.pid)
-        self._save_status()
+        self.save_status()
         if self.deployment is not None:
             # A restart keeps the first record: the ports and key file path are the same, and the record may
             # have gained fields since (a Prometheus) that the new one would lose.
@@ -184,7 +184,7 @@ class Supervisor:
         if attempt >= len(RESTART_BACKOFF_S):
             self.status.state = "failed"
             self.status.last_exit += f"; gave up after {attempt} restarts in a row"
-            self._save_status()
+            self.save_status()
             return False
         self.status.state = "restarting"
         for model in self.models:
@@ -200,7 +200,7 @@ class Supervisor:
             if self.process.poll() is None:
                 stop_process_group(self.process.pid, process_start_time(self.process.pid), grace_s=KILL_GRACE_S)
                 self.process.wait()
-            self._save_status()
+            self.save_status()
             return True
         for model in self.models:
             self._wait_ready(model)
@@ -212,7 +212,7 @@ class Supervisor:
         self._reload_dead_workers()
         self.status.restarts += 1
         self.status.state = "running"
-        self._save_status()
+        self.save_status()
         _log(f"{self.plan.server} restarted; {', '.join(self.models)} loaded")
         return True
 
@@ -250,7 +250,7 @@ class Supervisor:
         except MfnError as error:
             self._model(model, "unavailable", str(error).splitlines()[0])
             return
-        self._record_health(model)
+        self.record_health(model)
 
     def retire(self, model: str) -> None:
         """Workers of `model` end during a reload, unload or scale-down: their ends are not new deaths."""
@@ -263,16 +263,16 @@ class Supervisor:
 
     def _check_health(self) -> None:
         for model in self.models:
-            if self._record_health(model) is not None:
+            if self.record_health(model) is not None:
                 self._reload(model, "the server says it is not ready")
 
     def _wait_ready(self, model: str) -> None:
         """Wait for a preloaded model's workers (TorchServe starts them after opening its ports)."""
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while self._record_health(model) is not None and time.monotonic() < deadline and not self.stop_requested:
+        while self.record_health(model) is not None and time.monotonic() < deadline and not self.stop_requested:
             time.sleep(WATCH_INTERVAL_S)
 
-    def _record_health(self, model: str) -> str | None:
+    def record_health(self, model: str) -> str | None:
         assert self.deployment is not None
         problem = self.server.model_problem(self.deployment, model)
         self._model(model, "ready" if problem is None else "unavailable", problem or "")
@@ -282,9 +282,9 @@ class Supervisor:
         entry = self.status.models[model]
         if (entry.health, entry.detail) != (health, detail):
             entry.health, entry.detail = health, detail
-            self._save_status()
+            self.save_status()
 
-    def _save_status(self) -> None:
+    def save_status(self) -> None:
         fd, temp = tempfile.mkstemp(dir=self.workdir, prefix=".status.", suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
             json.dump(self.status.to_json(), handle, indent=2, sort_keys=True)
