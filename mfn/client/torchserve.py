@@ -42,11 +42,7 @@ class TorchServeTransport:
             # Refused before sending: TorchServe 0.12 answers a plain gRPC call with the first chunk and its worker
             # then stalls on the rest for its response timeout.
             raise InvokeError(_STREAMING_HINT.format(model=model, endpoint=endpoint))
-        arrays = arrays_for(model, inputs, declared)
-        try:
-            body = torchserve_wire.request_body(arrays, self.binary)
-        except InvokeError as error:
-            raise InvokeError(f"{model}: {error}") from None
+        body = self._body(model, inputs, declared)
         limit = endpoint.max_request_bytes
         if limit is not None and len(body.data) > limit:
             raise InvokeError(
@@ -72,15 +68,21 @@ class TorchServeTransport:
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, attempt: Attempt
     ) -> Iterator[dict[str, np.ndarray]]:
         """A streaming model's chunks over REST (one JSON line each) or gRPC StreamPredictions."""
-        from mfn.client import streams, torchserve_wire
+        from mfn.client import streams
 
-        arrays = arrays_for(model, inputs, self._declaration(endpoint, model, version)[0])
-        try:
-            body = torchserve_wire.request_body(arrays, self.binary)
-        except InvokeError as error:
-            raise InvokeError(f"{model}: {error}") from None
+        body = self._body(model, inputs, self._declaration(endpoint, model, version)[0])
         channel = self._grpc_channel(endpoint) if endpoint.protocol == "grpc" else None
         return streams.torchserve(endpoint, channel, model, body, version, self.timeout_s)
+
+    def _body(self, model: str, inputs: Mapping[str, Any], declared: dict[str, tuple[str, int]] | None) -> Any:
+        """The request body for `inputs`, cast to the declared datatypes where they are known."""
+        from mfn.client import torchserve_wire
+
+        arrays = arrays_for(model, inputs, declared)
+        try:
+            return torchserve_wire.request_body(arrays, self.binary)
+        except InvokeError as error:
+            raise InvokeError(f"{model}: {error}") from None
 
     def reset(self, endpoint: Endpoint) -> None:
         """Nothing to do: the REST pool drops broken connections and gRPC channels reconnect by themselves."""

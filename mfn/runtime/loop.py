@@ -163,9 +163,7 @@ class BatchLoop:
 
     def _predict_batch(self, requests: list[Arrays], rows: int) -> Arrays:
         """One predict call over the concatenated requests; any failure comes out as a RequestFailure."""
-        batch = requests[0] if len(requests) == 1 else {
-            name: np.concatenate([request[name] for request in requests]) for name in requests[0]
-        }
+        batch = concatenate(requests)
         started = time.perf_counter()
         try:
             outputs = self.handler.predict(batch)
@@ -278,6 +276,13 @@ def _dtype_name(dtype: np.dtype) -> str:
         return f"{canonical_dtype(dtype)} ({dtype})"
     except ValueError:
         return str(dtype)
+
+
+def concatenate(requests: list[Arrays]) -> Arrays:
+    """The requests' rows as one batch (a lone request as it is, without a copy)."""
+    if len(requests) == 1:
+        return requests[0]
+    return {name: np.concatenate([request[name] for request in requests]) for name in requests[0]}
 
 
 def row_count(request: Arrays) -> int:

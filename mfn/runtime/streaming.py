@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mfn.handlers.base import DONE, Arrays
-from mfn.runtime.loop import BatchLoop, RequestFailure, chunks_by_rows, row_count
+from mfn.runtime.loop import BatchLoop, RequestFailure, chunks_by_rows, concatenate, row_count
 from mfn.runtime.metrics import outcome_of
 
 # nginx's "client closed request": the status a cancelled request's failure carries (it is never sent).
@@ -60,10 +60,7 @@ def _stream_batch(
         start += rows
     total_rows = start
     sent = dict.fromkeys(live, 0)
-    requests = [request for _, request in members]
-    batch = requests[0] if len(requests) == 1 else {
-        name: np.concatenate([request[name] for request in requests]) for name in requests[0]
-    }
+    batch = concatenate([request for _, request in members])
     started = time.perf_counter()
     generator = None
     first = True
