@@ -79,11 +79,16 @@ class MfnHandler(BaseHandler):
         self.initialized = True
 
     def handle(self, data, context):
-        decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
-        if self.streaming:
-            return self._stream(decoded, context)
-        outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
-        return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
+        in_flight = self.model.loop.metrics.in_flight
+        in_flight.add(len(data))
+        try:
+            decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
+            if self.streaming:
+                return self._stream(decoded, context)
+            outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
+            return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
+        finally:
+            in_flight.add(-len(data))
 
     def _stream(self, decoded, context):
         """Intermediate responses, one per chunk and request, as the handler yields them; the returned list (which

@@ -165,6 +165,12 @@ def gpus_needed(spec: ModelSpec) -> int:
     return len(listed) + unlisted
 
 
+def target_concurrency(specs: list[ModelSpec]) -> int:
+    """Requests one pod takes at once without queueing: each instance of each model runs a full batch at a time
+    (one request where batching is off). Autoscaling aims at this many requests in flight per replica."""
+    return max(1, sum(max(1, spec.batching.max_batch_size) * spec.worker_count for spec in specs))
+
+
 def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: str | None, pvc: str | None) -> dict[str, Any]:
     """Values for one release serving every model in `store`."""
     ports = CONTAINER_PORTS[store.server]
@@ -176,6 +182,7 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
                    "manifests": package_manifests(store)},
         "requirements": pod_requirements(store),
         "gpu": {"count": gpu_count},
+        "concurrency": {"fromPackages": target_concurrency(specs)},
         **pod_sizes(store, specs),
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},
     }

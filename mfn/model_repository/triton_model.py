@@ -104,10 +104,15 @@ class TritonPythonModel:
                           cold_start.with_adapter_share(self.model.timings, _MFN_IMPORT_S + time.perf_counter() - started))
 
     def execute(self, requests):
-        if self.streaming:
-            return self._stream(requests)
-        outcomes = self.model.loop.run([self._decode(request) for request in requests])
-        return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
+        in_flight = self.model.loop.metrics.in_flight
+        in_flight.add(len(requests))
+        try:
+            if self.streaming:
+                return self._stream(requests)
+            outcomes = self.model.loop.run([self._decode(request) for request in requests])
+            return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
+        finally:
+            in_flight.add(-len(requests))
 
     def _stream(self, requests):
         """A decoupled model: each chunk goes out through its request's sender as the handler yields it, and

@@ -36,6 +36,16 @@ TORCHSERVE_QUEUE_SECONDS = (
     ' "model", "$1", "model_name", "(.*)"))'
 )
 
+# Requests in the server's hands per pod (queued, or in the model's), averaged over a minute: the rates of the
+# time integrals each server exports (Little's law). prometheus-adapter serves it to the chart's HPA.
+CONCURRENCY_RECORD = "mfn:concurrency:rate1m"
+_IN_FLIGHT = "sum by (namespace, pod) (rate(mfn_inflight_request_seconds_total[1m]))"
+_QUEUED = (
+    "(sum by (namespace, pod) (rate(nv_inference_queue_duration_us[1m]))"
+    " or sum by (namespace, pod) (rate(ts_queue_latency_microseconds[1m]))) / 1e6"
+)
+CONCURRENCY = f"({_IN_FLIGHT} + {_QUEUED}) or {_IN_FLIGHT}"
+
 
 def window(query: str, length: str = WINDOW, quantile: float | None = None) -> str:
     """Fill a query template's window (and quantile)."""

@@ -51,7 +51,7 @@ def scrape_config(targets: list[ScrapeTarget], interval_s: int = 15, rule_files:
 
 
 def alert_rules(thresholds: AlertThresholds = AlertThresholds(), job: str = f"{JOB_PREFIX}.*") -> dict[str, Any]:
-    """Recording rules that unify the servers' queue metrics, and the alerts on mfn's metrics.
+    """Recording rules that unify the servers' queue and concurrency metrics, and the alerts on mfn's metrics.
 
     `job` is a regular expression for the scrape jobs of mfn's servers (the target-down alert watches them).
     """
@@ -63,6 +63,7 @@ def alert_rules(thresholds: AlertThresholds = AlertThresholds(), job: str = f"{J
                 "name": "mfn",
                 "rules": [
                     {"record": q.QUEUE_SECONDS_RECORD, "expr": f"({q.TRITON_QUEUE_SECONDS}) or ({q.TORCHSERVE_QUEUE_SECONDS})"},
+                    {"record": q.CONCURRENCY_RECORD, "expr": q.CONCURRENCY},
                     _alert(
                         "MfnHighErrorRate",
                         f"({q.window(q.ERROR_RATIO)}) > {thresholds.error_ratio}",

@@ -16,7 +16,7 @@ import bisect
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mfn.handlers.metrics import Record
@@ -135,6 +135,12 @@ class AggregatingMetricFactory:
         self._flush_interval_s = flush_interval_s
         self._stopping = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._samplers: list[Callable[[], None]] = []
+
+    def add_sampler(self, sample: Callable[[], None]) -> None:
+        """Call `sample` at the start of every flush, so it records values read at that moment (gauges of
+        what is happening now, which a record per change would blur into the last change before the flush)."""
+        self._samplers.append(sample)
 
     def counter(self, name: str, description: str, label_names: Sequence[str]) -> Record:
         return self._family(name, description, "counter")
@@ -164,6 +170,8 @@ class AggregatingMetricFactory:
 
     def flush(self) -> None:
         """Apply every pending update now."""
+        for sample in self._samplers:
+            sample()
         with self.lock:
             taken = [(family, family.take()) for family in self._families]
         for family, updates in taken:

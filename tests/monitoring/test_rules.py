@@ -39,7 +39,7 @@ def test_rules_and_dashboard_match_golden():
 def test_promtool_accepts_the_config_and_the_rules(rules_dir):
     (rules_dir / "prometheus.yml").write_text(render.to_yaml(render.scrape_config(TARGETS, 1, ["rules.yml"])))
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml", cwd=rules_dir)
-    assert "SUCCESS: 5 rules found" in promtool("check", "rules", "rules.yml", cwd=rules_dir)
+    assert "SUCCESS: 6 rules found" in promtool("check", "rules", "rules.yml", cwd=rules_dir)
 
 
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:

@@ -74,3 +74,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "mfn.authSecret" -}}
 {{- default (printf "%s-keys" (include "mfn.fullname" .)) .Values.auth.secretName -}}
 {{- end -}}
+
+{{/* Requests in flight per replica that autoscaling aims at. */}}
+{{- define "mfn.targetConcurrency" -}}
+{{- .Values.concurrency.target | default .Values.concurrency.fromPackages -}}
+{{- end }}
+
+{{/*
+The release's average requests in flight over the last minute, from Prometheus: time in the model's hands
+(mfn_inflight_request_seconds_total) plus time in the server's queue, as rates (Little's law). The second form
+covers a server that has no queue series yet.
+*/}}
+{{- define "mfn.concurrencyQuery" -}}
+{{- $selector := printf "namespace=%q, pod=~%q" .Release.Namespace (printf "%s-.*" (include "mfn.fullname" .)) -}}
+{{- $inFlight := printf "sum(rate(mfn_inflight_request_seconds_total{%s}[1m]))" $selector -}}
+{{- $queueMetric := ternary "nv_inference_queue_duration_us" "ts_queue_latency_microseconds" (eq .Values.server "triton") -}}
+{{- $queue := printf "sum(rate(%s{%s}[1m])) / 1e6" $queueMetric $selector -}}
+{{- printf "(%s + %s) or %s" $inFlight $queue $inFlight -}}
+{{- end }}

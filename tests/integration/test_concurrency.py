@@ -1,0 +1,75 @@
+"""The in-flight gauge and its time integral, which the chart's autoscaling follows, on both servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import mfn
+from mfn.deploy import local
+from tests.conftest import HANDLERS
+from tests.handlers.slow import PREDICT_S
+
+pytestmark = pytest.mark.integration
+REQUESTS = 4
+
+
+def in_flight(metrics_url: str) -> tuple[float, float] | None:
+    """The slow model's in-flight gauge and request-seconds counter, as the metrics port shows them now (None
+    before the adapter's first flush)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("model") == "slow" and sample.name.startswith("mfn_inflight")
+    }
+    if "mfn_inflight_requests" not in values:
+        return None
+    return values["mfn_inflight_requests"], values["mfn_inflight_request_seconds_total"]
+
+
+@pytest.mark.parametrize("target", ["triton", "torchserve"])
+def test_the_in_flight_gauge_rises_with_load_and_falls_back_to_zero(target, tmp_path):
+    mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, target=target)
+    name = f"inflight-{target}"
+    deployment = local.deploy(tmp_path, name=name)
+    try:
+        deadline = time.monotonic() + 5
+        while (start := in_flight(deployment.metrics_url)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first values reach the server with the adapter's first flush
+        assert start == (0.0, 0.0)
+        sent = threading.Barrier(REQUESTS + 1)
+
+        def call(row: int) -> None:
+            with mfn.Client(name, timeout_s=60.0, retries=0) as client:
+                client.endpoint("slow")
+                sent.wait()
+                client.infer("slow", {"x": [[row, row]]})
+
+        seen = []
+        with ThreadPoolExecutor(REQUESTS) as pool:
+            futures = [pool.submit(call, row) for row in range(REQUESTS)]
+            sent.wait()
+            while not all(future.done() for future in futures):
+                seen.append(in_flight(deployment.metrics_url)[0])
+                time.sleep(0.1)
+            for future in futures:
+                future.result()
+        # Batches of at most two, a second each: a flush (one a second) falls inside every batch.
+        assert 1.0 <= max(seen) <= 2.0, seen
+        deadline = time.monotonic() + 5
+        while (now := in_flight(deployment.metrics_url))[0] != 0.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        gauge, request_seconds = now
+        assert gauge == 0.0
+        # Every request spent at least the predict's second in the model's hands, and none more than the whole run.
+        assert REQUESTS * PREDICT_S * 0.95 <= request_seconds <= REQUESTS * (REQUESTS * PREDICT_S + 1.0)
+    finally:
+        local.undeploy(name)
