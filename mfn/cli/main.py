@@ -112,7 +112,7 @@ def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, 
 
 
 def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,
-                  max_request_mb, jvm_heap_mb, host, http_port, grpc_port, metrics_port, load_timeout_s):
+                  max_request_mb, jvm_heap_mb, host, http_port, grpc_port, metrics_port, load_timeout_s, idle_timeout_s):
     from mfn.deploy import local
     from mfn.deploy.launching import terminate_interrupts
 
@@ -124,6 +124,7 @@ def _deploy_local(path, as_json, verify, public_key, name, models, foreground, n
             drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
             verify=verify, public_key=public_key, host=host,
             ports={"http": http_port, "grpc": grpc_port, "metrics": metrics_port}, load_timeout_s=load_timeout_s,
+            idle_timeout_s=idle_timeout_s,
         )
         if as_json:
             click.echo(json.dumps(deployment.to_json()))

@@ -82,6 +82,26 @@ class ScopedOption(click.Option):
         self.scope = scope
 
 
+class Duration(click.ParamType):
+    """A duration: seconds as a number, or with a unit: 500ms, 30s, 5m, 1h."""
+
+    name = "duration"
+    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip()
+        unit = next((unit for unit in ("ms", "s", "m", "h") if text.endswith(unit)), "s")
+        try:
+            seconds = float(text.removesuffix(unit) if text.endswith(unit) else text) * self._UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a duration: use seconds or a number with ms, s, m or h, e.g. 30s or 5m", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r}: a duration must be above 0", param, ctx)
+        return seconds
+
+
 def _scoped_options(scope: str, options: list[tuple[tuple[str, ...], dict[str, Any]]]):
     def decorate(command):
         for declarations, settings in reversed(options):
@@ -109,6 +129,9 @@ local_deploy_options = _scoped_options("local", [
     (("--metrics-port",), {"type": click.IntRange(1, 65535), "help": "Fixed metrics port (default: a free one)."}),
     (("--load-timeout", "load_timeout_s"), {"type": click.FloatRange(min=1), "default": 300.0, "show_default": True,
      "help": "Seconds one model's load (its setup) may take; progress is shown every 10 s meanwhile."}),
+    (("--idle-timeout", "idle_timeout_s"), {"type": Duration(),
+     "help": "Stop the server after this long without requests (e.g. 5m); the next request wakes it and waits, "
+             "over HTTP and gRPC (the HTTP and gRPC ports then belong to a front that relays to the server)."}),
 ])
 kubernetes_options = _scoped_options("kubernetes", [
     (("--release",), {"help": "Helm release name."}),

@@ -106,7 +106,7 @@ def resolve(model: str, target: str | None, protocol: str, server: str, given: C
     deployment = state.get(target) if target else state.find_serving(model)
     limit = deployment.extra.get("max_request_bytes")
     return Endpoint(
-        protocol, f"{deployment.host}:{deployment.ports[protocol]}", deployment.server,
+        protocol, f"{deployment.host}:{deployment.public_port(protocol)}", deployment.server,
         Credentials(lambda: state.read_key(deployment, "inference")), int(limit) if limit else None,
         local=True, repository=deployment.repository,
     )

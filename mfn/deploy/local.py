@@ -35,6 +35,7 @@ def deploy(
     host: str = "127.0.0.1",
     ports: dict[str, int] | None = None,
     load_timeout_s: float = LOAD_TIMEOUT_S,
+    idle_timeout_s: float | None = None,
 ) -> Deployment:
     """Start a supervised server for the models in `path`, load each, and record the deployment.
 
@@ -59,6 +60,8 @@ def deploy(
         host: Address the server listens on (default loopback only; "0.0.0.0" for every interface, with auth on).
         ports: Fixed ports by name ("http", "grpc", "metrics"); free ones for the rest.
         load_timeout_s: How long one model's load (its handler's setup) may take.
+        idle_timeout_s: Stop the server after this long without traffic; a front keeps the HTTP and gRPC ports and
+            wakes it on the next request, which waits meanwhile (see mfn.deploy.idling).
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -76,7 +79,7 @@ def deploy(
         verify_units([unit for model in chosen for unit in store.models[model]], public_key)
     with state.exclusive(name):
         return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes,
-                              jvm_heap_mb, host, ports or {}, load_timeout_s)
+                              jvm_heap_mb, host, ports or {}, load_timeout_s, idle_timeout_s)
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:
@@ -90,7 +93,7 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
 def _deploy_locked(
     store: Store, path: Path, name: str, chosen: list[str], auth: bool, monitor: bool, progress: Progress,
     drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
-    ports: dict[str, int] | None = None, load_timeout_s: float = LOAD_TIMEOUT_S,
+    ports: dict[str, int] | None = None, load_timeout_s: float = LOAD_TIMEOUT_S, idle_timeout_s: float | None = None,
 ) -> Deployment:
     _claim_name(name)
     workdir = state.work_dir(name)
@@ -111,6 +114,7 @@ def _deploy_locked(
         host=host,
         ports={name: port for name, port in (ports or {}).items() if port},
         load_timeout_s=load_timeout_s,
+        idle_timeout_s=idle_timeout_s,
     )
     try:
         deployment = supervision.spawn(plan, workdir, progress)
@@ -170,7 +174,8 @@ def describe(deployment: Deployment, status: SupervisorStatus, versions: dict[st
     """Several lines on one deployment for `mfn status`: state, restarts, last exit, endpoints, model health, and
     with `versions` (see mfn.deploy.operations.versions_of) each model's served and default versions."""
     current = status.state if deployment.running else f"stopped (was {status.state})"
-    lines = [f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, {status.restarts} restarts)"]
+    woken = f", woken {status.wakes} times (last in {status.last_wake_s:g} s)" if status.wakes else ""
+    lines = [f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, {status.restarts} restarts{woken})"]
     if status.last_exit:
         lines.append(f"  last exit: {status.last_exit}")
     lines += [f"  {protocol:8} {url}" for protocol, url in deployment.endpoints().items()]

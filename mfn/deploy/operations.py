@@ -219,6 +219,11 @@ def format_description(described: ModelDescription) -> str:
     return "\n".join(lines)
 
 
+def has_requests(workdir: Path) -> bool:
+    """Whether an operator request waits for the supervisor."""
+    return any((workdir / OPERATIONS_DIR).glob("*.request.json"))
+
+
 def serve_requests(workdir: Path, carry_out) -> None:
     """The supervisor's side: carry out each waiting request, oldest first, and write its reply beside it.
 

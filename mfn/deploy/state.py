@@ -90,6 +90,9 @@ class Deployment:
     extra: dict[str, str] = field(default_factory=dict)
     # Where the first start's time went: server_start_s, and per model its load split (see mfn.runtime.cold_start).
     cold_start: dict = field(default_factory=dict)
+    # Public ports of the front that owns them when the server stops while idle (mfn.deploy.front); `ports` are
+    # then the server's own, which only mfn talks to.
+    front: dict[str, int] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -97,18 +100,25 @@ class Deployment:
 
     @property
     def http_url(self) -> str:
+        """The server's own HTTP address (mfn's management calls); clients use `public_port`."""
         return f"http://{self.host}:{self.ports['http']}"
 
     @property
     def grpc_url(self) -> str:
+        """The server's own gRPC address; clients use `public_port`."""
         return f"{self.host}:{self.ports['grpc']}"
+
+    def public_port(self, protocol: str) -> int:
+        """Where clients send `protocol` ("http", "grpc") requests: the front's port when there is one."""
+        return self.front.get(protocol) or self.ports[protocol]
 
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.ports['metrics']}/metrics"
 
     def endpoints(self) -> dict[str, str]:
-        endpoints = {"http": self.http_url, "grpc": self.grpc_url, "metrics": self.metrics_url}
+        endpoints = {"http": f"http://{self.host}:{self.public_port('http')}", "grpc": f"{self.host}:{self.public_port('grpc')}",
+                     "metrics": self.metrics_url}
         if "prometheus_url" in self.extra:
             endpoints["prometheus"] = self.extra["prometheus_url"]
         return endpoints

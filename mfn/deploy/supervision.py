@@ -38,6 +38,7 @@ class Plan:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
     load_timeout_s: float = LOAD_TIMEOUT_S
+    idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.deploy.idling)
 
 
 @dataclass
@@ -53,12 +54,14 @@ class ModelHealth:
 class Status:
     """The supervisor's view of its deployment, written to status.json for `mfn status`."""
 
-    state: str = "starting"  # starting | running | restarting | draining | failed | stopped
+    state: str = "starting"  # starting | running | restarting | draining | idle | waking | failed | stopped
     server_pid: int | None = None
     server_start_time: int | None = None
     restarts: int = 0
     last_exit: str = ""
     models: dict[str, ModelHealth] = field(default_factory=dict)
+    wakes: int = 0  # times an idle server was started again by a request
+    last_wake_s: float | None = None  # the last wake-up: request held -> every model ready
 
     def to_json(self) -> dict:
         return asdict(self)

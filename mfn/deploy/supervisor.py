@@ -35,7 +35,8 @@ from pathlib import Path
 
 from mfn.deploy import state
 from mfn.deploy.launching import Progress, log_tail, make_shm_regions_private, remove_shm_regions, with_progress
-from mfn.deploy.operations import Operation, carry_out, serve_requests
+from mfn.deploy.idling import FRONTED, Idling
+from mfn.deploy.operations import Operation, carry_out, has_requests, serve_requests
 from mfn.deploy.servers import LocalServer, local_server
 from mfn.deploy.supervision import STATUS_FILE, ModelHealth, Plan, Status
 from mfn.deploy.store import Store, discover
@@ -69,6 +70,7 @@ class Supervisor:
         self.stubs: dict[int, str] = {}
         self.retired: set[int] = set()
         self.stop_requested = False
+        self.idling = Idling(self, plan.idle_timeout_s, plan.load_timeout_s + READY_TIMEOUT_S) if plan.idle_timeout_s else None
 
     def start(self, progress: Progress) -> Deployment:
         """Start the server and load every model; the first deployment record is written here."""
@@ -76,7 +78,12 @@ class Supervisor:
         phases_dir.mkdir(exist_ok=True)
         os.environ[cold_start.ENV] = str(phases_dir)  # the server's model processes inherit it
         started = time.monotonic()
-        deployment = self._start_server(progress, ports=self.plan.ports)
+        server_ports, front_ports = self.plan.ports, {}
+        if self.idling is not None:  # the front takes the public ports; the server gets free ones
+            front_ports = self.idling.open_front(self.plan.host, self.plan.ports)
+            server_ports = {key: port for key, port in self.plan.ports.items() if key not in FRONTED}
+        deployment = self._start_server(progress, ports=server_ports)
+        deployment.front = front_ports
         deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
         deployment.extra["drain_timeout_s"] = str(self.plan.drain_timeout_s)
         deployment.extra["load_timeout_s"] = str(self.plan.load_timeout_s)
@@ -123,6 +130,11 @@ class Supervisor:
         attempt = 0
         while not self.stop_requested:
             assert self.process is not None
+            if self.idling is not None and self.idling.asleep:
+                if self.idling.wake_requested.wait(WATCH_INTERVAL_S) or has_requests(self.workdir):
+                    self.idling.wake()
+                    next_health = time.monotonic() + HEALTH_INTERVAL_S
+                continue
             if self.process.poll() is not None:
                 if time.monotonic() - started >= STABLE_AFTER_S:
                     attempt = 0
@@ -139,6 +151,9 @@ class Supervisor:
                 if self.deployment is not None:
                     rotate_log(Path(self.deployment.log_file))
                 next_health = time.monotonic() + HEALTH_INTERVAL_S
+            if self.idling is not None and self.idling.due():
+                self.idling.sleep()
+                continue
             time.sleep(WATCH_INTERVAL_S)
 
     def drain_and_stop(self, final_state: str = "stopped") -> None:
@@ -192,29 +207,38 @@ class Supervisor:
         _log(f"{self.plan.server} {reason}; restarting in {RESTART_BACKOFF_S[attempt]:.0f} s")
         if self._sleep(RESTART_BACKOFF_S[attempt]):
             return True
+        problem = self.bring_back("restart")
+        if problem:
+            # The next pass through watch() sees the server gone (or kills it) and tries again, later.
+            self.status.last_exit += f"; restart failed: {problem}"
+            self.save_status()
+            return True
+        self.status.restarts += 1
+        self.status.state = "running"
+        self.save_status()
+        return True
+
+    def bring_back(self, why: str) -> str:
+        """Start the server again on its ports with the current models loaded and the operator's requests
+        replayed (after a crash, or to wake it); the reason it could not, or "" once every model is ready."""
+        assert self.deployment is not None
         try:
             self._start_server(_log, ports=self.deployment.ports, preload=self.models)
         except MfnError as error:
-            # The next pass through watch() sees the server gone (or kills it) and tries again, later.
-            self.status.last_exit += f"; restart failed: {str(error).splitlines()[0]}"
-            if self.process.poll() is None:
+            if self.process is not None and self.process.poll() is None:
                 stop_process_group(self.process.pid, process_start_time(self.process.pid), grace_s=KILL_GRACE_S)
                 self.process.wait()
-            self.save_status()
-            return True
+            return str(error).splitlines()[0]
         for model in self.models:
             self._wait_ready(model)
         for operation in self.replay:
             try:
                 self._carry_out(operation, remember=False)
             except MfnError as error:
-                _log(f"after the restart, `{operation.describe()}` failed: {error}")
+                _log(f"after the {why}, `{operation.describe()}` failed: {error}")
         self._reload_dead_workers()
-        self.status.restarts += 1
-        self.status.state = "running"
-        self.save_status()
-        _log(f"{self.plan.server} restarted; {', '.join(self.models)} loaded")
-        return True
+        _log(f"{self.plan.server} started ({why}); {', '.join(self.models)} loaded")
+        return ""
 
     def _clean_up_after(self, process: subprocess.Popen) -> None:
         """Kill what the dead server left in its process group (stubs, workers) and free its shared memory."""
@@ -333,6 +357,14 @@ def main(plan_file: str) -> int:
     def request_stop(signum: int, frame: object) -> None:
         supervisor.stop_requested = True
 
+    try:
+        return _supervise(supervisor, request_stop)
+    finally:
+        if supervisor.idling is not None:
+            supervisor.idling.close()
+
+
+def _supervise(supervisor: Supervisor, request_stop) -> int:
     try:
         supervisor.start(lambda message: _report("progress", message))
     except (MfnError, OSError) as error:

@@ -1,0 +1,163 @@
+"""`--idle-timeout`: an idle deployment's server stops, and the next request over HTTP or gRPC wakes it and is
+answered, on both servers, through mfn.Client, `mfn invoke` and stock clients."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mfn
+from mfn.cli.main import cli
+from mfn.deploy import local, state
+from mfn.deploy.supervision import read_status
+from mfn.servers.process import is_running
+from tests.integration.conftest import TEXT_STATS
+
+pytestmark = pytest.mark.integration
+IDLE_S = 1.5
+
+
+@pytest.fixture(scope="module", params=["triton", "torchserve"])
+def idling(request, tmp_path_factory):
+    server = request.param
+    repository = tmp_path_factory.mktemp(f"idle-{server}")
+    mfn.package(TEXT_STATS, repository, target=server)
+    name = f"idle-{server}"
+    # Inference open: a stock client reads no key (TorchServe makes new keys whenever its server starts).
+    deployment = local.deploy(repository, name=name, auth=False, idle_timeout_s=IDLE_S)
+    yield server, deployment
+    local.undeploy(name)
+
+
+def asleep(deployment: state.Deployment, timeout_s: float = 30.0) -> state.Deployment:
+    """Wait for the supervisor to stop the idle server; the status it wrote then."""
+    deadline = time.monotonic() + timeout_s
+    while (status := read_status(deployment)).state != "idle" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status.state == "idle", status
+    return status
+
+
+def stock_http(server: str, deployment: state.Deployment, text: str) -> dict:
+    port = deployment.public_port("http")
+    if server == "triton":
+        url = f"http://127.0.0.1:{port}/v2/models/text_stats/infer"
+        body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]}
+    else:
+        url, body = f"http://127.0.0.1:{port}/predictions/text_stats", {"text": [text]}
+    call = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(call, timeout=120) as response:
+        return json.load(response)
+
+
+def n_words(answer: dict) -> int:
+    if "outputs" in answer and isinstance(answer["outputs"], list):  # KServe v2 (Triton)
+        return next(output["data"][0] for output in answer["outputs"] if output["name"] == "n_words")
+    return answer["outputs"]["n_words"][0][0] if "outputs" in answer else answer["n_words"][0][0]
+
+
+def test_the_front_owns_the_public_ports_and_the_server_stops_when_idle(idling):
+    server, deployment = idling
+    assert set(deployment.front) == {"http", "grpc"}
+    assert deployment.front["http"] != deployment.ports["http"] and deployment.front["grpc"] != deployment.ports["grpc"]
+    assert deployment.endpoints()["http"].endswith(f":{deployment.front['http']}")
+    status = asleep(deployment)
+    assert status.server_pid is None
+    listed = CliRunner().invoke(cli, ["status"])
+    assert f"{deployment.name} ({server}, supervisor pid {deployment.pid}, idle" in listed.output
+    assert read_status(deployment).state == "idle"  # `mfn status` does not wake it
+
+
+def test_a_stock_http_request_wakes_the_server_and_is_answered(idling):
+    server, deployment = idling
+    before = asleep(deployment)
+    started = time.monotonic()
+    assert n_words(stock_http(server, deployment, "wake up now")) == 3
+    held_s = time.monotonic() - started
+    after = read_status(deployment)
+    assert after.state == "running" and after.wakes == before.wakes + 1
+    assert after.server_pid is not None and is_running(after.server_pid, after.server_start_time)
+    assert 0 < after.last_wake_s <= held_s
+
+
+def test_a_grpc_call_through_mfn_client_wakes_it_and_a_kept_http_connection_is_reattached(idling):
+    server, deployment = idling
+    with mfn.Client(deployment.name, protocol="http") as kept:
+        assert kept.infer("text_stats", {"text": [["one two"]]})["n_words"].tolist() == [[2]]
+        before = asleep(deployment)
+        with mfn.Client(deployment.name, protocol="grpc", retries=0) as client:
+            assert client.infer("text_stats", {"text": [["a b c d"]]})["n_words"].tolist() == [[4]]
+        assert read_status(deployment).wakes == before.wakes + 1
+        before = asleep(deployment)
+        # The same client, its HTTP connection kept open across the stop: the request wakes the server.
+        assert kept.infer("text_stats", {"text": [["x"]]})["n_words"].tolist() == [[1]]
+        assert read_status(deployment).wakes == before.wakes + 1
+
+
+def test_requests_arriving_together_while_idle_are_all_answered_after_one_wake(idling):
+    server, deployment = idling
+    before = asleep(deployment)
+
+    def call(index: int) -> int:
+        if index % 3 == 0:
+            return n_words(stock_http(server, deployment, " ".join(["w"] * index)))
+        with mfn.Client(deployment.name, protocol="grpc" if index % 3 == 1 else "http", retries=0, timeout_s=120) as client:
+            return int(client.infer("text_stats", {"text": [[" ".join(["w"] * index)]]})["n_words"][0][0])
+
+    with ThreadPoolExecutor(9) as pool:
+        answers = list(pool.map(call, range(1, 10)))
+    assert answers == list(range(1, 10))
+    assert read_status(deployment).wakes == before.wakes + 1
+
+
+def test_mfn_invoke_over_grpc_wakes_it(idling):
+    _, deployment = idling
+    asleep(deployment)
+    result = CliRunner().invoke(cli, ["invoke", "text_stats", "--deployment", deployment.name, "--protocol", "grpc",
+                                      "-d", '{"text": ["p q"]}', "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outputs"]["n_words"] == [[2]]
+
+
+def test_a_stock_grpc_client_wakes_it(idling, tmp_path):
+    server, deployment = idling
+    asleep(deployment)
+    address = f"127.0.0.1:{deployment.public_port('grpc')}"
+    if server == "triton":
+        import tritonclient.grpc as grpc_client
+
+        client = grpc_client.InferenceServerClient(address)
+        try:
+            text = grpc_client.InferInput("text", [1, 1], "BYTES")
+            text.set_data_from_numpy(np.array([[b"stock grpc call"]], dtype=object))
+            assert client.infer("text_stats", [text]).as_numpy("n_words").tolist() == [[3]]
+        finally:
+            client.close()
+        return
+    # TorchServe: grpcio and the messages of the server's own inference.proto, a plain JSON body.
+    import grpc
+
+    from mfn.client.torchserve_wire import SERVICE, message_classes
+
+    request_type, response_type = message_classes(tmp_path)
+    with grpc.insecure_channel(address) as channel:
+        predict = channel.unary_unary(f"/{SERVICE}/Predictions", request_serializer=request_type.SerializeToString,
+                                      response_deserializer=response_type.FromString)
+        answer = predict(request_type(model_name="text_stats", input={"data": b'{"text": ["stock grpc call"]}'}), timeout=120)
+    assert n_words(json.loads(answer.prediction)) == 3
+
+
+def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
+    mfn.package(TEXT_STATS, tmp_path, target="triton")
+    deployment = local.deploy(tmp_path, name="idle-undeploy", idle_timeout_s=IDLE_S)
+    asleep(deployment)
+    local.undeploy("idle-undeploy")
+    assert not is_running(deployment.pid, deployment.start_time)
+    assert not Path(deployment.workdir).exists()
