@@ -1,4 +1,5 @@
-"""Write JSON schemas for the custom resources the chart renders (ServiceMonitor, PrometheusRule, ScaledObject).
+"""Write JSON schemas for the custom resources the chart renders (ServiceMonitor, PrometheusRule, ScaledObject,
+Knative's Service as KnativeService).
 
 They come from npm packages that carry each CRD's openAPIV3Schema as a JSON literal inside a
 CommonJS module (pinned: later versions ship compiled validators instead). The schemas are made
@@ -22,6 +23,9 @@ SOURCES = {
     "@kubernetes-models/keda@0.3.2": {
         "ScaledObject": "package/keda.sh/v1alpha1/ScaledObject.js",
     },
+    "@kubernetes-models/knative@2.1.0": {
+        "KnativeService": "package/serving.knative.dev/v1/Service.js",
+    },
 }
 
 
@@ -36,7 +40,8 @@ def strict(node):
         return {"type": "object"}
     if node.pop("nullable", False) and "type" in node:
         node["type"] = [node["type"], "null"]
-    if "properties" in node and "additionalProperties" not in node:
+    # An empty property list stands for fields the CRD keeps as given (x-kubernetes-preserve-unknown-fields).
+    if node.get("properties") and "additionalProperties" not in node:
         node["additionalProperties"] = False
     return node
 

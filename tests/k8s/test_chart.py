@@ -23,11 +23,13 @@ from tests.conftest import EXAMPLES, GOLDEN, assert_matches_golden
 
 KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+# Knative's kind has the name of a core one: its schema file goes by another.
+CRD_FILES = {("serving.knative.dev/v1", "Service"): "KnativeService"}
 CRD_SCHEMAS = Path(sys.prefix) / "share" / "mfn-crd-schemas"  # written by `make setup` (scripts/fetch_crd_schemas.py)
 
 
 def validate_custom_resource(document: dict) -> None:
-    schema_file = CRD_SCHEMAS / f"{document['kind']}.json"
+    schema_file = CRD_SCHEMAS / f"{CRD_FILES.get((document['apiVersion'], document['kind']), document['kind'])}.json"
     assert schema_file.is_file(), f"{schema_file} is missing: run `make setup`"
     jsonschema.Draft7Validator(json.loads(schema_file.read_text())).validate(document)
 
@@ -446,3 +448,92 @@ def test_a_streaming_model_renders_validates_and_is_probed_by_name(tmp_path, ser
             kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
     _, container = server_container(documents)
     assert "--model=streamer" in container["readinessProbe"]["exec"]["command"]
+
+
+# Paths Knative refuses as volume mounts (its validation's reserved paths).
+KNATIVE_RESERVED_PATHS = {"/", "/dev", "/dev/log", "/tmp", "/var", "/var/log"}
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_serverless_renders_one_knative_service_that_scales_to_zero_and_validates(packaged, tmp_path, server):
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    documents = render(values, "serverless.enabled=true", "serverless.idleTimeout=90s", "serverless.holdTimeout=300")
+    kinds = sorted((doc["apiVersion"], doc["kind"]) for doc in documents)
+    expected = [("networking.k8s.io/v1", "NetworkPolicy"), ("serving.knative.dev/v1", "Service"), ("v1", "ConfigMap")]
+    assert kinds == sorted(expected + ([("v1", "Secret")] if server == "triton" else []))
+    service = next(doc for doc in documents if doc["kind"] == "Service")
+    validate_custom_resource(service)
+    for document in documents:
+        if document is not service:
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(document, version, strict=True)
+    template = service["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/min-scale"] == "0"
+    assert annotations["autoscaling.knative.dev/metric"] == "concurrency"
+    assert annotations["autoscaling.knative.dev/target"] == str(values["concurrency"]["fromPackages"])
+    assert annotations["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] == "90s"
+    spec = template["spec"]
+    assert spec["timeoutSeconds"] == 300
+    # One port in the pod, named h2c so gRPC (HTTP/2) reaches it; the server's container has none.
+    ported = [container for container in spec["containers"] if container.get("ports")]
+    assert [container["name"] for container in ported] == ["mux"]
+    assert ported[0]["ports"] == [{"name": "h2c", "containerPort": 8080}]
+    server_container = next(container for container in spec["containers"] if container["name"] == server)
+    # Ready only once every model answers its sample request (setup and warm-up done); no hooks Knative refuses.
+    assert server_container["readinessProbe"]["exec"]["command"][:3] == ["python3", "-m", "mfn.kubernetes.probe"]
+    assert "startupProbe" not in server_container and "lifecycle" not in server_container
+    assert server_container["livenessProbe"]["initialDelaySeconds"] >= 600
+    mounts = [mount["mountPath"] for container in spec["containers"] + spec["initContainers"] for mount in container["volumeMounts"]]
+    assert not set(mounts) & KNATIVE_RESERVED_PATHS
+    caddyfile = next(doc for doc in documents if doc["kind"] == "ConfigMap")["data"]["Caddyfile"]
+    assert f"reverse_proxy @grpc h2c://127.0.0.1:{values['ports']['grpc']}" in caddyfile
+    assert f"reverse_proxy 127.0.0.1:{values['ports']['http']}" in caddyfile
+    policy = next(doc for doc in documents if doc["kind"] == "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "knative-serving"}}} in policy["spec"]["ingress"][0]["from"]
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("keda.enabled=true", "Knative scales the pods itself"),
+    ("autoscaling.enabled=true", "Knative scales the pods itself"),
+    ("metrics.serviceMonitor.enabled=true", "Knative owns the Services"),
+])
+def test_serverless_refuses_other_scalers_and_service_monitors(packaged, tmp_path, assignment, message):
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", "serverless.enabled=true",
+                  "--set", assignment, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_the_schema_accepts_only_the_knative_engine(packaged, tmp_path):
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", "serverless.enabled=true",
+                  "--set", "serverless.engine=keda-http")
+    assert result.returncode != 0 and "/serverless/engine': value must be 'knative'" in result.stderr
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_autoscaling_follows_requests_in_flight_per_replica(packaged, tmp_path, server):
+    values = write_values(packaged, server, tmp_path, gpu=False, delivery="uri")
+    # mlp: batches of 32 rows on 2 instances; text_stats: 16 rows on one (the example packages' declarations).
+    assert values["concurrency"]["fromPackages"] == {"triton": 64, "torchserve": 16}[server]
+    scaled = render(values, "keda.enabled=true")
+    trigger = next(doc for doc in scaled if doc["kind"] == "ScaledObject")["spec"]["triggers"][0]["metadata"]
+    assert trigger["threshold"] == str(values["concurrency"]["fromPackages"])
+    assert "rate(mfn_inflight_request_seconds_total{" in trigger["query"] and 'namespace="serving"' in trigger["query"]
+    queue = {"triton": "nv_inference_queue_duration_us", "torchserve": "ts_queue_latency_microseconds"}[server]
+    assert queue in trigger["query"]
+    hpa = next(doc for doc in render(values, "autoscaling.enabled=true", "concurrency.target=3") if doc["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": "mfn_concurrency"},
+                                                                 "target": {"type": "AverageValue", "averageValue": "3"}}}]
+    with_cpu = render(values, "autoscaling.enabled=true", "autoscaling.targetCPUUtilizationPercentage=70")
+    metrics = next(doc for doc in with_cpu if doc["kind"] == "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert [metric["type"] for metric in metrics] == ["Pods", "Resource"]
+
+
+def test_keda_never_scales_to_zero(packaged, tmp_path):
+    values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
+    result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", "keda.enabled=true",
+                  "--set", "keda.minReplicaCount=0")
+    assert result.returncode != 0 and "minReplicaCount" in result.stderr

@@ -92,3 +92,42 @@ covers a server that has no queue series yet.
 {{- $queue := printf "sum(rate(%s{%s}[1m])) / 1e6" $queueMetric $selector -}}
 {{- printf "(%s + %s) or %s" $inFlight $queue $inFlight -}}
 {{- end }}
+
+{{/* The serverless pod's one serving port: Caddy, HTTP/1.1 and h2c, in front of the server's two ports. */}}
+{{- define "mfn.muxContainer" -}}
+name: mux
+image: {{ .Values.serverless.muxImage }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+command: [caddy, run, --config, /config/Caddyfile, --adapter, caddyfile]
+ports:
+  - {name: h2c, containerPort: {{ .Values.serverless.port }}}
+env:
+  - {name: HOME, value: /tmp}
+  - {name: XDG_CONFIG_HOME, value: /tmp}
+  - {name: XDG_DATA_HOME, value: /tmp}
+resources:
+  {{- toYaml .Values.serverless.muxResources | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - {name: scripts, mountPath: /config, readOnly: true}
+{{- end }}
+
+{{/* Caddy's configuration for the mux: gRPC by content type to the gRPC port, the rest to the HTTP port. */}}
+{{- define "mfn.muxConfig" -}}
+{
+	admin off
+	persist_config off
+	auto_https off
+	servers {
+		protocols h1 h2c
+	}
+}
+:{{ .Values.serverless.port }} {
+	@grpc header Content-Type application/grpc*
+	reverse_proxy @grpc h2c://127.0.0.1:{{ .Values.ports.grpc }}
+	reverse_proxy 127.0.0.1:{{ .Values.ports.http }} {
+		flush_interval -1
+	}
+}
+{{- end }}
