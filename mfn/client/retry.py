@@ -31,9 +31,13 @@ T = TypeVar("T")
 
 
 def auth_refused(error: CallError) -> bool:
-    """Whether the server refused the call's key (missing or stale): TorchServe 401 / UNAUTHENTICATED, Triton
-    403 over HTTP and UNAVAILABLE "This protocol is restricted" over gRPC."""
-    return error.status in AUTH_REFUSED or (error.status == "UNAVAILABLE" and "is restricted, expecting header" in str(error))
+    """Whether the server refused the call's key (missing or stale): TorchServe 401 / UNAUTHENTICATED (and 400
+    "Token Authorization failed" from 0.12's REST API for a key of an earlier server start), Triton 403 over
+    HTTP and UNAVAILABLE "This protocol is restricted" over gRPC."""
+    message = str(error)
+    return (error.status in AUTH_REFUSED
+            or (error.status == "400" and "Token Authorization failed" in message)
+            or (error.status == "UNAVAILABLE" and "is restricted, expecting header" in message))
 
 
 def retryable(error: CallError) -> bool:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 BUSY_GAUGES = ("mfn_inflight_requests", "nv_inference_pending_request_count")
 # Public ports the front owns; the server listens on private ones.
 FRONTED = ("http", "grpc")
+# What a woken server keeps; its private ports are chosen afresh, as the old ones may meanwhile be the local end
+# of some outgoing connection (they come from the ephemeral range).
+KEPT_ON_WAKE = ("metrics",)
 
 
 class Idling:
@@ -74,7 +77,7 @@ class Idling:
         started = time.monotonic()
         supervisor.status.state = "waking"
         supervisor.save_status()
-        problem = supervisor.bring_back("wake-up")
+        problem = supervisor.bring_back("wake-up", keep_ports=KEPT_ON_WAKE)
         self.wake_requested.clear()
         if problem:
             # Held connections give up at their hold timeout; the next one tries again.
@@ -91,6 +94,8 @@ class Idling:
         self._awake.set()
 
     def close(self) -> None:
+        """Close the front; connections still held for a wake-up are closed, not left waiting."""
+        self._awake.set()  # front threads waiting for a wake-up return (their connections then close)
         if self.front is not None:
             self.front.close()
 

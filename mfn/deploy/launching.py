@@ -30,6 +30,7 @@ def load_timeout_s(deployment: Deployment) -> float:
 STOP_GRACE_S = 15.0
 DRAIN_TIMEOUT_S = 30.0
 PORT_ATTEMPTS = 3
+PORT_RELEASE_S = 10.0
 LOG_TAIL_LINES = 30
 
 Progress = Callable[[str], None]
@@ -146,6 +147,20 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
                                   f"or leave --{name.replace('_', '-')}-port out for a free one") from None
 
 
+def wait_ports_released(host: str, ports: dict[str, int], timeout_s: float = PORT_RELEASE_S) -> None:
+    """Wait until a stopped server's ports can be bound again: the JVM closes its sockets while its threads end,
+    after the process itself is reported gone. Returns at the timeout; the start's own check then names the port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            check_ports_free(host, ports)
+            return
+        except DeployError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+
 def log_tail(deployment: Deployment, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = Path(deployment.log_file).read_text(errors="replace")
@@ -211,6 +226,17 @@ def _wait_live(
             return True
         time.sleep(0.05)
     return False
+
+
+def serialized(progress: Progress) -> Progress:
+    """`progress`, callable from several threads at once (each line written whole)."""
+    lock = threading.Lock()
+
+    def say(message: str) -> None:
+        with lock:
+            progress(message)
+
+    return say
 
 
 def with_progress(call: Callable[[], None], progress: Progress, note: str, timeout_s: float, every_s: float = 10.0) -> None:

@@ -5,7 +5,7 @@ progress from a pipe until the models are loaded. From then on the supervisor
 
 - restarts a server that dies, with backoff and a bounded number of attempts, on the same ports, with its
   models loaded before the ports open, after killing what is left of the old process group and removing its
-  shared memory;
+  shared memory; stops an idle one and wakes it on the next request (mfn.deploy.idling);
 - reloads a model whose worker died where the server itself does not (Triton's Python stubs);
 - records its view in `status.json` beside the server log: state, restarts, the last exit, per-model health;
 - carries out operator requests (load, unload, reload, scale, set-default; see mfn.deploy.operations) between its
@@ -28,13 +28,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 from mfn.deploy import state
-from mfn.deploy.launching import Progress, log_tail, make_shm_regions_private, remove_shm_regions, with_progress
+from mfn.deploy.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
+                                  wait_ports_released, with_progress)
 from mfn.deploy.idling import FRONTED, Idling
 from mfn.deploy.operations import Operation, carry_out, has_requests, serve_requests
 from mfn.deploy.servers import LocalServer, local_server
@@ -90,9 +92,8 @@ class Supervisor:
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
             deployment.extra["max_request_bytes"] = str(self.plan.max_request_bytes)
         state.save(deployment)
-        # Models load side by side: a model's load is mostly its server starting a process and importing
-        # libraries, which other models need not wait for. The record lists them in the plan's order.
-        say = _serialized(progress)
+        # Models load side by side (a load is mostly a process start and imports); the record keeps the plan's order.
+        say = serialized(progress)
         with ThreadPoolExecutor(min(PARALLEL_LOADS, len(self.plan.models) or 1)) as pool:
             loads = {pool.submit(self._first_load, deployment, model, say, phases_dir): model for model in self.plan.models}
             for done in as_completed(loads):
@@ -107,6 +108,8 @@ class Supervisor:
         make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = "running"
         self.save_status()
+        if self.idling is not None:  # idle time counts from now, not from while the models loaded
+            self.idling.front.touch()
         return deployment
 
     def _first_load(self, deployment: Deployment, model: str, progress: Progress, phases_dir: Path) -> dict[str, float]:
@@ -164,8 +167,7 @@ class Supervisor:
             self.save_status()
             if self.deployment is not None:
                 self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
-            # The group may hold stubs or workers that outlived the server's own exit.
-            stop_process_group(process.pid, None, grace_s=0.0)
+            stop_process_group(process.pid, None, grace_s=0.0)  # stubs or workers may outlive the server's exit
             process.wait()
         remove_shm_regions(self.plan.shm_prefix)
         self.status.state = final_state
@@ -184,8 +186,10 @@ class Supervisor:
         self.status.server_start_time = process_start_time(process.pid)
         self.save_status()
         if self.deployment is not None:
-            # A restart keeps the first record: the ports and key file path are the same, and the record may
-            # have gained fields since (a Prometheus) that the new one would lose.
+            # A restart keeps the first record, which may have gained fields (a Prometheus); a wake-up moves ports.
+            if deployment.ports != self.deployment.ports:
+                self.deployment.ports = deployment.ports
+                state.save(replace(state.load(self.plan.name) or self.deployment, ports=deployment.ports))
             deployment = self.deployment
         self.deployment = deployment
         return deployment
@@ -218,12 +222,15 @@ class Supervisor:
         self.save_status()
         return True
 
-    def bring_back(self, why: str) -> str:
-        """Start the server again on its ports with the current models loaded and the operator's requests
-        replayed (after a crash, or to wake it); the reason it could not, or "" once every model is ready."""
+    def bring_back(self, why: str, keep_ports: Iterable[str] | None = None) -> str:
+        """Start the server again with the current models loaded and the operator's requests replayed (after a
+        crash, or to wake it); the reason it could not, or "" once every model is ready. It keeps its ports, or
+        only `keep_ports` (the others are chosen afresh)."""
         assert self.deployment is not None
+        ports = {name: port for name, port in self.deployment.ports.items() if keep_ports is None or name in keep_ports}
+        wait_ports_released(self.plan.host, ports)
         try:
-            self._start_server(_log, ports=self.deployment.ports, preload=self.models)
+            self._start_server(_log, ports=ports, preload=self.models)
         except MfnError as error:
             if self.process is not None and self.process.poll() is None:
                 stop_process_group(self.process.pid, process_start_time(self.process.pid), grace_s=KILL_GRACE_S)
@@ -320,17 +327,6 @@ class Supervisor:
         while time.monotonic() < deadline and not self.stop_requested:
             time.sleep(0.1)
         return self.stop_requested
-
-
-def _serialized(progress: Progress) -> Progress:
-    """`progress`, callable from several loading threads at once (each line written whole)."""
-    lock = threading.Lock()
-
-    def say(message: str) -> None:
-        with lock:
-            progress(message)
-
-    return say
 
 
 def _log(message: str) -> None:

@@ -161,3 +161,23 @@ def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
     local.undeploy("idle-undeploy")
     assert not is_running(deployment.pid, deployment.start_time)
     assert not Path(deployment.workdir).exists()
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_clients_holding_a_key_from_before_the_stop_are_answered_after_the_wake(server, tmp_path):
+    """Inference behind a key: TorchServe makes a new one when it starts again, and mfn.Client reads it."""
+    mfn.package(TEXT_STATS, tmp_path, target=server)
+    name = f"idle-keyed-{server}"
+    deployment = local.deploy(tmp_path, name=name, idle_timeout_s=IDLE_S)
+    try:
+        clients = {protocol: mfn.Client(name, protocol=protocol, retries=0, timeout_s=120) for protocol in ("http", "grpc")}
+        for client in clients.values():
+            assert client.infer("text_stats", {"text": [["before the stop"]]})["n_words"][0][0] == 3
+        for protocol, client in clients.items():
+            asleep(deployment)
+            answer = client.infer("text_stats", {"text": [[f"woken over {protocol}"]]})
+            assert answer["n_words"][0][0] == 3, protocol
+            client.close()
+        assert read_status(deployment).wakes == 2
+    finally:
+        local.undeploy(name)
