@@ -9,7 +9,7 @@ from mfn.errors import HandlerError
 from mfn.handlers.metrics import InMemoryMetrics
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
-from mfn.runtime.loop import BatchLoop, RequestFailure
+from mfn.runtime.loop import RequestFailure
 from mfn.runtime.metrics import LoopMetrics
 from mfn.runtime.streaming import CANCELLED_STATUS, stream
 from tests.conftest import HANDLERS
