@@ -23,6 +23,7 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,signing,dev]'
 	$(PY) scripts/install_helm.py $(VENV)/bin
+	$(PY) scripts/install_nginx.py $(VENV)/bin $(VENV)/opt/nginx
 	$(PY) scripts/fetch_crd_schemas.py $(VENV)/share/mfn-crd-schemas
 	touch $@
 

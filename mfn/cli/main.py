@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from mfn.cli import operate
+from mfn.cli.rollout import rollout
 from mfn.cli.options import (
     MfnGroup,
     instances_option,
@@ -367,6 +368,7 @@ def _print_stream(client, model, inputs, version, as_json):
 
 for _command in operate.COMMANDS:
     cli.add_command(_command)
+cli.add_command(rollout)
 
 
 def main() -> None:

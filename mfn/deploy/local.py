@@ -136,6 +136,34 @@ def _deploy_locked(
     return deployment
 
 
+def deploy_like(template: str, path: Path | str, name: str, progress: Progress = lambda message: None) -> Deployment:
+    """Deploy `path` as `name` with the options deployment `template` was started with (auth, host, timeouts,
+    body limit, heap), on free ports and without an idle timeout: a rollout's canary track, or the primary track
+    started again from the promoted package (the template then being `name` itself, replaced in place).
+
+    Raises:
+        DeployError, MfnError: as `deploy`; the template's own deployment is left as it was when `name` differs.
+    """
+    import json
+
+    from mfn.deploy.supervision import PLAN_FILE
+
+    plan = json.loads((Path(state.get(template).workdir) / PLAN_FILE).read_text())
+    store = discover(Path(path))
+    from mfn.signing import verify_units
+
+    verify_units([unit for model in store.models for unit in store.models[model]], None)
+    if store.server != plan["server"]:
+        raise MfnError(f"{path} is packaged for {store.server}, while {template} runs {plan['server']}: "
+                       f"package it with --target {plan['server']}")
+    with state.exclusive(name), interrupts_held():
+        if name == template:
+            _undeploy_locked(name, keep_route=True)
+        return _deploy_locked(store, Path(path), name, list(store.models), plan["auth"], False, progress,
+                              plan["drain_timeout_s"], plan["max_request_bytes"], plan["jvm_heap_mb"], plan["host"],
+                              {}, plan["load_timeout_s"], None)
+
+
 def undeploy(name: str) -> Deployment:
     """Drain and stop a deployment's server, remove its shared-memory regions, work directory and record.
 
@@ -146,11 +174,19 @@ def undeploy(name: str) -> Deployment:
         return _undeploy_locked(name)
 
 
-def _undeploy_locked(name: str) -> Deployment:
+def _undeploy_locked(name: str, keep_route: bool = False) -> Deployment:
+    """Stop `name`; with its route (the rollout proxy, and the canary track a rollout left), unless `keep_route`."""
+    from mfn.deploy import routes
     from mfn.deploy.supervision import read_status
     from mfn.monitoring.local import stop_prometheus
 
     deployment = state.get(name)
+    if not keep_route:
+        canary = routes.stop(name)
+        if canary is not None:
+            with state.exclusive(canary):
+                if state.load(canary) is not None:  # an abort may have stopped it meanwhile
+                    _undeploy_locked(canary)
     stop_prometheus(deployment)
     drain_s = float(deployment.extra.get("drain_timeout_s", DRAIN_TIMEOUT_S))
     stop_process_group(deployment.pid, deployment.start_time, grace_s=drain_s + STOP_GRACE_S)
@@ -163,7 +199,13 @@ def _undeploy_locked(name: str) -> Deployment:
 
 
 def undeploy_all() -> list[Deployment]:
-    return [undeploy(deployment.name) for deployment in state.all_deployments()]
+    # A deployment's undeploy also stops its rollout's canary track, which is then gone from the list.
+    stopped = []
+    for deployment in state.all_deployments():
+        with state.exclusive(deployment.name), interrupts_held():
+            if state.load(deployment.name) is not None:
+                stopped.append(_undeploy_locked(deployment.name))
+    return stopped
 
 
 def status() -> list[Deployment]:

@@ -194,9 +194,14 @@ def read_key(deployment: Deployment, api: str) -> str | None:
     return entry.get("key") if isinstance(entry, dict) else None
 
 
+# In a canary track's record: the deployment whose rollout it serves (mfn.deploy.rollout).
+TRACK_OF = "track_of"
+
+
 def find_serving(model: str) -> Deployment:
     """The running deployment that serves `model`."""
-    serving = [d for d in all_deployments() if model in d.models and d.running]
+    # A rollout's canary track serves the model too; callers reach it through the deployment it belongs to.
+    serving = [d for d in all_deployments() if model in d.models and d.running and TRACK_OF not in d.extra]
     if not serving:
         raise MfnError(f"no running deployment serves model {model!r}; deploy it with `mfn deploy`, or pass --url")
     if len(serving) > 1:

@@ -31,6 +31,7 @@ class ModelStats:
     mean_batch_size: float | None = None
     predict_p50_s: float | None = None
     predict_p95_s: float | None = None
+    predict_p99_s: float | None = None
     queue_mean_s: float | None = None
     first_chunk_p50_s: float | None = None
     first_chunk_p95_s: float | None = None
@@ -94,6 +95,7 @@ def summarise(text: str, server: str) -> list[ModelStats]:
             mean_batch_size=batch[key][0] / batch[key][1] if batch[key][1] else None,
             predict_p50_s=histogram_quantile(0.5, buckets[key]),
             predict_p95_s=histogram_quantile(0.95, buckets[key]),
+            predict_p99_s=histogram_quantile(0.99, buckets[key]),
             queue_mean_s=queued_us / queued_requests / 1e6 if queued_requests else None,
             first_chunk_p50_s=histogram_quantile(0.5, first_chunk[key]),
             first_chunk_p95_s=histogram_quantile(0.95, first_chunk[key]),

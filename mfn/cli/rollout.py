@@ -1,0 +1,150 @@
+"""`mfn rollout start|status|promote|abort`: a thin layer over mfn.deploy.rollout."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from mfn.cli.options import Duration, MfnCommand, json_option
+
+STRATEGIES = ("canary", "blue-green", "ab", "shadow")
+
+
+def _progress(as_json: bool):
+    return (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
+
+
+def _steps(ctx, param, value: str | None) -> list[float]:
+    if not value:
+        return []
+    try:
+        return [float(step) for step in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: percentages separated by commas, e.g. 5,25,50,100", ctx, param) from None
+
+
+def _header(ctx, param, value: str | None) -> tuple[str | None, str | None]:
+    if not value:
+        return None, None
+    key, separator, wanted = value.partition("=")
+    return key.strip(), wanted if separator else None
+
+
+@click.group()
+def rollout():
+    """Serve a new package beside a deployment and move traffic to it: canary, blue-green, A/B or shadow."""
+
+
+@rollout.command(cls=MfnCommand)
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="canary", show_default=True,
+              help="canary: a share of requests at random; blue-green: all at once after the new track is warm and "
+                   "healthy; ab: requests matching --header; shadow: a copy of every request, answers dropped.")
+@click.option("--weight", type=click.FloatRange(0, 100), help="Percent of requests for the new track (canary: 10; ab "
+              "with --header KEY: 50).")
+@click.option("--steps", callback=_steps, help="Canary weights to step through, ending at 100 (promoted), e.g. 5,25,50,100.")
+@click.option("--step-interval", type=Duration(), default="30s", show_default=True, help="Time on each step.")
+@click.option("--max-error-ratio", type=click.FloatRange(0, 1), help="Roll back when the new track's error ratio over the "
+              "current step is above this.")
+@click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), help="Roll back when the new track's p99 "
+              "predict time over the current step is above this.")
+@click.option("--header", callback=_header, help="ab: KEY=VALUE sends requests whose header KEY is VALUE to the new "
+              "track; KEY alone hashes its value, so each caller stays on one track (--weight percent of them new).")
+@click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), help="The proxy's HTTP port at a deployment's first rollout.")
+@click.option("--grpc-port", type=click.IntRange(1, 65535), help="The proxy's gRPC port at a deployment's first rollout.")
+@click.option("--dry-run", is_flag=True, help="Print the proxy configuration the rollout would use; start nothing.")
+@json_option
+def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, max_p99_ms, header, target, http_port,
+          grpc_port, dry_run, as_json):
+    """Serve the package at PATH as the new track of deployment NAME and route traffic to it by the strategy.
+
+    The first rollout of a deployment puts nginx in front of it: its endpoints become the proxy's (printed, and
+    found by name by mfn.Client and `mfn invoke`) and stay through this and later rollouts."""
+    from mfn.deploy import rollout as rollouts
+
+    if target == "kubernetes":
+        raise click.UsageError("--target kubernetes: rollouts are local only in this version (see the README, Rollouts)")
+    try:
+        planned = rollouts.plan(strategy, path, name, weight, steps, step_interval, max_error_ratio, max_p99_ms, *header)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if dry_run:
+        click.echo(rollouts.run_dry(name, planned), nl=False)
+        return
+    route = rollouts.start(name, planned, {"http": http_port, "grpc": grpc_port}, progress=_progress(as_json))
+    report = rollouts.status(name)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{name}: {strategy} rollout of {path} started, {route.rollout.weight:g}% to the new track")
+    click.echo("\n".join(f"  {protocol:5} {url}" for protocol, url in report["endpoints"].items()))
+
+
+@rollout.command(cls=MfnCommand, name="status")
+@click.argument("name")
+@json_option
+def status_command(name, as_json):
+    """The rollout's state and why, weights, and each track's requests, error ratio and p50/p99 predict time."""
+    from mfn.deploy import rollout as rollouts
+
+    report = rollouts.status(name)
+    click.echo(json.dumps(report) if as_json else format_status(report))
+
+
+def format_status(report: dict) -> str:
+    active = report["rollout"]
+    lines = [f"{report['name']}: proxy {'running' if report['proxy_running'] else 'NOT running'}, "
+             + ", ".join(f"{protocol} {url}" for protocol, url in report["endpoints"].items())]
+    if active:
+        since = time.strftime("%H:%M:%S", time.localtime(active["started_at"]))
+        lines.append(f"  rollout: {active['strategy']} of {active['path']} since {since}: {active['state']}"
+                     + (f" ({active['why']})" if active["why"] and active["why"] != active["state"] else ""))
+        if report.get("weights"):
+            lines.append(f"  weights: primary {report['weights']['primary']:g}%, canary {report['weights']['canary']:g}%")
+        if active.get("analysis"):
+            analysis = active["analysis"]
+            for track in ("primary", "canary"):
+                if track in analysis:
+                    figures = analysis[track]
+                    ratio = "-" if figures["error_ratio"] is None else f"{figures['error_ratio']:.3f}"
+                    p99 = "-" if figures["p99_ms"] is None else f"{figures['p99_ms']:.1f} ms"
+                    lines.append(f"  last {analysis['window_s']:g} s, {track}: {figures['requests']} requests, "
+                                 f"error ratio {ratio}, p99 {p99}")
+    for track, described in report["tracks"].items():
+        for row in described["models"]:
+            if "error" in row:
+                lines.append(f"  {track} ({described['deployment']}): {row['error']}")
+                continue
+            rate = "-" if row["error_rate"] is None else f"{row['error_rate']:.3f}"
+            p50 = "-" if row["predict_p50_s"] is None else f"{row['predict_p50_s'] * 1000:.2f} ms"
+            p99 = "-" if row["predict_p99_s"] is None else f"{row['predict_p99_s'] * 1000:.2f} ms"
+            lines.append(f"  {track} ({described['deployment']}) {row['model']} v{row['version']}: {row['requests']} "
+                         f"requests, error ratio {rate}, predict p50 {p50}, p99 {p99}")
+    return "\n".join(lines)
+
+
+@rollout.command(cls=MfnCommand)
+@click.argument("name")
+@json_option
+def promote(name, as_json):
+    """The new track takes all traffic; the deployment is started again from the new package, the old track is
+    drained and stopped. No request is lost."""
+    from mfn.deploy import rollout as rollouts
+
+    rollouts.promote(name, progress=_progress(as_json))
+    click.echo(json.dumps(rollouts.status(name)) if as_json else f"{name}: promoted")
+
+
+@rollout.command(cls=MfnCommand)
+@click.argument("name")
+@json_option
+def abort(name, as_json):
+    """All traffic back on the deployment at once; the new track is drained and stopped."""
+    from mfn.deploy import rollout as rollouts
+
+    rollouts.abort(name, progress=_progress(as_json))
+    click.echo(json.dumps(rollouts.status(name)) if as_json else f"{name}: rolled back")

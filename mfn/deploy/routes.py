@@ -1,0 +1,224 @@
+"""A deployment's route: the nginx proxy that owns its public endpoints once it has had a rollout, and the
+rollout's record (mfn.deploy.rollout).
+
+The route lives in its own directory beside the deployments (`.routes/NAME/`), not in the deployment's work
+directory: a promotion starts the deployment again from the new package, which gives it a new work directory,
+while the proxy and its endpoints stay.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mfn.deploy import state
+from mfn.errors import MfnError
+from mfn.servers.process import children, is_running, process_start_time, start_detached
+
+ROUTE_FILE = "route.json"
+CONFIG_FILE = "nginx.conf"
+KEY_FILE = "key_file.json"
+START_TIMEOUT_S = 10.0
+# nginx's graceful stop (SIGQUIT) lets requests in flight finish; after this, the rest is cut.
+STOP_GRACE_S = 30.0
+
+
+@dataclass
+class Rollout:
+    """One rollout of a deployment: what routes where, and how it ended."""
+
+    strategy: str
+    canary: str  # the canary track's deployment name
+    path: str  # the new package
+    weight: float = 0.0
+    steps: list[float] = field(default_factory=list)
+    step_interval_s: float = 30.0
+    max_error_ratio: float | None = None
+    max_p99_ms: float | None = None
+    header: str | None = None
+    header_value: str | None = None
+    state: str = "progressing"  # progressing, paused, promoting, promoted, rolled back
+    why: str = ""
+    started_at: float = 0.0
+    last_step_at: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    # The controller's last comparison of the tracks over the current step's window (mfn.deploy.rollout_analysis).
+    analysis: dict = field(default_factory=dict)
+
+
+@dataclass
+class Route:
+    name: str
+    server: str
+    host: str
+    ports: dict[str, int]  # the deployment's stable http and grpc ports, nginx's
+    key_file: str  # the callers' key, in the servers' key-file layout (state.read_key)
+    controller_pid: int = 0
+    controller_start_time: int | None = None
+    rollout: Rollout | None = None
+
+    @property
+    def directory(self) -> Path:
+        return route_dir(self.name)
+
+    @property
+    def controller_running(self) -> bool:
+        return bool(self.controller_pid) and is_running(self.controller_pid, self.controller_start_time)
+
+
+def route_dir(name: str) -> Path:
+    return state.inside_home(state.deployments_dir() / ".routes" / state.check_name(name))
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """The route's lock: rollout commands and the rollout controller take turns (a deployment's own lock is
+    taken by the deploy and undeploy a promotion runs, so the route has its own)."""
+    directory = state.deployments_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / f".{state.check_name(name)}.route.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def load(name: str) -> Route | None:
+    try:
+        document = json.loads((route_dir(name) / ROUTE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    rollout = document.pop("rollout", None)
+    return Route(**document, rollout=Rollout(**rollout) if rollout else None)
+
+
+def save(route: Route) -> None:
+    _write_private(route.directory / ROUTE_FILE, json.dumps(asdict(route), indent=2, sort_keys=True))
+
+
+def create(name: str, server: str, host: str, ports: dict[str, int], with_key: bool) -> Route:
+    """A new route's directory, its callers' key and record (no proxy runs yet)."""
+    directory = route_dir(name)
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "temp").mkdir(parents=True, mode=0o700)
+    key_file = directory / KEY_FILE
+    _write_private(key_file, json.dumps({"inference": {"key": secrets.token_urlsafe(24)}} if with_key else {}))
+    route = Route(name=name, server=server, host=host, ports=ports, key_file=str(key_file))
+    save(route)
+    return route
+
+
+def remove(name: str) -> None:
+    shutil.rmtree(route_dir(name), ignore_errors=True)
+
+
+def callers_key(route: Route) -> str | None:
+    return (json.loads(Path(route.key_file).read_text()).get("inference") or {}).get("key")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically, readable by the user alone (the file may hold keys)."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temp, path)
+
+
+# The proxy process: nginx in the foreground, owned by the route's controller (mfn.deploy.rollout_controller).
+
+def nginx_binary() -> str:
+    """nginx from the environment's own bin directory (where `make setup` puts it), else from PATH."""
+    import sys
+
+    beside = Path(sys.executable).parent / "nginx"
+    found = str(beside) if beside.exists() else shutil.which("nginx")
+    if not found:
+        raise MfnError("nginx is not installed: `make setup` puts Debian's nginx into the environment "
+                       "(scripts/install_nginx.py), or install nginx 1.22 or newer on PATH")
+    return found
+
+
+def write_config(route: Route, text: str) -> Path:
+    """The proxy's configuration, checked by nginx itself before it replaces the one in use."""
+    path = route.directory / CONFIG_FILE
+    candidate = route.directory / f".{CONFIG_FILE}.new"
+    candidate.write_text(text)
+    candidate.chmod(0o600)
+    checked = subprocess.run([nginx_binary(), "-t", "-q", "-p", str(route.directory), "-c", str(candidate)],
+                             capture_output=True, text=True)
+    if checked.returncode != 0:
+        candidate.unlink(missing_ok=True)
+        raise MfnError(f"nginx refused the rendered proxy configuration: {checked.stderr.strip()}")
+    os.replace(candidate, path)
+    return path
+
+
+def start_nginx(route: Route, parent_death_signal: int | None = None) -> subprocess.Popen:
+    command = [nginx_binary(), "-p", str(route.directory), "-c", str(route.directory / CONFIG_FILE), "-g", "daemon off;"]
+    process = start_detached(command, dict(os.environ), route.directory / "nginx.log", route.directory,
+                             parent_death_signal=parent_death_signal)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = (route.directory / "nginx.log").read_text()[-2000:]
+            raise MfnError(f"nginx stopped at start ({process.returncode}): {log}")
+        if nginx_pid(route) == process.pid:
+            return process
+        time.sleep(0.02)
+    raise MfnError(f"nginx did not start within {START_TIMEOUT_S:g} s; its log: {route.directory / 'nginx.log'}")
+
+
+def nginx_pid(route: Route) -> int | None:
+    try:
+        pid = int((route.directory / "nginx.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_start_time(pid) is not None else None
+
+
+def reload_nginx(route: Route) -> None:
+    """Graceful: new workers take the new configuration, old ones finish the requests they hold, then exit."""
+    pid = nginx_pid(route)
+    if pid is None:
+        raise MfnError(f"the proxy of {route.name} is not running; see {route.directory / 'nginx.log'}")
+    before = set(children(pid))
+    os.kill(pid, signal.SIGHUP)
+    # Applied once a worker started after the signal runs and every older one has stopped accepting: the master
+    # tells old workers to shut down only about 100 ms after starting the new ones, and until then they still
+    # take new connections. An old worker that finishes requests it holds is titled "... is shutting down".
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        workers = children(pid)
+        started = any(letter != "Z" for child, (letter, _) in workers.items() if child not in before)
+        old_accepting = [child for child in before if child in workers and workers[child][0] != "Z"
+                         and "shutting down" not in " ".join(workers[child][1])]
+        if started and not old_accepting:
+            return
+        time.sleep(0.01)
+    raise MfnError(f"the proxy of {route.name} did not take its new configuration; see {route.directory / 'error.log'}")
+
+
+def stop(name: str) -> str | None:
+    """Stop the route's controller and proxy (requests in flight are answered) and remove the route; the canary
+    track's deployment name where one may still run, for the caller to undeploy."""
+    from mfn.servers.process import stop_process_group
+
+    route = load(name)  # not under the route's lock: the controller may be waiting for it
+    if route is None:
+        return None
+    if route.controller_pid:
+        stop_process_group(route.controller_pid, route.controller_start_time, grace_s=STOP_GRACE_S)
+    pid = nginx_pid(route)
+    if pid is not None:  # a controller killed outright leaves nginx to its parent-death signal; make sure
+        stop_process_group(pid, process_start_time(pid), grace_s=STOP_GRACE_S)
+    remove(name)
+    return route.rollout.canary if route.rollout else None

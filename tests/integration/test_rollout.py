@@ -1,0 +1,221 @@
+"""Rollouts on both real servers through the real nginx proxy, HTTP and gRPC: a canary's share, promote, abort
+with requests in flight, automatic rollback of a broken release, blue-green under load, shadow, A/B.
+
+The handler answers with its package's version (tests/handlers/tracked.py): v1 is the primary, v2 the new
+release, v3 a release that fails every request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import mfn
+from mfn.deploy import local, rollout, routes, state
+from mfn.errors import MfnError
+from tests.conftest import HANDLERS
+
+TRACKED = f"{HANDLERS / 'tracked.py'}:Tracked"
+SERVERS = ("triton", "torchserve")
+# 400 requests, each to the canary with probability p = 0.25: the count's standard deviation is
+# sqrt(400 * 0.25 * 0.75) = 8.66; the test accepts 100 ± 4.5 of them (± 39), failing a correct split about
+# once in 150,000 runs.
+CANARY_REQUESTS, CANARY_BOUND = 400, 39
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> dict[tuple[str, int], Path]:
+    root = tmp_path_factory.mktemp("tracked")
+    packaged = {}
+    for server in SERVERS:
+        for version in (1, 2, 3):
+            output = root / f"{server}-v{version}"
+            mfn.package(TRACKED, output, target=server, version=version)
+            packaged[server, version] = output
+    return packaged
+
+
+@pytest.fixture(params=SERVERS)
+def primary(request, packages):
+    """Deployment `ro-<server>` serving v1; undeployed with its route and any canary track left."""
+    server = request.param
+    name = f"ro-{server}"
+    local.deploy(packages[server, 1], name=name)
+    try:
+        yield server, name
+    finally:
+        local.undeploy(name)
+        assert state.load(rollout.canary_name(name)) is None and routes.load(name) is None
+
+
+def served_by(name: str, protocol: str = "http", x: int = -1, client: mfn.Client | None = None) -> int:
+    if client is not None:
+        return int(client.infer("tracked", {"x": [[x]]})["served_by"].item())
+    with mfn.Client(name, protocol=protocol) as fresh:
+        return served_by(name, protocol, x, fresh)
+
+
+def counts(name: str, protocol: str, requests: int) -> Counter:
+    with mfn.Client(name, protocol=protocol) as client:
+        return Counter(served_by(name, client=client) for _ in range(requests))
+
+
+def stock_http(server: str, name: str, headers: dict[str, str] | None = None) -> tuple[int, str | None]:
+    """One request through the proxy with http.client: the version that answered, and the X-Mfn-Track header."""
+    route = routes.load(name)
+    path, body = (("/v2/models/tracked/infer",
+                   {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "INT32", "data": [-1]}]})
+                  if server == "triton" else ("/predictions/tracked", {"x": [[-1]]}))
+    connection = http.client.HTTPConnection(route.host, route.ports["http"], timeout=60)
+    try:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json",
+                                                             "Authorization": f"Bearer {routes.callers_key(route)}",
+                                                             **(headers or {})})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200, answer
+    finally:
+        connection.close()
+    version = answer["outputs"][0]["data"][0] if server == "triton" else answer["served_by"][0][0]
+    return int(version), response.getheader("X-Mfn-Track")
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
+def test_a_25_percent_canary_sends_a_quarter_and_promote_moves_all_traffic_for_good(primary, packages):
+    server, name = primary
+    started = rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=25))
+    assert started.rollout.weight == 25 and state.load(rollout.canary_name(name)).running
+    for protocol in ("http", "grpc"):
+        seen = counts(name, protocol, CANARY_REQUESTS)
+        assert set(seen) == {1, 2}, seen
+        assert abs(seen[2] - CANARY_REQUESTS * 0.25) <= CANARY_BOUND, (protocol, seen)
+    # Every answer names the track that produced it.
+    tracks = Counter(stock_http(server, name) for _ in range(40))
+    assert set(tracks) <= {(1, "primary"), (2, "canary")} and len(tracks) == 2, tracks
+    endpoints = rollout.status(name)["endpoints"]
+    rollout.promote(name)
+    assert rollout.status(name)["endpoints"] == endpoints
+    for protocol in ("http", "grpc"):
+        assert counts(name, protocol, 50) == Counter({2: 50})
+    assert state.load(rollout.canary_name(name)) is None
+    assert routes.load(name).rollout.state == "promoted"
+
+
+def test_abort_answers_the_requests_in_flight_and_sends_all_traffic_back(primary, packages):
+    server, name = primary
+    rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=100))
+    assert counts(name, "http", 10) == Counter({2: 10})
+    with ThreadPoolExecutor(6) as pool:
+        in_flight = [pool.submit(served_by, name, protocol, 1500) for protocol in ("http", "grpc") * 3]
+        time.sleep(0.5)  # all six are in the canary's hands
+        rollout.abort(name)
+        assert [future.result() for future in in_flight] == [2] * 6
+    for protocol in ("http", "grpc"):
+        assert counts(name, protocol, 30) == Counter({1: 30})
+    report = rollout.status(name)
+    assert report["rollout"]["state"] == "rolled back" and report["rollout"]["why"] == "aborted by the operator"
+    assert state.load(rollout.canary_name(name)) is None
+
+
+def test_a_release_that_fails_every_request_is_rolled_back_by_itself(primary, packages):
+    server, name = primary
+    interval_s = 3.0
+    rollout.start(name, rollout.plan("canary", packages[server, 3], name, steps=[20, 100],
+                                     step_interval_s=interval_s, max_error_ratio=0.1))
+    started = time.monotonic()
+    outcomes: list[bool] = []
+    with mfn.Client(name, retries=0) as client:
+        while routes.load(name).rollout.state == "progressing":
+            assert time.monotonic() - started < 2 * interval_s, "not rolled back within two step intervals"
+            try:
+                served_by(name, client=client)
+                outcomes.append(True)
+            except MfnError:
+                outcomes.append(False)
+        report = rollout.status(name)["rollout"]
+        assert report["state"] == "rolled back" and "error ratio" in report["why"], report
+        # Failures bounded by the first step's weight (20%, with five standard deviations of the sample's spread).
+        failed = outcomes.count(False)
+        assert failed, "no request reached the broken release"
+        spread = 5 * (0.2 * 0.8 / len(outcomes)) ** 0.5
+        assert failed / len(outcomes) <= 0.2 + spread, (failed, len(outcomes))
+        after = Counter(served_by(name, client=client) for _ in range(50))
+    assert after == Counter({1: 50})
+    wait_for(lambda: state.load(rollout.canary_name(name)) is None, 60, "the broken track stopped")
+
+
+def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(primary, packages):
+    server, name = primary
+    # The first rollout puts the proxy in front (the endpoints move once); the load starts on the proxy's.
+    rollout.start(name, rollout.plan("canary", packages[server, 1], name, weight=0))
+    rollout.abort(name)
+    failures, answers, stop = [], Counter(), threading.Event()
+
+    def load(protocol: str) -> None:
+        with mfn.Client(name, protocol=protocol, retries=0) as client:
+            while not stop.is_set():
+                try:
+                    answers[served_by(name, client=client)] += 1
+                except Exception as error:  # noqa: BLE001 - every failure is the finding
+                    failures.append(repr(error))
+
+    threads = [threading.Thread(target=load, args=(protocol,)) for protocol in ("http", "grpc", "http", "grpc")]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        rollout.start(name, rollout.plan("blue-green", packages[server, 2], name))
+        switched = sum(answers.values())
+        wait_for(lambda: sum(answers.values()) > switched + 50, 30, "answers after the switch")
+        rollout.promote(name)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not failures, failures[:5]
+    assert answers[1] and answers[2], answers
+    assert counts(name, "grpc", 20) == Counter({2: 20})
+
+
+def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothing(primary, packages):
+    server, name = primary
+    rollout.start(name, rollout.plan("shadow", packages[server, 3], name))
+    for protocol in ("http", "grpc"):
+        assert counts(name, protocol, 40) == Counter({1: 40})
+    mirrored = wait_for(lambda: _canary_requests(name) >= 80 and _canary_requests(name), 30, "80 mirrored requests")
+    canary_rows = rollout.status(name)["tracks"]["canary"]["models"]
+    assert mirrored >= 80 and canary_rows[0]["outcomes"]["error"] >= 80, canary_rows
+
+
+def _canary_requests(name: str) -> int:
+    return sum(row.get("requests", 0) for row in rollout.status(name)["tracks"]["canary"]["models"])
+
+
+def test_ab_routes_by_header_and_a_hashed_key_keeps_each_caller_on_one_track(primary, packages):
+    server, name = primary
+    rollout.start(name, rollout.plan("ab", packages[server, 2], name, header="X-Group", header_value="beta"))
+    assert {stock_http(server, name, {"X-Group": "beta"}) for _ in range(20)} == {(2, "canary")}
+    assert {stock_http(server, name, {"X-Group": "alpha"}) for _ in range(20)} == {(1, "primary")}
+    assert {stock_http(server, name) for _ in range(20)} == {(1, "primary")}
+    rollout.abort(name)
+    rollout.start(name, rollout.plan("ab", packages[server, 2], name, weight=50, header="X-User"))
+    per_user = {user: {stock_http(server, name, {"X-User": f"user-{user}"})[0] for _ in range(5)} for user in range(20)}
+    assert all(len(versions) == 1 for versions in per_user.values()), per_user
+    assert {versions.pop() for versions in per_user.values()} == {1, 2}
