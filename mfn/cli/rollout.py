@@ -115,6 +115,8 @@ def format_status(report: dict) -> str:
                     lines.append(f"  last {analysis['window_s']:g} s, {track}: {figures['requests']} requests, "
                                  f"error ratio {ratio}, p99 {p99}")
     for track, described in report["tracks"].items():
+        if not described["models"]:
+            lines.append(f"  {track} ({described['deployment']}): no requests yet")
         for row in described["models"]:
             if "error" in row:
                 lines.append(f"  {track} ({described['deployment']}): {row['error']}")

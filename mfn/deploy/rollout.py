@@ -111,6 +111,9 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
     primary = state.get(name)
     if not primary.running:
         raise MfnError(f"deployment {name!r} is not running; deploy it first")
+    if primary.front:
+        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), and its server's ports change at each "
+                       "wake-up, which the proxy cannot follow yet: deploy it without --idle-timeout to roll out")
     with routes.exclusive(name):
         route = routes.load(name)
         if route is not None and route.rollout is not None and route.rollout.state in ACTIVE:

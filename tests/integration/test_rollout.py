@@ -87,6 +87,36 @@ def stock_http(server: str, name: str, headers: dict[str, str] | None = None) ->
     return int(version), response.getheader("X-Mfn-Track")
 
 
+def stock_grpc(server: str, name: str, scratch: Path) -> tuple[int, str | None]:
+    """One request through the proxy with grpcio: the version that answered, and the x-mfn-track metadata."""
+    import grpc
+    import numpy as np
+
+    route = routes.load(name)
+    with grpc.insecure_channel(f"{route.host}:{route.ports['grpc']}") as channel:
+        if server == "triton":
+            from tritonclient.grpc import service_pb2
+
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                        request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+                                        response_deserializer=service_pb2.ModelInferResponse.FromString)
+            request = service_pb2.ModelInferRequest(model_name="tracked", inputs=[service_pb2.ModelInferRequest.InferInputTensor(
+                name="x", datatype="INT32", shape=[1, 1], contents=service_pb2.InferTensorContents(int_contents=[-1]))])
+            answer, call = infer.with_call(request, timeout=60, metadata=[
+                ("triton-grpc-protocol-authorization", f"Bearer {routes.callers_key(route)}")])
+            version = int(np.frombuffer(answer.raw_output_contents[0], dtype=np.int32)[0])
+        else:
+            from mfn.client.torchserve_wire import SERVICE, message_classes
+
+            request_type, response_type = message_classes(scratch)
+            predict = channel.unary_unary(f"/{SERVICE}/Predictions", request_serializer=request_type.SerializeToString,
+                                          response_deserializer=response_type.FromString)
+            answer, call = predict.with_call(request_type(model_name="tracked", input={"data": b'{"x": [[-1]]}'}),
+                                             timeout=60, metadata=[("authorization", f"Bearer {routes.callers_key(route)}")])
+            version = int(json.loads(answer.prediction)["served_by"][0][0])
+    return version, dict(call.initial_metadata()).get("x-mfn-track")
+
+
 def wait_for(condition, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -97,7 +127,7 @@ def wait_for(condition, timeout_s: float, what: str):
     raise AssertionError(f"{what} within {timeout_s} s")
 
 
-def test_a_25_percent_canary_sends_a_quarter_and_promote_moves_all_traffic_for_good(primary, packages):
+def test_a_25_percent_canary_sends_a_quarter_and_promote_moves_all_traffic_for_good(primary, packages, tmp_path):
     server, name = primary
     started = rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=25))
     assert started.rollout.weight == 25 and state.load(rollout.canary_name(name)).running
@@ -106,8 +136,9 @@ def test_a_25_percent_canary_sends_a_quarter_and_promote_moves_all_traffic_for_g
         assert set(seen) == {1, 2}, seen
         assert abs(seen[2] - CANARY_REQUESTS * 0.25) <= CANARY_BOUND, (protocol, seen)
     # Every answer names the track that produced it.
-    tracks = Counter(stock_http(server, name) for _ in range(40))
-    assert set(tracks) <= {(1, "primary"), (2, "canary")} and len(tracks) == 2, tracks
+    for protocol, call in (("http", lambda: stock_http(server, name)), ("grpc", lambda: stock_grpc(server, name, tmp_path))):
+        tracks = Counter(call() for _ in range(40))
+        assert set(tracks) <= {(1, "primary"), (2, "canary")} and len(tracks) == 2, (protocol, tracks)
     endpoints = rollout.status(name)["endpoints"]
     rollout.promote(name)
     assert rollout.status(name)["endpoints"] == endpoints
@@ -219,3 +250,32 @@ def test_ab_routes_by_header_and_a_hashed_key_keeps_each_caller_on_one_track(pri
     per_user = {user: {stock_http(server, name, {"X-User": f"user-{user}"})[0] for _ in range(5)} for user in range(20)}
     assert all(len(versions) == 1 for versions in per_user.values()), per_user
     assert {versions.pop() for versions in per_user.values()} == {1, 2}
+
+
+@pytest.mark.parametrize("primary", ["triton"], indirect=True)
+def test_the_commands_dry_run_report_and_refuse_by_name(primary, packages):
+    from click.testing import CliRunner
+
+    from mfn.cli.main import cli
+
+    server, name = primary
+    runner = CliRunner()
+    new = str(packages[server, 2])
+    dry = runner.invoke(cli, ["rollout", "start", name, new, "--weight", "25", "--dry-run"])
+    assert dry.exit_code == 0 and 'split_clients "$request_id" $mfn_track { 25% canary; * primary; }' in dry.output
+    assert routes.load(name) is None and state.load(rollout.canary_name(name)) is None  # nothing started
+    refused = runner.invoke(cli, ["rollout", "start", name, new, "--strategy", "ab"])
+    assert refused.exit_code != 0 and "--header" in refused.output
+    no_rollout = runner.invoke(cli, ["rollout", "status", name])
+    assert no_rollout.exit_code != 0 and f"mfn rollout start {name} PATH" in no_rollout.output
+    started = runner.invoke(cli, ["rollout", "start", name, new, "--steps", "10,100", "--step-interval", "1h", "--json"])
+    assert started.exit_code == 0, started.output
+    report = json.loads(started.output)
+    assert report["rollout"]["state"] == "progressing" and report["weights"] == {"canary": 10.0, "primary": 90.0}
+    again = runner.invoke(cli, ["rollout", "start", name, new])
+    assert again.exit_code != 0 and "already rolling out" in again.output
+    shown = runner.invoke(cli, ["rollout", "status", name])
+    assert "weights: primary 90%, canary 10%" in shown.output and f"canary ({name}-canary): no requests yet" in shown.output
+    aborted = runner.invoke(cli, ["rollout", "abort", name])
+    assert aborted.exit_code == 0 and "rolled back" in aborted.output
+    assert "rolled back (aborted by the operator)" in runner.invoke(cli, ["rollout", "status", name]).output
