@@ -156,9 +156,11 @@ def deploy_like(template: str, path: Path | str, name: str, progress: Progress =
     if store.server != plan["server"]:
         raise MfnError(f"{path} is packaged for {store.server}, while {template} runs {plan['server']}: "
                        f"package it with --target {plan['server']}")
-    with state.exclusive(name), interrupts_held():
+    with state.exclusive(name):
         if name == template:
-            _undeploy_locked(name, keep_route=True)
+            with interrupts_held():
+                _undeploy_locked(name, keep_route=True)
+        # Not while interrupts are held: signals ignored here would stay ignored in the servers started below.
         return _deploy_locked(store, Path(path), name, list(store.models), plan["auth"], False, progress,
                               plan["drain_timeout_s"], plan["max_request_bytes"], plan["jvm_heap_mb"], plan["host"],
                               {}, plan["load_timeout_s"], None)
