@@ -17,7 +17,7 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 # torch goes in first and pinned: a loose torch requirement resolved later would pull a multi-GB CUDA build.
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml scripts/install_helm.py scripts/install_nginx.py scripts/fetch_crd_schemas.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0

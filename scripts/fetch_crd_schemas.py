@@ -1,5 +1,6 @@
 """Write JSON schemas for the custom resources the chart renders (ServiceMonitor, PrometheusRule, ScaledObject,
-Knative's Service as KnativeService).
+Knative's Service as KnativeService, Gateway API's HTTPRoute and GRPCRoute, Argo Rollouts' Rollout and
+AnalysisTemplate).
 
 They come from npm packages that carry each CRD's openAPIV3Schema as a JSON literal inside a
 CommonJS module (pinned: later versions ship compiled validators instead). The schemas are made
@@ -25,6 +26,15 @@ SOURCES = {
     },
     "@kubernetes-models/knative@2.1.0": {
         "KnativeService": "package/serving.knative.dev/v1/Service.js",
+    },
+    # The last release that ships schema literals; it has GRPCRoute only as v1alpha2, whose spec v1 kept.
+    "@kubernetes-models/gateway-api@0.5.1": {
+        "HTTPRoute": "package/gateway.networking.k8s.io/v1/HTTPRoute.js",
+        "GRPCRoute": "package/gateway.networking.k8s.io/v1alpha2/GRPCRoute.js",
+    },
+    "@kubernetes-models/argo-rollouts@0.3.2": {
+        "Rollout": "package/argoproj.io/v1alpha1/Rollout.js",
+        "AnalysisTemplate": "package/argoproj.io/v1alpha1/AnalysisTemplate.js",
     },
 }
 

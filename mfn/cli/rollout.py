@@ -56,22 +56,40 @@ def rollout():
 @click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
 @click.option("--http-port", type=click.IntRange(1, 65535), help="The proxy's HTTP port at a deployment's first rollout.")
 @click.option("--grpc-port", type=click.IntRange(1, 65535), help="The proxy's gRPC port at a deployment's first rollout.")
-@click.option("--dry-run", is_flag=True, help="Print the proxy configuration the rollout would use; start nothing.")
+@click.option("--model-uri", help="kubernetes: where the cluster fetches the new package (https://, s3://, gs://).")
+@click.option("--pvc", help="kubernetes: a PersistentVolumeClaim holding the new package instead.")
+@click.option("--namespace", default="default", show_default=True, help="kubernetes: the release's namespace.")
+@click.option("--gateway", "gateways", multiple=True, help="kubernetes: a Gateway ([NAMESPACE/]NAME) the routes attach "
+              "to; without one, only blue-green works (by the Service's selector).")
+@click.option("--engine", type=click.Choice(["mfn", "argo"]), default="mfn", show_default=True,
+              help="kubernetes: mfn (a second Deployment, weights set by these commands) or argo (Argo Rollouts steps, "
+                   "judges and promotes with an AnalysisTemplate on mfn's metrics).")
+@click.option("--values-only", is_flag=True, help="kubernetes: print the values the upgrade merges into the release's; "
+              "run nothing.")
+@click.option("--dry-run", is_flag=True, help="local: print the proxy configuration the rollout would use; kubernetes: "
+              "helm's own dry run of the upgrade (it reads the release from the cluster). Start nothing.")
 @json_option
 def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, max_p99_ms, header, target, http_port,
-          grpc_port, dry_run, as_json):
+          grpc_port, model_uri, pvc, namespace, gateways, engine, values_only, dry_run, as_json):
     """Serve the package at PATH as the new track of deployment NAME and route traffic to it by the strategy.
 
     The first rollout of a deployment puts nginx in front of it: its endpoints become the proxy's (printed, and
     found by name by mfn.Client and `mfn invoke`) and stay through this and later rollouts."""
     from mfn.deploy import rollout as rollouts
 
-    if target == "kubernetes":
-        raise click.UsageError("--target kubernetes: rollouts are local only in this version (see the README, Rollouts)")
     try:
         planned = rollouts.plan(strategy, path, name, weight, steps, step_interval, max_error_ratio, max_p99_ms, *header)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    if target == "kubernetes":
+        from pathlib import Path
+
+        from mfn.kubernetes import rollout as kubernetes
+
+        values = kubernetes.rollout_values(Path(path), name, model_uri, pvc, strategy, planned.weight, *header, gateways,
+                                           engine, steps, step_interval, max_error_ratio, max_p99_ms)
+        click.echo(json.dumps(values, indent=2, sort_keys=True) if values_only else kubernetes.upgrade(name, namespace, values, dry_run))
+        return
     if dry_run:
         click.echo(rollouts.run_dry(name, planned), nl=False)
         return
@@ -129,13 +147,25 @@ def format_status(report: dict) -> str:
     return "\n".join(lines)
 
 
+target_option = click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
+namespace_option = click.option("--namespace", default="default", show_default=True, help="kubernetes: the release's namespace.")
+
+
 @rollout.command(cls=MfnCommand)
 @click.argument("name")
+@target_option
+@namespace_option
 @json_option
-def promote(name, as_json):
+def promote(name, target, namespace, as_json):
     """The new track takes all traffic; the deployment is started again from the new package, the old track is
     drained and stopped. No request is lost."""
     from mfn.deploy import rollout as rollouts
+
+    if target == "kubernetes":
+        from mfn.kubernetes import rollout as kubernetes
+
+        click.echo(kubernetes.upgrade(name, namespace, kubernetes.promote_values(kubernetes.current_values(name, namespace))))
+        return
 
     rollouts.promote(name, progress=_progress(as_json))
     click.echo(json.dumps(rollouts.status(name)) if as_json else f"{name}: promoted")
@@ -143,10 +173,18 @@ def promote(name, as_json):
 
 @rollout.command(cls=MfnCommand)
 @click.argument("name")
+@target_option
+@namespace_option
 @json_option
-def abort(name, as_json):
+def abort(name, target, namespace, as_json):
     """All traffic back on the deployment at once; the new track is drained and stopped."""
     from mfn.deploy import rollout as rollouts
+
+    if target == "kubernetes":
+        from mfn.kubernetes import rollout as kubernetes
+
+        click.echo(kubernetes.upgrade(name, namespace, kubernetes.abort_values()))
+        return
 
     rollouts.abort(name, progress=_progress(as_json))
     click.echo(json.dumps(rollouts.status(name)) if as_json else f"{name}: rolled back")

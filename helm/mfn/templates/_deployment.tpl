@@ -17,7 +17,8 @@ metadata:
     {{- include "mfn.labels" . | nindent 4 }}
 spec:
   {{- if not (or .Values.autoscaling.enabled .Values.keda.enabled) }}
-  replicas: {{ .Values.replicaCount }}
+  {{- /* With Argo Rollouts, the Rollout runs this template's pods (workloadRef). */}}
+  replicas: {{ if and .Values.rollout.enabled (eq .Values.rollout.engine "argo") }}0{{ else }}{{ .Values.replicaCount }}{{ end }}
   {{- end }}
   selector:
     matchLabels:

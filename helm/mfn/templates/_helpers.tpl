@@ -131,3 +131,14 @@ volumeMounts:
 	}
 }
 {{- end }}
+
+{{/* One track's backendRef in a Gateway API route; every answer names the track that produced it. */}}
+{{- define "mfn.trackBackend" -}}
+- name: {{ .service }}
+  port: {{ .port }}
+  weight: {{ .weight }}
+  filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Mfn-Track, value: {{ .track }}}]
+{{- end -}}
