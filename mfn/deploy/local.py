@@ -211,7 +211,15 @@ def undeploy_all() -> list[Deployment]:
 
 
 def status() -> list[Deployment]:
-    return state.all_deployments()
+    """Every local deployment, with its rollout proxy's endpoints where it has one."""
+    from mfn.deploy import routes
+
+    deployments = state.all_deployments()
+    for deployment in deployments:
+        route = routes.load(deployment.name)
+        if route is not None:
+            deployment.proxy = dict(route.ports)
+    return deployments
 
 
 def describe(deployment: Deployment, status: SupervisorStatus, versions: dict[str, dict] | None = None) -> str:

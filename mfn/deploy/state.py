@@ -93,6 +93,9 @@ class Deployment:
     # Public ports of the front that owns them when the server stops while idle (mfn.deploy.front); `ports` are
     # then the server's own, which only mfn talks to.
     front: dict[str, int] = field(default_factory=dict)
+    # The rollout proxy's ports once the deployment has had a rollout (mfn.deploy.routes): filled in when the
+    # record is read for callers (mfn.deploy.local.status), never saved by the supervisor.
+    proxy: dict[str, int] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -109,8 +112,9 @@ class Deployment:
         return f"{self.host}:{self.ports['grpc']}"
 
     def public_port(self, protocol: str) -> int:
-        """Where clients send `protocol` ("http", "grpc") requests: the front's port when there is one."""
-        return self.front.get(protocol) or self.ports[protocol]
+        """Where clients send `protocol` ("http", "grpc") requests: the rollout proxy's or the idle front's port when
+        there is one."""
+        return self.proxy.get(protocol) or self.front.get(protocol) or self.ports[protocol]
 
     @property
     def metrics_url(self) -> str:

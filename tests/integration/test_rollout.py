@@ -272,6 +272,10 @@ def test_the_commands_dry_run_report_and_refuse_by_name(primary, packages):
     assert started.exit_code == 0, started.output
     report = json.loads(started.output)
     assert report["rollout"]["state"] == "progressing" and report["weights"] == {"canary": 10.0, "primary": 90.0}
+    listed = json.loads(runner.invoke(cli, ["status", "--json", "--no-kubernetes"]).output)["local"]
+    assert next(d for d in listed if d["name"] == name)["endpoints"]["grpc"] == report["endpoints"]["grpc"]
+    invoked = runner.invoke(cli, ["invoke", "tracked", "--deployment", name, "--data", '{"x": [[-1]]}', "--json"])
+    assert invoked.exit_code == 0 and json.loads(invoked.output)["outputs"]["served_by"][0][0] in (1, 2), invoked.output
     again = runner.invoke(cli, ["rollout", "start", name, new])
     assert again.exit_code != 0 and "already rolling out" in again.output
     shown = runner.invoke(cli, ["rollout", "status", name])
