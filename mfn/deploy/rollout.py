@@ -14,8 +14,6 @@ so neither loses a request. Stepping and the automatic analysis run in the route
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,12 +23,11 @@ from mfn.deploy.launching import Progress
 from mfn.deploy.proxy_config import ProxyConfig, Routing, Track, check_routing, render
 from mfn.deploy.routes import Rollout, Route
 from mfn.errors import MfnError
-from mfn.servers.process import free_ports, process_start_time
+from mfn.servers.process import free_ports
 
 ACTIVE = ("progressing", "paused", "promoting")
 CANARY_SUFFIX = "-canary"
 DEFAULT_WEIGHT = {"canary": 10.0, "ab": 50.0, "blue-green": 100.0, "shadow": 0.0}
-CONTROLLER_START_S = 15.0
 
 
 def canary_name(name: str) -> str:
@@ -135,7 +132,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
                 apply(route)
             else:
                 routes.write_config(route, render(proxy_config(route)))
-                _start_controller(route)
+                routes.start_controller(route)
             return routes.load(name)
     except BaseException:
         _forget_canary(name, rollout.canary)
@@ -150,25 +147,6 @@ def _new_route(primary: state.Deployment, ports: dict[str, int]) -> Route:
     check_ports_free(primary.host, chosen)
     return routes.create(primary.name, primary.server, primary.host, chosen,
                          with_key=state.read_key(primary, "inference") is not None)
-
-
-def _start_controller(route: Route) -> None:
-    from mfn.servers.process import start_detached
-
-    process = start_detached([sys.executable, "-m", "mfn.deploy.rollout_controller", route.name], dict(os.environ),
-                             route.directory / "controller.log", route.directory)
-    deadline = time.monotonic() + CONTROLLER_START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = (route.directory / "controller.log").read_text()[-3000:]
-            raise MfnError(f"the rollout controller of {route.name} stopped at start:\n{log}")
-        if routes.nginx_pid(route) is not None:
-            route.controller_pid, route.controller_start_time = process.pid, process_start_time(process.pid)
-            routes.save(route)
-            return
-        time.sleep(0.02)
-    raise MfnError(f"the proxy of {route.name} did not start within {CONTROLLER_START_S:g} s; "
-                   f"see {route.directory / 'controller.log'}")
 
 
 def _check_ready(deployment: state.Deployment) -> None:

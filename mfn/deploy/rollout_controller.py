@@ -48,7 +48,10 @@ class Controller:
             if self.nginx.poll() is not None:
                 _log(f"nginx ended ({self.nginx.returncode}); starting it again")
                 time.sleep(NGINX_RESTART_BACKOFF_S)
-                self.nginx = routes.start_nginx(route, parent_death_signal=signal.SIGTERM)
+                try:
+                    self.nginx = routes.start_nginx(route, parent_death_signal=signal.SIGTERM)
+                except MfnError as error:  # tried again at the next tick
+                    _log(f"nginx did not start: {error}")
             progressing = route.rollout is not None and route.rollout.state == "progressing"
             if progressing and (route.rollout.steps or route.rollout.max_error_ratio is not None
                                 or route.rollout.max_p99_ms is not None):

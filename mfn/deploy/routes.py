@@ -30,6 +30,7 @@ ROUTE_FILE = "route.json"
 CONFIG_FILE = "nginx.conf"
 KEY_FILE = "key_file.json"
 START_TIMEOUT_S = 10.0
+CONTROLLER_START_S = 15.0
 # nginx's graceful stop (SIGQUIT) lets requests in flight finish; after this, the rest is cut.
 STOP_GRACE_S = 30.0
 
@@ -74,7 +75,16 @@ class Route:
 
     @property
     def controller_running(self) -> bool:
-        return bool(self.controller_pid) and is_running(self.controller_pid, self.controller_start_time)
+        # A killed controller whose parent (the command that started it) still runs stays a zombie until reaped.
+        return (bool(self.controller_pid) and is_running(self.controller_pid, self.controller_start_time)
+                and not _zombie(self.controller_pid))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def route_dir(name: str) -> Path:
@@ -162,7 +172,22 @@ def write_config(route: Route, text: str) -> Path:
     return path
 
 
+def stop_strays(route: Route) -> None:
+    """Kill nginx processes left from this route's earlier proxy: workers outlive a master killed outright and
+    keep its listening sockets. They are the nginx processes whose working directory is the route's."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (os.readlink(proc / "cwd") == str(route.directory)
+                    and (proc / "cmdline").read_bytes().startswith(b"nginx:")):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue
+
+
 def start_nginx(route: Route, parent_death_signal: int | None = None) -> subprocess.Popen:
+    stop_strays(route)
     command = [nginx_binary(), "-p", str(route.directory), "-c", str(route.directory / CONFIG_FILE), "-g", "daemon off;"]
     process = start_detached(command, dict(os.environ), route.directory / "nginx.log", route.directory,
                              parent_death_signal=parent_death_signal)
@@ -215,10 +240,47 @@ def stop(name: str) -> str | None:
     route = load(name)  # not under the route's lock: the controller may be waiting for it
     if route is None:
         return None
+    # First the record: from here on nothing starts the controller again (mfn.deploy.supervisor asks).
+    (route.directory / ROUTE_FILE).unlink(missing_ok=True)
     if route.controller_pid:
         stop_process_group(route.controller_pid, route.controller_start_time, grace_s=STOP_GRACE_S)
     pid = nginx_pid(route)
     if pid is not None:  # a controller killed outright leaves nginx to its parent-death signal; make sure
         stop_process_group(pid, process_start_time(pid), grace_s=STOP_GRACE_S)
+    stop_strays(route)
     remove(name)
     return route.rollout.canary if route.rollout else None
+
+
+def start_controller(route: Route) -> None:
+    """Start the route's controller (mfn.deploy.rollout_controller), which starts nginx; the caller holds the lock."""
+    import sys
+
+    process = start_detached([sys.executable, "-m", "mfn.deploy.rollout_controller", route.name], dict(os.environ),
+                             route.directory / "controller.log", route.directory)
+    deadline = time.monotonic() + CONTROLLER_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = (route.directory / "controller.log").read_text()[-3000:]
+            raise MfnError(f"the rollout controller of {route.name} stopped at start:\n{log}")
+        if nginx_pid(route) is not None:
+            route.controller_pid, route.controller_start_time = process.pid, process_start_time(process.pid)
+            save(route)
+            return
+        time.sleep(0.02)
+    raise MfnError(f"the proxy of {route.name} did not start within {CONTROLLER_START_S:g} s; "
+                   f"see {route.directory / 'controller.log'}")
+
+
+def ensure_controller(name: str) -> bool:
+    """Start the route's controller again where the route exists and its controller does not run (it was killed,
+    or the machine restarted); the deployment's supervisor asks at each health check. True when it started one."""
+    route = load(name)
+    if route is None or route.controller_running:
+        return False
+    with exclusive(name):
+        route = load(name)
+        if route is None or route.controller_running:
+            return False
+        start_controller(route)
+        return True

@@ -8,6 +8,7 @@ progress from a pipe until the models are loaded. From then on the supervisor
   shared memory; stops an idle one and wakes it on the next request (mfn.deploy.idling);
 - reloads a model whose worker died where the server itself does not (Triton's Python stubs);
 - records its view in `status.json` beside the server log: state, restarts, the last exit, per-model health;
+- starts the controller of the deployment's rollout proxy again if it is not running (mfn.deploy.routes);
 - carries out operator requests (load, unload, reload, scale, set-default; see mfn.deploy.operations) between its
   health checks, and applies them again after a restart;
 - on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
@@ -34,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
-from mfn.deploy import state
+from mfn.deploy import routes, state
 from mfn.deploy.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
 from mfn.deploy.idling import FRONTED, Idling
@@ -296,6 +297,11 @@ class Supervisor:
         for model in self.models:
             if self.record_health(model) is not None:
                 self._reload(model, "the server says it is not ready")
+        try:  # the rollout proxy in front of this deployment, if it has one, is kept running too
+            if routes.ensure_controller(self.plan.name):
+                _log("the rollout proxy's controller was not running: started it again")
+        except MfnError as error:
+            _log(f"the rollout proxy's controller did not start: {error}")
 
     def _wait_ready(self, model: str) -> None:
         """Wait for a preloaded model's workers (TorchServe starts them after opening its ports)."""

@@ -283,3 +283,27 @@ def test_the_commands_dry_run_report_and_refuse_by_name(primary, packages):
     aborted = runner.invoke(cli, ["rollout", "abort", name])
     assert aborted.exit_code == 0 and "rolled back" in aborted.output
     assert "rolled back (aborted by the operator)" in runner.invoke(cli, ["rollout", "status", name]).output
+
+
+@pytest.mark.parametrize("primary", ["triton"], indirect=True)
+def test_a_killed_proxy_or_controller_is_started_again_on_the_same_endpoints(primary, packages):
+    import os
+    import signal
+
+    server, name = primary
+    rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=50))
+    route = routes.load(name)
+    os.kill(routes.nginx_pid(route), signal.SIGKILL)  # the controller starts nginx again
+    wait_for(lambda: routes.nginx_pid(route) is not None and answers(name), 30, "nginx back")
+    os.kill(route.controller_pid, signal.SIGKILL)  # nginx ends with it; the deployment's supervisor starts both again
+    wait_for(lambda: routes.load(name).controller_running and routes.nginx_pid(route) is not None, 30, "controller back")
+    assert routes.load(name).ports == route.ports
+    wait_for(lambda: answers(name), 30, "answers after the controller's restart")
+    assert set(counts(name, "grpc", 40)) == {1, 2}
+
+
+def answers(name: str) -> bool:
+    try:
+        return served_by(name) in (1, 2)
+    except MfnError:
+        return False
