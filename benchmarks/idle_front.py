@@ -25,19 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
+from benchmarks.alternating import added_cost  # noqa: E402
 from mfn.deploy import local, state  # noqa: E402
 from mfn.deploy.supervision import read_status  # noqa: E402
 
 HANDLER = f"{ROOT / 'examples/text_stats/handler.py'}:text_stats"
 INPUTS = {"text": [["through the front"]]}
-ROUNDS = 10
-
-
-def per_call_s(client: mfn.Client, calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        client.infer("text_stats", INPUTS)
-    return (time.perf_counter() - started) / calls
 
 
 def front_cost(server: str, store: Path, calls: int) -> dict[str, dict[str, float]]:
@@ -49,15 +42,7 @@ def front_cost(server: str, store: Path, calls: int) -> dict[str, dict[str, floa
             key = state.read_key(deployment, "inference")
             with mfn.Client(deployment.name, protocol=protocol) as through, \
                     mfn.Client(direct_url, server=server, token=key) as direct:
-                for client in (through, direct):
-                    per_call_s(client, 50)  # connections made, caches warm
-                rounds = {"front": [], "direct": []}
-                for _ in range(ROUNDS):
-                    rounds["front"].append(per_call_s(through, calls // ROUNDS))
-                    rounds["direct"].append(per_call_s(direct, calls // ROUNDS))
-            front, direct_s = statistics.median(rounds["front"]), statistics.median(rounds["direct"])
-            results[protocol] = {"front_us": round(front * 1e6, 1), "direct_us": round(direct_s * 1e6, 1),
-                                 "added_us": round((front - direct_s) * 1e6, 1)}
+                results[protocol] = added_cost("front", through, direct, "text_stats", INPUTS, calls)
         return results
     finally:
         local.undeploy(deployment.name)

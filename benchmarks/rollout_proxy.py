@@ -22,18 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
+from benchmarks.alternating import added_cost  # noqa: E402
 from mfn.deploy import local, rollout, state  # noqa: E402
 
 HANDLER = f"{ROOT / 'examples/text_stats/handler.py'}:text_stats"
 INPUTS = {"text": [["through the proxy"]]}
-ROUNDS = 10
-
-
-def per_call_s(client: mfn.Client, calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        client.infer("text_stats", INPUTS)
-    return (time.perf_counter() - started) / calls
 
 
 def proxy_cost(server: str, store: Path, calls: int) -> dict:
@@ -47,15 +40,7 @@ def proxy_cost(server: str, store: Path, calls: int) -> dict:
             key = state.read_key(deployment, "inference")
             with mfn.Client(name, protocol=protocol) as through, \
                     mfn.Client(direct_url, server=server, token=key) as direct:
-                for client in (through, direct):
-                    per_call_s(client, 50)  # connections made, caches warm
-                rounds = {"proxy": [], "direct": []}
-                for _ in range(ROUNDS):
-                    rounds["proxy"].append(per_call_s(through, calls // ROUNDS))
-                    rounds["direct"].append(per_call_s(direct, calls // ROUNDS))
-            proxied, direct_s = statistics.median(rounds["proxy"]), statistics.median(rounds["direct"])
-            results[protocol] = {"proxy_us": round(proxied * 1e6, 1), "direct_us": round(direct_s * 1e6, 1),
-                                 "added_us": round((proxied - direct_s) * 1e6, 1)}
+                results[protocol] = added_cost("proxy", through, direct, "text_stats", INPUTS, calls)
         changes = []
         for weight in (10, 20, 30, 40, 50):
             started = time.perf_counter()

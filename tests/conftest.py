@@ -45,3 +45,16 @@ def assert_matches_golden(actual: str, golden: Path) -> None:
         golden.write_text(actual)
     assert golden.exists(), f"{golden} is missing: run with MFN_UPDATE_GOLDEN=1 to create it"
     assert actual == golden.read_text(), f"{golden.name} differs; if the change is intended, rerun with MFN_UPDATE_GOLDEN=1"
+
+
+def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.1):
+    """`condition()`'s first truthy value, asked every `every_s` until `timeout_s`; AssertionError naming `what`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what} ({timeout_s} s)")

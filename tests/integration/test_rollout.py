@@ -20,7 +20,7 @@ import pytest
 import mfn
 from mfn.deploy import local, rollout, routes, state
 from mfn.errors import MfnError
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_for
 
 TRACKED = f"{HANDLERS / 'tracked.py'}:Tracked"
 SERVERS = ("triton", "torchserve")
@@ -115,16 +115,6 @@ def stock_grpc(server: str, name: str, scratch: Path) -> tuple[int, str | None]:
                                              timeout=60, metadata=[("authorization", f"Bearer {routes.callers_key(route)}")])
             version = int(json.loads(answer.prediction)["served_by"][0][0])
     return version, dict(call.initial_metadata()).get("x-mfn-track")
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout_s} s")
 
 
 def test_a_25_percent_canary_sends_a_quarter_and_promote_moves_all_traffic_for_good(primary, packages, tmp_path):

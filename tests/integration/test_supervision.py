@@ -15,6 +15,7 @@ from mfn.deploy.supervision import read_status
 from mfn.errors import MfnError
 from mfn.servers.http import request
 from mfn.servers.process import children, is_running, process_start_time
+from tests.conftest import wait_for
 from tests.integration.conftest import TEXT_STATS
 from tests.processes import owned_shm_regions
 
@@ -50,16 +51,6 @@ def answers(name: str, timeout_s: float) -> float:
             last_error = error
         time.sleep(0.2)
     raise AssertionError(f"{name} did not answer within {timeout_s} s: {last_error}")
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def server_pid(deployment) -> int:
