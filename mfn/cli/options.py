@@ -132,6 +132,9 @@ local_deploy_options = _scoped_options("local", [
     (("--idle-timeout", "idle_timeout_s"), {"type": Duration(),
      "help": "Stop the server after this long without requests (e.g. 5m); the next request wakes it and waits, "
              "over HTTP and gRPC (the HTTP and gRPC ports then belong to a front that relays to the server)."}),
+    (("--proxy",), {"is_flag": True,
+     "help": "Put the rollout proxy (nginx) in front from the start, so the HTTP and gRPC endpoints (--http-port, "
+             "--grpc-port) stay the same through every later `mfn rollout`."}),
 ])
 kubernetes_options = _scoped_options("kubernetes", [
     (("--release",), {"help": "Helm release name."}),

@@ -139,6 +139,22 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
         raise
 
 
+def open_route(name: str, ports: dict[str, int | None] | None = None) -> Route:
+    """Put the proxy in front of deployment `name` without a rollout (all traffic to it), on `ports` where given:
+    its endpoints then stay the same through every later rollout (`mfn deploy --proxy`)."""
+    primary = state.get(name)
+    if primary.front:
+        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout): the proxy cannot follow it yet")
+    with routes.exclusive(name):
+        route = routes.load(name)
+        if route is None:
+            route = _new_route(primary, {protocol: port for protocol, port in (ports or {}).items() if port})
+        if not route.controller_running:
+            routes.write_config(route, render(proxy_config(route)))
+            routes.start_controller(route)
+        return routes.load(name)
+
+
 def _new_route(primary: state.Deployment, ports: dict[str, int]) -> Route:
     chosen = dict(zip(("http", "grpc"), free_ports(2)))
     chosen.update({protocol: port for protocol, port in ports.items() if port})

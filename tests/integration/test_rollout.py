@@ -297,3 +297,27 @@ def answers(name: str) -> bool:
         return served_by(name) in (1, 2)
     except MfnError:
         return False
+
+
+def test_deploy_with_proxy_keeps_the_ports_given_through_a_rollout_and_its_promotion(packages):
+    from click.testing import CliRunner
+
+    from mfn.cli.main import cli
+    from mfn.servers.process import free_ports
+
+    name, (http_port, grpc_port) = "ro-proxied", free_ports(2)
+    deployed = CliRunner().invoke(cli, ["deploy", str(packages["triton", 1]), "--name", name, "--proxy",
+                                        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--json"])
+    try:
+        assert deployed.exit_code == 0, deployed.output
+        endpoints = json.loads(deployed.output)["endpoints"]
+        assert endpoints["http"].endswith(f":{http_port}") and endpoints["grpc"].endswith(f":{grpc_port}")
+        assert state.get(name).ports["http"] != http_port  # the server listens on a port of its own behind nginx
+        assert stock_http("triton", name) == (1, "primary")
+        rollout.start(name, rollout.plan("canary", packages["triton", 2], name, weight=50))
+        assert routes.load(name).ports == {"http": http_port, "grpc": grpc_port}
+        rollout.promote(name)
+        assert stock_http("triton", name) == (2, "primary") and routes.load(name).ports["grpc"] == grpc_port
+    finally:
+        local.undeploy(name)
+    assert routes.load(name) is None
