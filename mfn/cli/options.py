@@ -23,7 +23,7 @@ class MfnCommand(click.Command):
         super().__init__(*args, **kwargs)
         self.params.append(click.Option(
             ["--debug"], is_flag=True, expose_value=False, help="Show tracebacks.",
-            callback=lambda ctx, param, value: ctx.meta.__setitem__(_DEBUG, value),
+            callback=lambda ctx, param, value: ctx.meta.__setitem__(_DEBUG, value) if value else None,
         ))
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -49,6 +49,17 @@ class MfnGroup(click.Group):
     """mfn's command group: every command is an MfnCommand."""
 
     command_class = MfnCommand
+
+
+class MfnSubGroup(MfnGroup):
+    """A group of commands under `mfn` (`mfn rollout ...`), which also takes `--debug` before a command's name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(
+            ["--debug"], is_flag=True, expose_value=False, help="Show tracebacks.",
+            callback=lambda ctx, param, value: ctx.meta.__setitem__(_DEBUG, value) if value else None,
+        ))
 
 
 def _parse_instances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:

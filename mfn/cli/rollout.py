@@ -7,7 +7,7 @@ import time
 
 import click
 
-from mfn.cli.options import Duration, MfnCommand, json_option
+from mfn.cli.options import Duration, MfnCommand, MfnSubGroup, json_option
 
 STRATEGIES = ("canary", "blue-green", "ab", "shadow")
 
@@ -32,7 +32,7 @@ def _header(ctx, param, value: str | None) -> tuple[str | None, str | None]:
     return key.strip(), wanted if separator else None
 
 
-@click.group()
+@click.group(cls=MfnSubGroup)
 def rollout():
     """Serve a new package beside a deployment and move traffic to it: canary, blue-green, A/B or shadow."""
 
