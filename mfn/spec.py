@@ -187,6 +187,8 @@ def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: o
         if isinstance(value, dict) and isinstance(declared, BaseModel):
             # A partial override (e.g. only max_batch_size) keeps the handler's other batching settings.
             value = {**declared.model_dump(), **value}
+        elif name == "parameters" and isinstance(value, dict) and isinstance(declared, dict):
+            value = {**declared, **value}  # added to the handler's own parameters, not replacing them
         fields[name] = value
     # A generator predict is a streaming model function (see mfn.handlers.base.DONE).
     streaming = inspect.isgeneratorfunction(getattr(cls, "predict", None))

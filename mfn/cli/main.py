@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from mfn.cli import operate
+from mfn.cli import operate, tune
 from mfn.cli.rollout import rollout
 from mfn.cli.options import (
     MfnGroup,
@@ -51,8 +51,11 @@ def cli() -> None:
                    "package, for pods with no package index (the chart's requirements.mode=bundle).")
 @click.option("--allow-pickle", is_flag=True, help="Trust pickled objects in the model file (a .pt2's pickled payloads "
                    "run code when loaded); without it such files are refused.")
+@click.option("--tuned", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Apply the batching and instance settings a tune chose (a tuned.json, see mfn.tuning.tuned); the "
+                   "package records them.")
 @json_option
-def package(refs, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, as_json):
+def package(refs, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, as_json):
     """Package each REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite. Several REFs package
@@ -65,6 +68,9 @@ def package(refs, target, output, archive_format, native, name, model_version, m
         raise click.UsageError("--name names one model: leave it out with several REFs (each keeps its declared name)")
     batching = {key: value for key, value in {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}.items() if value is not None}
     policy = VersionPolicy.parse(version_policy) if version_policy else None
+    parameters = None
+    if tuned is not None:  # the settings a tune chose, in place of the batching and instance options
+        batching, instances, parameters = tune.tuned_overrides(tuned, refs, name, target, bool(batching or instances))
     done = []
     for ref in refs:
         try:
@@ -72,7 +78,7 @@ def package(refs, target, output, archive_format, native, name, model_version, m
                 ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version,
                 batching=batching or None, instances=instances or None, inputs=inputs or None, version_policy=policy,
                 warmup={"batch_size": warmup} if warmup else None, execution_env=execution_env, bundle_env=bundle_env,
-                allow_pickle=True if allow_pickle else None,
+                allow_pickle=True if allow_pickle else None, parameters=parameters,
             )
         except MfnError as error:
             if not done:
