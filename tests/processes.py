@@ -16,7 +16,8 @@ SHM_DIR = Path("/dev/shm")
 
 
 def owned_processes(home: Path) -> set[int]:
-    """Pids of processes started with MFN_HOME=`home` (servers, stubs, workers, Prometheus, CLI children)."""
+    """Pids of processes started with MFN_HOME=`home` (servers, stubs, workers, Prometheus, CLI children), and
+    those working in a directory under it (nginx's workers, which keep none of the environment)."""
     marker = f"MFN_HOME={home}".encode()
     pids = set()
     for proc in Path("/proc").iterdir():
@@ -24,9 +25,10 @@ def owned_processes(home: Path) -> set[int]:
             continue
         try:
             environment = (proc / "environ").read_bytes()
+            cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if marker in environment.split(b"\0"):
+        if marker in environment.split(b"\0") or cwd.startswith(f"{home}/"):
             pids.add(int(proc.name))
     return pids
 

@@ -69,6 +69,9 @@ class ProxyConfig:
     primary: Track
     canary: Track | None
     routing: Routing
+    # Started as root, nginx would run its workers as `nobody`, which cannot enter the route's private directory
+    # (request bodies over the memory buffer are written there): name the user the servers run as instead.
+    worker_user: str | None = None
 
 
 def check_routing(routing: Routing, has_canary: bool) -> None:
@@ -97,6 +100,7 @@ def render(config: ProxyConfig) -> str:
     directory = config.directory
     lines = [
         "# Rendered by mfn (mfn.deploy.proxy_config); `mfn rollout` writes it again at every change.",
+        *([f"user {config.worker_user};"] if config.worker_user else []),
         "worker_processes 1;",
         f"pid {directory}/nginx.pid;",
         f"error_log {directory}/error.log warn;",

@@ -81,7 +81,15 @@ def proxy_config(route: Route) -> ProxyConfig:
         key=routes.callers_key(route), body_limit_bytes=max(limits), directory=str(route.directory),
         primary=_track(primary), canary=_track(canary) if canary is not None else None,
         routing=routing_of(route.rollout) if canary is not None else Routing("canary", 0.0),
+        worker_user=_root_name(),
     )
+
+
+def _root_name() -> str | None:
+    import os
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
 
 
 def _track(deployment: state.Deployment) -> Track:

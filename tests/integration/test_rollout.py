@@ -67,7 +67,7 @@ def counts(name: str, protocol: str, requests: int) -> Counter:
         return Counter(served_by(name, client=client) for _ in range(requests))
 
 
-def stock_http(server: str, name: str, headers: dict[str, str] | None = None) -> tuple[int, str | None]:
+def stock_http(server: str, name: str, headers: dict[str, str] | None = None, padding: int = 0) -> tuple[int, str | None]:
     """One request through the proxy with http.client: the version that answered, and the X-Mfn-Track header."""
     route = routes.load(name)
     path, body = (("/v2/models/tracked/infer",
@@ -75,7 +75,7 @@ def stock_http(server: str, name: str, headers: dict[str, str] | None = None) ->
                   if server == "triton" else ("/predictions/tracked", {"x": [[-1]]}))
     connection = http.client.HTTPConnection(route.host, route.ports["http"], timeout=60)
     try:
-        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json",
+        connection.request("POST", path, json.dumps(body) + " " * padding, {"Content-Type": "application/json",
                                                              "Authorization": f"Bearer {routes.callers_key(route)}",
                                                              **(headers or {})})
         response = connection.getresponse()
@@ -315,6 +315,8 @@ def test_deploy_with_proxy_keeps_the_ports_given_through_a_rollout_and_its_promo
         assert endpoints["http"].endswith(f":{http_port}") and endpoints["grpc"].endswith(f":{grpc_port}")
         assert state.get(name).ports["http"] != http_port  # the server listens on a port of its own behind nginx
         assert stock_http("triton", name) == (1, "primary")
+        # A body over nginx's 1 MiB memory buffer goes through its temporary files, in the route's directory.
+        assert stock_http("triton", name, padding=3 << 20) == (1, "primary")
         rollout.start(name, rollout.plan("canary", packages["triton", 2], name, weight=50))
         assert routes.load(name).ports == {"http": http_port, "grpc": grpc_port}
         rollout.promote(name)
