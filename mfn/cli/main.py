@@ -387,9 +387,8 @@ def _print_stream(client, model, inputs, version, as_json):
             click.echo(f"[{number}] " + "  ".join(f"{name} = {json.dumps(value)}" for name, value in outputs.items()))
 
 
-for _command in operate.COMMANDS:
+for _command in (*operate.COMMANDS, rollout, tune.tune):
     cli.add_command(_command)
-cli.add_command(rollout)
 
 
 def main() -> None:

@@ -1,10 +1,15 @@
-"""`mfn package --tuned`: the settings a tune chose, as package overrides (mfn.tuning.tuned)."""
+"""`mfn tune` (over mfn.tuning.run), and `mfn package --tuned`: the settings a tune chose, as package overrides."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import click
+
+from mfn.cli.options import MfnCommand, json_option
+from mfn.kinds import SERVERS
 
 
 def tuned_overrides(tuned: Path, refs: tuple[str, ...], name: str | None, target: str, other_overrides: bool):
@@ -18,3 +23,52 @@ def tuned_overrides(tuned: Path, refs: tuple[str, ...], name: str | None, target
     model = resolve(refs[0], name=name).spec.name
     applied = tuned_files.overrides(tuned_files.load(tuned), tuned, model, target)
     return applied["batching"], applied["instances"], applied["parameters"]
+
+
+@click.command(cls=MfnCommand)
+@click.argument("ref")
+@click.option("--target", type=click.Choice(SERVERS), default="triton", show_default=True, help="Server to measure on.")
+@click.option("--latency-budget-ms", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Latency a request may take at the percentile below.")
+@click.option("--percentile", type=click.Choice(["50", "95", "99"]), default="95", show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests in flight at once (k6 virtual users): the load the choice is made at.")
+@click.option("--sample", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="An .npz with one array per input; its first row is the request (default: generated from the spec).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Measure only the settings that fit.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds per setting, alternated between settings; medians and spreads come from them.")
+@click.option("--round-seconds", type=click.FloatRange(min=0.5), default=3.0, show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default="tuned.json", show_default=True,
+              help="The tuned file (`mfn package --tuned` reads it); a PNG plot goes beside it.")
+@json_option
+def tune(ref, target, latency_budget_ms, percentile, concurrency, sample, max_minutes, rounds, round_seconds, output, as_json):
+    """Measure REF on the real server under a small grid of batch sizes, queue delays and instance counts, and
+    choose the highest throughput within the latency budget; every other setting gets its reason."""
+    from mfn.tuning.run import tune as run_tune
+
+    with _progress_display(as_json) as progress:
+        tuned, choice = run_tune(ref, target, latency_budget_ms, float(percentile), concurrency, sample, max_minutes,
+                                 round_seconds, rounds, output=output, progress=progress)
+    if as_json:
+        click.echo(json.dumps({**tuned.to_json(), "gain": choice.gain, "output": str(output)}))
+        return
+    click.echo(choice.summary())
+    click.echo(f"chosen: {tuned.chosen.label()}; written to {output} (mfn package {ref} --tuned {output})")
+
+
+@contextlib.contextmanager
+def _progress_display(quiet: bool):
+    """A live line showing the trial being measured (rich), each finished measurement printed above it."""
+    if quiet:
+        yield lambda message: None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("starting ...") as status:
+        def progress(message: str) -> None:
+            console.print(message, highlight=False, soft_wrap=True)
+            status.update(message)
+
+        yield progress

@@ -82,6 +82,7 @@ def choose(trials: list[Trial], budget_ms: float, percentile: float, baseline: S
             outcome, why = "within the noise", f"{figures}: its throughput overlaps the choice's ({best.throughput()[1]:.0f}-{best.throughput()[2]:.0f}); the two are not told apart"
         else:
             outcome, why = "slower", f"{figures}, below the choice's {best.throughput()[0]:.0f} req/s"
+        why += " [the handler's own settings]" if trial.settings == baseline else ""
         verdicts.append(Verdict(trial.settings, rps, p, trial.errors(), outcome, why))
     verdicts.sort(key=lambda v: (v.outcome != "chosen", -v.throughput_rps[0]))
     return Choice(best.settings if best else None, verdicts, _gain(measured, best, baseline, budget_ms, percentile))

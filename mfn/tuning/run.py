@@ -1,0 +1,106 @@
+"""`mfn tune` end to end: trials on the real server, the choice, the tuned file, the report and its plot."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from mfn.errors import MfnError
+from mfn.tuning.choice import Choice, Trial, choose
+from mfn.tuning.trials import default_grid, run_trials
+from mfn.tuning.tuned import Settings, Tuned, save
+
+# Seconds a tune spends besides load: packaging, the deploy and its undeploy, k6 warm-ups (measured, rounded up).
+OVERHEAD_S = 30.0
+
+
+def own_settings(ref: str) -> Settings:
+    from mfn.packaging import resolve
+
+    spec = resolve(ref).spec
+    return Settings(max_batch_size=spec.batching.max_batch_size, max_queue_delay_us=spec.batching.max_queue_delay_us,
+                    preferred_batch_sizes=tuple(spec.batching.preferred_batch_sizes),
+                    instances=sum(group.count for group in spec.instances), instance_kind=spec.instances[0].kind)
+
+
+def tune(
+    ref: str, target: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int = 8,
+    sample: Path | None = None, max_minutes: float | None = None, round_s: float = 3.0, rounds: int = 3,
+    grid: list[Settings] | None = None, output: Path = Path("tuned.json"), progress: Callable[[str], None] = lambda m: None,
+) -> tuple[Tuned, Choice]:
+    """Measure each setting of `grid` (default: the handler's own and a small grid around it) and write the choice
+    to `output`, with a PNG plot beside it when matplotlib is installed.
+
+    Raises:
+        MfnError: a percentile k6 does not report, no time for one round of every trial, or what packaging,
+            deploying or loading said.
+    """
+    if percentile not in (50, 95, 99):
+        raise MfnError(f"--percentile {percentile:g}: use 50, 95 or 99")
+    own = own_settings(ref)
+    grid = grid or default_grid(own)
+    if own not in grid:
+        grid = [own, *grid]
+    if max_minutes is not None:
+        budget_s = max_minutes * 60 - OVERHEAD_S
+        fitting = int(budget_s // (round_s * rounds)) if budget_s > 0 else 0
+        if fitting < 1:
+            raise MfnError(f"--max-minutes {max_minutes:g} leaves no time for one trial of {rounds} rounds of "
+                           f"{round_s:g} s (and about {OVERHEAD_S:g} s to deploy): give more minutes")
+        if fitting < len(grid):
+            progress(f"--max-minutes {max_minutes:g}: measuring the first {fitting} of {len(grid)} settings")
+            grid = grid[:fitting]
+
+    def keep(trial: Trial) -> bool:
+        return not trial.errors() and trial.latency(percentile)[0] <= 2 * latency_budget_ms
+
+    with tempfile.TemporaryDirectory(prefix="mfn-tune-") as work:
+        trials = run_trials(ref, target, grid, concurrency, round_s, rounds, Path(work), sample, progress, keep)
+    choice = choose(trials, latency_budget_ms, percentile, own)
+    model = _model_name(ref)
+    tuned = Tuned(model=model, target=target, latency_budget_ms=latency_budget_ms, percentile=percentile,
+                  concurrency=concurrency, chosen=choice.chosen or own, baseline=own,
+                  trials=[_trial_json(verdict) for verdict in choice.verdicts])
+    if choice.chosen is None:
+        raise MfnError(f"{choice.gain}: raise --latency-budget-ms or lower --concurrency\n{choice.summary()}")
+    save(tuned, output)
+    plot(choice, latency_budget_ms, percentile, output.with_suffix(".png"))
+    return tuned, choice
+
+
+def _model_name(ref: str) -> str:
+    from mfn.packaging import resolve
+
+    return resolve(ref).spec.name
+
+
+def _trial_json(verdict) -> dict:
+    return {"settings": verdict.settings.label(), "outcome": verdict.outcome, "why": verdict.why,
+            "throughput_rps": verdict.throughput_rps, "latency_ms": verdict.latency_ms, "errors": verdict.errors}
+
+
+def plot(choice: Choice, budget_ms: float, percentile: float, path: Path) -> Path | None:
+    """Throughput against latency per trial, the budget as a line, the choice marked; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for verdict in choice.verdicts:
+        (rps, rps_low, rps_high), (latency, latency_low, latency_high) = verdict.throughput_rps, verdict.latency_ms
+        chosen = verdict.outcome == "chosen"
+        axes.errorbar(latency, rps, xerr=[[latency - latency_low], [latency_high - latency]],
+                      yerr=[[rps - rps_low], [rps_high - rps]], fmt="o", color="tab:green" if chosen else "tab:gray")
+        axes.annotate(verdict.settings.label(), (latency, rps), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    axes.axvline(budget_ms, color="tab:red", linestyle="--", label=f"budget {budget_ms:g} ms")
+    axes.set_xlabel(f"p{percentile:g} latency (ms)")
+    axes.set_ylabel("throughput (requests/s)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
