@@ -31,8 +31,9 @@ def tuned_overrides(tuned: Path, refs: tuple[str, ...], name: str | None, target
 @click.option("--latency-budget-ms", type=click.FloatRange(min=0, min_open=True), required=True,
               help="Latency a request may take at the percentile below.")
 @click.option("--percentile", type=click.Choice(["50", "95", "99"]), default="95", show_default=True)
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Requests in flight at once (k6 virtual users): the load the choice is made at.")
+@click.option("--concurrency", default="8", show_default=True, callback=lambda ctx, param, value: _levels(value, ctx, param),
+              help="Requests in flight at once (k6 virtual users), e.g. 1,8,32: each is measured; the choice applied "
+                   "is the one at the last (the target), the others are reported.")
 @click.option("--sample", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="An .npz with one array per input; its first row is the request (default: generated from the spec).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Measure only the settings that fit.")
@@ -53,8 +54,21 @@ def tune(ref, target, latency_budget_ms, percentile, concurrency, sample, max_mi
     if as_json:
         click.echo(json.dumps({**tuned.to_json(), "gain": choice.gain, "output": str(output)}))
         return
+    for level, other in tuned.other_concurrencies.items():
+        click.echo(f"at concurrency {level}: {other['chosen'] or 'no setting within the budget'} ({other['gain']})")
+    click.echo(f"at concurrency {tuned.concurrency} (the target):")
     click.echo(choice.summary())
     click.echo(f"chosen: {tuned.chosen.label()}; written to {output} (mfn package {ref} --tuned {output})")
+
+
+def _levels(value: str, ctx: click.Context, param: click.Parameter) -> list[int]:
+    try:
+        levels = [int(level) for level in str(value).split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: whole numbers separated by commas, e.g. 1,8,32", ctx, param) from None
+    if any(level < 1 for level in levels):
+        raise click.BadParameter(f"{value!r}: each concurrency must be at least 1", ctx, param)
+    return levels
 
 
 @contextlib.contextmanager

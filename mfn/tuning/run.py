@@ -25,12 +25,13 @@ def own_settings(ref: str) -> Settings:
 
 
 def tune(
-    ref: str, target: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int = 8,
+    ref: str, target: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int | list[int] = 8,
     sample: Path | None = None, max_minutes: float | None = None, round_s: float = 3.0, rounds: int = 3,
     grid: list[Settings] | None = None, output: Path = Path("tuned.json"), progress: Callable[[str], None] = lambda m: None,
 ) -> tuple[Tuned, Choice]:
-    """Measure each setting of `grid` (default: the handler's own and a small grid around it) and write the choice
-    to `output`, with a PNG plot beside it when matplotlib is installed.
+    """Measure each setting of `grid` (default: the handler's own and a small grid around it) at each concurrency
+    and write the choice at the target concurrency (the last one given) to `output`, with the choices at the
+    others beside it and a PNG plot of the target's trials when matplotlib is installed.
 
     Raises:
         MfnError: a percentile k6 does not report, no time for one round of every trial, or what packaging,
@@ -42,9 +43,10 @@ def tune(
     grid = grid or default_grid(own)
     if own not in grid:
         grid = [own, *grid]
+    concurrencies = [concurrency] if isinstance(concurrency, int) else list(concurrency)
     if max_minutes is not None:
         budget_s = max_minutes * 60 - OVERHEAD_S
-        fitting = int(budget_s // (round_s * rounds)) if budget_s > 0 else 0
+        fitting = int(budget_s // (round_s * rounds * len(concurrencies))) if budget_s > 0 else 0
         if fitting < 1:
             raise MfnError(f"--max-minutes {max_minutes:g} leaves no time for one trial of {rounds} rounds of "
                            f"{round_s:g} s (and about {OVERHEAD_S:g} s to deploy): give more minutes")
@@ -56,12 +58,16 @@ def tune(
         return not trial.errors() and trial.latency(percentile)[0] <= 2 * latency_budget_ms
 
     with tempfile.TemporaryDirectory(prefix="mfn-tune-") as work:
-        trials = run_trials(ref, target, grid, concurrency, round_s, rounds, Path(work), sample, progress, keep)
-    choice = choose(trials, latency_budget_ms, percentile, own)
-    model = _model_name(ref)
-    tuned = Tuned(model=model, target=target, latency_budget_ms=latency_budget_ms, percentile=percentile,
-                  concurrency=concurrency, chosen=choice.chosen or own, baseline=own,
-                  trials=[_trial_json(verdict) for verdict in choice.verdicts])
+        measured = run_trials(ref, target, grid, concurrencies, round_s, rounds, Path(work), sample, progress, keep)
+    choices = {level: choose(trials, latency_budget_ms, percentile, own) for level, trials in measured.items()}
+    target_concurrency = concurrencies[-1]
+    choice = choices[target_concurrency]
+    tuned = Tuned(model=_model_name(ref), target=target, latency_budget_ms=latency_budget_ms, percentile=percentile,
+                  concurrency=target_concurrency, chosen=choice.chosen or own, baseline=own,
+                  trials=[_trial_json(verdict) for verdict in choice.verdicts],
+                  other_concurrencies={str(level): {"chosen": other.chosen.label() if other.chosen else None,
+                                                    "gain": other.gain, "trials": [_trial_json(v) for v in other.verdicts]}
+                                       for level, other in choices.items() if level != target_concurrency})
     if choice.chosen is None:
         raise MfnError(f"{choice.gain}: raise --latency-budget-ms or lower --concurrency\n{choice.summary()}")
     save(tuned, output)

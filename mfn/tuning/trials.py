@@ -101,12 +101,13 @@ def load_round(url: str, payload: Path, concurrency: int, duration_s: float, wor
 
 
 def run_trials(
-    ref: str, target: str, settings: list[Settings], concurrency: int, round_s: float, rounds: int, work: Path,
+    ref: str, target: str, settings: list[Settings], concurrencies: list[int], round_s: float, rounds: int, work: Path,
     sample: Path | None = None, progress: Callable[[str], None] = lambda message: None,
     keep: Callable[[Trial], bool] = lambda trial: True,
-) -> list[Trial]:
-    """Package, deploy once, then `rounds` rounds of `round_s` seconds on every trial, each round in a new order.
-    After the first round, trials `keep` turns down (far over the budget, failing) are not measured again."""
+) -> dict[int, list[Trial]]:
+    """Package, deploy once, then at each concurrency `rounds` rounds of `round_s` seconds on every trial, each
+    round in a new order. After a concurrency's first round, trials `keep` turns down (far over the budget,
+    failing) are not measured again at that concurrency."""
     from mfn.deploy import local
 
     store = work / "store"
@@ -118,22 +119,23 @@ def run_trials(
     deployment = local.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), auth=False,
                               verify=False, progress=progress)
     try:
-        trials = [Trial(setting) for setting in settings]
-        paths = [f"/v2/models/{trial_name(model, i)}/infer" if target == "triton" else f"/predictions/{trial_name(model, i)}"
-                 for i in range(len(settings))]
-        for index, path in enumerate(paths):  # warm: first calls pay for lazy initialisation
-            load_round(deployment.http_url + path, payload, 2, 1.0, work)
-        running = list(range(len(settings)))
-        for round_index in range(rounds):
-            order = running[round_index % len(running):] + running[:round_index % len(running)]
-            for index in order:
-                measured = load_round(deployment.http_url + paths[index], payload, concurrency, round_s, work)
-                trials[index].rounds.append(measured)
-                progress(f"round {round_index + 1}/{rounds} {settings[index].label()}: {measured.throughput_rps:.0f} req/s, "
-                         f"p95 {measured.latency_ms[95.0]:.2f} ms, {measured.errors} errors")
-            if round_index == 0:  # early stop: what the first round rules out is not measured again
-                running = [index for index in running if keep(trials[index])] or running[:1]
-        return trials
+        urls = [deployment.http_url + (f"/v2/models/{trial_name(model, i)}/infer" if target == "triton"
+                                       else f"/predictions/{trial_name(model, i)}") for i in range(len(settings))]
+        for url in urls:  # warm: first calls pay for lazy initialisation
+            load_round(url, payload, 2, 1.0, work)
+        measured = {}
+        for concurrency in concurrencies:
+            trials = measured[concurrency] = [Trial(setting) for setting in settings]
+            running = list(range(len(settings)))
+            for round_index in range(rounds):
+                for index in running[round_index % len(running):] + running[:round_index % len(running)]:
+                    result = load_round(urls[index], payload, concurrency, round_s, work)
+                    trials[index].rounds.append(result)
+                    progress(f"concurrency {concurrency}, round {round_index + 1}/{rounds}, {settings[index].label()}: "
+                             f"{result.throughput_rps:.0f} req/s, p95 {result.latency_ms[95.0]:.2f} ms, {result.errors} errors")
+                if round_index == 0:  # early stop: what the first round rules out is not measured again
+                    running = [index for index in running if keep(trials[index])] or running[:1]
+        return measured
     finally:
         local.undeploy(deployment.name)
 

@@ -45,6 +45,8 @@ class Tuned:
     chosen: Settings
     baseline: Settings
     trials: list[dict] = field(default_factory=list)
+    # The choice at each other concurrency measured, for the report; the settings applied are `chosen`'s.
+    other_concurrencies: dict[str, dict] = field(default_factory=dict)
     format: int = FORMAT
 
     def to_json(self) -> dict:

@@ -17,13 +17,14 @@ from tests.conftest import EXAMPLES
 TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
 
 
-@pytest.mark.parametrize("target", ["triton", "torchserve"])
-def test_a_short_tune_chooses_by_the_rule_and_its_file_packages_exactly_that(tmp_path, target):
+@pytest.mark.parametrize("target, concurrency", [("triton", [2, 4]), ("torchserve", 4)])
+def test_a_short_tune_chooses_by_the_rule_and_its_file_packages_exactly_that(tmp_path, target, concurrency):
     own = own_settings(TEXT_STATS)
     other = Settings(max_batch_size=4, max_queue_delay_us=0)
     output = tmp_path / "tuned.json"
-    tuned, choice = tune(TEXT_STATS, target, latency_budget_ms=2000, concurrency=4, round_s=1.0, rounds=2,
+    tuned, choice = tune(TEXT_STATS, target, latency_budget_ms=2000, concurrency=concurrency, round_s=1.0, rounds=2,
                          grid=[own, other], output=output)
+    assert tuned.concurrency == 4 and set(tuned.other_concurrencies) == ({"2"} if concurrency == [2, 4] else set())
     assert output.is_file() and output.with_suffix(".png").stat().st_size > 0
     verdicts = {verdict.settings: verdict for verdict in choice.verdicts}
     assert set(verdicts) == {own, other} and all(len(v.throughput_rps) == 3 for v in verdicts.values())
