@@ -21,6 +21,7 @@ import sys
 import time
 
 from mfn.deploy import rollout, rollout_analysis, routes, state
+from mfn.deploy.proxy_config import render
 from mfn.deploy.rollout_analysis import Totals
 from mfn.errors import MfnError
 
@@ -52,6 +53,7 @@ class Controller:
                     self.nginx = routes.start_nginx(route, parent_death_signal=signal.SIGTERM)
                 except MfnError as error:  # tried again at the next tick
                     _log(f"nginx did not start: {error}")
+            self.follow_tracks(route)
             progressing = route.rollout is not None and route.rollout.state == "progressing"
             if progressing and (route.rollout.steps or route.rollout.max_error_ratio is not None
                                 or route.rollout.max_p99_ms is not None):
@@ -62,6 +64,21 @@ class Controller:
             self._sleep(TICK_S)
         self._stop_nginx()
         return 0
+
+    def follow_tracks(self, route: routes.Route) -> None:
+        """Write the proxy's configuration again when a track changed under it: a restarted server may have new
+        ports, and TorchServe makes new keys at every start."""
+        try:
+            wanted = render(rollout.proxy_config(route))
+            if wanted == (route.directory / routes.CONFIG_FILE).read_text():
+                return
+            with routes.exclusive(self.name):
+                current = routes.load(self.name)
+                if current is not None:
+                    rollout.apply(current)
+                    _log("a track changed (ports or keys): the proxy's configuration was written again")
+        except (OSError, MfnError) as error:  # a track between stop and start: the next tick looks again
+            _log(f"tracks not followed yet: {error}")
 
     def judge(self, route: routes.Route) -> None:
         active = route.rollout

@@ -221,9 +221,11 @@ def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothin
     rollout.start(name, rollout.plan("shadow", packages[server, 3], name))
     for protocol in ("http", "grpc"):
         assert counts(name, protocol, 40) == Counter({1: 40})
-    mirrored = wait_for(lambda: _canary_requests(name) >= 80 and _canary_requests(name), 30, "80 mirrored requests")
-    canary_rows = rollout.status(name)["tracks"]["canary"]["models"]
-    assert mirrored >= 80 and canary_rows[0]["outcomes"]["error"] >= 80, canary_rows
+    # Mirroring is best effort (a copy nginx gives up on after its timeout is not retried): most copies arrive,
+    # and every one that does fails on the broken release.
+    wait_for(lambda: _canary_requests(name) >= 60, 60, "60 of the 80 requests mirrored")
+    (canary_row,) = rollout.status(name)["tracks"]["canary"]["models"]
+    assert canary_row["outcomes"]["error"] == canary_row["requests"], canary_row
 
 
 def _canary_requests(name: str) -> int:
@@ -324,3 +326,21 @@ def test_deploy_with_proxy_keeps_the_ports_given_through_a_rollout_and_its_promo
     finally:
         local.undeploy(name)
     assert routes.load(name) is None
+
+
+@pytest.mark.parametrize("primary", ["torchserve"], indirect=True)
+def test_the_proxy_follows_a_track_restarted_with_new_keys(primary, packages):
+    import os
+    import signal
+
+    from mfn.deploy.supervision import read_status
+
+    server, name = primary
+    rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=100))
+    canary = state.get(rollout.canary_name(name))
+    key_before = state.read_key(canary, "inference")
+    os.killpg(read_status(canary).server_pid, signal.SIGKILL)  # the supervisor starts it again: TorchServe makes new keys
+    wait_for(lambda: (status := read_status(canary)).restarts == 1 and status.state == "running", 120, "the restart")
+    assert state.read_key(canary, "inference") != key_before
+    wait_for(lambda: answers(name), 30, "answers through the proxy after the restart")
+    assert counts(name, "http", 20) == Counter({2: 20})
