@@ -85,7 +85,10 @@ def choose(trials: list[Trial], budget_ms: float, percentile: float, baseline: S
         why += " [the handler's own settings]" if trial.settings == baseline else ""
         verdicts.append(Verdict(trial.settings, rps, p, trial.errors(), outcome, why))
     verdicts.sort(key=lambda v: (v.outcome != "chosen", -v.throughput_rps[0]))
-    return Choice(best.settings if best else None, verdicts, _gain(measured, best, baseline, budget_ms, percentile))
+    gain = _gain(measured, best, baseline, budget_ms, percentile)
+    if best is not None and len(best.rounds) < 2:
+        gain += " (one round each: the spread, and so the noise, was not measured)"
+    return Choice(best.settings if best else None, verdicts, gain)
 
 
 def _gain(trials: list[Trial], best: Trial | None, baseline: Settings, budget_ms: float, percentile: float) -> str:

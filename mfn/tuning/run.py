@@ -40,7 +40,7 @@ def tune(
     if percentile not in (50, 95, 99):
         raise MfnError(f"--percentile {percentile:g}: use 50, 95 or 99")
     own = own_settings(ref)
-    grid = grid or default_grid(own)
+    grid = grid or default_grid(own, target)
     if own not in grid:
         grid = [own, *grid]
     concurrencies = [concurrency] if isinstance(concurrency, int) else list(concurrency)

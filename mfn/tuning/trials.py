@@ -140,14 +140,22 @@ def run_trials(
         local.undeploy(deployment.name)
 
 
-def default_grid(own: Settings) -> list[Settings]:
-    """The handler's own settings first, then a small grid around what batching and instances usually buy."""
+def default_grid(own: Settings, target: str = "triton") -> list[Settings]:
+    """The handler's own settings first, then a small grid around what batching and instances usually buy; on
+    Triton also preferred batch sizes (half and whole of the largest) with a queue delay, the only case where its
+    batcher uses them. TorchServe has no such setting."""
     grid = [own]
-    for batch in sorted({max(own.max_batch_size, 1), 16, 32}):
+    batches = sorted({max(own.max_batch_size, 1), 16, 32})
+    for batch in batches:
         for delay in (0, 1000):
             for instances in (1, 2):
                 candidate = replace(own, max_batch_size=batch, max_queue_delay_us=delay, instances=instances,
                                     preferred_batch_sizes=())
                 if candidate not in grid:
                     grid.append(candidate)
+        if target == "triton" and batch >= 2:
+            preferred = replace(own, max_batch_size=batch, max_queue_delay_us=1000, instances=1,
+                                preferred_batch_sizes=(batch // 2, batch))
+            if preferred not in grid:
+                grid.append(preferred)
     return grid

@@ -8,6 +8,7 @@ import pytest
 
 from mfn.errors import MfnError
 from mfn.tuning.choice import Round, Trial, choose
+from mfn.tuning.trials import default_grid
 from mfn.tuning.tuned import PROVENANCE_PARAMETER, Settings, Tuned, load, overrides, save
 
 OWN = Settings(max_batch_size=8)
@@ -37,6 +38,11 @@ def test_trials_whose_spreads_overlap_are_not_told_apart():
     assert choice.chosen == BIG
     assert {v.settings: v.outcome for v in choice.verdicts}[OWN] == "within the noise"
     assert choice.gain == "no measurable gain over the handler's own settings: their throughputs overlap"
+
+
+def test_a_single_round_says_the_noise_was_not_measured():
+    choice = choose([trial(OWN, [1000], [4]), trial(BIG, [2000], [5])], budget_ms=10, percentile=95, baseline=OWN)
+    assert choice.gain == "2.00x the throughput of the handler's own settings (one round each: the spread, and so the noise, was not measured)"
 
 
 def test_no_setting_within_the_budget_is_said_with_the_closest_figure():
@@ -75,3 +81,12 @@ def test_a_file_that_is_not_a_tuned_file_is_refused_by_name(tmp_path):
     path.write_text(json.dumps({"format": 1, "model": "mlp"}))
     with pytest.raises(MfnError, match=f"{path} is not a tuned file"):
         load(path)
+
+
+def test_the_default_grid_starts_with_the_handlers_own_and_searches_each_knob():
+    triton, torchserve = default_grid(OWN, "triton"), default_grid(OWN, "torchserve")
+    assert triton[0] == OWN == torchserve[0] and len(set(triton)) == len(triton)
+    assert {s.max_batch_size for s in triton} == {8, 16, 32} and {s.max_queue_delay_us for s in triton} == {0, 1000}
+    assert {s.instances for s in triton} == {1, 2}
+    assert {s.preferred_batch_sizes for s in triton} == {(), (4, 8), (8, 16), (16, 32)}
+    assert {s.preferred_batch_sizes for s in torchserve} == {()}  # TorchServe has no such setting
