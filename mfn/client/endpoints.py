@@ -107,11 +107,8 @@ def resolve(model: str, target: str | None, protocol: str, server: str, given: C
 
     deployment = state.get(target) if target else state.find_serving(model)
     limit = deployment.extra.get("max_request_bytes")
-    route = routes.load(deployment.name)
-    if route is not None:  # after a rollout, the deployment's endpoints are its proxy's
-        address, credentials = f"{route.host}:{route.ports[protocol]}", Credentials(lambda: routes.callers_key(route))
-    else:
-        address = f"{deployment.host}:{deployment.public_port(protocol)}"
-        credentials = Credentials(lambda: state.read_key(deployment, "inference"))
-    return Endpoint(protocol, address, deployment.server, credentials, int(limit) if limit else None,
-                    local=True, repository=deployment.repository)
+    route = routes.with_proxy(deployment)  # behind the rollout proxy, callers present the proxy's own key
+    credentials = Credentials((lambda: routes.callers_key(route)) if route is not None
+                              else (lambda: state.read_key(deployment, "inference")))
+    return Endpoint(protocol, f"{deployment.host}:{deployment.public_port(protocol)}", deployment.server, credentials,
+                    int(limit) if limit else None, local=True, repository=deployment.repository)

@@ -216,9 +216,7 @@ def status() -> list[Deployment]:
 
     deployments = state.all_deployments()
     for deployment in deployments:
-        route = routes.load(deployment.name)
-        if route is not None:
-            deployment.proxy = dict(route.ports)
+        routes.with_proxy(deployment)
     return deployments
 
 

@@ -23,6 +23,7 @@ from mfn.deploy.launching import Progress
 from mfn.deploy.proxy_config import ProxyConfig, Routing, Track, check_routing, render
 from mfn.deploy.routes import Rollout, Route
 from mfn.errors import MfnError
+from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
 
 ACTIVE = ("progressing", "paused", "promoting")
@@ -73,8 +74,6 @@ def proxy_config(route: Route) -> ProxyConfig:
     primary = state.get(route.name)
     active = route.rollout is not None and route.rollout.state in ACTIVE
     canary = state.load(route.rollout.canary) if active else None
-    from mfn.runtime.codec.limits import MAX_BODY_BYTES
-
     limits = [int(d.extra.get("max_request_bytes", MAX_BODY_BYTES)) for d in (primary, canary) if d is not None]
     return ProxyConfig(
         server=route.server, host=route.host, http_port=route.ports["http"], grpc_port=route.ports["grpc"],
@@ -98,10 +97,13 @@ def _track(deployment: state.Deployment) -> Track:
 
 
 def apply(route: Route) -> None:
-    """Render the proxy's configuration from the records and make nginx use it."""
+    """Render the proxy's configuration from the records and make nginx use it: reloaded where it runs, started
+    with its controller where none runs yet (the caller holds the route's lock)."""
     routes.write_config(route, render(proxy_config(route)))
     if routes.nginx_pid(route) is not None:
         routes.reload_nginx(route)
+    elif not route.controller_running:
+        routes.start_controller(route)
 
 
 def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, progress: Progress = lambda m: None) -> Route:
@@ -113,12 +115,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
     """
     from mfn.deploy import local
 
-    primary = state.get(name)
-    if not primary.running:
-        raise MfnError(f"deployment {name!r} is not running; deploy it first")
-    if primary.front:
-        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), and its server's ports change at each "
-                       "wake-up, which the proxy cannot follow yet: deploy it without --idle-timeout to roll out")
+    primary = _fronted(name)
     with routes.exclusive(name):
         route = routes.load(name)
         if route is not None and route.rollout is not None and route.rollout.state in ACTIVE:
@@ -136,11 +133,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
             route.rollout = replace(rollout, started_at=now, last_step_at=now,
                                     history=[{"at": now, "weight": rollout.weight, "note": "started"}])
             routes.save(route)
-            if route.controller_running:
-                apply(route)
-            else:
-                routes.write_config(route, render(proxy_config(route)))
-                routes.start_controller(route)
+            apply(route)
             return routes.load(name)
     except BaseException:
         _forget_canary(name, rollout.canary)
@@ -150,17 +143,25 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
 def open_route(name: str, ports: dict[str, int | None] | None = None) -> Route:
     """Put the proxy in front of deployment `name` without a rollout (all traffic to it), on `ports` where given:
     its endpoints then stay the same through every later rollout (`mfn deploy --proxy`)."""
-    primary = state.get(name)
-    if primary.front:
-        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout): the proxy cannot follow it yet")
+    primary = _fronted(name)
     with routes.exclusive(name):
         route = routes.load(name)
         if route is None:
             route = _new_route(primary, {protocol: port for protocol, port in (ports or {}).items() if port})
         if not route.controller_running:
-            routes.write_config(route, render(proxy_config(route)))
-            routes.start_controller(route)
+            apply(route)
         return routes.load(name)
+
+
+def _fronted(name: str) -> state.Deployment:
+    """The running deployment `name`, which a proxy can be put in front of."""
+    primary = state.get(name)
+    if not primary.running:
+        raise MfnError(f"deployment {name!r} is not running; deploy it first")
+    if primary.front:
+        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), and its server's ports change at each "
+                       "wake-up, which the proxy cannot follow yet: deploy it without --idle-timeout to roll out")
+    return primary
 
 
 def _new_route(primary: state.Deployment, ports: dict[str, int]) -> Route:
@@ -293,7 +294,7 @@ def run_dry(name: str, rollout: Rollout) -> str:
     key = routes.callers_key(route) if route else ("<generated>" if state.read_key(primary, "inference") else None)
     ports = route.ports if route else {"http": 0, "grpc": 0}
     config = ProxyConfig(server=primary.server, host=primary.host, http_port=ports["http"], grpc_port=ports["grpc"],
-                         key=key, body_limit_bytes=int(primary.extra.get("max_request_bytes", 0)) or 1,
+                         key=key, body_limit_bytes=int(primary.extra.get("max_request_bytes", MAX_BODY_BYTES)),
                          directory=str(routes.route_dir(name)), primary=_track(primary),
                          canary=Track(f"{primary.host}:0", f"{primary.host}:0", "<canary's key>"),
                          routing=routing_of(rollout))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mfn.deploy import state
 from mfn.errors import MfnError
-from mfn.servers.process import children, is_running, process_start_time, start_detached
+from mfn.servers.process import children, find_tool, is_running, process_start_time, start_detached
 
 ROUTE_FILE = "route.json"
 CONFIG_FILE = "nginx.conf"
@@ -131,6 +131,15 @@ def remove(name: str) -> None:
     shutil.rmtree(route_dir(name), ignore_errors=True)
 
 
+def with_proxy(deployment: state.Deployment) -> Route | None:
+    """The deployment's route, if it has one, with the proxy's ports put on the record for callers
+    (`Deployment.proxy`, which `public_port` and `endpoints` prefer)."""
+    route = load(deployment.name)
+    if route is not None:
+        deployment.proxy = dict(route.ports)
+    return route
+
+
 def callers_key(route: Route) -> str | None:
     return (json.loads(Path(route.key_file).read_text()).get("inference") or {}).get("key")
 
@@ -146,15 +155,8 @@ def _write_private(path: Path, text: str) -> None:
 # The proxy process: nginx in the foreground, owned by the route's controller (mfn.deploy.rollout_controller).
 
 def nginx_binary() -> str:
-    """nginx from the environment's own bin directory (where `make setup` puts it), else from PATH."""
-    import sys
-
-    beside = Path(sys.executable).parent / "nginx"
-    found = str(beside) if beside.exists() else shutil.which("nginx")
-    if not found:
-        raise MfnError("nginx is not installed: `make setup` puts Debian's nginx into the environment "
-                       "(scripts/install_nginx.py), or install nginx 1.22 or newer on PATH")
-    return found
+    return find_tool("nginx", "nginx is not installed: `make setup` puts Debian's nginx into the environment "
+                              "(scripts/install_nginx.py), or install nginx 1.22 or newer on PATH")
 
 
 def write_config(route: Route, text: str) -> Path:

@@ -199,3 +199,17 @@ def rotate_log(log: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) 
     with log.open("r+b") as handle:
         handle.truncate(0)
     return True
+
+
+def find_tool(name: str, missing: str) -> str:
+    """An executable from this environment's own bin directory (where `make setup` and the extras put nginx and
+    k6), else from PATH; MfnError with `missing` (what to install, and how) when neither has it."""
+    import sys
+
+    from mfn.errors import MfnError
+
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise MfnError(missing)
+    return found

