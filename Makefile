@@ -10,21 +10,24 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 setup: system-deps $(INSTALLED)
 
-# Prometheus and promtool come from the distribution (Debian/Ubuntu); everything else from PyPI.
+# Prometheus, promtool and Redis (redis-tools: the binaries without a service that would start) come from the
+# distribution (Debian/Ubuntu); everything else from PyPI.
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v redis-check-rdb >/dev/null || { \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus redis-tools >/dev/null; }
 
 # torch goes in first and pinned: a loose torch requirement resolved later would pull a multi-GB CUDA build.
 $(INSTALLED): pyproject.toml scripts/install_helm.py scripts/install_nginx.py scripts/fetch_crd_schemas.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,signing,tune,dev]'
+	$(PY) -m pip install --quiet -e '.[triton,torchserve,onnx,tensorflow,tflite,signing,tune,cache,dev]'
 	$(PY) scripts/install_helm.py $(VENV)/bin
 	$(PY) scripts/install_nginx.py $(VENV)/bin $(VENV)/opt/nginx
 	$(PY) scripts/fetch_crd_schemas.py $(VENV)/share/mfn-crd-schemas
+	@# Debian ships redis-server as a name for redis-check-rdb (the binary picks its role by that name).
+	ln -sf "$$(command -v redis-check-rdb)" $(VENV)/bin/redis-server
 	touch $@
 
 demo: setup

@@ -59,7 +59,8 @@ def package(
             and the file itself, instead of mfn's Python-backend adapter.
         bundle_env: Also put the installed environment (mfn and the pinned requirements, see mfn.environment)
             into the package, for pods that reach no package index.
-        **overrides: Spec fields that replace the handler's declarations (name, version, batching, ...).
+        **overrides: Spec fields that replace the handler's declarations (name, version, batching, cache, ...;
+            cache="off" removes the handler's cache).
 
     Raises:
         MfnError: naming what is wrong with the handler, its spec or the output directory.
@@ -82,8 +83,9 @@ def package(
     writer.check_output(source.spec, output)
     check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)
     from mfn.environment import lock_for
+    from mfn.runtime.bundle import serving_requirements
 
-    lock_warnings = () if native else lock_for(tuple(source.spec.requirements)).warnings
+    lock_warnings = () if native else lock_for(serving_requirements(source.spec)).warnings
     result = writer.write(source, output, _WriteOptions(archive_format, native, bundle_env))
     hidden = _hidden_versions(target, output, source.spec)
     return replace(result, warnings=(*lock_warnings, *result.warnings, *hidden))

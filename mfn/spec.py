@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfn.errors import SpecError
-from mfn.handlers.declarations import Batching, Instances, Tensor, VersionPolicy, Warmup
+from mfn.handlers.declarations import Batching, Cache, Instances, Tensor, VersionPolicy, Warmup
 
 if TYPE_CHECKING:
     # Only a type: the spec reads a handler class's attributes and sits below the handler contract.
@@ -83,6 +83,11 @@ class ModelSpec(BaseModel):
         False, description="predict yields chunks of outputs, sent to clients as they come (Triton: a decoupled model; "
         "TorchServe: intermediate responses). Set from the handler: a generator predict.",
     )
+    cache: Cache | None = Field(None, description="Answers reused for identical requests; none: every request runs predict.")
+    deterministic: bool = Field(
+        True, description="predict gives the same answer for the same inputs every time. A handler that does not "
+        "(sampling, time, state) says False, and is then never cached.",
+    )
     entrypoint: Entrypoint = Field(description="The handler class the server adapters load.")
 
     @field_validator("name")
@@ -121,6 +126,11 @@ class ModelSpec(BaseModel):
                 "instances: with more than one GPU group each group must list its gpus, e.g. "
                 "Instances(kind='gpu', count=1, gpus=[0]), so the groups do not overlap"
             )
+        if self.cache and not self.deterministic:
+            raise ValueError("cache: the handler says deterministic=False, so its answers must not be reused; "
+                             "remove the cache (or --cache off)")
+        if self.cache and self.streaming:
+            raise ValueError("cache: a streaming predict's chunks are not cached; remove the cache (or --cache off)")
         if self.warmup and self.warmup.batch_size > self.batching.max_batch_size:
             raise ValueError(
                 f"warmup: batch_size {self.warmup.batch_size} exceeds batching.max_batch_size {self.batching.max_batch_size}"
@@ -162,6 +172,8 @@ _HANDLER_FIELDS = (
     "parameters",
     "max_request_mb",
     "allow_pickle",
+    "cache",
+    "deterministic",
 )
 
 
@@ -182,6 +194,9 @@ def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: o
     fields = {name: getattr(cls, name) for name in _HANDLER_FIELDS if hasattr(cls, name)}
     for name, value in overrides.items():
         if value is None:
+            continue
+        if name == "cache" and value == "off":  # --cache off: no cache, whatever the handler declares
+            fields.pop("cache", None)
             continue
         declared = fields.get(name)
         if isinstance(value, dict) and isinstance(declared, BaseModel):

@@ -85,7 +85,7 @@ class MfnHandler(BaseHandler):
             decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
             if self.streaming:
                 return self._stream(decoded, context)
-            outcomes = self.model.loop.run([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
+            outcomes = self.model.answer([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
             return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
         finally:
             in_flight.add(-len(data))

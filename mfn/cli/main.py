@@ -11,17 +11,8 @@ import click
 
 from mfn.cli import operate, tune
 from mfn.cli.rollout import rollout
-from mfn.cli.options import (
-    MfnGroup,
-    instances_option,
-    invoke_data,
-    json_option,
-    kubernetes_options,
-    local_deploy_options,
-    refuse_other_scope,
-    scoped,
-    tensors_option,
-)
+from mfn.cli.options import (MfnGroup, cache_option, instances_option, invoke_data, json_option, kubernetes_options,
+                             local_deploy_options, refuse_other_scope, scoped, tensors_option, tuned_option)
 from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS, QUANTIZATIONS, SERVERS, TENSOR_ENCODINGS
 
 
@@ -51,11 +42,10 @@ def cli() -> None:
                    "package, for pods with no package index (the chart's requirements.mode=bundle).")
 @click.option("--allow-pickle", is_flag=True, help="Trust pickled objects in the model file (a .pt2's pickled payloads "
                    "run code when loaded); without it such files are refused.")
-@click.option("--tuned", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Apply the batching and instance settings a tune chose (a tuned.json, see mfn.tuning.tuned); the "
-                   "package records them.")
+@tuned_option
+@cache_option
 @json_option
-def package(refs, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, as_json):
+def package(refs, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, cache, as_json):
     """Package each REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite. Several REFs package
@@ -78,7 +68,7 @@ def package(refs, target, output, archive_format, native, name, model_version, m
                 ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version,
                 batching=batching or None, instances=instances or None, inputs=inputs or None, version_policy=policy,
                 warmup={"batch_size": warmup} if warmup else None, execution_env=execution_env, bundle_env=bundle_env,
-                allow_pickle=True if allow_pickle else None, parameters=parameters,
+                allow_pickle=True if allow_pickle else None, parameters=parameters, cache=cache,
             )
         except MfnError as error:
             if not done:

@@ -85,6 +85,29 @@ instances_option = click.option(
 )
 
 
+def _parse_cache(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from mfn.handlers.declarations import Cache
+
+    if value is None:
+        return None
+    try:
+        return Cache.parse(value) or "off"
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+cache_option = click.option(
+    "--cache", callback=_parse_cache,
+    help="Reuse answers to identical requests: local[,size_mb=N], redis[,url=redis://HOST:PORT/DB,ttl_s=N,key_prefix=P,"
+         "timeout_ms=N], or off (replaces the handler's own cache declaration; see mfn.Cache).",
+)
+tuned_option = click.option(
+    "--tuned", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Apply the batching and instance settings a tune chose (a tuned.json, see mfn.tuning.tuned); the package "
+         "records them.",
+)
+
+
 class ScopedOption(click.Option):
     """An option that applies to one deploy target only; help lists it under that target's heading."""
 

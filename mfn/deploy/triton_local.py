@@ -15,6 +15,7 @@ from mfn.deploy.launching import Progress, describe_failure, http_json, launch, 
 from mfn.deploy.state import Deployment, read_key
 from mfn.deploy.store import Store
 from mfn.errors import DeployError, MfnError
+from mfn.model_repository.render import response_cache_bytes
 from mfn.servers import triton
 from mfn.servers.process import children
 
@@ -56,6 +57,7 @@ def start(
             admin_key=keys["management"]["key"],
             inference_key=keys.get("inference", {}).get("key"),
             address=host,
+            response_cache_bytes=response_cache_bytes(store.specs()),
         )
         return [str(install.binary), *args], triton.server_environment(install)
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mfn.handlers.declarations import Batching, Instances, Tensor, VersionPolicy, Warmup
+from mfn.handlers.declarations import Batching, Cache, Instances, Tensor, VersionPolicy, Warmup
 from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics
 
 Arrays = dict[str, np.ndarray]
@@ -57,7 +57,8 @@ class Handler:
     """Base class of a model function.
 
     Subclasses declare `name`, `inputs` and `outputs` (and optionally batching, instances, artifacts,
-    requirements) as class attributes and implement `predict`. `setup` runs once per server instance;
+    requirements, a response cache) as class attributes and implement `predict`. A predict whose answer for
+    the same inputs can change says `deterministic = False`. `setup` runs once per server instance;
     `preprocess`/`postprocess` run once per request around the batched `predict`.
     """
 
@@ -75,6 +76,8 @@ class Handler:
     parameters: ClassVar[dict[str, str]] = {}
     max_request_mb: ClassVar[int | None] = None
     allow_pickle: ClassVar[bool] = False
+    cache: ClassVar[Cache | None] = None
+    deterministic: ClassVar[bool] = True
 
     def setup(self, ctx: Context) -> None:
         """Load weights and other state; runs once per server instance or worker."""

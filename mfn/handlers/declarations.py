@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfn.handlers.dtypes import canonical_dtype
 
@@ -159,3 +159,85 @@ class Warmup(BaseModel):
         2, ge=1, description="How many times the warm-up request is run; TorchScript and other JIT runtimes "
         "reach their steady speed only after a couple of calls.",
     )
+
+
+REDIS_URL_ENV = "MFN_CACHE_REDIS_URL"
+
+
+class Cache(BaseModel):
+    """Answers kept and reused for identical requests, so the model runs once per distinct input.
+
+    The key covers the model's name, version and spec and every input's dtype, shape and bytes; only successful
+    answers are kept, and a cache that fails (Redis down or slow) is skipped, never failing a request.
+    """
+
+    model_config = _FROZEN
+
+    kind: Literal["local", "redis"] = Field(
+        "local", description="'local': inside the server (Triton's response cache; on TorchServe an LRU per worker); "
+        "'redis': one Redis shared by every replica and server that serves this model version.",
+    )
+    size_mb: int = Field(64, ge=1, description="kind='local': most MiB of answers kept (per worker on TorchServe); "
+                         "the least recently used go first.")
+    url: str | None = Field(
+        None, description=f"kind='redis': redis:// or rediss:// URL without credentials, e.g. redis://cache:6379/0. "
+        f"The environment variable {REDIS_URL_ENV}, where the server runs, overrides it and may carry credentials "
+        "(the chart sets it from a Secret); credentials are never packaged.",
+    )
+    ttl_s: int = Field(3600, ge=1, description="kind='redis': seconds an answer stays in Redis.")
+    key_prefix: str = Field("mfn", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                            description="kind='redis': prefix of every key mfn writes, e.g. one per team or stage.")
+    timeout_ms: int = Field(
+        50, ge=1, description="kind='redis': longest wait for Redis per batch of requests; past it the answers are "
+        "computed instead (and the failure counted).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"url {url!r}: use a redis://, rediss:// or unix:// URL, e.g. redis://cache:6379/0")
+        if parts.password or parts.username:
+            raise ValueError(f"credentials must not be packaged; give the URL without them and set "
+                             f"{REDIS_URL_ENV} (with credentials) where the server runs, e.g. from a Secret")
+        return url
+
+    @model_validator(mode="after")
+    def _settings_match_kind(self) -> Cache:
+        # Compared with the defaults, not with the fields given: a spec read back from JSON gives every field.
+        defaults = {name: field.default for name, field in type(self).model_fields.items()}
+        redis_only = sorted(name for name in ("url", "ttl_s", "key_prefix", "timeout_ms")
+                            if getattr(self, name) != defaults[name])
+        if self.kind == "local" and redis_only:
+            raise ValueError(f"{', '.join(redis_only)}: only for kind='redis' (a local cache has no "
+                             "expiry: answers leave it least recently used first once size_mb is full)")
+        if self.kind == "redis" and self.size_mb != defaults["size_mb"]:
+            raise ValueError("size_mb: only for kind='local'; Redis limits its own memory (maxmemory)")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Cache | None:
+        """Parse the command-line form: 'off', 'local', 'local,size_mb=128', 'redis,url=redis://host:6379/0,ttl_s=60'."""
+        kind, *settings = [part.strip() for part in text.split(",")]
+        if kind == "off" and not settings:
+            return None
+        if kind not in ("local", "redis"):
+            raise ValueError(f"cache {text!r}: start with 'local', 'redis' or 'off', e.g. 'redis,url=redis://cache:6379/0'")
+        fields: dict[str, str] = {}
+        for setting in settings:
+            key, equals, value = setting.partition("=")
+            if not equals or key not in cls.model_fields or key == "kind":
+                known = ", ".join(name for name in cls.model_fields if name != "kind")
+                raise ValueError(f"cache {text!r}: {setting!r} is not KEY=VALUE with a key among {known}")
+            fields[key] = value
+        try:
+            return cls(kind=kind, **fields)
+        except ValidationError as error:
+            raise ValueError(f"cache {text!r}: " + "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'cache'}: {item['msg'].removeprefix('Value error, ')}"
+                for item in error.errors())) from None

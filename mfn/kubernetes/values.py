@@ -15,6 +15,7 @@ import mfn
 from mfn.deploy.store import Store
 from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
 from mfn.errors import MfnError
+from mfn.model_repository.render import response_cache_bytes
 from mfn.runtime.bundle import REQUIREMENTS_FILE
 from mfn.monitoring import render
 from mfn.runtime.codec.limits import body_limit
@@ -201,6 +202,7 @@ def _triton_values(store: Store, specs: list[ModelSpec], ports: dict[str, int], 
             address="0.0.0.0",
             gpus=gpu_count > 0,
             exit_timeout_s=DRAIN_TIMEOUT_S,
+            response_cache_bytes=response_cache_bytes(specs),
         ),
         # The chart adds the restrictions itself, with keys from its Secret; these are the groups it guards.
         "triton": {"adminApis": triton.ADMIN_APIS, "inferenceApis": triton.INFERENCE_APIS},

@@ -41,6 +41,10 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
         config["dynamic_batching"] = _dynamic_batching(spec)
     if spec.version_policy:
         config["version_policy"] = _version_policy(spec.version_policy)
+    if spec.cache is not None and spec.cache.kind == "local":
+        # Triton answers a hit before the request reaches the model; the server needs --cache-config (see
+        # response_cache_bytes). Redis caches run in mfn's adapter instead.
+        config["response_cache"] = {"enable": True}
     if spec.streaming:
         # Each chunk is one response through the request's response sender; clients stream over gRPC
         # (ModelStreamInfer) or HTTP (generate_stream). Dynamic batching stays on: a batch streams together.
@@ -53,6 +57,16 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
     if parameters:
         config["parameters"] = {key: {"string_value": value} for key, value in sorted(parameters.items())}
     return config
+
+
+def response_cache_bytes(specs: list[ModelSpec]) -> int:
+    """The size of the server-wide response cache the models' local caches need (Triton has one cache for all
+    models): each model's largest `size_mb` across its versions, summed; 0 when none caches locally."""
+    largest: dict[str, int] = {}
+    for spec in specs:
+        if spec.cache is not None and spec.cache.kind == "local":
+            largest[spec.name] = max(largest.get(spec.name, 0), spec.cache.size_mb)
+    return sum(largest.values()) << 20
 
 
 def triton_data_type(dtype: str) -> str:

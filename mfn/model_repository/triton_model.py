@@ -95,7 +95,9 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
         self.metrics = TritonMetricFactory()
         self.logger = _triton_logging()
-        self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics)
+        # A local cache is Triton's own response cache (config.pbtxt's response_cache): hits never reach here.
+        self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics,
+                                 server_caches_locally=True)
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
         self.streaming = self.model.spec.streaming
@@ -109,7 +111,7 @@ class TritonPythonModel:
         try:
             if self.streaming:
                 return self._stream(requests)
-            outcomes = self.model.loop.run([self._decode(request) for request in requests])
+            outcomes = self.model.answer([self._decode(request) for request in requests])
             return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
         finally:
             in_flight.add(-len(requests))

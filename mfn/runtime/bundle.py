@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from mfn.errors import SpecError
-from mfn.handlers.base import Context, Handler
+from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.loading import handler_class, import_handler_file
-from mfn.runtime.loop import BatchLoop
 from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics, MetricFactory
+from mfn.runtime.loop import BatchLoop, Outcome
 from mfn.runtime.metrics import LoopMetrics
 from mfn.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from mfn.runtime.cache import CachedAnswers
 
 SPEC_FILE = "mfn.json"
 HANDLER_DIR = "handler"
@@ -62,12 +68,21 @@ def write_bundle(
     (destination / SPEC_FILE).write_text(spec.to_json())
     from mfn import environment
 
-    lock = environment.lock_for(tuple(spec.requirements))
+    lock = environment.lock_for(serving_requirements(spec))
     (destination / REQUIREMENTS_FILE).write_text("".join(f"{pin}\n" for pin in lock.pins))
     (destination / environment.WHEEL_DIR).mkdir()
     (destination / environment.WHEEL_DIR / environment.wheel_name()).write_bytes(environment.build_wheel_bytes())
     if bundle_env:
         environment.bundle_environment(lock, destination)
+
+
+def serving_requirements(spec: ModelSpec) -> tuple[str, ...]:
+    """What the serving environment needs beyond mfn: the handler's requirements, and redis-py for a Redis cache."""
+    requirements = tuple(spec.requirements)
+    names = {re.split(r"[\s<>=!~\[;@]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+    if spec.cache is not None and spec.cache.kind == "redis" and "redis" not in names:
+        requirements += ("redis",)
+    return requirements
 
 
 def check_confined(source: Path, root: Path, what: str) -> None:
@@ -97,6 +112,12 @@ class LoadedModel:
     loop: BatchLoop
     # Seconds spent loading it, by phase (handler_import_s, setup_s, warm_up_s; see mfn.runtime.cold_start).
     timings: dict[str, float] = field(default_factory=dict)
+    # The response cache in front of the loop, where the adapter runs one (see mfn.runtime.cache).
+    cache: CachedAnswers | None = None
+
+    def answer(self, requests: Sequence[Arrays | Exception]) -> list[Outcome]:
+        """Answer a batch of decoded requests: through the cache when there is one, else straight to the loop."""
+        return (self.cache or self.loop).run(requests)
 
     def warm_up(self) -> None:
         """Run the spec's warm-up requests (sample rows of the declared shapes) through the batch loop.
@@ -140,12 +161,15 @@ class LoadedModel:
 
 
 def load_bundle(
-    bundle_dir: Path, device: str = "cpu", instance: str = "local", metrics: MetricFactory | None = None
+    bundle_dir: Path, device: str = "cpu", instance: str = "local", metrics: MetricFactory | None = None,
+    server_caches_locally: bool = False,
 ) -> LoadedModel:
     """Import the bundled handler, build its context and run `setup`, as a server adapter does at load time.
 
     Args:
         metrics: The server's metric factory; mfn's built-in metrics and the handler's own go through it.
+        server_caches_locally: The server answers a local cache's hits itself (Triton's response cache), so
+            the adapter runs none for kind='local'.
     """
     spec = ModelSpec.from_json((bundle_dir / SPEC_FILE).read_text())
     if device == "cpu" and any(group.kind == "gpu" for group in spec.instances):
@@ -171,6 +195,10 @@ def load_bundle(
         allow_pickle=spec.allow_pickle,
     ), LoopMetrics(factory, spec.name, spec.version, spec.streaming))
     loaded.timings["handler_import_s"] = handler_import_s
+    if spec.cache is not None:
+        from mfn.runtime.cache import adapter_cache
+
+        loaded.cache = adapter_cache(spec, loaded.loop, factory, server_caches_locally, dict(os.environ))
     return loaded
 
 

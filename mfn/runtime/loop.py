@@ -109,7 +109,7 @@ class BatchLoop:
             raise request
         if isinstance(request, Exception):
             raise RequestFailure(f"malformed request: {request}")
-        if not self._conforms(request):
+        if not self.conforms(request):
             check_inputs(request, self.spec)  # raises, naming what is wrong
         if tuple(request) != self._input_names:
             # Clients may list inputs in any order; handlers that call a model positionally rely on this one.
@@ -121,7 +121,7 @@ class BatchLoop:
         except Exception as error:
             raise RequestFailure(f"preprocess failed: {type(error).__name__}: {error}", status=500) from error
 
-    def _conforms(self, request: Arrays) -> bool:
+    def conforms(self, request: Arrays) -> bool:
         """The per-request check on the hot path: no messages, no allocations; check_inputs explains failures."""
         if len(request) != len(self._expected):
             return False

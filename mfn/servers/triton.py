@@ -120,13 +120,15 @@ def server_args(
     exit_timeout_s: int = EXIT_TIMEOUT_S,
     admin_key: str | None = None,
     inference_key: str | None = None,
+    response_cache_bytes: int = 0,
 ) -> list[str]:
     """The tritonserver arguments mfn uses, locally and in the Helm chart, explicit model control included.
 
     `backend_directory`/`cache_directory` are for the pip-installed server; an official image has its own.
     Without `gpus`, GPU metrics and the pinned-memory pool (which would probe for CUDA) are switched off.
     `exit_timeout_s` is how long a stopping server lets requests in flight finish. With `admin_key` /
-    `inference_key`, those API groups need the key (see restricted_args).
+    `inference_key`, those API groups need the key (see restricted_args). `response_cache_bytes` sizes Triton's
+    local response cache for the models whose config enables it (mfn.model_repository.render.response_cache_bytes).
     """
     args = [f"--model-repository={repository}"]
     if backend_directory:
@@ -153,6 +155,8 @@ def server_args(
         "--log-verbose=0",
         *restricted_args(admin_key, inference_key),
     ]
+    if response_cache_bytes:
+        args.append(f"--cache-config=local,size={response_cache_bytes}")
     args += [f"--load-model={model}" for model in models]
     return args
 
