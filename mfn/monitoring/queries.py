@@ -47,6 +47,21 @@ _QUEUED = (
 CONCURRENCY = f"({_IN_FLIGHT} + {_QUEUED}) or {_IN_FLIGHT}"
 
 
+# Response cache lookups per second by result, for either cache: mfn's counter (TorchServe's local LRU, Redis on
+# both servers) or Triton's own response cache (kind='local' on Triton), whose hits never reach mfn's adapter.
+CACHE_RECORD = "mfn:cache_requests:rate5m"
+_TRITON_CACHE = (
+    'label_replace(sum by (model, version) (rate(nv_cache_num_{kind}_per_model[5m])), "result", "{result}", "", "")'
+)
+CACHE_REQUESTS = (
+    "sum by (model, version, result) (rate(mfn_cache_requests_total[5m]))"
+    f" or {_TRITON_CACHE.format(kind='hits', result='hit')} or {_TRITON_CACHE.format(kind='misses', result='miss')}"
+)
+CACHE_HIT_RATIO = (
+    f'sum by (model, version) ({CACHE_RECORD}{{{{result="hit"}}}}) / sum by (model, version) ({CACHE_RECORD})'
+)
+
+
 def window(query: str, length: str = WINDOW, quantile: float | None = None) -> str:
     """Fill a query template's window (and quantile)."""
     return query.format(w=length, q=quantile)

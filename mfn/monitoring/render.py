@@ -64,6 +64,7 @@ def alert_rules(thresholds: AlertThresholds = AlertThresholds(), job: str = f"{J
                 "rules": [
                     {"record": q.QUEUE_SECONDS_RECORD, "expr": f"({q.TRITON_QUEUE_SECONDS}) or ({q.TORCHSERVE_QUEUE_SECONDS})"},
                     {"record": q.CONCURRENCY_RECORD, "expr": q.CONCURRENCY},
+                    {"record": q.CACHE_RECORD, "expr": q.CACHE_REQUESTS},
                     _alert(
                         "MfnHighErrorRate",
                         f"({q.window(q.ERROR_RATIO)}) > {thresholds.error_ratio}",
@@ -113,6 +114,8 @@ PANELS = (
     # Streaming model functions only (the others have no such series).
     ("Time to first chunk p95", "s", q.window(q.FIRST_CHUNK_QUANTILE, quantile=0.95), "{{model}} v{{version}}"),
     ("Chunks per streamed request", "short", q.window(q.MEAN_CHUNKS), "{{model}} v{{version}}"),
+    # Cached model functions only.
+    ("Response cache hit ratio", "percentunit", q.window(q.CACHE_HIT_RATIO), "{{model}} v{{version}}"),
 )
 
 
@@ -176,6 +179,9 @@ _SELECTORS = (
 def _filtered(expr: str) -> str:
     if expr == q.QUEUE_SECONDS_RECORD:
         return f'{expr}{{model=~"$model", version=~"$version"}}'
+    if q.CACHE_RECORD in expr:
+        return expr.replace('result="hit"}', 'result="hit", model=~"$model", version=~"$version"}').replace(
+            f"{q.CACHE_RECORD})", f'{q.CACHE_RECORD}{{model=~"$model", version=~"$version"}})')
     for plain, filtered in _SELECTORS:
         expr = expr.replace(plain, filtered)
     return expr

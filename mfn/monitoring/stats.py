@@ -1,8 +1,9 @@
 """`mfn stats`: a summary of a running deployment computed from its live metrics endpoint.
 
 Figures are totals since the server started (no Prometheus needed): requests by outcome, error rate,
-mean batch size, predict latency percentiles from mfn's histogram, the server's mean queue time, and for
-streaming model functions the time to the first chunk and the chunks per request.
+mean batch size, predict latency percentiles from mfn's histogram, the server's mean queue time, for
+streaming model functions the time to the first chunk and the chunks per request, and for cached ones the
+response cache's hits, misses and errors.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import asdict, dataclass, field
 from mfn.deploy.state import Deployment
 from mfn.errors import MfnError
 from mfn.runtime.metrics import BATCH_SIZE, FIRST_CHUNK_SECONDS, PREDICT_SECONDS, REQUESTS, STREAM_CHUNKS
+
+CACHE_REQUESTS = "mfn_cache_requests"
+# Triton's own response cache (kind='local' on Triton) counts in its own series, per model and version.
+TRITON_CACHE = {"nv_cache_num_hits_per_model": "hit", "nv_cache_num_misses_per_model": "miss"}
 
 Key = tuple[str, str]
 
@@ -36,6 +41,9 @@ class ModelStats:
     first_chunk_p50_s: float | None = None
     first_chunk_p95_s: float | None = None
     mean_chunks: float | None = None
+    # Response cache lookups by result (hit, miss, error), from mfn's counter or Triton's own cache counters.
+    cache: dict[str, int] = field(default_factory=dict)
+    cache_hit_ratio: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,6 +69,7 @@ def summarise(text: str, server: str) -> list[ModelStats]:
     first_chunk: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     chunks = defaultdict(lambda: [0.0, 0.0])  # sum, count
     queue = defaultdict(lambda: [0.0, 0.0])  # microseconds, requests
+    cache: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
@@ -79,10 +88,14 @@ def summarise(text: str, server: str) -> list[ModelStats]:
                 first_chunk[mfn_key][float(labels["le"])] += sample.value
             elif name in (f"{STREAM_CHUNKS}_sum", f"{STREAM_CHUNKS}_count"):
                 chunks[mfn_key][name.endswith("_count")] += sample.value
+            elif name == CACHE_REQUESTS:
+                cache[mfn_key][labels["result"]] += sample.value
+            elif name in TRITON_CACHE:
+                cache[mfn_key][TRITON_CACHE[name]] += sample.value
             else:
                 _queue_sample(name, labels, sample.value, queue)
     rows = []
-    for key in sorted(set(outcomes) | set(batch)):
+    for key in sorted(set(outcomes) | set(batch) | set(cache)):
         counts = {outcome: int(value) for outcome, value in sorted(outcomes[key].items())}
         total = sum(counts.values())
         queued_us, queued_requests = queue.get(key) or queue.get((key[0], "*"), [0.0, 0.0])
@@ -100,8 +113,15 @@ def summarise(text: str, server: str) -> list[ModelStats]:
             first_chunk_p50_s=histogram_quantile(0.5, first_chunk[key]),
             first_chunk_p95_s=histogram_quantile(0.95, first_chunk[key]),
             mean_chunks=chunks[key][0] / chunks[key][1] if chunks[key][1] else None,
+            cache={result: int(value) for result, value in sorted(cache[key].items())} if key in cache else {},
+            cache_hit_ratio=_hit_ratio(cache.get(key)),
         ))
     return rows
+
+
+def _hit_ratio(results: dict[str, float] | None) -> float | None:
+    lookups = sum(results.values()) if results else 0
+    return results.get("hit", 0) / lookups if lookups else None  # type: ignore[union-attr]
 
 
 def _queue_sample(name: str, labels: dict[str, str], value: float, queue: dict) -> None:
@@ -142,8 +162,9 @@ def format_stats(rows: list[ModelStats]) -> str:
         return "-" if value is None else f"{value * 1000:.2f} ms"
 
     streams = any(row.mean_chunks is not None for row in rows)
+    caches = any(row.cache for row in rows)
     head = f"{'model':20} {'ver':>3} {'requests':>8} {'errors':>7} {'batch':>6} {'p50':>10} {'p95':>10} {'queue':>10}"
-    lines = [head + (f" {'1st chunk p50':>13} {'chunks':>7}" if streams else "")]
+    lines = [head + (f" {'1st chunk p50':>13} {'chunks':>7}" if streams else "") + (f" {'cache hits':>10}" if caches else "")]
     for row in rows:
         errors = "-" if row.error_rate is None else f"{row.error_rate:.1%}"
         batch = "-" if row.mean_batch_size is None else f"{row.mean_batch_size:.2f}"
@@ -152,5 +173,7 @@ def format_stats(rows: list[ModelStats]) -> str:
         if streams:
             mean_chunks = "-" if row.mean_chunks is None else f"{row.mean_chunks:.1f}"
             line += f" {ms(row.first_chunk_p50_s):>13} {mean_chunks:>7}"
+        if caches:
+            line += f" {'-' if row.cache_hit_ratio is None else format(row.cache_hit_ratio, '.1%'):>10}"
         lines.append(line)
     return "\n".join(lines)

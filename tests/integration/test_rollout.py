@@ -234,11 +234,17 @@ def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(pr
 def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothing(primary, packages):
     server, name = primary
     rollout.start(name, rollout.plan("shadow", packages[server, 3], name))
+    # Mirroring is best effort (a copy nginx fails to deliver is not retried: on a loaded two-core machine up to
+    # a third of them were lost to TorchServe): each protocol's copies must arrive in the majority, and every one
+    # that does fails on the broken release.
+    mirrored = 0
     for protocol in ("http", "grpc"):
         assert counts(name, protocol, 40) == Counter({1: 40})
-    # Mirroring is best effort (a copy nginx gives up on after its timeout is not retried): most copies arrive,
-    # and every one that does fails on the broken release.
-    wait_for(lambda: _canary_requests(name) >= 60, 60, "60 of the 80 requests mirrored")
+        try:
+            mirrored = wait_for(lambda: (received := _canary_requests(name)) >= mirrored + 21 and received, 60,
+                                f"21 of the 40 {protocol} requests mirrored")
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}: the canary got {_canary_requests(name) - mirrored}") from None
     (canary_row,) = rollout.status(name)["tracks"]["canary"]["models"]
     assert canary_row["outcomes"]["error"] == canary_row["requests"], canary_row
 

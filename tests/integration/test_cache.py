@@ -1,0 +1,200 @@
+"""The response cache on both real servers, HTTP and gRPC: Triton's own cache and TorchServe's LRU for
+kind='local', a real redis-server on loopback for kind='redis' (shared by a Triton and a TorchServe deployment,
+its password only in the servers' environment), TTL expiry, and Redis stopped mid-run.
+
+The handler (tests/handlers/counted.py) answers with the number of predict calls its worker has made, so a reused
+answer is told from a computed one by its `calls`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mfn
+from mfn.deploy import local, state
+from mfn.handlers.declarations import REDIS_URL_ENV
+from mfn.monitoring.stats import deployment_stats
+from mfn.servers.process import find_tool
+from tests.conftest import HANDLERS, wait_for
+
+COUNTED = f"{HANDLERS / 'counted.py'}:Counted"
+SERVERS = ("triton", "torchserve")
+KINDS = ("local", "redis")
+TTL_S = 3
+_inputs = itertools.count(1)
+
+
+def fresh_input() -> np.ndarray:
+    """A request no test has sent before (values at or below 0: the handler does not sleep)."""
+    return np.array([[-float(next(_inputs)), -0.5]], dtype=np.float32)
+
+
+class Redis:
+    """A redis-server on 127.0.0.1 with a password, no persistence; restartable on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.password = secrets.token_hex(8)
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = find_tool("redis-server", "redis-server is not installed: run `make setup`")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password, "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.ping(), 10, "redis-server to answer")
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def keys(self) -> list[bytes]:
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=1).keys("*")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory) -> Iterator[Redis]:
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory, redis_server) -> Iterator[dict[str, str]]:
+    """One deployment per server with `cached_local` and `cached_redis`; the Redis URL, with its password, reaches
+    the servers through their environment only."""
+    root = tmp_path_factory.mktemp("cached")
+    names = {}
+    previous = os.environ.get(REDIS_URL_ENV)
+    os.environ[REDIS_URL_ENV] = redis_server.url
+    try:
+        for server in SERVERS:
+            output = root / server
+            mfn.package(COUNTED, output, target=server, name="cached_local")
+            mfn.package(COUNTED, output, target=server, name="cached_redis", cache=mfn.Cache(kind="redis", ttl_s=TTL_S))
+            assert redis_server.password not in "".join(path.read_bytes().decode("latin-1")
+                                                        for path in output.rglob("*") if path.is_file())
+            names[server] = f"cache-{server}"
+            local.deploy(output, name=names[server])
+    finally:
+        os.environ.pop(REDIS_URL_ENV) if previous is None else os.environ.__setitem__(REDIS_URL_ENV, previous)
+    try:
+        yield names
+    finally:
+        for name in names.values():
+            local.undeploy(name)
+
+
+def infer(deployment: str, model: str, x: np.ndarray, protocol: str = "http") -> dict[str, np.ndarray]:
+    with mfn.Client(deployment, protocol=protocol) as client:
+        return client.infer(model, {"x": x})
+
+
+def cache_results(deployment: str, model: str) -> dict[str, int]:
+    (row,) = [row for row in deployment_stats(state.get(deployment)) if row.model == model]
+    return row.cache
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_same_request_twice_runs_predict_once(deployments, server, kind):
+    name, model = deployments[server], f"cached_{kind}"
+    for protocol in ("http", "grpc"):
+        x = fresh_input()
+        first = infer(name, model, x, protocol)
+        again = infer(name, model, x, protocol)
+        np.testing.assert_array_equal(first["y"], x * 2)
+        assert {key: value.tolist() for key, value in again.items()} == {key: value.tolist() for key, value in first.items()}
+        # A new input runs predict once more: the repeated one did not.
+        assert infer(name, model, fresh_input(), protocol)["calls"].item() == first["calls"].item() + 1
+    # Two hits (the repeats); misses: 4 (two first sends, two new inputs).
+    counted = wait_for(lambda: (results := cache_results(name, model)).get("hit", 0) >= 2 and results, 30,
+                       "the hits in the cache metrics")
+    assert counted.get("hit") == 2 and counted.get("miss") == 4 and counted.get("error", 0) == 0, counted
+
+
+def test_requests_that_differ_only_in_dtype_or_shape_are_not_confused(deployments):
+    """The key covers the shape: [1, 2] and [2, 1] hold the same bytes, and are different requests."""
+    name = deployments["triton"]
+    values = -np.arange(1, 3, dtype=np.float32) - 1000
+    wide = infer(name, "cached_redis", values.reshape(1, 2))
+    tall = infer(name, "cached_redis", values.reshape(2, 1))
+    assert wide["y"].shape == (1, 2) and tall["y"].shape == (2, 1)
+    assert tall["calls"][0, 0] == wide["calls"][0, 0] + 1
+
+
+def test_a_redis_cache_is_shared_by_two_deployments_on_different_servers(deployments, redis_server):
+    x = fresh_input()
+    from_triton = infer(deployments["triton"], "cached_redis", x)
+    from_torchserve = infer(deployments["torchserve"], "cached_redis", x, "grpc")
+    # TorchServe answered with Triton's answer, predict-call count included: it did not run predict.
+    assert from_torchserve["calls"].item() == from_triton["calls"].item()
+    np.testing.assert_array_equal(from_torchserve["y"], from_triton["y"])
+    assert all(key.startswith(b"mfn:cached_redis:1:") for key in redis_server.keys())
+
+
+def test_an_answer_expires_after_its_ttl(deployments):
+    name, x = deployments["torchserve"], fresh_input()
+    first = infer(name, "cached_redis", x)
+    stored_at = time.monotonic()
+    assert infer(name, "cached_redis", x)["calls"].item() == first["calls"].item()
+    recomputed = wait_for(lambda: (answer := infer(name, "cached_redis", x))["calls"].item() != first["calls"].item()
+                          and answer, TTL_S + 10, "the answer to expire", every_s=0.25)
+    assert time.monotonic() - stored_at >= TTL_S - 0.5  # not dropped before its time (Redis expires to the ms)
+    assert recomputed["calls"].item() > first["calls"].item()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_redis_stopped_mid_run_answers_continue_and_errors_are_counted(deployments, redis_server, server):
+    name = deployments[server]
+    before = wait_for(lambda: cache_results(name, "cached_redis"), 30, "cache metrics")
+    redis_server.stop()
+    try:
+        for protocol in ("http", "grpc"):
+            for _ in range(10):
+                x = fresh_input()
+                np.testing.assert_array_equal(infer(name, "cached_redis", x, protocol)["y"], x * 2)
+        wait_for(lambda: cache_results(name, "cached_redis").get("error", 0) >= before.get("error", 0) + 20, 30,
+                 "the 20 requests counted as cache errors")
+    finally:
+        redis_server.start()
+    # Back: after the pause that follows a failure, answers are stored and reused again.
+    x = fresh_input()
+    wait_for(lambda: infer(name, "cached_redis", x)["calls"].item() == infer(name, "cached_redis", x)["calls"].item(),
+             15, "the cache to work again after Redis came back", every_s=0.5)
