@@ -184,6 +184,8 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
         "requirements": pod_requirements(store),
         "gpu": {"count": gpu_count},
         "concurrency": {"fromPackages": target_concurrency(specs)},
+        "cache": {"redisModels": {spec.name: spec.cache.url is not None for spec in specs
+                                  if spec.cache is not None and spec.cache.kind == "redis"}},
         **pod_sizes(store, specs),
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},
     }

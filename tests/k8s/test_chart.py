@@ -19,7 +19,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.kubernetes.values import DRAIN_TIMEOUT_S
-from tests.conftest import EXAMPLES, GOLDEN, assert_matches_golden
+from tests.conftest import EXAMPLES, GOLDEN, HANDLERS, assert_matches_golden
 
 KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
@@ -537,3 +537,30 @@ def test_keda_never_scales_to_zero(packaged, tmp_path):
     result = helm("template", "demo", str(chart_path()), "--values", values["__file__"], "--set", "keda.enabled=true",
                   "--set", "keda.minReplicaCount=0")
     assert result.returncode != 0 and "minReplicaCount" in result.stderr
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_a_redis_cache_takes_its_url_from_a_secret_and_a_local_one_sizes_tritons_cache(tmp_path, server):
+    handler = f"{HANDLERS / 'counted.py'}:Counted"
+    mfn.package(handler, tmp_path / "store", target=server, name="local_cached", cache=mfn.Cache(kind="local", size_mb=16))
+    mfn.package(handler, tmp_path / "store", target=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
+    values = values_for(tmp_path / "store", "demo", model_uri="https://models.example.com/store.tar.gz", pvc=None)
+    assert values["cache"]["redisModels"] == {"redis_cached": False}
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(values))
+    values["__file__"] = str(path)
+    refused = helm("template", "demo", str(chart_path()), "--values", str(path))
+    assert refused.returncode != 0
+    assert "redis_cached caches answers in Redis and its package names no URL: set cache.redis.urlSecret.name" in refused.stderr
+    documents = render(values, "cache.redis.urlSecret.name=redis-credentials")
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == server]
+    assert {"name": "MFN_CACHE_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "redis-credentials", "key": "url"}}} \
+        in container["env"]
+    for document in documents:
+        if document["kind"] in CRD_KINDS:
+            validate_custom_resource(document)
+        else:
+            kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+    if server == "triton":  # one server-wide cache, as big as the local caches together
+        assert f"--cache-config=local,size={16 << 20}" in container["args"]

@@ -197,6 +197,19 @@ spec:
                   key: {{ $key }}
             {{- end }}
             {{- end }}
+            {{- with .Values.cache.redis.urlSecret }}
+            {{- if .name }}
+            - name: MFN_CACHE_REDIS_URL
+              valueFrom:
+                secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
+            {{- else }}
+            {{- range $model, $packagedUrl := $.Values.cache.redisModels }}
+            {{- if not $packagedUrl }}
+            {{- fail (printf "%s caches answers in Redis and its package names no URL: set cache.redis.urlSecret.name to a Secret holding the URL" $model) }}
+            {{- end }}
+            {{- end }}
+            {{- end }}
+            {{- end }}
             {{- with .Values.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
