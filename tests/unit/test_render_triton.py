@@ -57,6 +57,14 @@ CASES = {
         name="ranker", inputs=[mfn.Tensor("user_id", "INT64", []), FEATURES], outputs=[mfn.Tensor("score", "FP32", [])],
         entrypoint=ENTRY, warmup=mfn.Warmup(batch_size=2, count=1),
     ),
+    "local_cache": ModelSpec(
+        name="cached", inputs=[FEATURES], outputs=[PROBS], entrypoint=ENTRY, cache=mfn.Cache(kind="local", size_mb=32),
+    ),
+    # Redis caches run in mfn's adapter: Triton's own cache stays off.
+    "redis_cache": ModelSpec(
+        name="cached", inputs=[FEATURES], outputs=[PROBS], entrypoint=ENTRY,
+        cache=mfn.Cache(kind="redis", url="redis://cache:6379/0", ttl_s=60),
+    ),
 }
 
 
@@ -129,3 +137,18 @@ def test_a_scalar_per_row_is_exposed_as_one_element_and_reshaped_for_the_model()
 
 def test_version_policy_specific():
     assert list(parse(render_config(CASES["version_policy"])).version_policy.specific.versions) == [1, 2]
+
+
+def test_only_a_local_cache_turns_on_tritons_response_cache_and_the_server_is_sized_for_all_of_them():
+    from mfn.model_repository.render import response_cache_bytes
+    from mfn.servers import triton
+
+    assert parse(render_config(CASES["local_cache"])).response_cache.enable
+    assert not parse(render_config(CASES["redis_cache"])).HasField("response_cache")
+    other = CASES["local_cache"].model_copy(update={"name": "other", "cache": mfn.Cache(size_mb=8)})
+    newer = CASES["local_cache"].model_copy(update={"version": 2, "cache": mfn.Cache(size_mb=48)})
+    assert response_cache_bytes([CASES["local_cache"], newer, other, CASES["cpu"]]) == (48 + 8) << 20
+    assert response_cache_bytes([CASES["redis_cache"], CASES["cpu"]]) == 0
+    ports = triton.Ports(http=1, grpc=2, metrics=3)
+    assert "--cache-config=local,size=1024" in triton.server_args("/m", ports, [], "mfn_", response_cache_bytes=1024)
+    assert not [arg for arg in triton.server_args("/m", ports, [], "mfn_") if arg.startswith("--cache-config")]

@@ -1,0 +1,39 @@
+"""`mfn package --cache`: the declaration replaced, written into both targets' packages, mistakes named."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from mfn.cli.main import cli
+from mfn.deploy.store import discover
+from mfn.handlers.declarations import Cache
+from tests.conftest import HANDLERS
+
+COUNTED = f"{HANDLERS / 'counted.py'}:Counted"  # declares Cache(kind="local", size_mb=8)
+
+
+@pytest.mark.parametrize("target", ["triton", "torchserve"])
+def test_the_option_replaces_the_handlers_cache_on_both_targets(tmp_path, target):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "redis"), "--target", target,
+                                 "--cache", "redis,url=redis://cache:6379/2,ttl_s=30,key_prefix=team-a"])
+    assert result.exit_code == 0, result.output
+    (spec,) = discover(tmp_path / "redis").specs()
+    assert spec.cache == Cache(kind="redis", url="redis://cache:6379/2", ttl_s=30, key_prefix="team-a")
+    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "off"), "--target", target, "--cache", "off"])
+    assert result.exit_code == 0, result.output
+    (spec,) = discover(tmp_path / "off").specs()
+    assert spec.cache is None
+    if target == "triton":
+        assert "response_cache" not in (tmp_path / "off" / "counted" / "config.pbtxt").read_text()
+        runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "local")])
+        assert "response_cache {\n  enable: true\n}" in (tmp_path / "local" / "counted" / "config.pbtxt").read_text()
+
+
+def test_mistakes_are_named_and_nothing_is_written(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "out"), "--cache", "redis,url=redis://u:pw@cache:6379/0"])
+    assert result.exit_code == 2
+    assert "--cache" in result.output and "credentials must not be packaged" in result.output
+    assert not (tmp_path / "out").exists()
