@@ -15,7 +15,7 @@ import logging
 import struct
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +25,6 @@ from mfn.handlers.declarations import REDIS_URL_ENV, Cache
 from mfn.handlers.metrics import MODEL_LABELS, MetricFactory
 from mfn.runtime.cache_codec import answer_bytes, answer_from_bytes, answer_size
 from mfn.runtime.loop import BatchLoop, Outcome
-from mfn.runtime.metrics import outcome_of
 from mfn.spec import ModelSpec
 
 CACHE_REQUESTS = "mfn_cache_requests_total"
@@ -149,7 +148,11 @@ class CachedAnswers:
             self._count(result, 0)
 
     def run(self, requests: Sequence[Arrays | Exception]) -> list[Outcome]:
-        """Answer every request as BatchLoop.run does, running predict only for what the cache does not hold."""
+        """Answer every request as BatchLoop.run does, running predict only for what the cache does not hold.
+
+        mfn_requests_total counts what the loop ran, as with Triton's own cache (whose hits never reach mfn):
+        on every server and kind, answers from the cache are counted by mfn_cache_requests_total alone.
+        """
         keys = [request_key(self._digest, self.spec, request)
                 if isinstance(request, dict) and self.loop.conforms(request) else None for request in requests]
         looked_up = self._lookup(list(dict.fromkeys(key for key in keys if key is not None)))
@@ -172,11 +175,6 @@ class CachedAnswers:
                 outcomes[index] = outcome
         for index in repeats:
             outcomes[index] = outcomes[first_of[keys[index]]]  # type: ignore[index]
-        ran = set(to_run)
-        answered_here = Counter("success" if isinstance(outcome, dict) else outcome_of(outcome.status)  # type: ignore[union-attr]
-                                for index, outcome in enumerate(outcomes) if index not in ran)
-        for outcome, count in answered_here.items():  # the loop counted what it ran; these were answered without it
-            self.loop.metrics.requests(outcome, count)
         if looked_up is not None:
             self._count("hit", sum(1 for key in keys if key in found) + len(repeats))
             self._count("miss", len(first_of))

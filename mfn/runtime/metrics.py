@@ -63,7 +63,8 @@ class LoopMetrics:
         self._labels = {"model": model, "version": str(version)}
         outcomes = STREAMING_OUTCOMES if streaming else OUTCOMES
         self._outcome_labels = {outcome: {**self._labels, "outcome": outcome} for outcome in outcomes}
-        self._requests = factory.counter(REQUESTS, "Requests answered, by outcome.", [*MODEL_LABELS, "outcome"])
+        self._requests = factory.counter(REQUESTS, "Requests the model answered (response cache hits aside), by outcome.",
+                                         [*MODEL_LABELS, "outcome"])
         self._batch_size = factory.histogram(BATCH_SIZE, "Rows per predict call.", MODEL_LABELS, BATCH_SIZE_BUCKETS)
         self._predict = factory.histogram(
             PREDICT_SECONDS, "Time spent in the handler's predict, per call.", MODEL_LABELS, LATENCY_BUCKETS_S

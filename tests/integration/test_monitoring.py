@@ -23,7 +23,10 @@ from tests.integration.conftest import TEXT_STATS
 pytestmark = pytest.mark.integration
 FAULTY = f"{HANDLERS / 'faulty.py'}:Faulty"
 STREAMER = f"{HANDLERS / 'streamer.py'}:Streamer"
-SENT = {("text_stats", "success"): 7, ("faulty", "success"): 2, ("faulty", "error"): 3, ("streamer", "success"): 1}
+COUNTED = f"{HANDLERS / 'counted.py'}:Counted"  # with a local response cache
+# counted: the same request twice, one answered from the cache (not a request the model ran).
+SENT = {("text_stats", "success"): 7, ("faulty", "success"): 2, ("faulty", "error"): 3, ("streamer", "success"): 1,
+        ("counted", "success"): 1}
 
 
 def query(prometheus_url: str, expr: str) -> list[dict]:
@@ -55,13 +58,15 @@ def send_known_traffic(name: str) -> None:
         for _ in range(SENT[("faulty", "success")]):
             client.infer("faulty", {"x": [[1.0, 2.0]]})
         assert len(list(client.stream("streamer", {"steps": [[3]], "delay_ms": [[0]]}))) == 3
+        for _ in range(2):
+            client.infer("counted", {"x": [[-1.0]]})
 
 
 @pytest.fixture(scope="module", params=["triton", "torchserve"])
 def monitored(request, tmp_path_factory):
     server = request.param
     models = tmp_path_factory.mktemp(f"monitored-{server}")
-    for ref in (TEXT_STATS, FAULTY, STREAMER):
+    for ref in (TEXT_STATS, FAULTY, STREAMER, COUNTED):
         mfn.package(ref, models, target=server)
     name = f"monitored-{server}"
     result = CliRunner().invoke(cli, ["deploy", str(models), "--name", name, "--prometheus", "--json"])
@@ -84,7 +89,7 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
     server, deployment, prometheus_url = monitored
     # Every outcome's series is there, at 0 where nothing was sent with it.
     expected = {(model, outcome): float(SENT.get((model, outcome), 0))
-                for model in ("text_stats", "faulty") for outcome in ("success", "invalid", "error")}
+                for model in ("text_stats", "faulty", "counted") for outcome in ("success", "invalid", "error")}
     expected.update({("streamer", outcome): float(SENT.get(("streamer", outcome), 0))
                      for outcome in ("success", "invalid", "error", "cancelled")})
 
@@ -149,7 +154,8 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
         result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
         assert result.exit_code == 0, result.output
         rows = {row["model"]: row for row in json.loads(result.output)}
-        if rows.get("faulty", {}).get("requests") == 5 or time.monotonic() > deadline:
+        if (rows.get("faulty", {}).get("requests") == 5 and rows.get("counted", {}).get("cache", {}).get("hit")) \
+                or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert rows["text_stats"]["requests"] == 7 and rows["text_stats"]["error_rate"] == 0.0
@@ -161,8 +167,12 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
     assert rows["text_stats"]["predict_p50_s"] < 0.00025
     assert rows["streamer"]["mean_chunks"] == 3.0 and rows["streamer"]["first_chunk_p50_s"] is not None
     assert rows["text_stats"]["mean_chunks"] is None
+    # Triton's own response cache on Triton, mfn's LRU on TorchServe: the same figures either way.
+    assert rows["counted"]["cache"] == {"hit": 1, "miss": 1} | ({"error": 0} if deployment.server == "torchserve" else {})
+    assert rows["counted"]["cache_hit_ratio"] == 0.5 and rows["text_stats"]["cache_hit_ratio"] is None
     human = CliRunner().invoke(cli, ["stats", deployment.name])
     assert "text_stats" in human.output and "60.0%" in human.output and "1st chunk p50" in human.output
+    assert "cache hits" in human.output and "50.0%" in human.output
 
 
 def test_monitor_writes_config_rules_and_dashboard_for_another_prometheus(monitored, tmp_path):
