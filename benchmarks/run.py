@@ -403,9 +403,11 @@ def write_markdown(report: dict, rendered: str) -> None:
     )
     markdown = ROOT / "BENCHMARKS.md"
     previous = markdown.read_text() if markdown.exists() else ""
-    # Sections other benchmarks write (images.py, client_overhead.py) are kept, between their markers.
-    for section in re.finditer(r"<!-- (\w+):start -->.*?<!-- \1:end -->", previous, flags=re.S):
-        text = text.rstrip("\n") + "\n\n" + section.group(0) + "\n"
+    # Everything after this run's own sections is kept: the sections other benchmarks write between their markers
+    # (images.py, client_overhead.py, cache_latency.py, ...) and the written-up comparisons among them.
+    kept = re.search(r"<!-- \w+:start -->", previous)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + previous[kept.start():]
     markdown.write_text(text)
 
 
