@@ -43,7 +43,8 @@ def trial_name(model: str, index: int) -> str:
 
 
 def package_trials(ref: str, target: str, settings: list[Settings], output: Path, sample_rows: dict | None = None) -> str:
-    """Package `ref` once per setting, as models `<name>_t0`, `<name>_t1`, ... in `output`; the model's name."""
+    """Package `ref` once per setting, as models `<name>_t0`, `<name>_t1`, ... in `output`, without a response
+    cache; the model's name."""
     from mfn.packaging import package, resolve
 
     model = resolve(ref).spec.name
@@ -51,7 +52,8 @@ def package_trials(ref: str, target: str, settings: list[Settings], output: Path
         package(ref, output, target=target, name=trial_name(model, index), batching={
             "max_batch_size": setting.max_batch_size, "max_queue_delay_us": setting.max_queue_delay_us,
             "preferred_batch_sizes": list(setting.preferred_batch_sizes)},
-            instances=[{"kind": setting.instance_kind, "count": setting.instances}])
+            # The load repeats one request: with the handler's cache on, every trial would measure its hits.
+            instances=[{"kind": setting.instance_kind, "count": setting.instances}], cache="off")
     return model
 
 

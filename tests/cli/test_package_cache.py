@@ -37,3 +37,13 @@ def test_mistakes_are_named_and_nothing_is_written(tmp_path):
     assert result.exit_code == 2
     assert "--cache" in result.output and "credentials must not be packaged" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_tune_trials_are_packaged_without_the_handlers_cache(tmp_path):
+    from mfn.tuning.trials import package_trials
+    from mfn.tuning.tuned import Settings
+
+    model = package_trials(COUNTED, "triton", [Settings(max_batch_size=4), Settings(max_batch_size=8)], tmp_path)
+    specs = discover(tmp_path).specs()
+    assert model == "counted" and len(specs) == 2
+    assert all(spec.cache is None for spec in specs)
