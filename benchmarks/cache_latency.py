@@ -117,13 +117,10 @@ def main() -> None:
         "",
         SECTION_END,
     ]
-    section = "\n".join(lines)
-    print(section)
-    if not args.no_write:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from images import write_section
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from images import publish
 
-        write_section(ROOT / "BENCHMARKS.md", section, SECTION_START, SECTION_END)
+    publish("\n".join(lines), not args.no_write, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":

@@ -120,13 +120,10 @@ def main() -> None:
                      f"{row['delta_wall_us']:+.0f} | {row['cpu_us']['mfn.Client']:.0f} | {row['cpu_us']['tritonclient']:.0f} | "
                      f"{row['delta_cpu_us']:+.0f} |")
     lines += ["", SECTION_END]
-    section = "\n".join(lines)
-    print(section)
-    if not args.no_write:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from images import write_section
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from images import publish
 
-        write_section(ROOT / "BENCHMARKS.md", section, SECTION_START, SECTION_END)
+    publish("\n".join(lines), not args.no_write, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":

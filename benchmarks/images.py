@@ -349,6 +349,13 @@ def write_section(markdown: Path, section: str, start: str = SECTION_START, end:
     markdown.write_text(text)
 
 
+def publish(section: str, write: bool, start: str, end: str) -> None:
+    """Print a benchmark's section and, with `write`, put it into BENCHMARKS.md in place of its previous run."""
+    print(section)
+    if write:
+        write_section(ROOT / "BENCHMARKS.md", section, start, end)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
