@@ -1,9 +1,10 @@
 """What a response cache saves: one request's latency on a hit and on a miss, for a model that takes 20 ms.
 
 The handler tests/handlers/counted.py sleeps as many milliseconds as its first input value says (20 here). It is
-packaged twice per server, with a local cache (Triton's own response cache; TorchServe: mfn's LRU per worker) and
-with a Redis cache (a redis-server on loopback), and called one request at a time with mfn.Client over HTTP and
-gRPC: a miss sends an input not sent before, a hit repeats one. Rounds alternate miss and hit; medians and p99.
+packaged three times per server: with a local cache and fixed per-row dims (Triton's own response cache; TorchServe:
+mfn's LRU per worker), with a local cache and a variable dim (mfn's LRU on both servers), and with a Redis cache (a
+redis-server on loopback); each is called one request at a time with mfn.Client over HTTP and gRPC: a miss sends an
+input not sent before, a hit repeats one. Rounds alternate miss and hit; medians and p99.
 
 Run: `python benchmarks/cache_latency.py` (needs `make setup`: redis-server); it prints the table and writes the
 "Response cache" section of BENCHMARKS.md.
@@ -33,6 +34,7 @@ from mfn.servers.process import find_tool  # noqa: E402
 SECTION_START, SECTION_END = "<!-- cache:start -->", "<!-- cache:end -->"
 COUNTED = f"{ROOT / 'tests/handlers/counted.py'}:Counted"
 MODEL_MS = 20.0
+KIND_LABELS = {"local": "local, fixed dims", "variable": "local, a -1 dim", "redis": "redis"}
 _unique = itertools.count(1)
 
 
@@ -84,11 +86,12 @@ def main() -> None:
         try:
             for server in ("triton", "torchserve"):
                 store = Path(scratch) / server
-                mfn.package(COUNTED, store, target=server, name="slow_local")
+                mfn.package(f"{COUNTED}Fixed", store, target=server, name="slow_local")
+                mfn.package(COUNTED, store, target=server, name="slow_variable")
                 mfn.package(COUNTED, store, target=server, name="slow_redis", cache=mfn.Cache(kind="redis", url=url))
                 deployment = local.deploy(store, name=f"bench-cache-{server}", auth=False)
                 try:
-                    for kind, protocol in itertools.product(("local", "redis"), ("http", "grpc")):
+                    for kind, protocol in itertools.product(("local", "variable", "redis"), ("http", "grpc")):
                         with mfn.Client(deployment.name, protocol=protocol) as client:
                             measured: dict[bool, list[float]] = {False: [], True: []}
                             for index in range(args.rounds):
@@ -112,7 +115,7 @@ def main() -> None:
         "",
         "| server | cache | protocol | miss p50 | miss p99 | hit p50 | hit p99 |",
         "|---|---|---|---:|---:|---:|---:|",
-        *(f"| {server} | {kind} | {protocol} | {miss50:.2f} | {miss99:.2f} | {hit50:.2f} | {hit99:.2f} |"
+        *(f"| {server} | {KIND_LABELS[kind]} | {protocol} | {miss50:.2f} | {miss99:.2f} | {hit50:.2f} | {hit99:.2f} |"
           for server, kind, protocol, miss50, miss99, hit50, hit99 in rows),
         "",
         SECTION_END,

@@ -75,9 +75,9 @@ def package(
         raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --target triton")
     if native and bundle_env:
         raise MfnError("--bundle-env applies to mfn's adapters; a --native model runs on Triton's own backend, without Python")
-    if native and source.spec.cache is not None and source.spec.cache.kind == "redis":
-        raise MfnError("a --native model runs on Triton's own backend, without mfn's adapter that talks to Redis: use "
-                       "--cache local (Triton's response cache) or leave out --native")
+    if native and source.spec.cache is not None:
+        raise MfnError("a --native model runs on Triton's own backend, without mfn's adapter, which runs (or sizes) "
+                       "the response cache: leave out --native, or --cache")
     if native:
         from mfn.model_repository.native import native_platform
 

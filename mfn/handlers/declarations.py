@@ -202,6 +202,10 @@ class Cache(BaseModel):
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"url {url!r}: use a redis://, rediss:// or unix:// URL, e.g. redis://cache:6379/0")
+        if parts.query:
+            # redis-py reads options from the query, credentials and timeouts among them, over mfn's settings.
+            raise ValueError(f"url {url!r}: no query options; set timeouts with timeout_ms, and credentials in "
+                             f"{REDIS_URL_ENV} where the server runs")
         if parts.password or parts.username:
             raise ValueError(f"credentials must not be packaged; give the URL without them and set "
                              f"{REDIS_URL_ENV} (with credentials) where the server runs, e.g. from a Secret")

@@ -172,6 +172,15 @@ def target_concurrency(specs: list[ModelSpec]) -> int:
     return max(1, sum(max(1, spec.batching.max_batch_size) * spec.worker_count for spec in specs))
 
 
+def redis_models(specs: list[ModelSpec]) -> dict[str, bool]:
+    """Each model with a Redis cache in any version, and whether every such version was packaged with a URL."""
+    models: dict[str, bool] = {}
+    for spec in specs:
+        if spec.cache is not None and spec.cache.kind == "redis":
+            models[spec.name] = models.get(spec.name, True) and spec.cache.url is not None
+    return models
+
+
 def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: str | None, pvc: str | None) -> dict[str, Any]:
     """Values for one release serving every model in `store`."""
     ports = CONTAINER_PORTS[store.server]
@@ -184,8 +193,7 @@ def chart_values(store: Store, specs: list[ModelSpec], release: str, model_uri: 
         "requirements": pod_requirements(store),
         "gpu": {"count": gpu_count},
         "concurrency": {"fromPackages": target_concurrency(specs)},
-        "cache": {"redisModels": {spec.name: spec.cache.url is not None for spec in specs
-                                  if spec.cache is not None and spec.cache.kind == "redis"}},
+        "cache": {"redisModels": redis_models(specs)},
         **pod_sizes(store, specs),
         "metrics": {"prometheusRule": {"groups": render.alert_rules(job=full_name(release))["groups"]}},
     }

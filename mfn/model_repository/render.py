@@ -41,9 +41,9 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
         config["dynamic_batching"] = _dynamic_batching(spec)
     if spec.version_policy:
         config["version_policy"] = _version_policy(spec.version_policy)
-    if spec.cache is not None and spec.cache.kind == "local":
+    if uses_tritons_cache(spec):
         # Triton answers a hit before the request reaches the model; the server needs --cache-config (see
-        # response_cache_bytes). Redis caches run in mfn's adapter instead.
+        # response_cache_bytes). Other caches run in mfn's adapter.
         config["response_cache"] = {"enable": True}
     if spec.streaming:
         # Each chunk is one response through the request's response sender; clients stream over gRPC
@@ -59,12 +59,25 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
     return config
 
 
+def uses_tritons_cache(spec: ModelSpec) -> bool:
+    """Whether Triton's own response cache serves the spec's local cache.
+
+    Triton 2.51 keys a response by the model, version, and each input's name and bytes only. Not the shape: [1, 2]
+    and [2, 1] of the same bytes would share an answer; where every input's per-row dims are fixed, the bytes fix
+    the shape (and the config the dtype). Not the requested outputs either: an answer cut to the outputs one
+    client asked for would be reused for every later request; with one output, every answer is whole. Other
+    models cache in mfn's adapter, as on TorchServe.
+    """
+    return (spec.cache is not None and spec.cache.kind == "local" and len(spec.outputs) == 1
+            and all(dim != -1 for tensor in spec.inputs for dim in tensor.shape))
+
+
 def response_cache_bytes(specs: list[ModelSpec]) -> int:
     """The size of the server-wide response cache the models' local caches need (Triton has one cache for all
     models): each model's largest `size_mb` across its versions, summed; 0 when none caches locally."""
     largest: dict[str, int] = {}
     for spec in specs:
-        if spec.cache is not None and spec.cache.kind == "local":
+        if uses_tritons_cache(spec):
             largest[spec.name] = max(largest.get(spec.name, 0), spec.cache.size_mb)
     return sum(largest.values()) << 20
 

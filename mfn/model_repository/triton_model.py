@@ -4,6 +4,7 @@ It only translates Triton's request and response objects; the batch loop and the
 are mfn's shared runtime, the same code the TorchServe adapter runs.
 """
 
+import json
 import logging
 import sys
 import time
@@ -95,9 +96,10 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
         self.metrics = TritonMetricFactory()
         self.logger = _triton_logging()
-        # A local cache is Triton's own response cache (config.pbtxt's response_cache): hits never reach here.
+        # Where config.pbtxt enables Triton's own response cache, its hits never reach here.
+        cached_by_triton = bool(json.loads(args["model_config"]).get("response_cache", {}).get("enable"))
         self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics,
-                                 server_caches_locally=True)
+                                 server_caches_locally=cached_by_triton)
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
         self.streaming = self.model.spec.streaming

@@ -35,6 +35,8 @@ SPEC_FILE = "mfn.json"
 HANDLER_DIR = "handler"
 ARTIFACTS_DIR = "artifacts"
 REQUIREMENTS_FILE = "requirements.txt"
+# A cached model's handler source and artifacts, digested at packaging (part of its cache keys).
+CONTENT_DIGEST_FILE = "content.sha256"
 
 
 def bundled_artifact_path(name: str, declared: str) -> PurePosixPath:
@@ -66,6 +68,8 @@ def write_bundle(
         else:
             shutil.copyfile(source, target)
     (destination / SPEC_FILE).write_text(spec.to_json())
+    if spec.cache is not None:
+        (destination / CONTENT_DIGEST_FILE).write_text(content_digest(destination) + "\n")
     from mfn import environment
 
     lock = environment.lock_for(serving_requirements(spec))
@@ -74,6 +78,20 @@ def write_bundle(
     (destination / environment.WHEEL_DIR / environment.wheel_name()).write_bytes(environment.build_wheel_bytes())
     if bundle_env:
         environment.bundle_environment(lock, destination)
+
+
+def content_digest(bundle_dir: Path) -> str:
+    """SHA-256 over the bundle's handler source and artifacts: each file's path within the bundle and its bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted(path for folder in (HANDLER_DIR, ARTIFACTS_DIR) for path in (bundle_dir / folder).rglob("*")
+                   if path.is_file() and "__pycache__" not in path.parts)
+    for path in files:
+        digest.update(path.relative_to(bundle_dir).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
 
 
 def serving_requirements(spec: ModelSpec) -> tuple[str, ...]:
@@ -198,7 +216,9 @@ def load_bundle(
     if spec.cache is not None:
         from mfn.runtime.cache import adapter_cache
 
-        loaded.cache = adapter_cache(spec, loaded.loop, factory, server_caches_locally, dict(os.environ))
+        digest_file = bundle_dir / CONTENT_DIGEST_FILE
+        content = digest_file.read_text().strip() if digest_file.is_file() else content_digest(bundle_dir)
+        loaded.cache = adapter_cache(spec, loaded.loop, factory, server_caches_locally, dict(os.environ), content)
     return loaded
 
 

@@ -35,9 +35,11 @@ REDIS_RETRY_AFTER_S = 1.0
 _LOGGER = logging.getLogger("mfn.server")
 
 
-def spec_digest(spec: ModelSpec) -> bytes:
-    """The part of every key that names the model: its name, version and every declaration."""
-    return hashlib.sha256(spec.to_json().encode()).digest()
+def spec_digest(spec: ModelSpec, content: str = "") -> bytes:
+    """The part of every key that names the model: its name, version, every declaration and `content`, the
+    digest of its handler source and artifacts (mfn.runtime.bundle.content_digest), so a package rebuilt with new
+    code or weights under the same version never reuses the old one's answers."""
+    return hashlib.sha256(spec.to_json().encode() + b"\0" + content.encode()).digest()
 
 
 def request_key(digest: bytes, spec: ModelSpec, request: Arrays) -> str:
@@ -69,6 +71,7 @@ class LocalAnswers:
         self._lock = threading.Lock()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Arrays]:
+        """The answers held for `keys` (read-only arrays), each now the most recently used."""
         found = {}
         with self._lock:
             for key in keys:
@@ -79,6 +82,7 @@ class LocalAnswers:
         return found
 
     def put_many(self, answers: dict[str, Arrays]) -> None:
+        """Keep copies of `answers`, dropping the least recently used past the limit (one larger than it: not kept)."""
         with self._lock:
             for key, answer in answers.items():
                 size = answer_size(answer)
@@ -114,6 +118,7 @@ class RedisAnswers:
                                            retry=Retry(NoBackoff(), 0), health_check_interval=0)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Arrays]:
+        """The answers Redis holds for `keys`, in one MGET; raises redis-py's errors."""
         found = {}
         for key, value in zip(keys, self.client.mget([self.prefix + key for key in keys])):
             if value is not None:
@@ -124,6 +129,7 @@ class RedisAnswers:
         return found
 
     def put_many(self, answers: dict[str, Arrays]) -> None:
+        """Store `answers` with the TTL, in one pipelined round trip; raises redis-py's errors."""
         pipeline = self.client.pipeline(transaction=False)
         for key, answer in answers.items():
             pipeline.set(self.prefix + key, answer_bytes(answer), ex=self.ttl_s)
@@ -133,11 +139,12 @@ class RedisAnswers:
 class CachedAnswers:
     """The batch loop behind a cache: hits answered from it, misses computed together and stored."""
 
-    def __init__(self, loop: BatchLoop, spec: ModelSpec, store: LocalAnswers | RedisAnswers, factory: MetricFactory) -> None:
+    def __init__(self, loop: BatchLoop, spec: ModelSpec, store: LocalAnswers | RedisAnswers, factory: MetricFactory,
+                 content: str = "") -> None:
         self.loop = loop
         self.spec = spec
         self.store = store
-        self._digest = spec_digest(spec)
+        self._digest = spec_digest(spec, content)
         self._skip_until = 0.0
         counter = factory.counter(CACHE_REQUESTS, "Requests looked up in mfn's response cache, by result.",
                                   [*MODEL_LABELS, "result"])
@@ -155,7 +162,8 @@ class CachedAnswers:
         """
         keys = [request_key(self._digest, self.spec, request)
                 if isinstance(request, dict) and self.loop.conforms(request) else None for request in requests]
-        looked_up = self._lookup(list(dict.fromkeys(key for key in keys if key is not None)))
+        looked_up = self._lookup(list(dict.fromkeys(key for key in keys if key is not None)),
+                                 sum(1 for key in keys if key is not None))
         found = looked_up or {}
         outcomes: list[Outcome | None] = [None] * len(requests)
         first_of: dict[str, int] = {}
@@ -181,19 +189,19 @@ class CachedAnswers:
             self._store({key: outcomes[index] for key, index in first_of.items() if isinstance(outcomes[index], dict)})
         return outcomes  # type: ignore[return-value]
 
-    def _lookup(self, keys: list[str]) -> dict[str, Arrays] | None:
-        """The cached answers among `keys`; None when the cache failed or is being skipped (each key counted
-        as an error, and computed)."""
+    def _lookup(self, keys: list[str], requests: int) -> dict[str, Arrays] | None:
+        """The cached answers among `keys` (the distinct keys of `requests` requests); None when the cache failed
+        or is being skipped: each of the requests is counted as an error, and computed."""
         if not keys:
             return {}
         if time.monotonic() < self._skip_until:
-            self._count("error", len(keys))
+            self._count("error", requests)
             return None
         try:
             return self.store.get_many(keys)
         except Exception as error:  # any failure of the cache: the answers are computed instead
             self._failed("lookup", error)
-            self._count("error", len(keys))
+            self._count("error", requests)
             return None
 
     def _store(self, answers: dict[str, Arrays]) -> None:
@@ -212,7 +220,7 @@ class CachedAnswers:
 
 
 def adapter_cache(spec: ModelSpec, loop: BatchLoop, factory: MetricFactory, server_caches_locally: bool,
-                  environ: dict[str, str]) -> CachedAnswers | None:
+                  environ: dict[str, str], content: str = "") -> CachedAnswers | None:
     """The cache the adapter runs for `spec`, or None: no cache declared, or a local one the server runs itself.
 
     Raises:
@@ -222,10 +230,11 @@ def adapter_cache(spec: ModelSpec, loop: BatchLoop, factory: MetricFactory, serv
     if cache is None or (cache.kind == "local" and server_caches_locally):
         return None
     if cache.kind == "local":
-        return CachedAnswers(loop, spec, LocalAnswers(cache.size_mb << 20), factory)
+        return CachedAnswers(loop, spec, LocalAnswers(cache.size_mb << 20), factory, content)
     url = environ.get(REDIS_URL_ENV) or cache.url
     if not url:
         raise RuntimeError(f"{spec.name} v{spec.version} caches answers in Redis but has no URL: set {REDIS_URL_ENV} "
                            "where the server runs (the chart's cache.redis values do), or package with "
                            "Cache(kind='redis', url=...)")
-    return CachedAnswers(loop, spec, RedisAnswers(url, cache.key_prefix, cache.ttl_s, cache.timeout_ms / 1000), factory)
+    return CachedAnswers(loop, spec, RedisAnswers(url, cache.key_prefix, cache.ttl_s, cache.timeout_ms / 1000), factory,
+                         content)

@@ -27,8 +27,10 @@ def test_the_option_replaces_the_handlers_cache_on_both_targets(tmp_path, target
     assert spec.cache is None
     if target == "triton":
         assert "response_cache" not in (tmp_path / "off" / "counted" / "config.pbtxt").read_text()
-        runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "local")])
-        assert "response_cache {\n  enable: true\n}" in (tmp_path / "local" / "counted" / "config.pbtxt").read_text()
+        # Triton's own cache for fixed per-row dims only: it keys answers without the shape.
+        runner.invoke(cli, ["package", COUNTED, f"{COUNTED}Fixed", "-o", str(tmp_path / "local")])
+        assert "response_cache" not in (tmp_path / "local" / "counted" / "config.pbtxt").read_text()
+        assert "response_cache {\n  enable: true\n}" in (tmp_path / "local" / "counted_fixed" / "config.pbtxt").read_text()
 
 
 def test_mistakes_are_named_and_nothing_is_written(tmp_path):

@@ -23,10 +23,10 @@ from tests.integration.conftest import TEXT_STATS
 pytestmark = pytest.mark.integration
 FAULTY = f"{HANDLERS / 'faulty.py'}:Faulty"
 STREAMER = f"{HANDLERS / 'streamer.py'}:Streamer"
-COUNTED = f"{HANDLERS / 'counted.py'}:Counted"  # with a local response cache
+COUNTED = f"{HANDLERS / 'counted.py'}:CountedFixed"  # with a local response cache: Triton's own on Triton
 # counted: the same request twice, one answered from the cache (not a request the model ran).
 SENT = {("text_stats", "success"): 7, ("faulty", "success"): 2, ("faulty", "error"): 3, ("streamer", "success"): 1,
-        ("counted", "success"): 1}
+        ("counted_fixed", "success"): 1}
 
 
 def query(prometheus_url: str, expr: str) -> list[dict]:
@@ -59,7 +59,7 @@ def send_known_traffic(name: str) -> None:
             client.infer("faulty", {"x": [[1.0, 2.0]]})
         assert len(list(client.stream("streamer", {"steps": [[3]], "delay_ms": [[0]]}))) == 3
         for _ in range(2):
-            client.infer("counted", {"x": [[-1.0]]})
+            client.infer("counted_fixed", {"x": [[-1.0, -2.0]]})
 
 
 @pytest.fixture(scope="module", params=["triton", "torchserve"])
@@ -89,7 +89,7 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
     server, deployment, prometheus_url = monitored
     # Every outcome's series is there, at 0 where nothing was sent with it.
     expected = {(model, outcome): float(SENT.get((model, outcome), 0))
-                for model in ("text_stats", "faulty", "counted") for outcome in ("success", "invalid", "error")}
+                for model in ("text_stats", "faulty", "counted_fixed") for outcome in ("success", "invalid", "error")}
     expected.update({("streamer", outcome): float(SENT.get(("streamer", outcome), 0))
                      for outcome in ("success", "invalid", "error", "cancelled")})
 
@@ -154,7 +154,7 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
         result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
         assert result.exit_code == 0, result.output
         rows = {row["model"]: row for row in json.loads(result.output)}
-        if (rows.get("faulty", {}).get("requests") == 5 and rows.get("counted", {}).get("cache", {}).get("hit")) \
+        if (rows.get("faulty", {}).get("requests") == 5 and rows.get("counted_fixed", {}).get("cache", {}).get("hit")) \
                 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -168,8 +168,8 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
     assert rows["streamer"]["mean_chunks"] == 3.0 and rows["streamer"]["first_chunk_p50_s"] is not None
     assert rows["text_stats"]["mean_chunks"] is None
     # Triton's own response cache on Triton, mfn's LRU on TorchServe: the same figures either way.
-    assert rows["counted"]["cache"] == {"hit": 1, "miss": 1} | ({"error": 0} if deployment.server == "torchserve" else {})
-    assert rows["counted"]["cache_hit_ratio"] == 0.5 and rows["text_stats"]["cache_hit_ratio"] is None
+    assert rows["counted_fixed"]["cache"] == {"hit": 1, "miss": 1} | ({"error": 0} if deployment.server == "torchserve" else {})
+    assert rows["counted_fixed"]["cache_hit_ratio"] == 0.5 and rows["text_stats"]["cache_hit_ratio"] is None
     human = CliRunner().invoke(cli, ["stats", deployment.name])
     assert "text_stats" in human.output and "60.0%" in human.output and "1st chunk p50" in human.output
     assert "cache hits" in human.output and "50.0%" in human.output

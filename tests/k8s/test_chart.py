@@ -541,7 +541,7 @@ def test_keda_never_scales_to_zero(packaged, tmp_path):
 
 @pytest.mark.parametrize("server", ["triton", "torchserve"])
 def test_a_redis_cache_takes_its_url_from_a_secret_and_a_local_one_sizes_tritons_cache(tmp_path, server):
-    handler = f"{HANDLERS / 'counted.py'}:Counted"
+    handler = f"{HANDLERS / 'counted.py'}:CountedFixed"
     mfn.package(handler, tmp_path / "store", target=server, name="local_cached", cache=mfn.Cache(kind="local", size_mb=16))
     mfn.package(handler, tmp_path / "store", target=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
     values = values_for(tmp_path / "store", "demo", model_uri="https://models.example.com/store.tar.gz", pvc=None)

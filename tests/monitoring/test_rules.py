@@ -39,7 +39,7 @@ def test_rules_and_dashboard_match_golden():
 def test_promtool_accepts_the_config_and_the_rules(rules_dir):
     (rules_dir / "prometheus.yml").write_text(render.to_yaml(render.scrape_config(TARGETS, 1, ["rules.yml"])))
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml", cwd=rules_dir)
-    assert "SUCCESS: 6 rules found" in promtool("check", "rules", "rules.yml", cwd=rules_dir)
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "rules.yml", cwd=rules_dir)
 
 
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
@@ -106,6 +106,30 @@ def test_promtool_unit_tests_fire_each_alert(rules_dir):
                 "promql_expr_test": [
                     {"expr": "mfn:queue_seconds_per_request:rate5m", "eval_time": "8m",
                      "exp_samples": [{"labels": 'mfn:queue_seconds_per_request:rate5m{model="t"}', "value": 0.1}]},
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    # mfn's cache counter (TorchServe, or Redis anywhere) and Triton's own cache, for two models.
+                    series("mfn_cache_requests_total", {**M, "result": "hit"}, "0+45x10"),
+                    series("mfn_cache_requests_total", {**M, "result": "miss"}, "0+15x10"),
+                    series("mfn_cache_requests_total", {**M, "result": "error"}, "0x10"),
+                    series("nv_cache_num_hits_per_model", {"model": "n", "version": "2"}, "0+30x10"),
+                    series("nv_cache_num_misses_per_model", {"model": "n", "version": "2"}, "0+30x10"),
+                ],
+                "promql_expr_test": [
+                    {"expr": "mfn:cache_requests:rate5m", "eval_time": "8m",
+                     "exp_samples": [
+                         {"labels": 'mfn:cache_requests:rate5m{model="m", version="1", result="hit"}', "value": 0.75},
+                         {"labels": 'mfn:cache_requests:rate5m{model="m", version="1", result="miss"}', "value": 0.25},
+                         {"labels": 'mfn:cache_requests:rate5m{model="m", version="1", result="error"}', "value": 0},
+                         {"labels": 'mfn:cache_requests:rate5m{model="n", version="2", result="hit"}', "value": 0.5},
+                         {"labels": 'mfn:cache_requests:rate5m{model="n", version="2", result="miss"}', "value": 0.5},
+                     ]},
+                    {"expr": render.dashboard_expressions()[-1], "eval_time": "8m",
+                     "exp_samples": [{"labels": '{model="m", version="1"}', "value": 0.75},
+                                     {"labels": '{model="n", version="2"}', "value": 0.5}]},
                 ],
             },
         ],

@@ -4,6 +4,7 @@ tests/integration/test_cache.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ import mfn
 from mfn.errors import SpecError
 from mfn.handlers.metrics import InMemoryMetrics
 from mfn.runtime.cache import CACHE_REQUESTS, REDIS_RETRY_AFTER_S, CachedAnswers, LocalAnswers, request_key, spec_digest
+from mfn.runtime.bundle import content_digest
 from mfn.runtime.cache_codec import answer_bytes, answer_from_bytes, answer_size
 from mfn.runtime.loop import BatchLoop, RequestFailure
 from mfn.runtime.metrics import REQUESTS, LoopMetrics
@@ -140,6 +142,28 @@ def test_keys_differ_by_each_inputs_dtype_shape_bytes_and_by_the_spec():
     assert request_key(spec_digest(newer), newer, request(1, 2)) != key
     changed = spec.model_copy(update={"batching": mfn.Batching(max_batch_size=4)})
     assert request_key(spec_digest(changed), changed, request(1, 2)) != key
+    assert request_key(spec_digest(spec, content_digest_of(b"weights v2")), spec, request(1, 2)) != \
+        request_key(spec_digest(spec, content_digest_of(b"weights v1")), spec, request(1, 2))
+
+
+def content_digest_of(weights: bytes) -> str:
+    return hashlib.sha256(weights).hexdigest()
+
+
+def test_the_content_digest_follows_the_handler_source_and_artifacts_and_nothing_else(tmp_path):
+    def bundle(name: str, source: str, weights: bytes) -> str:
+        root = tmp_path / name
+        (root / "handler").mkdir(parents=True)
+        (root / "handler" / "handler.py").write_text(source)
+        (root / "artifacts" / "weights").mkdir(parents=True)
+        (root / "artifacts" / "weights" / "w.bin").write_bytes(weights)
+        (root / "requirements.txt").write_text(name)  # not part of the content
+        return content_digest(root)
+
+    first = bundle("a", "x = 1\n", b"w1")
+    assert bundle("b", "x = 1\n", b"w1") == first
+    assert bundle("c", "x = 2\n", b"w1") != first
+    assert bundle("d", "x = 1\n", b"w2") != first
 
 
 @given(st.lists(st.binary(max_size=20), min_size=1, max_size=6), st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=6))
@@ -185,6 +209,7 @@ def test_the_declaration_names_its_mistakes():
         "local,ttl_s=5": "ttl_s: only for kind='redis'",
         "redis,size_mb=5": "size_mb: only for kind='local'",
         "redis,url=http://cache": "use a redis://, rediss:// or unix:// URL",
+        "redis,url=redis://cache:6379/0?password=secret": "no query options",
         "memcached": "start with 'local', 'redis' or 'off'",
         "local,size=5": "'size=5' is not KEY=VALUE with a key among",
     }

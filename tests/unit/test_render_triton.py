@@ -60,6 +60,16 @@ CASES = {
     "local_cache": ModelSpec(
         name="cached", inputs=[FEATURES], outputs=[PROBS], entrypoint=ENTRY, cache=mfn.Cache(kind="local", size_mb=32),
     ),
+    # Triton's cache keys answers without the shape: a variable dim caches in mfn's adapter, Triton's stays off.
+    "local_cache_variable_dims": ModelSpec(
+        name="cached", inputs=[mfn.Tensor("tokens", "INT64", [-1])], outputs=[PROBS], entrypoint=ENTRY,
+        cache=mfn.Cache(kind="local", size_mb=32),
+    ),
+    # Nor by the requested outputs: with two, one client's partial answer would be reused for all.
+    "local_cache_two_outputs": ModelSpec(
+        name="cached", inputs=[FEATURES], outputs=[PROBS, mfn.Tensor("label", "INT64", [1])], entrypoint=ENTRY,
+        cache=mfn.Cache(kind="local", size_mb=32),
+    ),
     # Redis caches run in mfn's adapter: Triton's own cache stays off.
     "redis_cache": ModelSpec(
         name="cached", inputs=[FEATURES], outputs=[PROBS], entrypoint=ENTRY,
@@ -139,12 +149,15 @@ def test_version_policy_specific():
     assert list(parse(render_config(CASES["version_policy"])).version_policy.specific.versions) == [1, 2]
 
 
-def test_only_a_local_cache_turns_on_tritons_response_cache_and_the_server_is_sized_for_all_of_them():
+def test_tritons_response_cache_only_for_fixed_shapes_and_one_output_and_the_server_is_sized_for_them():
     from mfn.model_repository.render import response_cache_bytes
     from mfn.servers import triton
 
     assert parse(render_config(CASES["local_cache"])).response_cache.enable
     assert not parse(render_config(CASES["redis_cache"])).HasField("response_cache")
+    assert not parse(render_config(CASES["local_cache_variable_dims"])).HasField("response_cache")
+    assert not parse(render_config(CASES["local_cache_two_outputs"])).HasField("response_cache")
+    assert response_cache_bytes([CASES["local_cache_variable_dims"]]) == 0
     other = CASES["local_cache"].model_copy(update={"name": "other", "cache": mfn.Cache(size_mb=8)})
     newer = CASES["local_cache"].model_copy(update={"version": 2, "cache": mfn.Cache(size_mb=48)})
     assert response_cache_bytes([CASES["local_cache"], newer, other, CASES["cpu"]]) == (48 + 8) << 20

@@ -201,7 +201,7 @@ spec:
             {{- if .name }}
             - name: MFN_CACHE_REDIS_URL
               valueFrom:
-                secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
+                secretKeyRef: {name: {{ .name | quote }}, key: {{ .key | quote }}}
             {{- else }}
             {{- range $model, $packagedUrl := $.Values.cache.redisModels }}
             {{- if not $packagedUrl }}
