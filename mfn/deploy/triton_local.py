@@ -15,7 +15,7 @@ from mfn.deploy.launching import Progress, describe_failure, http_json, launch, 
 from mfn.deploy.state import Deployment, read_key
 from mfn.deploy.store import Store
 from mfn.errors import DeployError, MfnError
-from mfn.model_repository.render import response_cache_bytes
+from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.servers import triton
 from mfn.servers.process import children
 
@@ -44,6 +44,7 @@ def start(
     install = triton.find_triton()
     backend_dir = triton.prepare_backend_directory(install, workdir / "backends")
     keys = _keys(workdir / KEY_FILE, auth)
+    cache_bytes = response_cache_bytes(store.specs())
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         args = triton.server_args(
@@ -57,7 +58,7 @@ def start(
             admin_key=keys["management"]["key"],
             inference_key=keys.get("inference", {}).get("key"),
             address=host,
-            response_cache_bytes=response_cache_bytes(store.specs()),
+            response_cache_bytes=cache_bytes,
         )
         return [str(install.binary), *args], triton.server_environment(install)
 
@@ -66,6 +67,7 @@ def start(
         ports=ports, host=host,
     )
     deployment.extra["key_file"] = str(workdir / KEY_FILE)
+    deployment.extra["response_cache_bytes"] = cache_bytes
     return deployment, process
 
 
@@ -87,7 +89,16 @@ def _keys(key_file: Path, auth: bool) -> dict:
 
 
 def load_model(deployment: Deployment, store: Store, model: str) -> None:
-    """Load the versions the model's version policy names (Triton's own rule: the newest only without one)."""
+    """Load the versions the model's version policy names (Triton's own rule: the newest only without one).
+
+    Raises:
+        DeployError: the model asks for Triton's response cache and the server started without one (Triton would
+            serve it uncached without a word; the cache is sized when the server starts).
+    """
+    if not deployment.extra.get("response_cache_bytes") and any(uses_tritons_cache(spec) for spec in store.specs([model])):
+        raise DeployError(f"{model} caches answers in Triton's response cache, and {deployment.name}'s server started "
+                          f"without one (it is sized from the models a server starts with): deploy again "
+                          f"(`mfn deploy {store.root} --name {deployment.name}`) to serve it with its cache")
     code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load",
                            timeout_s=load_timeout_s(deployment), token=read_key(deployment, "management"))
     if code != 200:

@@ -22,6 +22,7 @@ import pytest
 
 import mfn
 from mfn.deploy import local, state
+from mfn.errors import MfnError
 from mfn.handlers.declarations import REDIS_URL_ENV
 from mfn.monitoring.stats import deployment_stats
 from mfn.servers.process import find_tool
@@ -216,3 +217,25 @@ def test_redis_stopped_mid_run_answers_continue_and_errors_are_counted(deploymen
     x = fresh_input()
     wait_for(lambda: calls(infer(name, "cached_redis", x)) == calls(infer(name, "cached_redis", x)),
              15, "the cache to work again after Redis came back", every_s=0.5)
+
+
+def test_a_model_for_tritons_cache_is_refused_by_a_server_started_without_one(tmp_path):
+    """Triton would load it and serve it uncached without a word: its cache is sized when the server starts."""
+    from mfn.deploy import operations
+
+    mfn.package(COUNTED, tmp_path, name="uncached", cache="off")
+    name = "cache-later"
+    local.deploy(tmp_path, name=name)
+    try:
+        mfn.package(COUNTED_FIXED, tmp_path)
+        with pytest.raises(MfnError, match="counted_fixed caches answers in Triton's response cache, and cache-later's "
+                                           "server started without one"):
+            operations.load("counted_fixed", deployment=name)
+    finally:
+        local.undeploy(name)
+    local.deploy(tmp_path, name=name)  # started with both: sized for the cached one
+    try:
+        x = np.array([[-3.0, -4.0]], dtype=np.float32)
+        assert calls(infer(name, "counted_fixed", x)) == calls(infer(name, "counted_fixed", x))
+    finally:
+        local.undeploy(name)
