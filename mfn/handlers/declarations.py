@@ -167,15 +167,17 @@ REDIS_URL_ENV = "MFN_CACHE_REDIS_URL"
 class Cache(BaseModel):
     """Answers kept and reused for identical requests, so the model runs once per distinct input.
 
-    The key covers the model's name, version and spec and every input's dtype, shape and bytes; only successful
-    answers are kept, and a cache that fails (Redis down or slow) is skipped, never failing a request.
+    The key covers the model's name, version and spec, its handler source and artifacts, and every input's dtype,
+    shape and bytes; only successful answers are kept, and a cache that fails (Redis down or slow) is skipped,
+    never failing a request.
     """
 
     model_config = _FROZEN
 
     kind: Literal["local", "redis"] = Field(
-        "local", description="'local': inside the server (Triton's response cache; on TorchServe an LRU per worker); "
-        "'redis': one Redis shared by every replica and server that serves this model version.",
+        "local", description="'local': inside the server (Triton's own response cache for models with one output "
+        "and fixed per-row dims, else an LRU per model instance; on TorchServe an LRU per worker); 'redis': one Redis "
+        "shared by every replica and server that serves this model version.",
     )
     size_mb: int = Field(64, ge=1, description="kind='local': most MiB of answers kept (per worker on TorchServe); "
                          "the least recently used go first.")
@@ -188,8 +190,8 @@ class Cache(BaseModel):
     key_prefix: str = Field("mfn", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
                             description="kind='redis': prefix of every key mfn writes, e.g. one per team or stage.")
     timeout_ms: int = Field(
-        50, ge=1, description="kind='redis': longest wait for Redis per batch of requests; past it the answers are "
-        "computed instead (and the failure counted).",
+        50, ge=1, description="kind='redis': longest wait for each step with Redis (connecting, a batch's lookup, its "
+        "store); past it the answers are computed instead (and the failure counted).",
     )
 
     @field_validator("url")
@@ -202,10 +204,11 @@ class Cache(BaseModel):
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"url {url!r}: use a redis://, rediss:// or unix:// URL, e.g. redis://cache:6379/0")
-        if parts.query:
+        options = {name for name, _, _ in (item.partition("=") for item in parts.query.split("&") if item)}
+        if options - {"db"}:
             # redis-py reads options from the query, credentials and timeouts among them, over mfn's settings.
-            raise ValueError(f"url {url!r}: no query options; set timeouts with timeout_ms, and credentials in "
-                             f"{REDIS_URL_ENV} where the server runs")
+            raise ValueError(f"url {url!r}: no query options but db; set timeouts with timeout_ms, and credentials "
+                             f"in {REDIS_URL_ENV} where the server runs")
         if parts.password or parts.username:
             raise ValueError(f"credentials must not be packaged; give the URL without them and set "
                              f"{REDIS_URL_ENV} (with credentials) where the server runs, e.g. from a Secret")

@@ -15,7 +15,7 @@ import mfn
 from mfn.deploy.store import Store
 from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
 from mfn.errors import MfnError
-from mfn.model_repository.render import response_cache_bytes
+from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.runtime.bundle import REQUIREMENTS_FILE
 from mfn.monitoring import render
 from mfn.runtime.codec.limits import body_limit
@@ -138,13 +138,13 @@ MAX_CPU_REQUEST = 8
 
 def pod_sizes(store: Store, specs: list[ModelSpec]) -> dict[str, Any]:
     """Default requests and limits, and the /dev/shm limit, from the packages: each loaded copy of a model holds
-    about its package in memory, TorchServe adds its JVM heap, and requests in flight pass through /dev/shm on
-    Triton. Rough by design (a model may allocate far more than its files): documented, and `resources` set at
+    about its package in memory, local response caches may fill their size, TorchServe adds its JVM heap, and
+    requests in flight pass through /dev/shm on Triton. Rough by design (a model may allocate far more than its files): documented, and `resources` set at
     install replaces them."""
     sizes = [_bundle_bytes(bundle) for bundle in store.version_bundles()]
     copies = sum(size * spec.worker_count for size, spec in zip(sizes, specs))
     limit = max((body_limit(spec) for spec in specs), default=0)
-    memory_mib = BASE_MEMORY_MIB + -(-copies // MIB)
+    memory_mib = BASE_MEMORY_MIB + -(-copies // MIB) + local_cache_mib(store.server, specs)
     if store.server == "torchserve":
         memory_mib += torchserve.default_jvm_heap_mb(limit)
     shm_mib = max(SHM_FLOOR_MIB, -(-2 * limit // MIB)) if store.server == "triton" else SHM_FLOOR_MIB
@@ -153,6 +153,14 @@ def pod_sizes(store: Store, specs: list[ModelSpec]) -> dict[str, Any]:
         "resources": {"requests": {"cpu": str(cpus), "memory": f"{memory_mib}Mi"}, "limits": {"memory": f"{2 * memory_mib}Mi"}},
         "shmSizeLimit": f"{shm_mib}Mi",
     }
+
+
+def local_cache_mib(server: str, specs: list[ModelSpec]) -> int:
+    """Memory the local response caches may fill: Triton's own, once per server, and mfn's LRU per instance or worker."""
+    in_server = response_cache_bytes(specs) // MIB if server == "triton" else 0
+    return in_server + sum(spec.cache.size_mb * spec.worker_count for spec in specs
+                           if spec.cache is not None and spec.cache.kind == "local"
+                           and not (server == "triton" and uses_tritons_cache(spec)))
 
 
 def _bundle_bytes(bundle: Path) -> int:

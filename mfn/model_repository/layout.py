@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from mfn.errors import SpecError
-from mfn.model_repository.render import render_config
+from mfn.model_repository.render import render_config, uses_tritons_cache
 from mfn.runtime.bundle import SPEC_FILE, write_bundle
 from mfn.spec import ModelSpec
 
@@ -42,6 +42,13 @@ def check_sibling_versions(spec: ModelSpec, model_dir: Path) -> None:
                     "Triton serves all versions of a model with one config.pbtxt. Keep the tensors the same, "
                     "or package under a new name."
                 )
+        if uses_tritons_cache(other) != uses_tritons_cache(spec):
+            raise SpecError(
+                f"{spec.name} v{spec.version} {'uses' if uses_tritons_cache(spec) else 'does not use'} Triton's response "
+                f"cache and v{other.version} in {model_dir} {'does' if uses_tritons_cache(other) else 'does not'}: it is "
+                "switched on in the config.pbtxt all versions share. Declare the same local cache on both (or none), "
+                "or package under a new name."
+            )
         if other.batching.max_batch_size != spec.batching.max_batch_size:
             raise SpecError(
                 f"{spec.name} v{spec.version} has max_batch_size {spec.batching.max_batch_size} but "

@@ -89,8 +89,11 @@ def content_digest(bundle_dir: Path) -> str:
                    if path.is_file() and "__pycache__" not in path.parts)
     for path in files:
         digest.update(path.relative_to(bundle_dir).as_posix().encode() + b"\0")
+        file_digest = hashlib.sha256()
         with path.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+            while chunk := handle.read(1 << 20):
+                file_digest.update(chunk)
+        digest.update(file_digest.digest())
     return digest.hexdigest()
 
 

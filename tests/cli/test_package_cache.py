@@ -49,3 +49,16 @@ def test_tune_trials_are_packaged_without_the_handlers_cache(tmp_path):
     specs = discover(tmp_path).specs()
     assert model == "counted" and len(specs) == 2
     assert all(spec.cache is None for spec in specs)
+
+
+def test_versions_that_disagree_on_tritons_cache_are_refused_since_they_share_one_config(tmp_path):
+    runner = CliRunner()
+    fixed = f"{COUNTED}Fixed"
+    assert runner.invoke(cli, ["package", fixed, "-o", str(tmp_path), "--cache", "off"]).exit_code == 0
+    result = runner.invoke(cli, ["package", fixed, "-o", str(tmp_path), "--version", "2"])
+    assert result.exit_code == 1
+    assert "counted_fixed v2 uses Triton's response cache and v1" in result.output and "does not" in result.output
+    assert not (tmp_path / "counted_fixed" / "2").exists()
+    # A Redis cache lives in mfn's adapter, per version: no conflict.
+    result = runner.invoke(cli, ["package", fixed, "-o", str(tmp_path), "--version", "2", "--cache", "redis,url=redis://c:6379/0"])
+    assert result.exit_code == 0, result.output

@@ -564,3 +564,9 @@ def test_a_redis_cache_takes_its_url_from_a_secret_and_a_local_one_sizes_tritons
             kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
     if server == "triton":  # one server-wide cache, as big as the local caches together
         assert f"--cache-config=local,size={16 << 20}" in container["args"]
+    # The pod asks for the memory the local cache may fill.
+    mfn.package(handler, tmp_path / "uncached", target=server, name="local_cached", cache="off")
+    mfn.package(handler, tmp_path / "uncached", target=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
+    uncached = values_for(tmp_path / "uncached", "demo", model_uri="https://models.example.com/store.tar.gz", pvc=None)
+    memory = [int(v["resources"]["requests"]["memory"].removesuffix("Mi")) for v in (values, uncached)]
+    assert memory[0] - memory[1] == 16, memory

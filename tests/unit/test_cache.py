@@ -204,12 +204,13 @@ def test_the_declaration_names_its_mistakes():
     assert mfn.Cache.parse("off") is None
     assert mfn.Cache.parse("local,size_mb=16") == mfn.Cache(kind="local", size_mb=16)
     assert mfn.Cache.parse("redis,url=redis://cache:6379/0,ttl_s=5").ttl_s == 5
+    assert mfn.Cache.parse("redis,url=unix:///run/redis.sock?db=2").url == "unix:///run/redis.sock?db=2"
     mistakes = {
         "redis,url=redis://user:secret@cache:6379/0": "credentials must not be packaged",
         "local,ttl_s=5": "ttl_s: only for kind='redis'",
         "redis,size_mb=5": "size_mb: only for kind='local'",
         "redis,url=http://cache": "use a redis://, rediss:// or unix:// URL",
-        "redis,url=redis://cache:6379/0?password=secret": "no query options",
+        "redis,url=redis://cache:6379/0?password=secret": "no query options but db",
         "memcached": "start with 'local', 'redis' or 'off'",
         "local,size=5": "'size=5' is not KEY=VALUE with a key among",
     }
