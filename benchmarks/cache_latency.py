@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
 from mfn.deploy import local  # noqa: E402
-from mfn.servers.process import find_tool  # noqa: E402
+from mfn.servers.process import find_tool, free_ports  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- cache:start -->", "<!-- cache:end -->"
 COUNTED = f"{ROOT / 'tests/handlers/counted.py'}:Counted"
@@ -39,9 +38,7 @@ _unique = itertools.count(1)
 
 
 def start_redis(directory: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    (port,) = free_ports(1)
     process = subprocess.Popen([find_tool("redis-server", "run `make setup` for redis-server"), "--port", str(port),
                                 "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -81,19 +81,17 @@ def write_bundle(
 
 
 def content_digest(bundle_dir: Path) -> str:
-    """SHA-256 over the bundle's handler source and artifacts: each file's path within the bundle and its bytes."""
+    """SHA-256 over the bundle's handler source and artifacts: each file's path within the bundle and its digest."""
     import hashlib
 
+    from mfn.manifest import unit_digests
+
     digest = hashlib.sha256()
-    files = sorted(path for folder in (HANDLER_DIR, ARTIFACTS_DIR) for path in (bundle_dir / folder).rglob("*")
-                   if path.is_file() and "__pycache__" not in path.parts)
-    for path in files:
-        digest.update(path.relative_to(bundle_dir).as_posix().encode() + b"\0")
-        file_digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                file_digest.update(chunk)
-        digest.update(file_digest.digest())
+    for folder in (HANDLER_DIR, ARTIFACTS_DIR):
+        if (bundle_dir / folder).is_dir():
+            for name, file_digest in unit_digests(bundle_dir / folder):
+                if "__pycache__" not in name.split("/"):
+                    digest.update(f"{folder}/{name}\0{file_digest}\n".encode())
     return digest.hexdigest()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from mfn.deploy import local, state
 from mfn.errors import MfnError
 from mfn.handlers.declarations import REDIS_URL_ENV
 from mfn.monitoring.stats import deployment_stats
-from mfn.servers.process import find_tool
+from mfn.servers.process import find_tool, free_ports
 from tests.conftest import HANDLERS, wait_for
 
 COUNTED = f"{HANDLERS / 'counted.py'}:Counted"
@@ -49,7 +48,7 @@ class Redis:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.password = secrets.token_hex(8)
-        self.port = _free_port()
+        (self.port,) = free_ports(1)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -61,7 +60,7 @@ class Redis:
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password, "--save", "",
              "--appendonly", "no", "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.ping(), 10, "redis-server to answer")
+        wait_for(self.ping, 10, "redis-server to answer")
 
     def ping(self) -> bool:
         import redis
@@ -81,12 +80,6 @@ class Redis:
         import redis
 
         return redis.Redis.from_url(self.url, socket_timeout=1).keys("*")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
