@@ -70,6 +70,7 @@ class MfnHandler(BaseHandler):
             metrics=TorchServeMetricFactory(context),
         )
         self.model.warm_up()  # before initialize returns: the worker is not ready until then
+        self.answer = self.model.answer
         # TorchServe's frontend already refused bodies over the deployment's max_request_size (413), which may
         # be above mfn's default; nesting and element limits stay mfn's.
         self.codec = ServerCodec(self.model.spec, replace(DEFAULT_LIMITS, max_body_bytes=sys.maxsize))
@@ -85,7 +86,7 @@ class MfnHandler(BaseHandler):
             decoded = [self._decode(index, row, context) for index, row in enumerate(data)]
             if self.streaming:
                 return self._stream(decoded, context)
-            outcomes = self.model.answer([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
+            outcomes = self.answer([item if isinstance(item, RequestFailure) else item.arrays for item in decoded])
             return [self._encode(index, item, outcome, context) for index, (item, outcome) in enumerate(zip(decoded, outcomes))]
         finally:
             in_flight.add(-len(data))

@@ -100,6 +100,7 @@ class TritonPythonModel:
         cached_by_triton = bool(json.loads(args["model_config"]).get("response_cache", {}).get("enable"))
         self.model = load_bundle(version_dir, device=device, instance=args["model_instance_name"], metrics=self.metrics,
                                  server_caches_locally=cached_by_triton)
+        self.answer = self.model.answer
         self.input_names = [tensor.name for tensor in self.model.spec.inputs]
         self.output_names = [tensor.name for tensor in self.model.spec.outputs]
         self.streaming = self.model.spec.streaming
@@ -113,7 +114,7 @@ class TritonPythonModel:
         try:
             if self.streaming:
                 return self._stream(requests)
-            outcomes = self.model.answer([self._decode(request) for request in requests])
+            outcomes = self.answer([self._decode(request) for request in requests])
             return [self._encode(request, outcome) for request, outcome in zip(requests, outcomes)]
         finally:
             in_flight.add(-len(requests))
