@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from mfn.deploy.state import home_tag
 
@@ -58,3 +61,23 @@ if __name__ == "__main__":
 
     sys.stdin.buffer.read()
     kill_owned(Path(sys.argv[1]))
+
+
+NOBODY = 65534
+
+
+def as_another_user(command: list[str], timeout_s: float = 30) -> subprocess.CompletedProcess:
+    """Run `command` as uid/gid 65534 (nobody), the way any other local user could; root is needed to switch.
+
+    Only programs every user may run belong in `command` (sh, cat, curl): this user cannot enter a private home.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("acting as another local user needs root (setpriv); run the suite as root, as CI does")
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
+                          capture_output=True, timeout=timeout_s, cwd="/")
+
+
+def readable_by_another_user() -> bytes:
+    """Every process's command line and environment, as far as another local user can read them."""
+    script = "for f in /proc/[0-9]*/cmdline /proc/[0-9]*/environ; do cat \"$f\" 2>/dev/null; echo; done"
+    return as_another_user(["sh", "-c", script]).stdout

@@ -12,15 +12,18 @@ import time
 from pathlib import Path
 
 from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
+from mfn.deploy import state
 from mfn.deploy.state import Deployment, read_key
 from mfn.deploy.store import Store
 from mfn.errors import DeployError, MfnError
 from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
-from mfn.servers import triton
+from mfn.servers import secret_args, triton
 from mfn.servers.process import children
 
 STUB_SCRIPT = "model.py"
 KEY_FILE = "keys.json"
+SECRET_ARGS_FILE = "server.args"
+PRIVATE_LIBRARIES = "lib"
 RELOAD_PARAMETER = "mfn_generation"
 # Logged by tritonserver 2.51 once no inference is in flight during shutdown; only unloading is left then.
 UNLOADING_MARKER = "All models are stopped, unloading models"
@@ -44,6 +47,8 @@ def start(
     install = triton.find_triton()
     backend_dir = triton.prepare_backend_directory(install, workdir / "backends")
     keys = _keys(workdir / KEY_FILE, auth)
+    secrets_library = secret_args.preload_library(state.mfn_home() / PRIVATE_LIBRARIES)
+    restrictions = triton.restricted_args(keys["management"]["key"], keys.get("inference", {}).get("key"))
     cache_bytes = response_cache_bytes(store.specs())
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
@@ -55,12 +60,11 @@ def start(
             cache_directory=str(install.caches),
             shm_prefix=shm_prefix,
             exit_timeout_s=math.ceil(drain_timeout_s),
-            admin_key=keys["management"]["key"],
-            inference_key=keys.get("inference", {}).get("key"),
             address=host,
             response_cache_bytes=cache_bytes,
         )
-        return [str(install.binary), *args], triton.server_environment(install)
+        env = secret_args.hide(triton.server_environment(install), restrictions, workdir / SECRET_ARGS_FILE, secrets_library)
+        return [str(install.binary), *args], env
 
     deployment, process = launch(
         name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix,

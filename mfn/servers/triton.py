@@ -118,16 +118,15 @@ def server_args(
     address: str = "127.0.0.1",
     gpus: bool = False,
     exit_timeout_s: int = EXIT_TIMEOUT_S,
-    admin_key: str | None = None,
-    inference_key: str | None = None,
     response_cache_bytes: int = 0,
 ) -> list[str]:
     """The tritonserver arguments mfn uses, locally and in the Helm chart, explicit model control included.
 
     `backend_directory`/`cache_directory` are for the pip-installed server; an official image has its own.
     Without `gpus`, GPU metrics and the pinned-memory pool (which would probe for CUDA) are switched off.
-    `exit_timeout_s` is how long a stopping server lets requests in flight finish. With `admin_key` /
-    `inference_key`, those API groups need the key (see restricted_args). `response_cache_bytes` sizes Triton's
+    `exit_timeout_s` is how long a stopping server lets requests in flight finish. The API keys are not here:
+    they go through mfn.servers.secret_args locally and the chart's Secret in a pod (see restricted_args).
+    `response_cache_bytes` sizes Triton's
     local response cache for the models whose config enables it (mfn.model_repository.render.response_cache_bytes).
     """
     args = [f"--model-repository={repository}"]
@@ -153,7 +152,6 @@ def server_args(
         # A per-deployment prefix lets mfn find and remove the shared-memory regions a crash leaves behind.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         "--log-verbose=0",
-        *restricted_args(admin_key, inference_key),
     ]
     if response_cache_bytes:
         args.append(f"--cache-config=local,size={response_cache_bytes}")

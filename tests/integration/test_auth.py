@@ -15,6 +15,7 @@ from mfn.deploy import local, state
 from mfn.deploy.supervision import read_status
 from mfn.servers.http import request
 from tests.integration.conftest import MLP
+from tests.processes import as_another_user, readable_by_another_user
 
 pytestmark = pytest.mark.integration
 INFER = json.dumps({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
@@ -90,3 +91,18 @@ def test_a_hostile_body_without_the_key_is_refused_before_triton_parses_it(deplo
     with mfn.Client(deployment.name, retries=0) as client:
         assert client.infer("mlp", {"features": np.ones((1, 4), np.float32)})["label"].shape == (1, 1)
     assert read_status(deployment).restarts == restarts
+
+
+def test_another_local_user_reads_no_key_and_cannot_use_the_admin_apis(deployment, open_inference):
+    seen = readable_by_another_user()
+    assert b"tritonserver" in seen and b"--model-repository=" in seen  # the server's command line was readable
+    for served in (deployment, open_inference):
+        for api in ("management", "inference"):
+            key = state.read_key(served, api)
+            assert key is None or key.encode() not in seen, f"{served.name}'s {api} key is readable by another user"
+        evil = json.dumps({"parameters": {"config": "{}", "file:1/model.py": "aW1wb3J0IG9z"}})
+        for path, body in (("/v2/repository/index", "{}"), ("/v2/repository/models/evil/load", evil),
+                           ("/v2/repository/models/mlp/unload", "{}")):
+            curl = as_another_user(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                                    "--data", body, f"{served.http_url}{path}"])
+            assert curl.stdout == b"403", (served.name, path, curl)
