@@ -2,6 +2,7 @@
 
 TorchServe runs mfn's codec; Triton parses its own JSON, so its answers are recorded here as Triton
 2.51 gives them (mostly 500). Bodies sent to Triton nest at most 100 levels: deeper ones crash it.
+Shapes whose element counts overflow 64 bits go to both servers as binary tensor data, over HTTP and gRPC.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import random
 import socket
+import struct
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -22,11 +25,15 @@ from click.testing import CliRunner
 import mfn
 from mfn.cli.main import cli
 from mfn.client import retryable
+from mfn.client.triton import GRPC_AUTH_HEADER
 from mfn.deploy import local
+from mfn.deploy.supervision import read_status
 from mfn.deploy.torchserve_local import management_url, read_key
 from mfn.errors import CallError, InvokeError
+from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
 from mfn.runtime.codec.limits import MAX_BYTES_ELEMENT, nesting_depth
-from tests.conftest import HANDLERS
+from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
+from tests.conftest import HANDLERS, wait_for
 
 pytestmark = pytest.mark.integration
 MIXED = f"{HANDLERS / 'mixed.py'}:Mixed"
@@ -110,8 +117,10 @@ def triton(tmp_path_factory: pytest.TempPathFactory):
     local.undeploy("malformed-tr")
 
 
-def post(url: str, body: bytes, token: str | None = None) -> tuple[int, str]:
+def post(url: str, body: bytes, token: str | None = None, header_length: int | None = None) -> tuple[int, str]:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    if header_length is not None:
+        headers.update({"Content-Type": OCTET_STREAM, HEADER_LENGTH: str(header_length)})
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as reply:
             return reply.status, reply.read().decode("utf-8", "replace")
@@ -119,12 +128,12 @@ def post(url: str, body: bytes, token: str | None = None) -> tuple[int, str]:
         return error.code, error.read().decode("utf-8", "replace")
 
 
-def torchserve_post(deployment, body: bytes) -> tuple[int, str]:
-    return post(f"{deployment.http_url}/predictions/mixed", body, read_key(deployment, "inference"))
+def torchserve_post(deployment, body: bytes, header_length: int | None = None) -> tuple[int, str]:
+    return post(f"{deployment.http_url}/predictions/mixed", body, read_key(deployment, "inference"), header_length)
 
 
-def triton_post(deployment, body: bytes) -> tuple[int, str]:
-    return post(f"{deployment.http_url}/v2/models/mixed/infer", body, read_key(deployment, "inference"))
+def triton_post(deployment, body: bytes, header_length: int | None = None) -> tuple[int, str]:
+    return post(f"{deployment.http_url}/v2/models/mixed/infer", body, read_key(deployment, "inference"), header_length)
 
 
 def assert_answers_good_requests(status_and_text: tuple[int, str]) -> None:
@@ -186,6 +195,140 @@ def test_a_bytes_element_over_the_codec_limit_is_refused_with_413_and_the_server
     assert status == 413, text[:200]
     assert f"input 'text' has an element of {MAX_BYTES_ELEMENT + 1:,} bytes, over the limit of {MAX_BYTES_ELEMENT:,}" in text
     assert_answers_good_requests(torchserve_post(torchserve, json.dumps(GOOD).encode()))
+
+
+GOOD_BUFFERS = {"text": struct.pack("<I", 2) + b"hi", "x": struct.pack("<2f", 1.5, 2), "level": b"\x03"}
+GOOD_SHAPES = {"text": [1, 1], "x": [1, 2], "level": [1, 1]}
+DATATYPES = {"text": "BYTES", "x": "FP32", "level": "UINT8"}
+
+
+def binary_body(**changed: tuple[list[int], bytes]) -> tuple[bytes, int]:
+    """GOOD as binary tensor data and its header length, with some inputs' (shape, bytes) changed."""
+    entries, buffers = [], []
+    for name, datatype in DATATYPES.items():
+        shape, data = changed.get(name, (GOOD_SHAPES[name], GOOD_BUFFERS[name]))
+        entries.append({"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": len(data)}})
+        buffers.append(data)
+    header = json.dumps({"inputs": entries}).encode()
+    return header + b"".join(buffers), len(header)
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """A shape whose element count overflows int64 (or that no array can take), sent with the few bytes a small one
+    would have: what mfn's codec says on TorchServe, and the input Triton's own refusal names."""
+
+    id: str
+    changed: dict
+    message: str
+    triton_input: str
+
+
+OVERFLOWS = [
+    # numpy's int64 product of the shape is 0: the codec took it for an empty tensor, then failed with a 500.
+    Overflow("product-2**64", {"x": ([2**32, 2**32], b"")}, "input 'x': 0 bytes of FP32 data, but shape [4294967296, "
+             "4294967296] needs 73,786,976,294,838,206,464 (18,446,744,073,709,551,616 values of 4 bytes)", "x"),
+    # 16 bytes: one row of four FP32 values, which tritonserver takes 2**61+1 rows for (see rows-2**32+1).
+    Overflow("rows-2**61+1", {"x": ([2305843009213693953, 4], bytes(16))}, "input 'x': \"shape\" [2305843009213693953, 4] "
+             "has a dimension of 2,305,843,009,213,693,953, more than any request can hold", "x"),
+    Overflow("bytes-2**39", {"text": ([2**39, 1], struct.pack("<I", 0))}, "input 'text': 4 bytes of BYTES data, but shape "
+             "[549755813888, 1] has 549,755,813,888 elements, which need at least 2,199,023,255,552", "text"),
+    Overflow("empty-but-huge", {"x": ([2**39, 2**39, 0], b"")}, "input 'x': \"shape\" [549755813888, 549755813888, 0] "
+             "is too large for an array", "x"),
+    # tritonserver 2.51 keeps a request's batch size in 32 bits: 2**32+1 rows become one, and a model with a single
+    # input answers that one row (200) while its stub sees only [1, ...]. With several inputs, Triton compares the
+    # others' rows, in 64 bits, to that one and refuses.
+    Overflow("rows-2**32+1", {name: ([2**32 + 1, *GOOD_SHAPES[name][1:]], GOOD_BUFFERS[name]) for name in DATATYPES},
+             "input 'text': 6 bytes of BYTES data, but shape [4294967297, 1] has 4,294,967,297 elements", "x"),
+]
+OVERFLOW_IDS = [case.id for case in OVERFLOWS]
+
+
+def server_process(deployment) -> tuple[int | None, int]:
+    status = read_status(deployment)
+    return status.server_pid, status.restarts
+
+
+@pytest.mark.parametrize("case", OVERFLOWS, ids=OVERFLOW_IDS)
+def test_torchserve_refuses_a_shape_that_overflows_with_400_over_http_and_grpc(torchserve, case):
+    from mfn.client import torchserve_wire as torchserve_client
+    from mfn.deploy.state import mfn_home
+
+    before = server_process(torchserve)
+    status, text = torchserve_post(torchserve, *binary_body(**case.changed))
+    assert status == 400 and case.message in json.loads(text)["error"], text
+    channel = torchserve_client.GrpcChannel(f"{torchserve.host}:{torchserve.ports['grpc']}", mfn_home() / "cache")
+    try:
+        # TorchServe's gRPC API carries no per-request status: the refusal is the answer's body.
+        answer = channel.infer("mixed", torchserve_client.Body(*binary_body(**case.changed)), None,
+                               read_key(torchserve, "inference"), 30)
+    finally:
+        channel.close()
+    assert case.message in json.loads(answer)["error"]
+    assert_answers_good_requests(torchserve_post(torchserve, json.dumps(GOOD).encode()))
+    assert server_process(torchserve) == before
+
+
+def triton_grpc_infer(deployment, changed: dict) -> tuple[str, str]:
+    """One ModelInfer call built by hand (tritonclient's own inputs check shapes against their data): the status
+    code's name and details."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    tensors, contents = [], []
+    for name, datatype in DATATYPES.items():
+        shape, data = changed.get(name, (GOOD_SHAPES[name], GOOD_BUFFERS[name]))
+        tensors.append(service_pb2.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape))
+        contents.append(data)
+    key = read_key(deployment, "inference")
+    with grpc.insecure_channel(f"{deployment.host}:{deployment.ports['grpc']}") as channel:
+        try:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                service_pb2.ModelInferRequest(model_name="mixed", inputs=tensors, raw_input_contents=contents),
+                timeout=30, metadata=[(GRPC_AUTH_HEADER, f"Bearer {key}")] if key else None)
+        except grpc.RpcError as error:
+            return error.code().name, error.details()
+    return "OK", ""
+
+
+@pytest.mark.parametrize("case", OVERFLOWS, ids=OVERFLOW_IDS)
+def test_triton_refuses_a_shape_that_overflows_with_400_over_http_and_grpc(triton, case):
+    before = server_process(triton)
+    status, text = triton_post(triton, *binary_body(**case.changed))
+    assert status == 400 and f"input '{case.triton_input}'" in json.loads(text)["error"], text
+    code, details = triton_grpc_infer(triton, case.changed)
+    assert code == "INVALID_ARGUMENT" and f"input '{case.triton_input}'" in details, (code, details)
+    assert_answers_good_requests(triton_post(triton, json.dumps(GOOD).encode()))
+    assert server_process(triton) == before
+
+
+def requests_by_outcome(deployment) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "mfn_requests_total" and sample.labels.get("model") == "mixed"}
+
+
+def settled_outcomes(deployment) -> dict[str, float]:
+    """mfn_requests_total once a flush interval has passed without it changing: earlier tests' requests all counted."""
+    counts = requests_by_outcome(deployment)
+    for _ in range(20):
+        time.sleep(FLUSH_INTERVAL_S * 1.5)
+        counts, previous = requests_by_outcome(deployment), counts
+        if counts == previous:
+            return counts
+    raise AssertionError(f"mfn_requests_total kept changing: {counts}")
+
+
+def test_a_shape_that_overflows_is_counted_invalid_not_error(torchserve):
+    before = settled_outcomes(torchserve)
+    for case in OVERFLOWS:
+        assert torchserve_post(torchserve, *binary_body(**case.changed))[0] == 400
+    after = wait_for(lambda: (counts := requests_by_outcome(torchserve)) and sum(counts.values()) >= sum(before.values())
+                     + len(OVERFLOWS) and counts, 10 * FLUSH_INTERVAL_S, "the requests to be counted")
+    assert after == {**before, "invalid": before["invalid"] + len(OVERFLOWS)}
 
 
 VALUE_CASES = [

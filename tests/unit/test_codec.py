@@ -94,6 +94,12 @@ def test_nested_kserve_v2_data_is_accepted_when_it_matches_the_shape():
         (v2(x={"shape": [1, True]}), "input 'x' needs \"shape\""),
         (v2(x={"shape": [1, 3]}), "input 'x': \"data\" holds 2 values nested as [2], but \"shape\" says [1, 3]"),
         (v2(x={"shape": [2**39, 2**39, 0], "data": []}), "input 'x': \"shape\" [549755813888, 549755813888, 0] is too large"),
+        (v2(x={"shape": [1.0, 2]}), "input 'x' needs \"shape\""),
+        (v2(x={"shape": [2**32, 2**32]}), ("input 'x': \"shape\" [4294967296, 4294967296] holds 18,446,744,073,709,551,616 "
+                                           "values, more than a body of")),
+        (v2(x={"shape": [10**12, 4]}), "input 'x': \"shape\" [1000000000000, 4] holds 4,000,000,000,000 values"),
+        (v2(x={"shape": [2305843009213693953, 4]}), ("input 'x': \"shape\" [2305843009213693953, 4] has a dimension of "
+                                                      "2,305,843,009,213,693,953, more than any request can hold")),
         (v2(x={"data": 5}), "input 'x' needs \"data\", a list of values in row-major order; got 5"),
         (v2(x={"data": None}), "input 'x' needs \"data\""),
         (v2(x={"datatype": "INT32"}), "input 'x' has datatype INT32, but the model declares FP32: send FP32 values"),
@@ -125,6 +131,20 @@ def test_malformed_bodies_are_refused_with_400_naming_the_input(body, message):
     failure = refusal(body)
     assert message in failure.message
     assert failure.status == 400
+
+
+@pytest.mark.parametrize("shape", [[2**32, 2**32], [2**31, 2**31, 4], [2**20] * 4, [10**12, 4]])
+def test_a_shape_whose_count_overflows_int64_is_refused_on_every_json_path(shape):
+    """numpy's int64 product of [2**32, 2**32] is 0: counted so, a huge shape would pass for an empty one."""
+    entry = {"name": "x", "shape": shape, "datatype": "FP32", "data": [1, 2]}
+    expected = f'input \'x\': "shape" {shape} holds {np.prod(shape, dtype=object):,} values, more than a body of'
+    assert expected in refusal({"inputs": [entry]}).message
+    with pytest.raises(RequestFailure, match="more than a body of 67,108,864 bytes"):
+        ServerCodec(MIXED).decode({"inputs": [entry]})  # a body the server already parsed
+    with pytest.raises(RequestFailure, match="more than a body of"):
+        parse_data(json.dumps({"inputs": [entry]}))
+    with pytest.raises(RequestFailure, match=r"input 'x'|output 'x'"):
+        answer_outputs({"outputs": [entry]})
 
 
 def test_an_unparsed_body_of_another_type_is_refused():

@@ -128,8 +128,11 @@ def test_each_inconsistent_binary_body_is_refused_naming_the_input():
         (body_of({"inputs": [{**x_entry, "parameters": {"binary_data_size": -1}}]}), '"binary_data_size" must be a byte count'),
         (body_of({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]},
                  struct.pack("<I", 9) + b"ab"), "BYTES element 0 says 9 bytes, but only 2 follow"),
+        (body_of({"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]},
+                 struct.pack("<I", 5) + b"abcde"), "BYTES data ends after 1 of 2 elements"),
         (body_of({"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}]},
-                 struct.pack("<I", 1) + b"a"), "BYTES data ends after 1 of 2 elements"),
+                 struct.pack("<I", 1) + b"a"), ("input 'text': 5 bytes of BYTES data, but shape [2, 1] has 2 elements, "
+                                                "which need at least 8 (a 4-byte length each)")),
         (body_of({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 7}}]},
                  struct.pack("<I", 1) + b"abc"), "2 bytes left over after 1 BYTES elements"),
         (body_of({"inputs": "x"}), 'the JSON header of a binary request must be {"inputs"'),
@@ -137,6 +140,45 @@ def test_each_inconsistent_binary_body_is_refused_naming_the_input():
     ]
     for (body, length), message in cases:
         assert message in refusal(body, length).message, message
+
+
+def binary_entry(name: str, shape: list, datatype: str, size: int) -> dict:
+    return {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}
+
+
+HOSTILE_SHAPES = [
+    # numpy's int64 product of these is 0 (or small): counted so, they passed for empty tensors and failed in reshape.
+    pytest.param("x", [2**32, 2**32], "FP32", b"", "input 'x': 0 bytes of FP32 data, but shape [4294967296, 4294967296] "
+                 "needs 73,786,976,294,838,206,464 (18,446,744,073,709,551,616 values of 4 bytes)", id="fp32-2**64"),
+    pytest.param("x", [2**20, 2**20, 2**20, 2**4], "FP32", b"", "but shape [1048576, 1048576, 1048576, 16] needs",
+                 id="fp32-rank-4"),
+    pytest.param("x", [2**32 + 1, 2**32 - 1], "FP32", bytes(4), "input 'x': 4 bytes of FP32 data", id="fp32-2**64-1"),
+    pytest.param("x", [2**39, 2**39, 0], "FP32", b"", "input 'x': \"shape\" [549755813888, 549755813888, 0] is too large "
+                 "for an array", id="no-values-huge-extent"),
+    pytest.param("x", [2305843009213693953, 4], "FP32", bytes(16), "input 'x': \"shape\" [2305843009213693953, 4] has a "
+                 "dimension of 2,305,843,009,213,693,953", id="dimension-2**61+1"),
+    pytest.param("x", [-1, 2], "FP32", bytes(8), "input 'x' needs \"shape\", a list of up to 32 non-negative integers",
+                 id="negative"),
+    pytest.param("x", [1.0, 2], "FP32", bytes(8), "input 'x' needs \"shape\"", id="float"),
+    # BYTES elements were allocated (an object array of 2**39 pointers: 4 TiB) before the data was read.
+    pytest.param("text", [2**39, 1], "BYTES", struct.pack("<I", 0), "input 'text': 4 bytes of BYTES data, but shape "
+                 "[549755813888, 1] has 549,755,813,888 elements, which need at least 2,199,023,255,552", id="bytes-2**39"),
+    pytest.param("text", [2**32, 2**32], "BYTES", b"", "has 18,446,744,073,709,551,616 elements", id="bytes-2**64"),
+]
+
+
+@pytest.mark.parametrize("name, shape, datatype, data, message", HOSTILE_SHAPES)
+def test_a_shape_the_data_cannot_fill_is_refused_with_400_before_any_allocation(name, shape, datatype, data, message):
+    failure = refusal(*body_of({"inputs": [binary_entry(name, shape, datatype, len(data))]}, data))
+    assert failure.status == 400 and message in failure.message
+
+
+@pytest.mark.parametrize("name, shape, datatype, data, message", HOSTILE_SHAPES)
+def test_a_hostile_binary_answer_is_refused_by_the_client_too(name, shape, datatype, data, message):
+    body, length = body_of({"outputs": [binary_entry(name, shape, datatype, len(data))]}, data)
+    with pytest.raises(RequestFailure) as caught:
+        read_binary_answer(body, length)
+    assert message.replace("input", "output") in caught.value.message
 
 
 def test_binary_entries_without_the_header_length_are_refused_with_what_to_send():

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 import mfn
 from mfn.handlers.dtypes import TRITON_TO_NUMPY
 from mfn.runtime.codec import Limits, ServerCodec
-from mfn.runtime.codec.client import answer_outputs, encode_request, parse_data, read_answer, to_arrays
+from mfn.runtime.codec.client import (answer_outputs, encode_request, parse_data, read_answer, read_binary_answer,
+                                      to_arrays)
 from mfn.runtime.codec.limits import nesting_depth
 from mfn.runtime.loop import RequestFailure
 from mfn.spec import Entrypoint, ModelSpec
@@ -51,10 +52,10 @@ v2_bodies = st.builds(lambda items: {"inputs": items}, st.lists(entries, max_siz
 plain_bodies = st.dictionaries(names, json_values, max_size=6)
 
 
-def decoded_or_refused(body) -> None:
+def decoded_or_refused(body, header_length: int | None = None) -> None:
     """The property: a decode with the declared dtypes, or a RequestFailure with a 4xx status."""
     try:
-        decoded = CODEC.decode(body)
+        decoded = CODEC.decode(body, header_length)
     except RequestFailure as failure:
         assert 400 <= failure.status < 500, failure
         assert failure.message
@@ -97,6 +98,28 @@ def test_mutated_valid_bodies_decode_or_are_refused(data):
         else:
             body[position:position] = body[position:position + 20] * data.draw(st.integers(min_value=1, max_value=300))
     decoded_or_refused(bytes(body))
+
+
+# Dimensions whose products overflow int64 (2**32 * 2**32 is 0 there) or pass numpy's size limits, among ordinary ones.
+hostile_dims = st.one_of(
+    st.sampled_from([0, 1, 2, 3, 2**31, 2**32, 2**32 + 1, 2**39, 2**40 - 1, 2**40, 2**61 + 1, 2**63, 2**64, -1]),
+    st.integers(min_value=0, max_value=2**64),
+)
+hostile_shapes = st.lists(hostile_dims, min_size=1, max_size=5)
+
+
+@FUZZ
+@given(names, hostile_shapes, st.sampled_from(list(TRITON_TO_NUMPY)), st.binary(max_size=64))
+def test_any_shape_with_little_data_decodes_or_is_refused_as_binary_and_as_json(name, shape, datatype, data):
+    entry = {"name": name, "shape": shape, "datatype": datatype}
+    header = json.dumps({"inputs": [{**entry, "parameters": {"binary_data_size": len(data)}}]}).encode()
+    decoded_or_refused(header + data, len(header))
+    decoded_or_refused(json.dumps({"inputs": [{**entry, "data": list(data)}]}).encode())
+    answer = json.dumps({"outputs": [{**entry, "parameters": {"binary_data_size": len(data)}}]}).encode()
+    try:
+        read_binary_answer(answer + data, len(answer))
+    except RequestFailure as failure:
+        assert failure.message
 
 
 @FUZZ

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mfn.handlers.dtypes import TRITON_TO_NUMPY, canonical_dtype
+from mfn.runtime.codec.kserve import element_count
 from mfn.runtime.codec.limits import STATUS_TOO_LARGE
 from mfn.runtime.loop import RequestFailure
 
@@ -69,10 +70,14 @@ def read_tensor(buffer: memoryview, datatype: str, shape: list[int], what: str, 
     """One tensor from its raw bytes; numbers are read in place (no copy), so the array is read-only.
 
     Raises:
-        RequestFailure: (400) when the byte count does not match the shape, 413 past the BYTES element limit.
+        RequestFailure: (400) when the byte count does not match the shape (counted without overflow, so a
+            huge shape cannot pass for an empty one), 413 past the BYTES element limit.
     """
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape, what)
     if datatype == "BYTES":
+        if count * _ELEMENT_LENGTH.size > len(buffer):
+            raise RequestFailure(f"{what}: {len(buffer):,} bytes of BYTES data, but shape {shape} has {count:,} elements, "
+                                 f"which need at least {count * _ELEMENT_LENGTH.size:,} (a 4-byte length each)")
         return _read_bytes_elements(buffer, count, what, max_element).reshape(shape)
     dtype = _LITTLE_ENDIAN[datatype]
     if len(buffer) != count * dtype.itemsize:

@@ -146,7 +146,8 @@ def parse_data(text: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     Raises:
         RequestFailure: naming the input and what to write instead.
     """
-    document = parse_json(text.encode("utf-8", "surrogatepass"), limits, limits.max_depth(MAX_RANK), what="the text")
+    raw = text.encode("utf-8", "surrogatepass")
+    document = parse_json(raw, limits, limits.max_depth(MAX_RANK), what="the text")
     if not isinstance(document, dict):
         raise RequestFailure(f"the text must be a JSON object, {_DATA_SHAPES}; got a JSON {type(document).__name__}")
     entries = document.get("inputs")
@@ -158,7 +159,8 @@ def parse_data(text: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
         what = f"input {name!r}"
         if name in inputs:
             raise RequestFailure(f"{what} is given twice: send each input once")
-        inputs[name] = decode_entry(entry, what, entry_datatype(entry, what, None), max_element=limits.max_bytes_element)
+        inputs[name] = decode_entry(entry, what, entry_datatype(entry, what, None), max_element=limits.max_bytes_element,
+                                    max_values=len(raw))
     return inputs
 
 

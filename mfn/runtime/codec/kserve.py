@@ -9,6 +9,7 @@ Triton's binary-tensor extension, which is not JSON), so none is invented here.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from mfn.runtime.loop import RequestFailure
 ENTRY_FIELDS = '"name", "shape", "datatype" and "data"'
 # No body within the size limit needs a larger dimension.
 MAX_DIM = 2**40
+# numpy refuses to make an array, even one without values, whose nonzero dimensions multiply to more bytes than
+# sys.maxsize; no datatype (nor an object array's pointer) takes more than 8 bytes an element.
+MAX_EXTENT = sys.maxsize // 8
 
 
 def entry_name(entry: Any, where: str) -> str:
@@ -52,22 +56,26 @@ def entry_datatype(entry: dict, what: str, declared: str | None) -> str:
 
 
 def decode_entry(entry: dict, what: str, datatype: str, bools_possible: bool = True,
-                 max_element: int | None = None) -> np.ndarray:
+                 max_element: int | None = None, max_values: int = sys.maxsize) -> np.ndarray:
     """An entry's "data" as an array of `datatype` in its "shape".
+
+    Args:
+        max_values: The most values the text holding the entry can carry (each takes at least one byte of it).
 
     Raises:
         RequestFailure: naming `what` when "shape" or "data" is missing or malformed, or they disagree.
     """
     shape = entry_shape(entry, what)
+    count = element_count(shape, what)
+    if count > max_values:
+        raise RequestFailure(f'{what}: "shape" {shape} holds {count:,} values, more than a body of {max_values:,} bytes '
+                             "can carry: send the shape of the data")
     data = entry.get("data")
     if not isinstance(data, list):
         raise RequestFailure(f'{what} needs "data", a list of values in row-major order; got {_short(data)}')
     array = to_array(data, what, datatype, bools_possible, max_element)
-    if array.ndim <= 1 and array.size == math.prod(shape):
-        try:
-            return array.reshape(shape)
-        except ValueError:  # no values but dimensions too large for numpy's index type
-            raise RequestFailure(f'{what}: "shape" {shape} is too large for an array: send the shape of the data') from None
+    if array.ndim <= 1 and array.size == count:
+        return array.reshape(shape)
     if array.shape != tuple(shape):
         raise RequestFailure(f'{what}: "data" holds {array.size} values nested as {list(array.shape)}, but "shape" '
                              f"says {shape}: send prod(shape) values, flat or nested by the shape")
@@ -90,8 +98,24 @@ def entry_shape(entry: dict, what: str) -> list[int]:
                 break
         else:
             return shape
+        if type(dim) is int and dim >= MAX_DIM:
+            raise RequestFailure(f'{what}: "shape" {_short(shape)} has a dimension of {dim:,}, more than any request can '
+                                 f"hold (at most {MAX_DIM - 1:,}): send the shape of the data")
     raise RequestFailure(f'{what} needs "shape", a list of up to {MAX_RANK} non-negative integers such as [1, 4]; '
                          f"got {_short(shape)}")
+
+
+def element_count(shape: list[int], what: str) -> int:
+    """How many values a shape read by entry_shape holds, counted in Python integers: numpy's int64 products wrap
+    around (2**32 * 2**32 gives 0) and would let a huge shape pass for a small one.
+
+    Raises:
+        RequestFailure: (400) when numpy could not make an array of that shape even without values.
+    """
+    count = math.prod(shape)
+    if not count and math.prod(dim for dim in shape if dim) > MAX_EXTENT:
+        raise RequestFailure(f'{what}: "shape" {shape} is too large for an array: send the shape of the data')
+    return count
 
 
 def _short(value: Any) -> str:

@@ -73,6 +73,7 @@ class ServerCodec:
             return self._decode_binary(self._raw(body), header_length)
         if isinstance(body, dict):
             document, bools_possible, max_element = body, True, self.limits.max_bytes_element
+            max_values = self.limits.max_body_bytes
         else:
             raw = self._raw(body)
             document = parse_json(raw, self.limits, self.max_depth)
@@ -80,10 +81,11 @@ class ServerCodec:
             bools_possible = self._numeric and (b"true" in raw or b"false" in raw)
             # A BYTES element is never longer than the body that carries it.
             max_element = self.limits.max_bytes_element if len(raw) > self.limits.max_bytes_element else None
+            max_values = len(raw)  # each value takes at least a byte of the text
             if not isinstance(document, dict):
                 raise RequestFailure(f"request body must be {_BODY_SHAPES}; got a JSON {type(document).__name__}")
         if "inputs" in document and "inputs" not in self.datatypes:
-            arrays = self._decode_v2(document["inputs"], bools_possible, max_element)
+            arrays = self._decode_v2(document["inputs"], bools_possible, max_element, max_values)
             return DecodedRequest(arrays, KSERVE_V2, self._binary_outputs(document))
         return DecodedRequest(self._decode_plain(document, bools_possible, max_element), PLAIN)
 
@@ -133,7 +135,7 @@ class ServerCodec:
         ]
         return {**self._answer_head, "outputs": entries}
 
-    def _decode_v2(self, entries: Any, bools_possible: bool, max_element: int | None) -> Arrays:
+    def _decode_v2(self, entries: Any, bools_possible: bool, max_element: int | None, max_values: int) -> Arrays:
         if not isinstance(entries, list):
             raise RequestFailure(f'"inputs" must be a list of objects with "name", "shape", "datatype" and "data"; '
                                  f"got a JSON {type(entries).__name__}")
@@ -145,7 +147,7 @@ class ServerCodec:
                 raise RequestFailure(f'{what} has "{binary.BINARY_DATA_SIZE}", but the request has no '
                                      f"{binary.HEADER_LENGTH} header: send that header with the JSON header's length")
             datatype = entry_datatype(entry, what, declared)
-            array = decode_entry(entry, what, datatype, bools_possible, max_element)
+            array = decode_entry(entry, what, datatype, bools_possible, max_element, max_values)
             arrays[name] = array[None] if array.ndim == rank - 1 else array  # a row sent without its batch dimension
         return arrays
 
@@ -163,7 +165,8 @@ class ServerCodec:
             what, declared, rank = self._input(name, arrays)
             size = binary.binary_size(entry, what)
             if size is None:
-                array = decode_entry(entry, what, entry_datatype(entry, what, declared), max_element=self.limits.max_bytes_element)
+                datatype = entry_datatype(entry, what, declared)
+                array = decode_entry(entry, what, datatype, max_element=self.limits.max_bytes_element, max_values=length)
             else:
                 if offset + size > len(raw):
                     raise RequestFailure(f'{what}: "{binary.BINARY_DATA_SIZE}" {size:,} runs past the end of the body '
