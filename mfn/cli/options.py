@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,14 @@ from mfn.errors import InvokeError, MfnError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 _DEBUG = "mfn.debug"
+# What an MFN_HOME mfn may not read or write raises (ENOTDIR: a file stands where a directory should be).
+_NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
 
 
 class MfnCommand(click.Command):
-    """A command with `--debug`, whose MfnError becomes one clear line and exit status 1 (a traceback only with
-    --debug): the one place the CLI turns mfn's errors into messages. Options that apply to one deploy target
-    (ScopedOption) get their own heading in --help."""
+    """A command with `--debug`, whose MfnError (or MFN_HOME refusing it access) becomes one clear line and exit
+    status 1 (a traceback only with --debug): the one place the CLI turns mfn's errors into messages. Options that
+    apply to one deploy target (ScopedOption) get their own heading in --help."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -43,6 +47,31 @@ class MfnCommand(click.Command):
             if ctx.meta.get(_DEBUG):
                 raise
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            message = None if ctx.meta.get(_DEBUG) else home_access_problem(error)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def home_access_problem(error: OSError) -> str | None:
+    """What to tell the user when `error` is mfn being refused access to a path under MFN_HOME; None for any other error.
+
+    Every command keeps its records and server work directories there: a read-only or misplaced MFN_HOME fails
+    whichever command first touches it, so the one message lives here rather than in each command.
+    """
+    from mfn.deploy.state import mfn_home
+
+    if error.errno not in _NO_ACCESS:
+        return None
+    home = mfn_home().absolute()
+    for name in (error.filename, error.filename2):
+        if isinstance(name, (str, bytes, os.PathLike)):
+            path = Path(os.fsdecode(name)).absolute()
+            if path == home or home in path.parents:
+                return (f"mfn cannot use MFN_HOME {home} ({error.strerror}: {path}): make it a directory this user can "
+                        "read and write, or set MFN_HOME to one")
+    return None
 
 
 class MfnGroup(click.Group):

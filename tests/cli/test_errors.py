@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
+import mfn
 from mfn.cli.main import cli
 from mfn.errors import MfnError
+from tests.conftest import HANDLERS
 
 
 def test_every_command_takes_debug():
@@ -40,3 +46,30 @@ def test_deploy_help_lists_each_targets_options_under_its_heading():
     output = CliRunner().invoke(cli, ["deploy", "--help"]).output
     local, kubernetes = output.index("Local deploy options"), output.index("Kubernetes options")
     assert output.index("--no-verify") < local < output.index("--max-request-mb") < kubernetes < output.index("--model-uri")
+
+
+def unusable_home(tmp_path: Path) -> tuple[Path, str]:
+    """An MFN_HOME mfn cannot write and the reason the system gives: a read-only directory, or, for root (whom
+    permissions do not stop), a path under a file."""
+    if os.geteuid() == 0:
+        (tmp_path / "file").write_text("")
+        return tmp_path / "file" / "home", "Not a directory"
+    home = tmp_path / "home"
+    home.mkdir(mode=0o500)
+    return home, "Permission denied"
+
+
+@pytest.mark.parametrize("command", [["deploy", "PACKAGE"], ["undeploy", "x"]])
+def test_an_unusable_mfn_home_is_one_line_naming_it_and_the_fix(tmp_path, monkeypatch, command):
+    repository = tmp_path / "repository"
+    if "PACKAGE" in command:  # deploy checks its packages before it touches MFN_HOME
+        mfn.package(f"{HANDLERS / 'mixed.py'}:Mixed", repository)
+    home, reason = unusable_home(tmp_path)
+    monkeypatch.setenv("MFN_HOME", str(home))
+    arguments = [str(repository) if argument == "PACKAGE" else argument for argument in command]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: mfn cannot use MFN_HOME {home} ({reason}: {home}/")
+    assert line.endswith("make it a directory this user can read and write, or set MFN_HOME to one")
+    assert isinstance(CliRunner().invoke(cli, [*arguments, "--debug"]).exception, OSError)
