@@ -1,5 +1,6 @@
 """The deployer's side of a supervisor (see mfn.deploy.supervisor): the plan it is given, the status it writes
-back, and starting one and waiting until its models have loaded."""
+back, how long it waits between restarts, and starting one and waiting until its models have loaded (both ends
+of the pipe it reports on)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,11 @@ from mfn.servers.process import exit_reason
 PLAN_FILE = "plan.json"
 STATUS_FILE = "status.json"
 LOG_FILE = "supervisor.log"
+RESTART_BACKOFF_S = 1.0  # before the second restart in a row; doubled for each further one, up to the plan's cap
+RESTART_BACKOFF_CAP_S = 30.0
+HEALTHY_AFTER_S = 30.0  # a server that served this long ends a run of crashes: its next end is restarted at once
+DEAD_STARTS_FAILED = 10  # restarts in a row that never became live: the deployment is 'failed'
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -39,6 +47,7 @@ class Plan:
     ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
     load_timeout_s: float = LOAD_TIMEOUT_S
     idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.deploy.idling)
+    restart_backoff_cap_s: float = RESTART_BACKOFF_CAP_S  # the longest wait between restarts in a row
 
 
 @dataclass
@@ -58,13 +67,97 @@ class Status:
     server_pid: int | None = None
     server_start_time: int | None = None
     restarts: int = 0
-    last_exit: str = ""
+    last_exit: str = ""  # the last end or failed start, with the crashes in a row and when the next attempt is
+    crashes_in_a_row: int = 0  # ends and failed starts with no healthy run between (see RestartPace)
+    next_attempt_at: float | None = None  # while restarting: when the next start begins (seconds since the epoch)
     models: dict[str, ModelHealth] = field(default_factory=dict)
     wakes: int = 0  # times an idle server was started again by a request
     last_wake_s: float | None = None  # the last wake-up: request held -> every model ready
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def record_end(self, end: str, ended_at: float, note: str = "") -> None:
+        """Put the server's last end in `last_exit`: how and when, the crashes in a row, and `note` (what comes next)."""
+        parts = [f"{end} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ended_at))}"]
+        if self.crashes_in_a_row > 1:
+            parts.append(f"{self.crashes_in_a_row} crashes in a row")
+        self.last_exit = "; ".join([*parts, note] if note else parts)
+
+
+class RestartPace:
+    """When the supervisor starts a dead server again, and when it stops trying, told in the status it keeps.
+
+    A crash is never final: a request that crashed the server can come again after each restart, and giving up
+    would make it an outage that outlasts the requests. Crashes in a row (no HEALTHY_AFTER_S of serving between)
+    only space restarts out: the first at once, so a server that was serving is back within mfn.Client's retry
+    budget, then 1, 2, 4, ... s up to the plan's cap. 'failed' is kept for DEAD_STARTS_FAILED restarts in a row
+    that never became live: no request can reach a server that never opened its ports, so the cause is around it
+    (installation, model files, a port another process took, memory) and needs a person; the status says why.
+    """
+
+    def __init__(self, status: Status, cap_s: float) -> None:
+        self.status = status
+        self.cap_s = cap_s
+        self.served_since: float | None = None  # when the running server had every model loaded (monotonic)
+        self._dead_starts = 0
+        self._end, self._ended_at = "", 0.0
+
+    def serving(self) -> None:
+        """Every model of the (re)started server is loaded: its run starts now."""
+        self.served_since = time.monotonic()
+
+    def ran_healthy(self) -> bool:
+        """While the server runs: whether its run has just ended the crashes in a row (the status changed)."""
+        if self.status.crashes_in_a_row and self._healthy():
+            self.status.crashes_in_a_row = 0
+            return True
+        return False
+
+    def ended(self, end: str, became_live: bool = True) -> float | None:
+        """Count the server's end, or a restart that failed (`became_live` False where it never answered); the
+        seconds to wait before the next start, or None when the deployment is 'failed'."""
+        if self._healthy():
+            self.status.crashes_in_a_row = 0
+        self.served_since = None
+        self._dead_starts = 0 if became_live else self._dead_starts + 1
+        self.status.crashes_in_a_row += 1
+        self._end, self._ended_at = end, time.time()
+        if self._dead_starts >= DEAD_STARTS_FAILED:
+            self.status.state, self.status.next_attempt_at = "failed", None
+            self.status.record_end(end, self._ended_at, f"gave up: it did not become live in {self._dead_starts} "
+                                                        "restarts in a row")
+            return None
+        delay = restart_delay_s(self.status.crashes_in_a_row, self.cap_s)
+        self.status.state, self.status.next_attempt_at = "restarting", self._ended_at + delay
+        next_attempt = time.strftime("%H:%M:%S", time.localtime(self._ended_at + delay))
+        self.status.record_end(end, self._ended_at, f"next attempt at {next_attempt}" if delay else "restarting at once")
+        return delay
+
+    def restarted(self) -> None:
+        """A restart brought every model back."""
+        self.status.restarts += 1
+        self.status.state, self.status.next_attempt_at = "running", None
+        self.status.record_end(self._end, self._ended_at)
+        self.serving()
+
+    def _healthy(self) -> bool:
+        return self.served_since is not None and time.monotonic() - self.served_since >= HEALTHY_AFTER_S
+
+
+def restart_delay_s(crashes_in_a_row: int, cap_s: float) -> float:
+    """Seconds before a restart: none for the first crash in a row, then 1, 2, 4, ... up to `cap_s`."""
+    if crashes_in_a_row <= 1:
+        return 0.0
+    return min(RESTART_BACKOFF_S * 2 ** min(crashes_in_a_row - 2, 16), cap_s)
+
+
+def write_status(workdir: Path, status: Status) -> None:
+    """Write status.json atomically, so `mfn status` never reads half of it."""
+    fd, temp = tempfile.mkstemp(dir=workdir, prefix=".status.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(status.to_json(), handle, indent=2, sort_keys=True)
+    os.replace(temp, workdir / STATUS_FILE)
 
 
 def read_status(deployment: Deployment) -> Status:
@@ -75,6 +168,18 @@ def read_status(deployment: Deployment) -> Status:
         return Status(state="unknown")
     models = {name: ModelHealth(**health) for name, health in raw.pop("models", {}).items()}
     return Status(**raw, models=models)
+
+
+def report(kind: str, text: str = "") -> None:
+    """Tell `spawn`, from the supervisor: "progress" (a line), "ready", or "failed" (the reason)."""
+    sys.stdout.write(f"{kind} {json.dumps(text)}\n" if text else f"{kind}\n")
+    sys.stdout.flush()
+
+
+def stop_reporting() -> None:
+    """After `ready` nobody reads the pipe: send the supervisor's later output to its log instead."""
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:

@@ -3,11 +3,12 @@
 `mfn deploy` spawns one supervisor per deployment (`python -m mfn.deploy.supervisor PLAN`) and reads its
 progress from a pipe until the models are loaded. From then on the supervisor
 
-- restarts a server that dies, with backoff and a bounded number of attempts, on the same ports, with its
-  models loaded before the ports open, after killing what is left of the old process group and removing its
-  shared memory; stops an idle one and wakes it on the next request (mfn.deploy.idling);
+- restarts a server that dies, for good (see `Supervisor._recover`), on the same ports, with its models loaded
+  before the ports open, after killing what is left of the old process group and removing its shared memory;
+  stops an idle one and wakes it on the next request (mfn.deploy.idling);
 - reloads a model whose worker died where the server itself does not (Triton's Python stubs);
-- records its view in `status.json` beside the server log: state, restarts, the last exit, per-model health;
+- records its view in `status.json` beside the server log: state, restarts, the last exit and why (see
+  mfn.servers.process.ExitWatch), crashes in a row, the next attempt, per-model health;
 - starts the controller of the deployment's rollout proxy again if it is not running (mfn.deploy.routes);
 - carries out operator requests (load, unload, reload, scale, set-default; see mfn.deploy.operations) between its
   health checks, and applies them again after a restart;
@@ -28,7 +29,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -41,15 +41,13 @@ from mfn.deploy.launching import (Progress, log_tail, make_shm_regions_private, 
 from mfn.deploy.idling import FRONTED, Idling
 from mfn.deploy.operations import Operation, carry_out, has_requests, serve_requests
 from mfn.deploy.servers import LocalServer, local_server
-from mfn.deploy.supervision import STATUS_FILE, ModelHealth, Plan, Status
+from mfn.deploy.supervision import ModelHealth, Plan, RestartPace, Status, report, stop_reporting, write_status
 from mfn.deploy.store import Store, discover
 from mfn.runtime import cold_start
 from mfn.deploy.state import Deployment
 from mfn.errors import MfnError
-from mfn.servers.process import exit_reason, process_start_time, rotate_log, stop_process_group
+from mfn.servers.process import ExitWatch, process_start_time, rotate_log, stop_process_group
 
-RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
-STABLE_AFTER_S = 60.0  # a server that ran this long earns back its whole restart budget
 WATCH_INTERVAL_S = 0.5
 HEALTH_INTERVAL_S = 5.0
 READY_TIMEOUT_S = 120.0
@@ -70,6 +68,8 @@ class Supervisor:
         self.status = Status(models={model: ModelHealth() for model in plan.models})
         self.deployment: Deployment | None = None
         self.process: subprocess.Popen | None = None
+        self.exits: ExitWatch | None = None
+        self.pace = RestartPace(self.status, plan.restart_backoff_cap_s)
         self.stubs: dict[int, str] = {}
         self.retired: set[int] = set()
         self.stop_requested = False
@@ -108,6 +108,7 @@ class Supervisor:
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
         make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = "running"
+        self.pace.serving()
         self.save_status()
         if self.idling is not None:  # idle time counts from now, not from while the models loaded
             self.idling.front.touch()
@@ -128,10 +129,8 @@ class Supervisor:
         return cold_start.split(time.monotonic() - started, cold_start.read(phases_dir, model))
 
     def watch(self) -> None:
-        """Keep the server and its models up until a stop is requested or restarts run out."""
+        """Keep the server and its models up until a stop is requested or the server can no longer start."""
         next_health = time.monotonic() + HEALTH_INTERVAL_S
-        started = time.monotonic()
-        attempt = 0
         while not self.stop_requested:
             assert self.process is not None
             if self.idling is not None and self.idling.asleep:
@@ -140,13 +139,13 @@ class Supervisor:
                     next_health = time.monotonic() + HEALTH_INTERVAL_S
                 continue
             if self.process.poll() is not None:
-                if time.monotonic() - started >= STABLE_AFTER_S:
-                    attempt = 0
-                if not self._restart(attempt):
+                if not self._recover():
                     return
-                attempt += 1
-                started = time.monotonic()
                 continue
+            assert self.exits is not None
+            self.exits.forget_ended()
+            if self.pace.ran_healthy():
+                self.save_status()
             serve_requests(self.workdir, self._carry_out)
             self._reload_dead_workers()
             make_shm_regions_private(self.plan.shm_prefix)  # new stubs make new regions
@@ -172,7 +171,7 @@ class Supervisor:
             process.wait()
         remove_shm_regions(self.plan.shm_prefix)
         self.status.state = final_state
-        self.status.server_pid = None
+        self.status.server_pid = self.status.next_attempt_at = None
         self.save_status()
 
     def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: list[str] = ()) -> Deployment:
@@ -182,6 +181,10 @@ class Supervisor:
             preload=preload, jvm_heap_mb=self.plan.jvm_heap_mb, host=self.plan.host,
         )
         self.process = process
+        if self.exits is not None:
+            self.exits.close()
+        self.exits = ExitWatch(process)
+        self.exits.watch_tree()  # live: TorchServe's Java runs below its launchers by now
         self.stubs, self.retired = {}, set()
         self.status.server_pid = process.pid
         self.status.server_start_time = process_start_time(process.pid)
@@ -195,33 +198,29 @@ class Supervisor:
         self.deployment = deployment
         return deployment
 
-    def _restart(self, attempt: int) -> bool:
-        """Replace a dead server; False once the restart budget is spent (the deployment is then 'failed')."""
-        assert self.process is not None and self.deployment is not None
-        reason = exit_reason(self.process.returncode)
-        self._clean_up_after(self.process)
-        self.status.last_exit = f"{reason} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        if attempt >= len(RESTART_BACKOFF_S):
-            self.status.state = "failed"
-            self.status.last_exit += f"; gave up after {attempt} restarts in a row"
+    def _recover(self) -> bool:
+        """Start a server in place of the dead one, again until one serves, at the pace RestartPace sets; False
+        once the deployment is 'failed'."""
+        end, became_live = self._bury(), True
+        while (delay := self.pace.ended(end, became_live)) is not None:
+            for model in self.models:
+                self._model(model, "unavailable", f"server {end}")
             self.save_status()
-            return False
-        self.status.state = "restarting"
-        for model in self.models:
-            self._model(model, "unavailable", f"server {reason}")
-        _log(f"{self.plan.server} {reason}; restarting in {RESTART_BACKOFF_S[attempt]:.0f} s")
-        if self._sleep(RESTART_BACKOFF_S[attempt]):
-            return True
-        problem = self.bring_back("restart")
-        if problem:
-            # The next pass through watch() sees the server gone (or kills it) and tries again, later.
-            self.status.last_exit += f"; restart failed: {problem}"
-            self.save_status()
-            return True
-        self.status.restarts += 1
-        self.status.state = "running"
+            _log(f"{self.plan.server}: {self.status.last_exit}")
+            if self._sleep(delay):
+                return True
+            previous = self.process
+            problem = self.bring_back("restart")
+            if not problem:
+                self.pace.restarted()
+                self.save_status()
+                return True
+            if self.stop_requested:
+                return True
+            became_live = self.process is not previous  # launch() hands over only a server that answered as live
+            end = problem if became_live else f"restart failed: {problem}"
         self.save_status()
-        return True
+        return False
 
     def bring_back(self, why: str, keep_ports: Iterable[str] | None = None) -> str:
         """Start the server again with the current models loaded and the operator's requests replayed (after a
@@ -233,12 +232,13 @@ class Supervisor:
         try:
             self._start_server(_log, ports=ports, preload=self.models)
         except MfnError as error:
+            _log(f"the {why} failed: {error}")
             if self.process is not None and self.process.poll() is None:
                 stop_process_group(self.process.pid, process_start_time(self.process.pid), grace_s=KILL_GRACE_S)
                 self.process.wait()
-            return str(error).splitlines()[0]
-        for model in self.models:
-            self._wait_ready(model)
+            return str(error).splitlines()[0].rstrip(":")
+        if not self._wait_ready():
+            return f"{self._bury()} before its models were ready"
         for operation in self.replay:
             try:
                 self._carry_out(operation, remember=False)
@@ -246,12 +246,17 @@ class Supervisor:
                 _log(f"after the {why}, `{operation.describe()}` failed: {error}")
         self._reload_dead_workers()
         _log(f"{self.plan.server} started ({why}); {', '.join(self.models)} loaded")
+        self.pace.serving()
         return ""
 
-    def _clean_up_after(self, process: subprocess.Popen) -> None:
-        """Kill what the dead server left in its process group (stubs, workers) and free its shared memory."""
-        stop_process_group(process.pid, None, grace_s=0.0)
+    def _bury(self) -> str:
+        """How the ended server ended, read before what it left in its process group (stubs, workers) is killed;
+        its shared memory is freed too."""
+        assert self.process is not None and self.exits is not None and self.exits.process is self.process
+        end = self.exits.reason()
+        stop_process_group(self.process.pid, None, grace_s=0.0)
         remove_shm_regions(self.plan.shm_prefix)
+        return end
 
     def _reload_dead_workers(self) -> None:
         assert self.process is not None and self.deployment is not None
@@ -303,11 +308,16 @@ class Supervisor:
         except MfnError as error:
             _log(f"the rollout proxy's controller did not start: {error}")
 
-    def _wait_ready(self, model: str) -> None:
-        """Wait for a preloaded model's workers (TorchServe starts them after opening its ports)."""
+    def _wait_ready(self) -> bool:
+        """Wait for the preloaded models' workers (TorchServe starts them after opening its ports), READY_TIMEOUT_S
+        for all of them, as the server loads them side by side; False as soon as the server has ended."""
+        assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while self.record_health(model) is not None and time.monotonic() < deadline and not self.stop_requested:
-            time.sleep(WATCH_INTERVAL_S)
+        for model in self.models:
+            while (self.process.poll() is None and time.monotonic() < deadline and not self.stop_requested
+                   and self.record_health(model) is not None):
+                time.sleep(WATCH_INTERVAL_S)
+        return self.process.poll() is None
 
     def record_health(self, model: str) -> str | None:
         assert self.deployment is not None
@@ -322,10 +332,7 @@ class Supervisor:
             self.save_status()
 
     def save_status(self) -> None:
-        fd, temp = tempfile.mkstemp(dir=self.workdir, prefix=".status.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.status.to_json(), handle, indent=2, sort_keys=True)
-        os.replace(temp, self.workdir / STATUS_FILE)
+        write_status(self.workdir, self.status)
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless a stop is requested meanwhile; True when it was."""
@@ -337,17 +344,6 @@ class Supervisor:
 
 def _log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def _report(kind: str, text: str = "") -> None:
-    sys.stdout.write(f"{kind} {json.dumps(text)}\n" if text else f"{kind}\n")
-    sys.stdout.flush()
-
-
-def _stop_reporting() -> None:
-    """After `ready` nobody reads the pipe: send later output to the supervisor log instead."""
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 def main(plan_file: str) -> int:
@@ -368,15 +364,15 @@ def main(plan_file: str) -> int:
 
 def _supervise(supervisor: Supervisor, request_stop) -> int:
     try:
-        supervisor.start(lambda message: _report("progress", message))
+        supervisor.start(lambda message: report("progress", message))
     except (MfnError, OSError) as error:
         supervisor.drain_and_stop()
-        _report("failed", str(error))
+        report("failed", str(error))
         return 1
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    _report("ready")
-    _stop_reporting()
+    report("ready")
+    stop_reporting()
     try:
         supervisor.watch()
     except Exception as error:  # a fault in the supervisor itself: stop the server cleanly, say why

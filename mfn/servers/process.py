@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -75,13 +79,17 @@ def _on_parent_death(signum: int) -> Callable[[], None]:
     return request_signal
 
 
+GROUP_WRAPPER = ["/bin/sh", "-c", 'trap "kill -TERM 0" HUP; "$@" & wait $!']
+
+
 def group_on_parent_death(command: list[str]) -> list[str]:
     """Wrap `command` so the parent-death signal (SIGHUP) stops its whole process group, not only its leader.
 
     For servers whose launcher does not pass a SIGTERM on: TorchServe's Python launcher exits on SIGTERM
-    and leaves its Java frontend and workers serving. The wrapper exits with the command's own status.
+    and leaves its Java frontend and workers serving. The wrapper exits with the command's status, as a shell
+    does: 128 + N for a command killed by signal N (`ExitWatch` reads it back).
     """
-    return ["/bin/sh", "-c", 'trap "kill -TERM 0" HUP; "$@" & wait $!', command[0], *command]
+    return [*GROUP_WRAPPER, command[0], *command]
 
 
 def exit_reason(returncode: int) -> str:
@@ -92,6 +100,114 @@ def exit_reason(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+# Linux 6.15 keeps a process's exit status for whoever holds a pidfd on it, even after its own parent reaped it
+# (PIDFD_GET_INFO asking for PIDFD_INFO_EXIT): the one way to learn how a grandchild ended.
+_PIDFD_INFO_EXIT = 1 << 3
+_PIDFD_INFO_SIZE = 64  # struct pidfd_info as first released; its last field became exit_code in 6.15
+_PIDFD_INFO_EXIT_CODE_AT = 60
+_PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11  # _IOWR(PIDFS_IOCTL_MAGIC, 11, ...)
+EXIT_SETTLE_S = 3.0
+
+
+@dataclass
+class _Watched:
+    pid: int
+    depth: int  # 1 for the leader's children, 2 for theirs, ...
+    name: str
+    pidfd: int
+    ended_at: float | None = None  # when it was first seen ended while the leader still ran
+
+
+class ExitWatch:
+    """How a server ended, where its leader's exit status does not say.
+
+    TorchServe runs as /bin/sh (group_on_parent_death) → its Python launcher → Java; when Java is killed, the
+    launcher, which waits for it, exits 0, and so does the wrapper. So once the server is live, a pidfd is taken
+    on every process below the leader; when the leader ends with status 0, or is the wrapper, the shallowest of
+    them that ended abnormally names the cause (its status where the kernel keeps it for pidfds: Linux 6.15+).
+    A process that ended well before the leader (a Triton stub or a TorchServe worker, replaced by its server)
+    did not end it and is forgotten (`forget_ended`).
+    """
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self._watched: dict[int, _Watched] = {}
+
+    def watch_tree(self) -> None:
+        """Take a pidfd on each running process below the leader that has none yet (call once it is live)."""
+        level, depth = [self.process.pid], 0
+        while level:
+            depth += 1
+            below = {pid: command for parent in level for pid, (state, command) in children(parent).items() if state != "Z"}
+            for pid, command in below.items():
+                if pid not in self._watched:
+                    try:
+                        pidfd = os.pidfd_open(pid)
+                    except OSError:  # it ended meanwhile
+                        continue
+                    self._watched[pid] = _Watched(pid, depth, Path(command[0]).name if command else "?", pidfd)
+            level = list(below)
+
+    def forget_ended(self, settle_s: float = EXIT_SETTLE_S) -> None:
+        """Forget processes that ended over `settle_s` ago while the leader ran on (call while it runs): a leader
+        that waits for its child (a launcher) takes a moment to follow it."""
+        now = time.monotonic()
+        for watched in list(self._watched.values()):
+            if watched.ended_at is None:
+                if _has_ended(watched.pidfd):
+                    watched.ended_at = now
+            elif now - watched.ended_at > settle_s:
+                os.close(watched.pidfd)
+                del self._watched[watched.pid]
+
+    def reason(self) -> str:
+        """The ended server's end in words: "killed by SIGKILL (java, pid 123)", or its leader's own end."""
+        returncode = self.process.returncode
+        assert returncode is not None, "reason() is for a leader that has ended (after poll or wait)"
+        args = self.process.args
+        wrapper = isinstance(args, list) and args[:len(GROUP_WRAPPER)] == GROUP_WRAPPER
+        if wrapper and returncode > 128:  # a shell's way of saying its command was killed by signal N
+            returncode = 128 - returncode
+        if returncode != 0 and not wrapper:
+            return exit_reason(returncode)  # a server that exits or crashes by itself says so (tritonserver)
+        ended = sorted((watched for watched in self._watched.values() if _has_ended(watched.pidfd)),
+                       key=lambda watched: (watched.depth, watched.pid))
+        for watched in ended:
+            status = _exit_status(watched.pidfd)
+            if status is not None and os.waitstatus_to_exitcode(status) != 0:
+                return f"{exit_reason(os.waitstatus_to_exitcode(status))} ({watched.name}, pid {watched.pid})"
+        if returncode == 0 and any(_exit_status(watched.pidfd) is None for watched in ended):
+            return "exit code 0 after processes below it ended (how they ended, Linux 6.15 or later tells)"
+        return exit_reason(returncode)
+
+    def close(self) -> None:
+        """Close the pidfds."""
+        for watched in self._watched.values():
+            os.close(watched.pidfd)
+        self._watched = {}
+
+
+def _has_ended(pidfd: int) -> bool:
+    """Whether the process behind `pidfd` has ended (a pidfd polls readable then)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _exit_status(pidfd: int) -> int | None:
+    """The wait status the process behind `pidfd` ended with; None while it runs or where the kernel does not
+    keep it (before Linux 6.15)."""
+    info = bytearray(_PIDFD_INFO_SIZE)
+    struct.pack_into("Q", info, 0, _PIDFD_INFO_EXIT)
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, info)
+    except OSError:  # ENOTTY / EINVAL before Linux 6.13; ESRCH for a process that ended with no status kept
+        return None
+    if not struct.unpack_from("Q", info, 0)[0] & _PIDFD_INFO_EXIT:
+        return None
+    return struct.unpack_from("i", info, _PIDFD_INFO_EXIT_CODE_AT)[0]
 
 
 def children(pid: int) -> dict[int, tuple[str, list[str]]]:

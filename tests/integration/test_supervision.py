@@ -1,21 +1,24 @@
-"""Supervised local deployments: dead stubs and workers come back, a dead server is restarted, nothing is orphaned."""
+"""Supervised local deployments: dead stubs and workers come back, a dead server is restarted however often it dies
+and says how it died, nothing is orphaned."""
 
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import mfn
-from mfn.deploy import local, state
+from mfn.deploy import local, state, supervision
 from mfn.deploy.supervision import read_status
 from mfn.errors import MfnError
 from mfn.servers.http import request
 from mfn.servers.process import children, is_running, process_start_time
-from tests.conftest import wait_for
+from tests.conftest import HANDLERS, wait_for
 from tests.integration.conftest import TEXT_STATS
 from tests.processes import owned_shm_regions
 
@@ -36,6 +39,23 @@ def text_store(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("supervised-store")
     mfn.package(TEXT_STATS, store, target="torchserve")
     return store
+
+
+@pytest.fixture(scope="module")
+def slow_store(tmp_path_factory) -> Path:
+    """text_stats beside a model whose worker takes $MFN_TEST_SETUP_DELAY_S to load."""
+    store = tmp_path_factory.mktemp("supervised-slow-store")
+    mfn.package(TEXT_STATS, store, target="torchserve")
+    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", store, target="torchserve")
+    return store
+
+
+@pytest.fixture
+def short_backoff(monkeypatch):
+    """Deployments made in the test wait at most 2 s between restarts in a row (30 s otherwise)."""
+    spawn = supervision.spawn
+    monkeypatch.setattr(supervision, "spawn",
+                        lambda plan, workdir, progress: spawn(replace(plan, restart_backoff_cap_s=2.0), workdir, progress))
 
 
 def answers(name: str, timeout_s: float) -> float:
@@ -73,6 +93,16 @@ def test_a_killed_triton_stub_is_detected_and_its_model_reloaded(text_repository
         local.undeploy("stub-kill")
 
 
+def crash_triton(deployment) -> None:
+    """Send the request that crashes tritonserver 2.51 (SIGSEGV)."""
+    # Triton 2.51 parses JSON recursively: a deep enough "data" array overflows its stack.
+    depth = 300_000
+    body = ('{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES","data":' + "[" * depth + '"x"' + "]" * depth + "}]}").encode()
+    # Only a holder of the inference key gets this far: Triton refuses a restricted API before parsing.
+    key = {"Authorization": f"Bearer {state.read_key(deployment, 'inference')}"}
+    request("POST", f"{deployment.http_url}/v2/models/text_stats/infer", timeout_s=10.0, body=body, headers=key)
+
+
 def test_a_request_that_crashes_triton_is_followed_by_a_restart_on_the_same_ports(text_repository, mfn_home):
     deployment = local.deploy(text_repository, name="crash")
     try:
@@ -80,12 +110,7 @@ def test_a_request_that_crashes_triton_is_followed_by_a_restart_on_the_same_port
         first_stubs = {pid: process_start_time(pid) for pid in children(first_server)}
         first_regions = {r for r in owned_shm_regions(mfn_home) if r.startswith(deployment.shm_prefix)}
         assert first_stubs and first_regions
-        # Triton 2.51 parses JSON recursively: a deep enough "data" array overflows its stack (SIGSEGV).
-        depth = 300_000
-        body = ('{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES","data":' + "[" * depth + '"x"' + "]" * depth + "}]}").encode()
-        # Only a holder of the inference key gets this far: Triton refuses a restricted API before parsing.
-        key = {"Authorization": f"Bearer {state.read_key(deployment, 'inference')}"}
-        request("POST", f"{deployment.http_url}/v2/models/text_stats/infer", timeout_s=10.0, body=body, headers=key)
+        crash_triton(deployment)
         status = wait_for(lambda: (s := read_status(deployment)).restarts == 1 and s.state == "running" and s, RESTART_S, "a restart")
         assert "killed by SIGSEGV" in status.last_exit
         assert status.server_pid != first_server
@@ -99,17 +124,88 @@ def test_a_request_that_crashes_triton_is_followed_by_a_restart_on_the_same_port
         local.undeploy("crash")
 
 
+def restarted(deployment, count: int):
+    """The status once the server has been restarted `count` times and serves again."""
+    return wait_for(lambda: (s := read_status(deployment)).restarts == count and s.state == "running" and s, RESTART_S,
+                    f"restart {count}")
+
+
+def test_a_crash_loop_keeps_restarting_and_the_status_says_why(text_repository, short_backoff):
+    deployment = local.deploy(text_repository, name="crash-loop")
+    try:
+        crashes = 6  # one more than the restarts the supervisor used to give up after
+        for crash in range(1, crashes + 1):
+            crash_triton(deployment)
+            if crash == crashes:  # caught while it waits for the next attempt (1, 2, then 2 s apart here)
+                status = wait_for(lambda: (s := read_status(deployment)).state == "restarting" and s.next_attempt_at and s,
+                                  RESTART_S, "the restart's wait")
+                assert "killed by SIGSEGV" in status.last_exit
+                assert f"{crashes} crashes in a row; next attempt at " in status.last_exit
+            status = restarted(deployment, crash)
+        assert status.crashes_in_a_row == crashes
+        assert status.last_exit.endswith(f"{crashes} crashes in a row")
+        answers("crash-loop", RECOVERY_S)
+    finally:
+        local.undeploy("crash-loop")
+
+
+def kernel_keeps_exit_status() -> bool:
+    """Linux 6.15 and later keep a reaped process's status for pidfd holders, how the supervisor names Java's end."""
+    return tuple(int(part) for part in platform.release().split(".")[:2]) >= (6, 15)
+
+
+def java(server: int) -> int:
+    (frontend,) = [pid for pid in group_members(server) if "java" in Path(f"/proc/{pid}/cmdline").read_text()]
+    return frontend
+
+
+def zombies(pid: int) -> list[int]:
+    return [child for child, (process_state, _) in children(pid).items() if process_state == "Z"]
+
+
 def test_a_killed_torchserve_frontend_is_restarted_with_its_models(text_store):
     deployment = local.deploy(text_store, name="ts-crash")
     try:
-        (frontend,) = [pid for pid in group_members(server_pid(deployment)) if "java" in Path(f"/proc/{pid}/cmdline").read_text()]
+        frontend = java(server_pid(deployment))
         os.kill(frontend, signal.SIGKILL)
         status = wait_for(lambda: (s := read_status(deployment)).restarts == 1 and s.state == "running" and s, RESTART_S, "a restart")
-        assert status.last_exit.startswith("exit code")  # the launcher reports its Java frontend's death
+        # Its launchers, which wait for it, both exit 0: the signal is Java's own.
+        if kernel_keeps_exit_status():
+            assert status.last_exit.startswith(f"killed by SIGKILL (java, pid {frontend}) at ")
+        else:
+            assert status.last_exit.startswith("exit code 0 after processes below it ended")
+        assert not zombies(deployment.pid)  # the old wrapper was reaped
         answers("ts-crash", RECOVERY_S)
         assert read_status(deployment).models["text_stats"].health == "ready"
     finally:
         local.undeploy("ts-crash")
+
+
+def test_a_torchserve_killed_while_its_restart_waits_for_its_models_is_restarted_at_once(slow_store, monkeypatch):
+    monkeypatch.setenv("MFN_TEST_SETUP_DELAY_S", "5")  # read by slow_setup's workers, started by each restart
+    deployment = local.deploy(slow_store, name="ts-ready-kill")
+    try:
+        first = server_pid(deployment)
+        os.kill(java(first), signal.SIGKILL)
+        # A server pid is recorded once the server is live; slow_setup's worker then loads for 5 s.
+        second = wait_for(lambda: (s := read_status(deployment)).server_pid != first and s.state == "restarting" and s.server_pid,
+                          RESTART_S, "the restarted server to be live")
+        killed = java(second)
+        os.kill(killed, signal.SIGKILL)
+        # Noticed at once, not after the readiness wait's 120 s: a third server serves both models.
+        status = wait_for(lambda: (s := read_status(deployment)).state == "running" and s, RESTART_S, "the next restart")
+        assert status.server_pid not in (first, second)
+        assert status.restarts == 1 and status.crashes_in_a_row == 2
+        assert "before its models were ready" in status.last_exit
+        if kernel_keeps_exit_status():
+            assert status.last_exit.startswith(f"killed by SIGKILL (java, pid {killed}) before its models were ready at ")
+        assert {model: health.health for model, health in status.models.items()} == {"text_stats": "ready", "slow_setup": "ready"}
+        assert not zombies(deployment.pid)
+        answers("ts-ready-kill", RECOVERY_S)
+        log = (Path(deployment.workdir) / supervision.LOG_FILE).read_text()
+        assert log.count("started (restart)") == 1  # never said of the server that died while loading
+    finally:
+        local.undeploy("ts-ready-kill")
 
 
 def group_members(group: int) -> set[int]:
