@@ -114,12 +114,6 @@ def _deploy_local(path, as_json, verify, public_key, name, models, foreground, n
     from mfn.deploy import local
     from mfn.deploy.launching import terminate_interrupts
 
-    if proxy and idle_timeout_s:
-        raise click.UsageError("--proxy and --idle-timeout: the proxy cannot follow a server that sleeps yet; choose one")
-    public = {"http": http_port, "grpc": grpc_port}
-    if proxy:  # the proxy takes the public ports; the server gets free ones
-        http_port = grpc_port = None
-
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     # In the foreground, SIGTERM stops the deployment as Ctrl-C does, also while the models load.
     with terminate_interrupts() if foreground else contextlib.nullcontext():
@@ -128,16 +122,8 @@ def _deploy_local(path, as_json, verify, public_key, name, models, foreground, n
             drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
             verify=verify, public_key=public_key, host=host,
             ports={"http": http_port, "grpc": grpc_port, "metrics": metrics_port}, load_timeout_s=load_timeout_s,
-            idle_timeout_s=idle_timeout_s,
+            idle_timeout_s=idle_timeout_s, proxy=proxy,
         )
-        if proxy:
-            from mfn.deploy import rollout
-
-            try:
-                deployment.proxy = dict(rollout.open_route(deployment.name, public).ports)
-            except BaseException:
-                local.undeploy(deployment.name)
-                raise
         if as_json:
             click.echo(json.dumps(deployment.to_json()))
         else:

@@ -1,5 +1,6 @@
 """Operator commands on a running local deployment, named as Triton's and TorchServe's users look for them:
-describe, load, unload, reload, scale, set-default, logs. Each is a thin layer over mfn.deploy.operations."""
+describe, load, unload, reload, scale, set-default, logs, and token for callers that are not mfn's. Each is a thin
+layer over mfn.deploy.operations or mfn.deploy.local."""
 
 from __future__ import annotations
 
@@ -153,4 +154,17 @@ def _follow(log_file: Path, emit) -> None:
         time.sleep(0.2)
 
 
-COMMANDS = (describe, load, unload, reload, scale, set_default, logs)
+@click.command(cls=MfnCommand)
+@click.argument("name")
+@click.option("--url", is_flag=True, help="Print the deployment's public HTTP URL instead.")
+def token(name, url):
+    """Print the key a caller of deployment NAME sends (`Authorization: Bearer KEY`); nothing where its inference is
+    open (--no-auth). For curl and other clients: mfn.Client and `mfn invoke` read it themselves."""
+    from mfn.deploy import local
+
+    printed = local.public_url(name) if url else local.callers_key(name)
+    if printed:
+        click.echo(printed)
+
+
+COMMANDS = (describe, load, unload, reload, scale, set_default, logs, token)

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfn.deploy import state
-from mfn.deploy.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held, new_shm_prefix, remove_shm_regions
+from mfn.deploy.launching import (
+    DRAIN_TIMEOUT_S,
+    LOAD_TIMEOUT_S,
+    STOP_GRACE_S,
+    Progress,
+    interrupts_held,
+    new_shm_prefix,
+    remove_shm_regions,
+)
 from mfn.deploy.servers import local_server
 from mfn.deploy.state import Deployment
 from mfn.deploy.store import Store, discover
@@ -36,6 +44,7 @@ def deploy(
     ports: dict[str, int] | None = None,
     load_timeout_s: float = LOAD_TIMEOUT_S,
     idle_timeout_s: float | None = None,
+    proxy: bool = False,
 ) -> Deployment:
     """Start a supervised server for the models in `path`, load each, and record the deployment.
 
@@ -46,7 +55,8 @@ def deploy(
         path: A Triton model repository / model directory, or a TorchServe model store / archive.
         name: Deployment name, a DNS-1123 label (see state.check_name); defaults to the directory's name made valid.
         models: Load only these models.
-        auth: TorchServe token authorization (mfn's client reads the key file); ignored for Triton.
+        auth: Inference behind the deployment's key (mfn's clients read the key file). The admin APIs always need
+            theirs; TorchServe, whose one switch would open both, serves open inference through the proxy.
         monitor: Also start a Prometheus on 127.0.0.1 that scrapes the server; `undeploy` stops it.
         progress: Called with one line per step.
         drain_timeout_s: How long `undeploy` lets in-flight requests finish before stopping the server.
@@ -62,6 +72,7 @@ def deploy(
         load_timeout_s: How long one model's load (its handler's setup) may take.
         idle_timeout_s: Stop the server after this long without traffic; a front keeps the HTTP and gRPC ports and
             wakes it on the next request, which waits meanwhile (see mfn.deploy.idling).
+        proxy: Serve through mfn's proxy (nginx) on the public ports from the start, so later rollouts keep them.
 
     Raises:
         DeployError: the server did not start or a model failed to load (with the server's reason);
@@ -73,13 +84,36 @@ def deploy(
     if unknown:
         raise MfnError(f"models {unknown} are not in {store.root} (it has {', '.join(store.models)})")
     name = state.check_name(name) if name is not None else state.name_from(store.root.name)
+    proxy = proxy or _open_through_proxy(store.server, auth, idle_timeout_s)
+    if proxy and idle_timeout_s:
+        raise MfnError("the proxy cannot follow a server that sleeps yet, so --idle-timeout does not go with --proxy, "
+                       "nor with --no-auth on TorchServe (served through the proxy): choose one")
+    ports = dict(ports or {})
+    public = {protocol: ports.pop(protocol, None) for protocol in ("http", "grpc")} if proxy else {}
     if verify or public_key is not None:
         from mfn.signing import verify_units
 
         verify_units([unit for model in chosen for unit in store.models[model]], public_key)
     with state.exclusive(name):
-        return _deploy_locked(store, Path(path), name, chosen, auth, monitor, progress, drain_timeout_s, max_request_bytes,
-                              jvm_heap_mb, host, ports or {}, load_timeout_s, idle_timeout_s)
+        # Behind the proxy, the server keeps its keys whoever the proxy lets in: nobody bypasses it.
+        deployment = _deploy_locked(store, Path(path), name, chosen, auth or proxy, monitor, progress, drain_timeout_s,
+                                    max_request_bytes, jvm_heap_mb, host, ports, load_timeout_s, idle_timeout_s)
+    if proxy:
+        from mfn.deploy import proxying
+
+        try:
+            deployment.proxy = dict(proxying.open_route(name, public, callers_need_key=auth).ports)
+        except BaseException:
+            undeploy(name)
+            raise
+    return deployment
+
+
+def _open_through_proxy(server: str, auth: bool, idle_timeout_s: float | None) -> bool:
+    """Open inference is served through mfn's proxy: in front of Triton it refuses the bodies that crash
+    tritonserver, and TorchServe, whose one authorization switch would also open its management APIs, keeps its
+    keys behind it. An idle Triton, which the proxy cannot follow yet, serves open inference itself."""
+    return not auth and not (server == "triton" and idle_timeout_s)
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:
@@ -208,6 +242,25 @@ def undeploy_all() -> list[Deployment]:
             if state.load(deployment.name) is not None:
                 stopped.append(_undeploy_locked(deployment.name))
     return stopped
+
+
+def callers_key(name: str) -> str | None:
+    """The key callers of deployment `name` present: the proxy's own where one fronts it, else the server's inference
+    key; None where inference is open."""
+    from mfn.deploy import routes
+
+    deployment = state.get(name)
+    route = routes.with_proxy(deployment)
+    return routes.callers_key(route) if route is not None else state.read_key(deployment, "inference")
+
+
+def public_url(name: str) -> str:
+    """Where deployment `name` takes HTTP requests: its proxy, its idle front or its server."""
+    from mfn.deploy import routes
+
+    deployment = state.get(name)
+    routes.with_proxy(deployment)
+    return deployment.endpoints()["http"]
 
 
 def status() -> list[Deployment]:

@@ -11,6 +11,10 @@ Keys: callers present the proxy's own inference key; nginx checks it and speaks 
 key, so tracks keep their own keys (TorchServe makes new ones at every start) and callers never need them.
 Health (Triton's `/v2/health/*` and gRPC ServerLive/ServerReady/ModelReady, TorchServe's `/ping` and gRPC Ping)
 stays open, as on the servers themselves.
+
+Guard: in front of Triton's HTTP endpoint, nginx runs mfn/deploy/proxy_guard.js (njs) on each request's body
+before passing it on: tritonserver 2.51 aborts on some bodies (shapes whose element count overflows memory, deep
+JSON, gzip that expands without bound) and has no setting to refuse them. The guard answers those with a 4xx.
 """
 
 from __future__ import annotations
@@ -58,6 +62,14 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """The njs module nginx loads and the guard script it runs (see the module's docstring)."""
+
+    module: str
+    script: str
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     server: str  # "triton" or "torchserve": the gRPC key header
     host: str
@@ -72,6 +84,8 @@ class ProxyConfig:
     # Started as root, nginx would run its workers as `nobody`, which cannot enter the route's private directory
     # (request bodies over the memory buffer are written there): name the user the servers run as instead.
     worker_user: str | None = None
+    # Triton's HTTP endpoint only: TorchServe and gRPC refuse such bodies themselves.
+    guard: Guard | None = None
 
 
 def check_routing(routing: Routing, has_canary: bool) -> None:
@@ -100,6 +114,7 @@ def render(config: ProxyConfig) -> str:
     directory = config.directory
     lines = [
         "# Rendered by mfn (mfn.deploy.proxy_config); `mfn rollout` writes it again at every change.",
+        *([f"load_module {config.guard.module};"] if config.guard else []),
         *([f"user {config.worker_user};"] if config.worker_user else []),
         "worker_processes 1;",
         f"pid {directory}/nginx.pid;",
@@ -110,8 +125,9 @@ def render(config: ProxyConfig) -> str:
         "    server_tokens off;",
         *(f"    {kind}_temp_path {directory}/temp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f"    client_max_body_size {config.body_limit_bytes};",
-        # Bodies up to this size stay in memory (a mirror needs the whole body).
-        "    client_body_buffer_size 1m;",
+        # Bodies up to this size stay in memory (a mirror needs the whole body; the guard reads it there).
+        f"    client_body_buffer_size {config.body_limit_bytes if config.guard else '1m'};",
+        *([f"    js_import mfn_guard from {config.guard.script};"] if config.guard else []),
         "    http2_max_concurrent_streams 1024;",
     ]
     for track, where in tracks.items():
@@ -164,6 +180,8 @@ def _server(config: ProxyConfig, protocol: str) -> list[str]:
     lines += [f"        location ~ \"{health}\" {{", *_pass(protocol, "$mfn_track", header, "$mfn_track_key"), "        }"]
     lines += ["        location / {",
               f"            if ($mfn_caller_ok_{protocol} = 0) {{ return 401 \"the proxy's inference key is missing or wrong\\n\"; }}"]
+    if config.guard and not grpc:  # the guard passes what it accepts on to @mfn_pass
+        lines += ["            js_content mfn_guard.check;", "        }", "        location @mfn_pass {"]
     if config.routing.strategy == "shadow":
         lines += ["            mirror /_mfn_shadow;", "            mirror_request_body on;"]
     lines += [*_pass(protocol, "$mfn_track", header, "$mfn_track_key"), "        }"]

@@ -20,13 +20,12 @@ from pathlib import Path
 
 from mfn.deploy import routes, state
 from mfn.deploy.launching import Progress
-from mfn.deploy.proxy_config import ProxyConfig, Routing, Track, check_routing, render
+from mfn.deploy.proxy_config import ProxyConfig, Track, check_routing, render
+from mfn.deploy.proxying import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
 from mfn.deploy.routes import Rollout, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
-from mfn.servers.process import free_ports
 
-ACTIVE = ("progressing", "paused", "promoting")
 CANARY_SUFFIX = "-canary"
 DEFAULT_WEIGHT = {"canary": 10.0, "ab": 50.0, "blue-green": 100.0, "shadow": 0.0}
 
@@ -63,49 +62,6 @@ def plan(strategy: str, path: Path | str, name: str, weight: float | None = None
     return rollout
 
 
-def routing_of(rollout: Rollout | None) -> Routing:
-    if rollout is None or rollout.state not in ACTIVE:
-        return Routing("canary", 0.0)
-    return Routing(rollout.strategy, rollout.weight, rollout.header, rollout.header_value)
-
-
-def proxy_config(route: Route) -> ProxyConfig:
-    """The proxy's configuration from the route and the tracks' records as they are now."""
-    primary = state.get(route.name)
-    active = route.rollout is not None and route.rollout.state in ACTIVE
-    canary = state.load(route.rollout.canary) if active else None
-    limits = [int(d.extra.get("max_request_bytes", MAX_BODY_BYTES)) for d in (primary, canary) if d is not None]
-    return ProxyConfig(
-        server=route.server, host=route.host, http_port=route.ports["http"], grpc_port=route.ports["grpc"],
-        key=routes.callers_key(route), body_limit_bytes=max(limits), directory=str(route.directory),
-        primary=_track(primary), canary=_track(canary) if canary is not None else None,
-        routing=routing_of(route.rollout) if canary is not None else Routing("canary", 0.0),
-        worker_user=_root_name(),
-    )
-
-
-def _root_name() -> str | None:
-    import os
-    import pwd
-
-    return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-
-
-def _track(deployment: state.Deployment) -> Track:
-    return Track(http=f"{deployment.host}:{deployment.ports['http']}", grpc=f"{deployment.host}:{deployment.ports['grpc']}",
-                 key=state.read_key(deployment, "inference"))
-
-
-def apply(route: Route) -> None:
-    """Render the proxy's configuration from the records and make nginx use it: reloaded where it runs, started
-    with its controller where none runs yet (the caller holds the route's lock)."""
-    routes.write_config(route, render(proxy_config(route)))
-    if routes.nginx_pid(route) is not None:
-        routes.reload_nginx(route)
-    elif not route.controller_running:
-        routes.start_controller(route)
-
-
 def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, progress: Progress = lambda m: None) -> Route:
     """Start the canary track and route traffic to it by the rollout's strategy.
 
@@ -115,7 +71,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
     """
     from mfn.deploy import local
 
-    primary = _fronted(name)
+    primary = fronted(name)
     with routes.exclusive(name):
         route = routes.load(name)
         if route is not None and route.rollout is not None and route.rollout.state in ACTIVE:
@@ -128,7 +84,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
             state.save(replace(canary, extra={**canary.extra, state.TRACK_OF: name}))
         _check_ready(state.get(rollout.canary))
         with routes.exclusive(name):
-            route = routes.load(name) or _new_route(primary, ports or {})
+            route = routes.load(name) or new_route(primary, ports or {})
             now = time.time()
             route.rollout = replace(rollout, started_at=now, last_step_at=now,
                                     history=[{"at": now, "weight": rollout.weight, "note": "started"}])
@@ -138,40 +94,6 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
     except BaseException:
         _forget_canary(name, rollout.canary)
         raise
-
-
-def open_route(name: str, ports: dict[str, int | None] | None = None) -> Route:
-    """Put the proxy in front of deployment `name` without a rollout (all traffic to it), on `ports` where given:
-    its endpoints then stay the same through every later rollout (`mfn deploy --proxy`)."""
-    primary = _fronted(name)
-    with routes.exclusive(name):
-        route = routes.load(name)
-        if route is None:
-            route = _new_route(primary, {protocol: port for protocol, port in (ports or {}).items() if port})
-        if not route.controller_running:
-            apply(route)
-        return routes.load(name)
-
-
-def _fronted(name: str) -> state.Deployment:
-    """The running deployment `name`, which a proxy can be put in front of."""
-    primary = state.get(name)
-    if not primary.running:
-        raise MfnError(f"deployment {name!r} is not running; deploy it first")
-    if primary.front:
-        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), and its server's ports change at each "
-                       "wake-up, which the proxy cannot follow yet: deploy it without --idle-timeout to roll out")
-    return primary
-
-
-def _new_route(primary: state.Deployment, ports: dict[str, int]) -> Route:
-    chosen = dict(zip(("http", "grpc"), free_ports(2)))
-    chosen.update({protocol: port for protocol, port in ports.items() if port})
-    from mfn.deploy.launching import check_ports_free
-
-    check_ports_free(primary.host, chosen)
-    return routes.create(primary.name, primary.server, primary.host, chosen,
-                         with_key=state.read_key(primary, "inference") is not None)
 
 
 def _check_ready(deployment: state.Deployment) -> None:
@@ -295,8 +217,8 @@ def run_dry(name: str, rollout: Rollout) -> str:
     ports = route.ports if route else {"http": 0, "grpc": 0}
     config = ProxyConfig(server=primary.server, host=primary.host, http_port=ports["http"], grpc_port=ports["grpc"],
                          key=key, body_limit_bytes=int(primary.extra.get("max_request_bytes", MAX_BODY_BYTES)),
-                         directory=str(routes.route_dir(name)), primary=_track(primary),
+                         directory=str(routes.route_dir(name)), primary=track_of(primary),
                          canary=Track(f"{primary.host}:0", f"{primary.host}:0", "<canary's key>"),
-                         routing=routing_of(rollout))
+                         routing=routing_of(rollout), guard=guard() if primary.server == "triton" else None)
     return render(config)
 

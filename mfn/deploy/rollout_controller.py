@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from mfn.deploy import rollout, rollout_analysis, routes, state
+from mfn.deploy import proxying, rollout, rollout_analysis, routes, state
 from mfn.deploy.proxy_config import render
 from mfn.deploy.rollout_analysis import Totals
 from mfn.errors import MfnError
@@ -69,13 +69,13 @@ class Controller:
         """Write the proxy's configuration again when a track changed under it: a restarted server may have new
         ports, and TorchServe makes new keys at every start."""
         try:
-            wanted = render(rollout.proxy_config(route))
+            wanted = render(proxying.proxy_config(route))
             if wanted == (route.directory / routes.CONFIG_FILE).read_text():
                 return
             with routes.exclusive(self.name):
                 current = routes.load(self.name)
                 if current is not None:
-                    rollout.apply(current)
+                    proxying.apply(current)
                     _log("a track changed (ports or keys): the proxy's configuration was written again")
         except (OSError, MfnError) as error:  # a track between stop and start: the next tick looks again
             _log(f"tracks not followed yet: {error}")

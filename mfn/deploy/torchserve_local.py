@@ -37,6 +37,10 @@ def start(
 
     A restart passes `preload`: TorchServe then registers those models' archives before it opens its ports,
     so clients that reconnect are queued for a worker instead of answered 'model not found'.
+
+    Token authorization is on whatever `auth` says: TorchServe's one switch also opens the management APIs,
+    which register and run code. A deployment whose inference is open (`auth` off) is served through mfn's proxy,
+    which speaks to the server with its key (mfn.deploy.local.deploy).
     """
     archives = [archive.name for model in preload for archive in served_archives(store.models[model])]
     torchserve.check_installed()
@@ -47,7 +51,7 @@ def start(
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         config = torchserve.config_properties(
-            torchserve.Ports(**_rename(ports)), str(store.root), auth, max_request_bytes=max_request_bytes,
+            torchserve.Ports(**_rename(ports)), str(store.root), auth=True, max_request_bytes=max_request_bytes,
             load_models=",".join(archives) or None, jvm_heap_mb=jvm_heap_mb, address=host, management_host="127.0.0.1",
         )
         (workdir / "config.properties").write_text(config)
@@ -59,7 +63,7 @@ def start(
     def ping_token() -> str | None:
         # With authorization on, even /ping wants the inference key, which exists once the server has started.
         try:
-            return json.loads(key_file.read_text())["inference"]["key"] if auth else None
+            return json.loads(key_file.read_text())["inference"]["key"]
         except (OSError, KeyError, ValueError):
             return None
 
@@ -67,8 +71,7 @@ def start(
         name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports,
         parent_death_signal=signal.SIGHUP, host=host,
     )
-    if auth:
-        deployment.extra["key_file"] = str(key_file)
+    deployment.extra["key_file"] = str(key_file)
     for model in preload:
         _apply_default(deployment, model, [archive_info(archive).version for archive in served_archives(store.models[model])])
     return deployment, process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import stat
 from collections.abc import Iterator
@@ -77,10 +78,36 @@ def test_the_model_repository_api_is_closed_without_the_admin_key(deployment, op
 
 
 def test_no_auth_opens_inference_only_and_the_key_file_is_private(open_inference):
-    assert state.read_key(open_inference, "inference") is None
-    assert request("POST", f"{open_inference.http_url}/v2/models/mlp/infer", 10, INFER)[0] == 200
+    assert local.callers_key("no-auth") is None
+    assert request("POST", f"{local.public_url('no-auth')}/v2/models/mlp/infer", 10, INFER)[0] == 200
+    # Served through the guarding proxy: the server itself keeps its inference key, so nobody goes around it.
+    assert request("POST", f"{open_inference.http_url}/v2/models/mlp/infer", 10, INFER)[0] == 403
     key_file = Path(open_inference.extra["key_file"])
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+HOSTILE_JSON = {
+    "a shape that overflows memory": '{"inputs":[{"name":"features","shape":[1000000000000,4],"datatype":"FP32","data":[1,2,3,4]}]}',
+    "JSON nested 40,000 deep": '{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":' + "[" * 40_000 + "1"
+                               + "]" * 40_000 + "}]}",
+    "a negative dimension": '{"inputs":[{"name":"features","shape":[-1,4],"datatype":"FP32","data":[1,2,3,4]}]}',
+}
+
+
+def test_bodies_that_crash_tritonserver_get_a_4xx_from_the_guard_and_the_server_lives_on(open_inference):
+    url = f"{local.public_url('no-auth')}/v2/models/mlp/infer"
+    server_pid = read_status(open_inference).server_pid
+    for what, body in HOSTILE_JSON.items():
+        status, answer = request("POST", url, 30, body.encode())
+        assert status == 400 and "refused by mfn's guard" in answer, (what, status, answer)
+    status, answer = request("POST", url, 30, gzip.compress(INFER * 1000), {"Content-Encoding": "gzip"})
+    assert status == 415 and "uncompressed" in answer
+    header = json.dumps({"inputs": [{"name": "features", "shape": [2305843009213693953, 4], "datatype": "FP32",
+                                      "parameters": {"binary_data_size": 16}}]}).encode()
+    status, answer = request("POST", url, 30, header + bytes(16), {"Inference-Header-Content-Length": str(len(header))})
+    assert status == 400 and "features" in answer
+    assert read_status(open_inference).server_pid == server_pid and read_status(open_inference).restarts == 0
+    assert request("POST", url, 10, INFER)[0] == 200
 
 
 def test_a_hostile_body_without_the_key_is_refused_before_triton_parses_it(deployment):

@@ -17,11 +17,13 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
+from mfn.deploy import local
 from mfn.deploy.torchserve_local import management_url, read_key
 from mfn.errors import InvokeError
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 from tests.integration.conftest import MLP, TEXT_STATS
 from tests.integration.test_triton import in_process
+from tests.processes import as_another_user, readable_by_another_user
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = ["http", "grpc"]
@@ -180,3 +182,27 @@ def test_a_killed_worker_is_survived_by_a_bounded_retry(torchserve_deployment, p
         answer = client.infer("text_stats", {"text": ["still here"]})
     assert answer["n_words"].tolist() == [[2]]
     assert time.monotonic() - started < 5.0 * 5 + 10  # the retry policy's bound: attempts x timeout + backoff
+
+
+def test_no_auth_opens_inference_and_nothing_else_even_to_another_user(tmp_path):
+    mfn.package(TEXT_STATS, tmp_path, target="torchserve")
+    deployment = local.deploy(tmp_path, name="ts-open", auth=False)
+    try:
+        public = f"http://127.0.0.1:{deployment.public_port('http')}/predictions/text_stats"
+        assert public != f"{deployment.http_url}/predictions/text_stats"  # served through the proxy
+        call = urllib.request.Request(public, data=b'{"text": ["open to all"]}', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(call, timeout=30) as answer:
+            assert json.load(answer)["n_words"] == [[3]]
+        seen = readable_by_another_user()
+        assert b"ts.model_server" in seen  # the server's command line was readable
+        for api in ("inference", "management"):
+            assert read_key(deployment, api).encode() not in seen
+        management = f"http://127.0.0.1:{deployment.ports['management']}"
+        for method, url in (("POST", f"{management}/models?url=file:///tmp/evil.mar"), ("GET", f"{management}/models"),
+                            ("PUT", f"{management}/models/text_stats?min_worker=0"),
+                            ("POST", f"{deployment.http_url}/predictions/text_stats")):
+            curl = as_another_user(["curl", "-s", "-X", method, "-w", "\n%{http_code}", url])
+            body, _, status = curl.stdout.decode().rpartition("\n")
+            assert status in ("400", "401") and "Token Authorization failed" in body, (method, url, curl)
+    finally:
+        local.undeploy("ts-open")

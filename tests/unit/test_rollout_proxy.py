@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from mfn.deploy import rollout
-from mfn.errors import MfnError
-from mfn.deploy.proxy_config import ProxyConfig, Routing, Track, check_routing, render
+from mfn.deploy import proxying, rollout
+from mfn.deploy.proxy_config import Guard, ProxyConfig, Routing, Track, check_routing, render
 from mfn.deploy.rollout_analysis import Figures, breach, totals, window
 from mfn.deploy.routes import nginx_binary
+from mfn.errors import MfnError
 from tests.conftest import GOLDEN, assert_matches_golden
 
 CASES = {
@@ -24,11 +24,16 @@ CASES = {
 }
 
 
-def config(server: str, routing: Routing, directory: str = "/srv/mfn/route") -> ProxyConfig:
+# Where a packaged mfn and Debian's njs module would be; `nginx -t` gets the real ones.
+GOLDEN_GUARD = Guard(module="/usr/lib/nginx/modules/ngx_http_js_module.so", script="/srv/mfn/deploy/proxy_guard.js")
+
+
+def config(server: str, routing: Routing, directory: str = "/srv/mfn/route", guard: Guard | None = GOLDEN_GUARD) -> ProxyConfig:
     canary = None if routing.weight == 0 and routing.strategy == "canary" else Track("127.0.0.1:9103", "127.0.0.1:9104", "canary-key")
     return ProxyConfig(server=server, host="127.0.0.1", http_port=8000, grpc_port=8001, key="callers-key",
                        body_limit_bytes=64 << 20, directory=directory,
-                       primary=Track("127.0.0.1:9101", "127.0.0.1:9102", "primary-key"), canary=canary, routing=routing)
+                       primary=Track("127.0.0.1:9101", "127.0.0.1:9102", "primary-key"), canary=canary, routing=routing,
+                       guard=guard if server == "triton" else None)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -42,7 +47,7 @@ def test_nginx_itself_accepts_each_rendered_configuration(case, tmp_path):
     server, routing = CASES[case]
     (tmp_path / "temp").mkdir()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render(config(server, routing, str(tmp_path))))
+    conf.write_text(render(config(server, routing, str(tmp_path), guard=proxying.guard())))
     checked = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
 

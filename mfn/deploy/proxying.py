@@ -1,0 +1,119 @@
+"""The proxy in front of a deployment: its nginx configuration from the records, and putting it there.
+
+A deployment is fronted from the start with `mfn deploy --proxy` (its ports then stay the same through every
+rollout), and always when TorchServe serves open inference: TorchServe's one authorization switch would also
+open its management APIs, so the server keeps its keys and the proxy speaks to it with them. Rollouts
+(mfn.deploy.rollout) put a canary track behind the same proxy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mfn.deploy import routes, state
+from mfn.deploy.proxy_config import Guard, ProxyConfig, Routing, Track, render
+from mfn.deploy.routes import Rollout, Route
+from mfn.errors import MfnError
+from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.servers.process import free_ports
+
+ACTIVE = ("progressing", "paused", "promoting")
+GUARD_SCRIPT = Path(__file__).with_name("proxy_guard.js")
+JS_MODULE = "ngx_http_js_module.so"
+
+
+def routing_of(rollout: Rollout | None) -> Routing:
+    if rollout is None or rollout.state not in ACTIVE:
+        return Routing("canary", 0.0)
+    return Routing(rollout.strategy, rollout.weight, rollout.header, rollout.header_value)
+
+
+def proxy_config(route: Route) -> ProxyConfig:
+    """The proxy's configuration from the route and the tracks' records as they are now."""
+    primary = state.get(route.name)
+    active = route.rollout is not None and route.rollout.state in ACTIVE
+    canary = state.load(route.rollout.canary) if active else None
+    limits = [int(d.extra.get("max_request_bytes", MAX_BODY_BYTES)) for d in (primary, canary) if d is not None]
+    return ProxyConfig(
+        server=route.server, host=route.host, http_port=route.ports["http"], grpc_port=route.ports["grpc"],
+        key=routes.callers_key(route), body_limit_bytes=max(limits), directory=str(route.directory),
+        primary=track_of(primary), canary=track_of(canary) if canary is not None else None,
+        routing=routing_of(route.rollout) if canary is not None else Routing("canary", 0.0),
+        worker_user=root_name(), guard=guard() if route.server == "triton" else None,
+    )
+
+
+def guard() -> Guard:
+    """The guard for Triton's HTTP endpoint: njs, from beside the nginx binary (make setup) or the system's modules.
+
+    Raises:
+        MfnError: nginx has no njs module, naming what to install.
+    """
+    import os
+
+    binary = Path(os.path.realpath(routes.nginx_binary()))
+    for directory in (binary.parents[1] / "lib" / "nginx" / "modules", Path("/usr/lib/nginx/modules")):
+        if (directory / JS_MODULE).is_file():
+            return Guard(module=str(directory / JS_MODULE), script=str(GUARD_SCRIPT))
+    raise MfnError(f"nginx's njs module ({JS_MODULE}) is missing: mfn's proxy runs its guard for Triton with it. "
+                   "`make setup` installs it (scripts/install_nginx.py); elsewhere install libnginx-mod-http-js")
+
+
+def root_name() -> str | None:
+    import os
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+
+
+def track_of(deployment: state.Deployment) -> Track:
+    return Track(http=f"{deployment.host}:{deployment.ports['http']}", grpc=f"{deployment.host}:{deployment.ports['grpc']}",
+                 key=state.read_key(deployment, "inference"))
+
+
+def apply(route: Route) -> None:
+    """Render the proxy's configuration from the records and make nginx use it: reloaded where it runs, started
+    with its controller where none runs yet (the caller holds the route's lock)."""
+    routes.write_config(route, render(proxy_config(route)))
+    if routes.nginx_pid(route) is not None:
+        routes.reload_nginx(route)
+    elif not route.controller_running:
+        routes.start_controller(route)
+
+
+def open_route(name: str, ports: dict[str, int | None] | None = None, callers_need_key: bool = True) -> Route:
+    """Put the proxy in front of deployment `name` without a rollout (all traffic to it), on `ports` where given:
+    its endpoints then stay the same through every later rollout (`mfn deploy --proxy`). Without
+    `callers_need_key`, callers reach inference without a key (`mfn deploy --no-auth`)."""
+    primary = fronted(name)
+    with routes.exclusive(name):
+        route = routes.load(name)
+        if route is None:
+            route = new_route(primary, {protocol: port for protocol, port in (ports or {}).items() if port},
+                              callers_need_key)
+        if not route.controller_running:
+            apply(route)
+        return routes.load(name)
+
+
+def fronted(name: str) -> state.Deployment:
+    """The running deployment `name`, which a proxy can be put in front of."""
+    primary = state.get(name)
+    if not primary.running:
+        raise MfnError(f"deployment {name!r} is not running; deploy it first")
+    if primary.front:
+        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), and its server's ports change at each "
+                       "wake-up, which the proxy cannot follow yet: deploy it without --idle-timeout to roll out")
+    return primary
+
+
+def new_route(primary: state.Deployment, ports: dict[str, int], callers_need_key: bool = True) -> Route:
+    """A route for `primary`; a deployment first fronted by a rollout serves keyed inference (open inference is
+    fronted when deployed, see mfn.deploy.local.deploy), unless it is an open idle Triton, which has no key."""
+    chosen = dict(zip(("http", "grpc"), free_ports(2)))
+    chosen.update({protocol: port for protocol, port in ports.items() if port})
+    from mfn.deploy.launching import check_ports_free
+
+    check_ports_free(primary.host, chosen)
+    with_key = callers_need_key and state.read_key(primary, "inference") is not None
+    return routes.create(primary.name, primary.server, primary.host, chosen, with_key=with_key)
