@@ -32,8 +32,14 @@ _GRPC_HEALTH = r"^/(inference\.GRPCInferenceService/(ServerLive|ServerReady|Mode
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 # What a long prediction or stream may take between two bytes; the servers' own limits apply first.
 READ_TIMEOUT_S = 3600
-# A shadow answer nobody waits for: nginx still holds the caller's connection until the mirror ends.
-SHADOW_TIMEOUT_S = 10
+# A shadow copy must never cost its caller: nginx finishes a request (and serves the next one on its connection)
+# only once its mirror has ended, so the mirror gives up on the shadow's answer, which nobody reads, almost at
+# once. The shadow track still gets and runs the whole request. Its connections are bounded: past the bound a copy
+# is dropped at once rather than queued, so a slow or failing shadow cannot take the connections callers need.
+SHADOW_CONNECT_TIMEOUT_MS = 500
+SHADOW_SEND_TIMEOUT_MS = 1000
+SHADOW_ANSWER_WAIT_MS = 50
+SHADOW_MAX_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,10 @@ def render(config: ProxyConfig) -> str:
     for track, where in tracks.items():
         for protocol in ("http", "grpc"):
             lines.append(f"    upstream mfn_{protocol}_{track} {{ server {getattr(where, protocol)}; keepalive 64; }}")
+    if config.routing.strategy == "shadow":
+        for protocol in ("http", "grpc"):
+            lines.append(f"    upstream mfn_{protocol}_shadow {{ server {getattr(config.canary, protocol)} "
+                         f"max_conns={SHADOW_MAX_CONNECTIONS}; keepalive {SHADOW_MAX_CONNECTIONS}; }}")
     lines += [f"    {line}" for line in _choice(config.routing)]
     lines += [f"    {line}" for line in _keys(config, tracks)]
     lines += _server(config, "http")
@@ -190,10 +200,23 @@ def _server(config: ProxyConfig, protocol: str) -> list[str]:
         lines += ["        location = /_mfn_shadow {", "            internal;"]
         # The mirror subrequest's own URI is /_mfn_shadow: the original path goes upstream (gRPC's :path).
         lines += ["            rewrite ^ $request_uri break;"] if grpc else []
-        lines += _pass(protocol, "canary", header, canary_key, timeout_s=SHADOW_TIMEOUT_S, uri="" if grpc else "$request_uri")
+        lines += _shadow_pass(protocol, header, canary_key, config.directory)
         lines.append("        }")
     lines.append("    }")
     return lines
+
+
+def _shadow_pass(protocol: str, header: str, key: str, directory: str) -> list[str]:
+    """The mirror's way to the shadow track: bounded connections, and no waiting for its answer (see above)."""
+    prefix = "grpc" if protocol == "grpc" else "proxy"
+    lines = ["grpc_pass grpc://mfn_grpc_shadow;", f"grpc_set_header {header} {key};"] if protocol == "grpc" else [
+        "proxy_pass http://mfn_http_shadow$request_uri;", "proxy_http_version 1.1;", "proxy_set_header Connection \"\";",
+        f"proxy_set_header {header} {key};", "proxy_buffering off;"]
+    lines += [f"{prefix}_connect_timeout {SHADOW_CONNECT_TIMEOUT_MS}ms;", f"{prefix}_send_timeout {SHADOW_SEND_TIMEOUT_MS}ms;",
+              f"{prefix}_read_timeout {SHADOW_ANSWER_WAIT_MS}ms;",
+              # Each copy given up on would log an error: only what the proxy cannot survive is logged here.
+              f"error_log {directory}/error.log crit;"]
+    return [" " * 12 + line for line in lines]
 
 
 def _pass(protocol: str, track: str, header: str, key: str, timeout_s: int = READ_TIMEOUT_S, uri: str = "") -> list[str]:

@@ -21,6 +21,7 @@ import mfn
 from mfn.deploy import local, rollout, routes, state
 from mfn.errors import MfnError
 from tests.conftest import HANDLERS, wait_for
+from tests.handlers.tracked import HANG_S
 
 TRACKED = f"{HANDLERS / 'tracked.py'}:Tracked"
 SERVERS = ("triton", "torchserve")
@@ -247,6 +248,24 @@ def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothin
             raise AssertionError(f"{timeout}: the canary got {_canary_requests(name) - mirrored}") from None
     (canary_row,) = rollout.status(name)["tracks"]["canary"]["models"]
     assert canary_row["outcomes"]["error"] == canary_row["requests"], canary_row
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_hanging_shadow_neither_delays_nor_fails_a_caller(server, tmp_path):
+    """Every copy hangs on the shadow for HANG_S; callers on kept connections, who would wait for each copy's end
+    if the mirror waited for the shadow's answer, all get theirs within a client timeout far below it."""
+    name = f"shadow-hang-{server}"
+    for version in (1, 4):
+        mfn.package(TRACKED, tmp_path / f"v{version}", target=server, version=version)
+    local.deploy(tmp_path / "v1", name=name, drain_timeout_s=1)
+    try:
+        rollout.start(name, rollout.plan("shadow", tmp_path / "v4", name))
+        for protocol in ("http", "grpc"):
+            with mfn.Client(name, protocol=protocol, retries=0, timeout_s=HANG_S / 3) as client:
+                assert Counter(served_by(name, client=client) for _ in range(12)) == Counter({1: 12})
+        wait_for(lambda: _canary_requests(name) > 0, 60, "copies reaching the hanging shadow")
+    finally:
+        local.undeploy(name)
 
 
 def _canary_requests(name: str) -> int:
