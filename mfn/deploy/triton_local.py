@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.deploy import state
+from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.deploy.state import Deployment, read_key
 from mfn.deploy.store import Store
 from mfn.errors import DeployError, MfnError

@@ -58,7 +58,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def torchserve_deployment(store: Path) -> Iterator[local.Deployment]:
-    deployed = local.deploy(store, name="suite-ts")
+    deployed = local.deploy(store, name="suite-ts", drain_timeout_s=2)  # drain is test_drain.py's subject
     yield deployed
     local.undeploy("suite-ts")
 

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.deploy import launching, local
 from mfn.deploy.supervision import read_status
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_for
 
 pytestmark = pytest.mark.integration
 IN_FLIGHT = 6  # three batches of two on a one-second model: the last is answered about 3 s after undeploy
+LONG_PREDICT_S = 5.0
+LONG_IN_FLIGHT = 8  # one batch of sleepy's
+# What each server shows of the requests that reached it. TorchServe counts each when it accepts it. Triton
+# shows the queued ones and the finished ones at once, and those in the model at mfn's next metrics flush: a
+# request finished meanwhile may count twice, but none finishes before the first predict (a second or more
+# here) has ended, long after all of them arrived. Counters are named as prometheus_client's parser names them
+# (with "_total", which Triton's lack).
+ARRIVED = {
+    "torchserve": ("ts_inference_requests_total",),
+    "triton": ("nv_inference_pending_request_count", "nv_inference_request_success_total",
+               "nv_inference_request_failure_total", "mfn_inflight_requests"),
+}
 
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
@@ -34,7 +48,7 @@ def test_undeploy_answers_every_request_in_flight(target, tmp_path):
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         futures = [pool.submit(call, row) for row in range(IN_FLIGHT)]
         sent.wait()
-        time.sleep(1.0)  # let every request reach the server
+        wait_for(lambda: arrived(deployment) >= IN_FLIGHT, 10.0, "every request to reach the server")
         started = time.monotonic()
         local.undeploy(name)
         stopped_after_s = time.monotonic() - started
@@ -42,6 +56,50 @@ def test_undeploy_answers_every_request_in_flight(target, tmp_path):
     assert [answer.tolist() for answer in answers] == [[[2.0 * row] * 2] for row in range(IN_FLIGHT)]
     assert stopped_after_s < deployment_drain_limit_s()
     assert read_status(deployment).state == "unknown"  # the work directory is gone with the deployment
+
+
+def test_torchserve_undeploy_answers_predicts_longer_than_any_before(tmp_path):
+    """No quiet moment tells a long predict from an idle server: the drain waits for every accepted request."""
+    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, target="torchserve")
+    name = "drain-long"
+    deployment = local.deploy(tmp_path, name=name)
+    with mfn.Client(name, timeout_s=60.0, retries=0) as client:
+        client.infer("sleepy", {"seconds": [[0.1]]})
+
+    def call(_: int) -> np.ndarray:
+        with mfn.Client(name, timeout_s=60.0, retries=0) as client:
+            return client.infer("sleepy", {"seconds": [[LONG_PREDICT_S]]})["slept"]
+
+    with ThreadPoolExecutor(LONG_IN_FLIGHT) as pool:
+        futures = [pool.submit(call, index) for index in range(LONG_IN_FLIGHT)]
+        wait_for(lambda: arrived(deployment) >= 1 + LONG_IN_FLIGHT, 10.0, "every request to reach the server")
+        started = time.monotonic()
+        local.undeploy(name)
+        stopped_after_s = time.monotonic() - started
+        answers = [future.result() for future in futures]
+    assert [answer.tolist() for answer in answers] == [[[LONG_PREDICT_S]]] * LONG_IN_FLIGHT
+    assert LONG_PREDICT_S - 1.0 < stopped_after_s < deployment_drain_limit_s()
+
+
+def test_torchserve_undeploy_with_nothing_in_flight_is_prompt(tmp_path):
+    """With nothing in flight the server stops at once, however slow the model's earlier predicts were."""
+    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, target="torchserve")
+    name = "drain-idle"
+    local.deploy(tmp_path, name=name)
+    with mfn.Client(name, timeout_s=60.0, retries=0) as client:
+        client.infer("sleepy", {"seconds": [[3.0]]})
+    started = time.monotonic()
+    local.undeploy(name)
+    assert time.monotonic() - started < 5.0  # a quiet window sized by that predict would take 2 s + its 5 s bucket
+
+
+def arrived(deployment) -> float:
+    """How many requests have reached the deployment's server so far, by its metrics (see ARRIVED)."""
+    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    names = ARRIVED[deployment.server]
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name in names)
 
 
 def deployment_drain_limit_s() -> float:
