@@ -1,11 +1,12 @@
 """The deployer's side of a supervisor (see mfn.deploy.supervisor): the plan it is given, the status it writes
-back, how long it waits between restarts, and starting one and waiting until its models have loaded (both ends
-of the pipe it reports on)."""
+back, how long it waits between restarts, what it counts as a server that answers, and starting one and waiting
+until its models have loaded (both ends of the pipe it reports on)."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -13,13 +14,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mfn.deploy import state
 from mfn.deploy.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
 from mfn.deploy.state import Deployment
-from mfn.errors import DeployError
+from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.servers.http import request
 from mfn.servers.process import exit_reason
+
+if TYPE_CHECKING:
+    from mfn.deploy.servers import LocalServer
 
 PLAN_FILE = "plan.json"
 STATUS_FILE = "status.json"
@@ -28,6 +34,16 @@ RESTART_BACKOFF_S = 1.0  # before the second restart in a row; doubled for each 
 RESTART_BACKOFF_CAP_S = 30.0
 HEALTHY_AFTER_S = 30.0  # a server that served this long ends a run of crashes: its next end is restarted at once
 DEAD_STARTS_FAILED = 10  # restarts in a row that never became live: the deployment is 'failed'
+HEALTH_INTERVAL_S = 5.0
+# Longer than this to answer a cheap request, and the server counts as not answering: the check is about whether
+# anything gets through, and a wrong "unresponsive" only postpones a reload to the next check.
+ANSWER_TIMEOUT_S = 2.0
+# Per server kind, a GET that shows whether the server answers at all, on the port its model checks use (TorchServe's
+# are on its management port): (port name, path, the key it is sent with, if any).
+ANSWER_PROBES = {
+    "triton": ("http", "/v2/health/live", None),
+    "torchserve": ("management", "/models?limit=1", "management"),
+}
 
 
 @dataclass(frozen=True)
@@ -48,13 +64,14 @@ class Plan:
     load_timeout_s: float = LOAD_TIMEOUT_S
     idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.deploy.idling)
     restart_backoff_cap_s: float = RESTART_BACKOFF_CAP_S  # the longest wait between restarts in a row
+    health_interval_s: float = HEALTH_INTERVAL_S  # between checks that the server answers and its models are ready
 
 
 @dataclass
 class ModelHealth:
     """One model as the supervisor last saw it."""
 
-    health: str = "loading"  # loading | ready | reloading | unavailable
+    health: str = "loading"  # loading | ready | reloading | unavailable | unresponsive (the whole server did not answer)
     reloads: int = 0
     detail: str = ""
 
@@ -73,9 +90,31 @@ class Status:
     models: dict[str, ModelHealth] = field(default_factory=dict)
     wakes: int = 0  # times an idle server was started again by a request
     last_wake_s: float | None = None  # the last wake-up: request held -> every model ready
+    # Since when the running server has not answered its health checks (seconds since the epoch), None while it
+    # answers; how many checks it did not answer in all. Overload, not a crash: nothing is reloaded meanwhile.
+    unresponsive_since: float | None = None
+    unresponsive_checks: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def record_answering(self, answering: bool) -> str:
+        """Note whether the server answered a health check (unresponsive_since, unresponsive_checks, and while it
+        does not, every model's health); what changed, in words, or "" when nothing did."""
+        since = self.unresponsive_since
+        if answering:
+            self.unresponsive_since = None
+            return "" if since is None else f"answers again, after {time.time() - since:.1f} s"
+        note = ""
+        if since is None:
+            since = self.unresponsive_since = time.time()
+            note = (f"did not answer within {ANSWER_TIMEOUT_S:g} s (overloaded, or out of file descriptors?): no model "
+                    "is reloaded until it answers")
+        self.unresponsive_checks += 1
+        detail = f"the server has not answered since {time.strftime('%H:%M:%S', time.localtime(since))}; not reloaded"
+        for health in self.models.values():
+            health.health, health.detail = "unresponsive", detail
+        return note
 
     def record_end(self, end: str, ended_at: float, note: str = "") -> None:
         """Put the server's last end in `last_exit`: how and when, the crashes in a row, and `note` (what comes next)."""
@@ -150,6 +189,49 @@ def restart_delay_s(crashes_in_a_row: int, cap_s: float) -> float:
     if crashes_in_a_row <= 1:
         return 0.0
     return min(RESTART_BACKOFF_S * 2 ** min(crashes_in_a_row - 2, 16), cap_s)
+
+
+def server_answers(deployment: Deployment, server: str, timeout_s: float = ANSWER_TIMEOUT_S) -> bool:
+    """Whether a `server` ("triton", "torchserve") answers a request at all within `timeout_s`; any HTTP status counts."""
+    port, path, key = ANSWER_PROBES[server]
+    try:
+        token = state.read_key(deployment, key) if key else None
+    except MfnError:  # without its key a server still answers (it refuses), which is all this asks
+        token = None
+    code, _ = request("GET", f"http://{deployment.host}:{deployment.ports[port]}{path}", timeout_s,
+                      headers={"Authorization": f"Bearer {token}"} if token else None)
+    return code != 0
+
+
+def model_problems(
+    server: LocalServer, deployment: Deployment, kind: str, models: list[str]
+) -> dict[str, str | None] | None:
+    """What the server says of each model (why it cannot answer, or None when it is ready); None when the server
+    does not answer. A failed model check counts only if the server answers right after it: one that timed out
+    because the server stopped answering meanwhile says nothing about the model."""
+    if not server_answers(deployment, kind):
+        return None
+    problems: dict[str, str | None] = {}
+    for model in models:
+        problems[model] = server.model_problem(deployment, model)
+        if problems[model] is not None and not server_answers(deployment, kind):
+            return None
+    return problems
+
+
+def raise_open_file_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit, for the server it starts to inherit.
+
+    Every connection holds a descriptor in the server, and idle connections cost any local process nothing to
+    keep: at a soft limit of 1,024 (a common default) as many of them leave none for the next client, nor for the
+    health check. The hard limit is as far as an unprivileged process may go.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass  # a hard limit above the kernel's nr_open: the server runs with the soft limit, as it would anyway
 
 
 def write_status(workdir: Path, status: Status) -> None:

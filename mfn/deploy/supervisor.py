@@ -6,7 +6,7 @@ progress from a pipe until the models are loaded. From then on the supervisor
 - restarts a server that dies, for good (see `Supervisor._recover`), on the same ports, with its models loaded
   before the ports open, after killing what is left of the old process group and removing its shared memory;
   stops an idle one and wakes it on the next request (mfn.deploy.idling);
-- reloads a model whose worker died where the server itself does not (Triton's Python stubs);
+- reloads a model whose worker died (Triton's Python stubs) or that the server says is not ready, none while it is unresponsive;
 - records its view in `status.json` beside the server log: state, restarts, the last exit and why (see
   mfn.servers.process.ExitWatch), crashes in a row, the next attempt, per-model health;
 - starts the controller of the deployment's rollout proxy again if it is not running (mfn.deploy.routes);
@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
-from mfn.deploy import routes, state
+from mfn.deploy import routes, state, supervision
 from mfn.deploy.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
 from mfn.deploy.idling import FRONTED, Idling
@@ -49,7 +49,6 @@ from mfn.errors import MfnError
 from mfn.servers.process import ExitWatch, process_start_time, rotate_log, stop_process_group
 
 WATCH_INTERVAL_S = 0.5
-HEALTH_INTERVAL_S = 5.0
 READY_TIMEOUT_S = 120.0
 KILL_GRACE_S = 5.0
 PARALLEL_LOADS = 4
@@ -130,13 +129,13 @@ class Supervisor:
 
     def watch(self) -> None:
         """Keep the server and its models up until a stop is requested or the server can no longer start."""
-        next_health = time.monotonic() + HEALTH_INTERVAL_S
+        next_health = time.monotonic() + self.plan.health_interval_s
         while not self.stop_requested:
             assert self.process is not None
             if self.idling is not None and self.idling.asleep:
                 if self.idling.wake_requested.wait(WATCH_INTERVAL_S) or has_requests(self.workdir):
                     self.idling.wake()
-                    next_health = time.monotonic() + HEALTH_INTERVAL_S
+                    next_health = time.monotonic() + self.plan.health_interval_s
                 continue
             if self.process.poll() is not None:
                 if not self._recover():
@@ -147,13 +146,14 @@ class Supervisor:
             if self.pace.ran_healthy():
                 self.save_status()
             serve_requests(self.workdir, self._carry_out)
-            self._reload_dead_workers()
+            if self.status.unresponsive_since is None:  # a reload could not get through; dead stubs stay zombies till then
+                self._reload_dead_workers()
             make_shm_regions_private(self.plan.shm_prefix)  # new stubs make new regions
             if time.monotonic() >= next_health:
                 self._check_health()
                 if self.deployment is not None:
                     rotate_log(Path(self.deployment.log_file))
-                next_health = time.monotonic() + HEALTH_INTERVAL_S
+                next_health = time.monotonic() + self.plan.health_interval_s
             if self.idling is not None and self.idling.due():
                 self.idling.sleep()
                 continue
@@ -186,6 +186,7 @@ class Supervisor:
         self.exits = ExitWatch(process)
         self.exits.watch_tree()  # live: TorchServe's Java runs below its launchers by now
         self.stubs, self.retired = {}, set()
+        self.status.unresponsive_since = None
         self.status.server_pid = process.pid
         self.status.server_start_time = process_start_time(process.pid)
         self.save_status()
@@ -299,8 +300,15 @@ class Supervisor:
         return carry_out(self, operation, remember)
 
     def _check_health(self) -> None:
-        for model in self.models:
-            if self.record_health(model) is not None:
+        """Reload a model the server says is not ready; while it does not answer at all, nothing (see model_problems)."""
+        assert self.deployment is not None
+        problems = supervision.model_problems(self.server, self.deployment, self.plan.server, self.models)
+        if note := self.status.record_answering(problems is not None):
+            _log(f"{self.plan.server} {note}")
+        self.save_status()
+        for model, problem in (problems or {}).items():
+            self._model(model, "ready" if problem is None else "unavailable", problem or "")
+            if problem is not None:
                 self._reload(model, "the server says it is not ready")
         try:  # the rollout proxy in front of this deployment, if it has one, is kept running too
             if routes.ensure_controller(self.plan.name):
@@ -348,6 +356,7 @@ def _log(message: str) -> None:
 
 def main(plan_file: str) -> int:
     """Run a supervisor for the plan in `plan_file` (written by `spawn`)."""
+    supervision.raise_open_file_limit()
     plan = Plan(**json.loads(Path(plan_file).read_text()))
     workdir = Path(plan_file).parent
     supervisor = Supervisor(plan, workdir)

@@ -1,5 +1,5 @@
 """Supervised local deployments: dead stubs and workers come back, a dead server is restarted however often it dies
-and says how it died, nothing is orphaned."""
+and says how it died, a server that stops answering is only recorded as such, nothing is orphaned."""
 
 from __future__ import annotations
 
@@ -56,6 +56,14 @@ def short_backoff(monkeypatch):
     spawn = supervision.spawn
     monkeypatch.setattr(supervision, "spawn",
                         lambda plan, workdir, progress: spawn(replace(plan, restart_backoff_cap_s=2.0), workdir, progress))
+
+
+@pytest.fixture
+def quick_health(monkeypatch):
+    """Deployments made in the test check their server's health every second (every 5 s otherwise)."""
+    spawn = supervision.spawn
+    monkeypatch.setattr(supervision, "spawn",
+                        lambda plan, workdir, progress: spawn(replace(plan, health_interval_s=1.0), workdir, progress))
 
 
 def answers(name: str, timeout_s: float) -> float:
@@ -231,3 +239,47 @@ def test_a_killed_supervisor_takes_its_whole_server_with_it(target, text_reposit
     wait_for(lambda: not group_members(server), 30, "every server process to stop with its supervisor")
     assert not state.get(f"orphan-{target}").running
     local.undeploy(f"orphan-{target}")
+
+
+@pytest.mark.parametrize("target", ["triton", "torchserve"])
+def test_a_server_that_stops_answering_is_recorded_as_unresponsive_and_no_model_is_reloaded(
+        target, text_repository, text_store, quick_health):
+    name = f"paused-{target}"
+    deployment = local.deploy(text_repository if target == "triton" else text_store, name=name)
+    try:
+        server = server_pid(deployment)
+        # Stopped, every process of the server keeps its ports: connections complete in the kernel's backlog and
+        # get no answer, as when it has no file descriptor left to accept them.
+        os.killpg(server, signal.SIGSTOP)
+        try:
+            paused = wait_for(lambda: (s := read_status(deployment)).unresponsive_checks >= 2 and s, RESTART_S,
+                              "two health checks without an answer")
+        finally:
+            os.killpg(server, signal.SIGCONT)
+        assert paused.unresponsive_since is not None
+        assert paused.models["text_stats"].health == "unresponsive"
+        assert "has not answered since" in paused.models["text_stats"].detail
+        resumed = wait_for(lambda: (s := read_status(deployment)).unresponsive_since is None
+                           and s.models["text_stats"].health == "ready" and s, RECOVERY_S, "the server to answer again")
+        assert resumed.models["text_stats"].reloads == 0
+        assert (resumed.restarts, resumed.server_pid, resumed.state) == (0, server, "running")
+        answers(name, RECOVERY_S)
+        log = (Path(deployment.workdir) / supervision.LOG_FILE).read_text()
+        assert "no model is reloaded until it answers" in log and "reloading" not in log
+    finally:
+        local.undeploy(name)
+
+
+def test_a_model_the_answering_server_says_is_not_ready_is_reloaded(text_repository, quick_health):
+    deployment = local.deploy(text_repository, name="unloaded")
+    try:
+        key = {"Authorization": f"Bearer {state.read_key(deployment, 'management')}"}
+        code, body = request("POST", f"{deployment.http_url}/v2/repository/models/text_stats/unload", timeout_s=30.0,
+                             body=b"{}", headers=key)
+        assert code == 200, body
+        status = wait_for(lambda: (s := read_status(deployment)).models["text_stats"].reloads == 1
+                          and s.models["text_stats"].health == "ready" and s, RECOVERY_S, "the model reloaded")
+        assert status.unresponsive_checks == 0 and status.restarts == 0
+        answers("unloaded", RECOVERY_S)
+    finally:
+        local.undeploy("unloaded")
