@@ -36,6 +36,8 @@ READ_TIMEOUT_S = 3600
 # only once its mirror has ended, so the mirror gives up on the shadow's answer, which nobody reads, almost at
 # once. The shadow track still gets and runs the whole request. Its connections are bounded: past the bound a copy
 # is dropped at once rather than queued, so a slow or failing shadow cannot take the connections callers need.
+IDLE_HEADER_TIMEOUT_S = 10
+KEEPALIVE_TIMEOUT_S = 30
 SHADOW_CONNECT_TIMEOUT_MS = 500
 SHADOW_SEND_TIMEOUT_MS = 1000
 SHADOW_ANSWER_WAIT_MS = 50
@@ -129,6 +131,10 @@ def render(config: ProxyConfig) -> str:
         "http {",
         "    access_log off;",
         "    server_tokens off;",
+        # A connection that sends nothing, or idles after its answer, is closed soon: idle clients, which need no
+        # key to connect, cost the proxy descriptors for seconds, not for ever.
+        f"    client_header_timeout {IDLE_HEADER_TIMEOUT_S}s;",
+        f"    keepalive_timeout {KEEPALIVE_TIMEOUT_S}s;",
         *(f"    {kind}_temp_path {directory}/temp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f"    client_max_body_size {config.body_limit_bytes};",
         # Bodies up to this size stay in memory (a mirror needs the whole body; the guard reads it there).

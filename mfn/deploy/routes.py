@@ -8,7 +8,6 @@ while the proxy and its endpoints stay.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from mfn.deploy import state
 from mfn.errors import MfnError
-from mfn.servers.process import children, find_tool, is_running, process_start_time, start_detached
+from mfn.servers.process import PRIVATE_UMASK, children, find_tool, is_running, process_start_time, start_detached
 
 ROUTE_FILE = "route.json"
 CONFIG_FILE = "nginx.conf"
@@ -95,10 +94,7 @@ def route_dir(name: str) -> Path:
 def exclusive(name: str) -> Iterator[None]:
     """The route's lock: rollout commands and the rollout controller take turns (a deployment's own lock is
     taken by the deploy and undeploy a promotion runs, so the route has its own)."""
-    directory = state.deployments_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(directory / f".{state.check_name(name)}.route.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with state.file_lock(state.deployments_dir() / f".{state.check_name(name)}.route.lock"):
         yield
 
 
@@ -119,7 +115,8 @@ def create(name: str, server: str, host: str, ports: dict[str, int], with_key: b
     """A new route's directory, its callers' key and record (no proxy runs yet)."""
     directory = route_dir(name)
     shutil.rmtree(directory, ignore_errors=True)
-    (directory / "temp").mkdir(parents=True, mode=0o700)
+    for private in (directory.parent, directory, directory / "temp"):  # mkdir's mode covers only the last part
+        private.mkdir(exist_ok=True, mode=0o700)
     key_file = directory / KEY_FILE
     _write_private(key_file, json.dumps({"inference": {"key": secrets.token_urlsafe(24)}} if with_key else {}))
     route = Route(name=name, server=server, host=host, ports=ports, key_file=str(key_file))
@@ -165,8 +162,9 @@ def write_config(route: Route, text: str) -> Path:
     candidate = route.directory / f".{CONFIG_FILE}.new"
     candidate.write_text(text)
     candidate.chmod(0o600)
+    # The check opens the error log: created here, it would otherwise get this process's umask, not the proxy's 077.
     checked = subprocess.run([nginx_binary(), "-t", "-q", "-p", str(route.directory), "-c", str(candidate)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, umask=PRIVATE_UMASK)
     if checked.returncode != 0:
         candidate.unlink(missing_ok=True)
         raise MfnError(f"nginx refused the rendered proxy configuration: {checked.stderr.strip()}")

@@ -134,9 +134,15 @@ class Deployment:
 @contextmanager
 def exclusive(name: str) -> Iterator[None]:
     """Hold the deployment's lock: deploy and undeploy of one name from two shells take turns."""
-    directory = deployments_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(directory / f".{check_name(name)}.lock", "w") as lock:
+    with file_lock(deployments_dir() / f".{check_name(name)}.lock"):
+        yield
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, created 0600 (in a 0700 directory) if it is not there."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

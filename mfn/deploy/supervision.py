@@ -22,7 +22,7 @@ from mfn.deploy.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.http import request
-from mfn.servers.process import exit_reason
+from mfn.servers.process import PRIVATE_UMASK, exit_reason
 
 if TYPE_CHECKING:
     from mfn.deploy.servers import LocalServer
@@ -271,14 +271,17 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
         DeployError: with the server's reason when the server or a model failed; nothing is left running.
     """
     plan_file = workdir / PLAN_FILE
-    plan_file.write_text(json.dumps(asdict(plan), indent=2))
-    with open(workdir / LOG_FILE, "ab") as log:
+    with os.fdopen(os.open(plan_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(json.dumps(asdict(plan), indent=2))
+    with os.fdopen(os.open(workdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        # Everything the supervisor writes (server configs, work directories) is its user's alone.
         process = subprocess.Popen(
             [sys.executable, "-m", "mfn.deploy.supervisor", str(plan_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     assert process.stdout is not None
     try:

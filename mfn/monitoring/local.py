@@ -25,14 +25,16 @@ def scrape_target(deployment: Deployment) -> render.ScrapeTarget:
 
 def write_monitoring_files(deployment: Deployment, directory: Path, interval_s: int = 15) -> list[Path]:
     """Write prometheus.yml (scraping `deployment`), the alert rules and the Grafana dashboard into `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = {
         CONFIG_FILE: render.to_yaml(render.scrape_config([scrape_target(deployment)], interval_s, [RULES_FILE])),
         RULES_FILE: render.to_yaml(render.alert_rules()),
         DASHBOARD_FILE: render.to_json(render.dashboard()),
     }
     for name, text in files.items():
-        (directory / name).write_text(text)
+        path = directory / name
+        path.touch(mode=0o600)
+        path.write_text(text)
     return [directory / name for name in files]
 
 

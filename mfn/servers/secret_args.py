@@ -47,6 +47,7 @@ def preload_library(directory: Path) -> Path:
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise DeployError(f"building {library.name} from {SOURCE} with {compiler} failed:\n{result.stderr.strip()}")
+        built.chmod(0o700)
         os.replace(built, library)
     return library
 

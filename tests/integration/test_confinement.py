@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import mfn
+from mfn.deploy import local
 from mfn.deploy.launching import SHM_DIR
 
 pytestmark = pytest.mark.integration
@@ -30,10 +31,14 @@ def test_work_dirs_logs_and_shared_memory_are_private(fixture, request):
         assert private(region), f"{region} is {oct(stat.S_IMODE(region.stat().st_mode))}"
 
 
-def test_serving_writes_no_handler_bytecode_into_the_model_repository(deployment, repository):
-    with mfn.Client(deployment.name) as client:
-        client.infer("text_stats", {"text": [["a b"]]})
-    # Triton's stub compiles the adapter (model.py) in an interpreter that ignores PYTHONDONTWRITEBYTECODE,
-    # before mfn's code runs; everything the adapter imports from the repository is left uncompiled.
-    written = [path for path in repository.rglob("*.pyc") if path.name.split(".")[0] != "model"]
-    assert not written
+def test_everything_mfn_writes_is_its_users_alone(repository, torchserve_deployment, mfn_home):
+    # A deployment behind the proxy too: its configuration and nginx's logs are mfn's files as well.
+    fronted = local.deploy(repository, name="private-proxy", models=["text_stats"], proxy=True)
+    try:
+        written = [path for path in mfn_home.rglob("*") if not path.is_symlink() and (path.is_file() or path.is_dir())]
+        names = {path.name for path in written}
+        assert {"error.log", "nginx.conf", "supervisor.log", "plan.json", "config.properties", "keys.json"} <= names
+        shared = [f"{path} {oct(stat.S_IMODE(path.stat().st_mode))}" for path in written if not private(path)]
+        assert not shared, "\n".join(shared)
+    finally:
+        local.undeploy(fronted.name)
