@@ -25,7 +25,7 @@ LOAD_SCRIPT = """
 import http from 'k6/http';
 import { check } from 'k6';
 const payload = open(__ENV.PAYLOAD);
-const params = { headers: { 'Content-Type': 'application/json' }, timeout: '60s' };
+const params = { headers: { 'Content-Type': 'application/json', 'Authorization': `Bearer ${__ENV.TOKEN}` }, timeout: '60s' };
 export default function () {
   const response = http.post(__ENV.URL, payload, params);
   check(response, { ok: (r) => r.status === 200 });
@@ -82,12 +82,12 @@ def request_body(ref: str, sample: Path | None) -> dict:
     return {"inputs": inputs}
 
 
-def load_round(url: str, payload: Path, concurrency: int, duration_s: float, work: Path) -> Round:
+def load_round(url: str, payload: Path, concurrency: int, duration_s: float, work: Path, token: str) -> Round:
     summary = work / "summary.json"
     trend = ",".join(f"p({p})" for p in PERCENTILES)
     command = [k6_binary(), "run", "--quiet", "--no-usage-report", "--vus", str(concurrency), "--duration",
                f"{duration_s:g}s", "--summary-trend-stats", trend, "--summary-export", str(summary), str(work / "load.js")]
-    result = subprocess.run(command, env={**os.environ, "URL": url, "PAYLOAD": str(payload)}, capture_output=True, text=True)
+    result = subprocess.run(command, env={**os.environ, "URL": url, "PAYLOAD": str(payload), "TOKEN": token}, capture_output=True, text=True)
     if result.returncode != 0 or not summary.exists():
         raise MfnError(f"k6 failed on {url}: {(result.stderr or result.stdout).strip()[-500:]}")
     metrics = json.loads(summary.read_text())["metrics"]
@@ -105,7 +105,7 @@ def run_trials(
     """Package, deploy once, then at each concurrency `rounds` rounds of `round_s` seconds on every trial, each
     round in a new order. After a concurrency's first round, trials `keep` turns down (far over the budget,
     failing) are not measured again at that concurrency."""
-    from mfn.deploy import local
+    from mfn.deploy import local, state
 
     store = work / "store"
     model = package_trials(ref, target, settings, store)
@@ -113,20 +113,22 @@ def run_trials(
     payload.write_text(json.dumps(request_body(ref, sample)))
     (work / "load.js").write_text(LOAD_SCRIPT)
     progress(f"deploying {len(settings)} trial settings of {model} on {target} ...")
-    deployment = local.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), auth=False,
-                              verify=False, progress=progress)
+    # Keyed, and loaded on the server's own port: open inference would put mfn's proxy in the measurement.
+    deployment = local.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), verify=False,
+                              progress=progress)
     try:
+        token = state.read_key(deployment, "inference") or ""
         urls = [deployment.http_url + (f"/v2/models/{trial_name(model, i)}/infer" if target == "triton"
                                        else f"/predictions/{trial_name(model, i)}") for i in range(len(settings))]
         for url in urls:  # warm: first calls pay for lazy initialisation
-            load_round(url, payload, 2, 1.0, work)
+            load_round(url, payload, 2, 1.0, work, token)
         measured = {}
         for concurrency in concurrencies:
             trials = measured[concurrency] = [Trial(setting) for setting in settings]
             running = list(range(len(settings)))
             for round_index in range(rounds):
                 for index in running[round_index % len(running):] + running[:round_index % len(running)]:
-                    result = load_round(urls[index], payload, concurrency, round_s, work)
+                    result = load_round(urls[index], payload, concurrency, round_s, work, token)
                     trials[index].rounds.append(result)
                     progress(f"concurrency {concurrency}, round {round_index + 1}/{rounds}, {settings[index].label()}: "
                              f"{result.throughput_rps:.0f} req/s, p95 {result.latency_ms[95.0]:.2f} ms, {result.errors} errors")

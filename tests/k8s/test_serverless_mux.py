@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import mfn
-from mfn.deploy import local
+from mfn.deploy import local, state
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers.process import free_ports
 from tests.integration.conftest import TEXT_STATS
@@ -59,7 +59,9 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
     repository = tmp_path / "models"
     mfn.package(TEXT_STATS, repository, target=server)
     name = f"mux-{server}"
-    deployment = local.deploy(repository, name=name, auth=False)
+    # Keyed, as the chart's pods are by default: the mux sits in front of the server's own ports.
+    deployment = local.deploy(repository, name=name)
+    key = state.read_key(deployment, "inference")
     (port,) = free_ports(1)
     config = tmp_path / "Caddyfile"
     config.write_text(rendered_caddyfile(repository, tmp_path, deployment.ports["http"], deployment.ports["grpc"], port))
@@ -73,12 +75,13 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
             body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["through the mux"]}]}
         else:
             url, body = f"http://127.0.0.1:{port}/predictions/text_stats", {"text": ["through the mux"]}
-        call = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        call = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(call, timeout=30) as response:
             answer = json.load(response)
         assert "3" in json.dumps(answer) and "THROUGH THE MUX" in json.dumps(answer)
         for protocol in ("http", "grpc"):
-            with mfn.Client(f"{protocol}://127.0.0.1:{port}", server=server, retries=0) as client:
+            with mfn.Client(f"{protocol}://127.0.0.1:{port}", server=server, retries=0, token=key) as client:
                 outputs = client.infer("text_stats", {"text": [["one two three four"]]})
                 assert outputs["n_words"].tolist() == [[4]]
                 assert np.asarray(outputs["upper"]).ravel()[0] in (b"ONE TWO THREE FOUR", "ONE TWO THREE FOUR")
