@@ -264,7 +264,7 @@ def protoset(cache_dir: Path) -> Path:
         return target
     import grpc_tools
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
         with zipfile.ZipFile(jar) as archive:
             for name in (PROTO, *PROTO_DEPENDENCIES):
@@ -280,5 +280,6 @@ def protoset(cache_dir: Path) -> Path:
             raise InvokeError(
                 f"compiling {PROTO} from {jar} failed (protoc exit {completed.returncode}): {completed.stderr.strip()}"
             )
+        output.chmod(0o600)  # like everything else mfn keeps under $MFN_HOME
         output.replace(target)
     return target
