@@ -86,7 +86,7 @@ def main() -> None:
                 mfn.package(f"{COUNTED}Fixed", store, target=server, name="slow_local")
                 mfn.package(COUNTED, store, target=server, name="slow_variable")
                 mfn.package(COUNTED, store, target=server, name="slow_redis", cache=mfn.Cache(kind="redis", url=url))
-                deployment = local.deploy(store, name=f"bench-cache-{server}", auth=False)
+                deployment = local.deploy(store, name=f"bench-cache-{server}")
                 try:
                     for kind, protocol in itertools.product(("local", "variable", "redis"), ("http", "grpc")):
                         with mfn.Client(deployment.name, protocol=protocol) as client:

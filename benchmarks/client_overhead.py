@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
-from mfn.deploy import local  # noqa: E402
+from mfn.deploy import local, state  # noqa: E402
+from mfn.deploy.proxy_config import GRPC_KEY_HEADER  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- client:start -->", "<!-- client:end -->"
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
@@ -40,11 +41,13 @@ def stock_caller(deployment: local.Deployment, protocol: str):
 
         client = module.InferenceServerClient(f"{deployment.host}:{deployment.ports['grpc']}")
     outputs = [module.InferRequestedOutput("probs"), module.InferRequestedOutput("label")]
+    key_header = "authorization" if protocol == "http" else GRPC_KEY_HEADER["triton"]
+    headers = {key_header: f"Bearer {state.read_key(deployment, 'inference')}"}
 
     def call() -> None:
         request = module.InferInput("features", [1, 4], "FP32")
         request.set_data_from_numpy(ROW)
-        result = client.infer("mlp", [request], outputs=outputs)
+        result = client.infer("mlp", [request], outputs=outputs, headers=headers)
         result.as_numpy("probs"), result.as_numpy("label")
 
     return call, client.close
@@ -79,7 +82,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mfn-client-") as scratch:
         mfn.package(f"{ROOT / 'examples/mlp/handler.py'}:MLP", Path(scratch))
-        deployment = local.deploy(scratch, name="bench-client", auth=False)
+        deployment = local.deploy(scratch, name="bench-client")  # keyed: both clients send the key
         try:
             for protocol in ("http", "grpc"):
                 callers = {"mfn.Client": mfn_caller(deployment, protocol), "tritonclient": stock_caller(deployment, protocol)}

@@ -36,7 +36,8 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
-from mfn.deploy import local  # noqa: E402
+from mfn.deploy import local, state  # noqa: E402
+from mfn.deploy.proxy_config import GRPC_KEY_HEADER  # noqa: E402
 
 IMAGE = (3, 224, 224)
 MAX_BATCH = 8
@@ -140,6 +141,8 @@ def hand_triton_caller(deployment: local.Deployment, protocol: str) -> tuple[Cal
     """The stock tritonclient: one gRPC client for all threads; one HTTP client per thread (it runs on gevent)."""
     clients: list = []
     per_thread = threading.local()
+    key_header = "authorization" if protocol == "http" else GRPC_KEY_HEADER["triton"]
+    headers = {key_header: f"Bearer {state.read_key(deployment, 'inference')}"}
     if protocol == "http":
         import tritonclient.http as module
 
@@ -161,7 +164,8 @@ def hand_triton_caller(deployment: local.Deployment, protocol: str) -> tuple[Cal
     def call(image: np.ndarray) -> np.ndarray:
         request = module.InferInput("image", list(image.shape), "FP32")
         request.set_data_from_numpy(image)
-        return client().infer("resnet_hand", [request], outputs=[module.InferRequestedOutput("output")]).as_numpy("output")
+        return client().infer("resnet_hand", [request], outputs=[module.InferRequestedOutput("output")],
+                              headers=headers).as_numpy("output")
 
     def close() -> None:
         for each in clients:
@@ -376,8 +380,8 @@ def main() -> None:
         rows = []
         for server in args.servers.split(","):
             # resnet_hand, hand-written, carries no digest manifest: nothing to verify there.
-            deployment = local.deploy(repo if server == "triton" else store, name=f"bench-images-{server}", auth=False,
-                                      verify=False)
+            # Keyed: every caller sends the key, and nothing stands between them and the server.
+            deployment = local.deploy(repo if server == "triton" else store, name=f"bench-images-{server}", verify=False)
             try:
                 rows += measure_server(server, deployment, args.rounds, args.sequential, args.duration, reference, image,
                                        lambda: in_process(loaded, rounds=10))

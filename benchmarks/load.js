@@ -12,7 +12,12 @@ if (protocol === 'grpc') {
   client.loadProtoset(__ENV.PROTOSET);
 }
 const message = protocol === 'grpc' ? JSON.parse(payload) : null;
-const headers = { headers: { 'Content-Type': 'application/json' }, timeout: '30s' };
+// The deployment's inference key, as every caller of a keyed deployment sends it (both sides of a comparison are
+// models of one server, so both pay for it alike).
+const authorization = __ENV.TOKEN ? `Bearer ${__ENV.TOKEN}` : null;
+const headers = { headers: Object.assign({ 'Content-Type': 'application/json' }, authorization ? { Authorization: authorization } : {}),
+                  timeout: '30s' };
+const metadata = authorization ? { [__ENV.GRPC_KEY_HEADER]: authorization } : {};
 
 export default function () {
   if (protocol === 'http') {
@@ -23,6 +28,6 @@ export default function () {
   if (__ITER === 0) {
     client.connect(__ENV.ADDRESS, { plaintext: true, timeout: '30s' });
   }
-  const response = client.invoke(__ENV.METHOD, message, { timeout: '30s' });
+  const response = client.invoke(__ENV.METHOD, message, { timeout: '30s', metadata: metadata });
   check(response, { ok: (r) => r && r.status === grpc.StatusOK });
 }

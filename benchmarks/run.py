@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import mfn
-from mfn.deploy import local
+from mfn.deploy import local, state
+from mfn.deploy.proxy_config import GRPC_KEY_HEADER
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
 
@@ -205,13 +206,14 @@ def measure(
 
 def k6_env(deployment, server: str, name: str, model: str, protocol: str, protosets: dict, work: Path) -> dict[str, str]:
     files = payloads(model, server, name, work)
+    key = {"TOKEN": state.read_key(deployment, "inference") or "", "GRPC_KEY_HEADER": GRPC_KEY_HEADER[server]}
     if protocol == "http":
         path = f"/v2/models/{name}/infer" if server == "triton" else f"/predictions/{name}"
-        return {"PROTOCOL": "http", "PAYLOAD": str(files["http"]), "URL": f"{deployment.http_url}{path}"}
+        return {"PROTOCOL": "http", "PAYLOAD": str(files["http"]), "URL": f"{deployment.http_url}{path}", **key}
     method = ("inference.GRPCInferenceService/ModelInfer" if server == "triton"
               else "org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions")
     return {"PROTOCOL": "grpc", "PAYLOAD": str(files["grpc"]), "ADDRESS": deployment.grpc_url,
-            "PROTOSET": str(protosets[server]), "METHOD": method}
+            "PROTOSET": str(protosets[server]), "METHOD": method, **key}
 
 
 def summarise_rounds(model, server, implementation, batching, protocol, concurrency, rounds: list[dict]) -> Run:
@@ -231,7 +233,8 @@ def serve_and_measure(
 ) -> list[Run]:
     names = {variant(m, i, b): m for m in MODELS for i in ("mfn", "hand") for b in (True, False)}
     # The hand-written models beside mfn's carry no digest manifest: nothing to verify there.
-    deployment = local.deploy(path, name=f"bench-{server}", auth=False, verify=False, progress=lambda m: print(f"  {m}", flush=True))
+    # Keyed, and loaded on the server's own ports: open inference would put mfn's proxy in front of both sides.
+    deployment = local.deploy(path, name=f"bench-{server}", verify=False, progress=lambda m: print(f"  {m}", flush=True))
     try:
         return measure(deployment, server, names, concurrencies, duration_s, rounds, work)
     finally:
@@ -270,7 +273,7 @@ def cold_starts(work: Path) -> list[dict]:
             mfn.package(ref, target, target=server)
             packaged_s = time.perf_counter() - started
             started = time.perf_counter()
-            deployment = local.deploy(target, name=f"cold-{server}-{model.replace('_', '-')}", auth=False)
+            deployment = local.deploy(target, name=f"cold-{server}-{model.replace('_', '-')}")
             try:
                 with mfn.Client(deployment.name, timeout_s=60) as client:
                     client.infer(spec_name(ref), inputs)
