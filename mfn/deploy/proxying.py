@@ -1,13 +1,15 @@
 """The proxy in front of a deployment: its nginx configuration from the records, and putting it there.
 
 A deployment is fronted from the start with `mfn deploy --proxy` (its ports then stay the same through every
-rollout), and always when TorchServe serves open inference: TorchServe's one authorization switch would also
-open its management APIs, so the server keeps its keys and the proxy speaks to it with them. Rollouts
-(mfn.deploy.rollout) put a canary track behind the same proxy.
+rollout), and always when it serves open inference (`--no-auth`, unless an idle Triton): the server keeps its keys
+and the proxy speaks to it with them, so nobody goes around the proxy. In front of Triton the proxy guards HTTP
+bodies (mfn.deploy.proxy_config); TorchServe's one authorization switch would also have opened its management
+APIs. Rollouts (mfn.deploy.rollout) put a canary track behind the same proxy.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mfn.deploy import routes, state
@@ -49,8 +51,6 @@ def guard() -> Guard:
     Raises:
         MfnError: nginx has no njs module, naming what to install.
     """
-    import os
-
     binary = Path(os.path.realpath(routes.nginx_binary()))
     for directory in (binary.parents[1] / "lib" / "nginx" / "modules", Path("/usr/lib/nginx/modules")):
         if (directory / JS_MODULE).is_file():
@@ -60,7 +60,6 @@ def guard() -> Guard:
 
 
 def root_name() -> str | None:
-    import os
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
