@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -18,11 +17,9 @@ from mfn.deploy.state import Deployment, read_key, recorded_defaults
 from mfn.deploy.store import Store
 from mfn.errors import DeployError, MfnError
 from mfn.handlers.declarations import VersionPolicy
-from mfn.runtime.cache import CACHE_REQUESTS
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
-from mfn.runtime.metrics import REQUESTS
 from mfn.servers import torchserve
-from mfn.servers.http import request
+from mfn.servers.drain import wait_until_answered
 from mfn.servers.process import group_on_parent_death
 
 STOP_WAIT_S = 10.0
@@ -265,24 +262,17 @@ def model_problem(deployment: Deployment, model: str) -> str | None:
 
 
 _LOGGER = logging.getLogger(__name__)
-# Counted by TorchServe's frontend when it accepts an inference request (REST or gRPC), before any worker has it.
-_RECEIVED = "ts_inference_requests_total"
-# mfn counts a request once the model has run, a moment before the worker hands its answer to the frontend, and
-# its counts reach the metrics port a flush interval late or more under load (mfn.runtime.metric_batching, then
-# the frontend reads them from the worker's log): late makes the drain wait longer, never shorter, and the
-# accounts must still read the same this much later to cover that moment.
-_BALANCE_HOLD_S = 0.5
 
 
 def drain(deployment: Deployment, process: subprocess.Popen, timeout_s: float) -> None:
     """Wait until the server has answered every inference request it accepted (at most `timeout_s`), then SIGTERM it.
 
     TorchServe 0.12 fails every request in flight when it is told to stop, so the waiting comes first. It goes
-    by accounts (see `_accounts`), not by a quiet moment, so a predict longer than any before is waited for and
-    an idle server is stopped at once; requests that arrive during the drain are served too, and only what is
-    unanswered when `timeout_s` runs out is lost.
+    by accounts (mfn.servers.drain.read_accounts), not by a quiet moment, so a predict longer than any before is
+    waited for and an idle server is stopped at once; requests that arrive during the drain are served too, and
+    only what is unanswered when `timeout_s` runs out is lost.
     """
-    unanswered = _wait_until_answered(deployment.metrics_url, process, timeout_s)
+    unanswered = wait_until_answered(deployment.metrics_url, process.poll, timeout_s)
     if unanswered:
         _LOGGER.warning("%s: %d accepted requests still unanswered after the %g s drain timeout; stopping fails them",
                         deployment.name, unanswered, timeout_s)
@@ -291,46 +281,3 @@ def drain(deployment: Deployment, process: subprocess.Popen, timeout_s: float) -
         process.wait(timeout=STOP_WAIT_S)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _wait_until_answered(metrics_url: str, process: subprocess.Popen, timeout_s: float) -> float:
-    """Poll until two readings `_BALANCE_HOLD_S` apart show the same accounts with every request answered: 0 then,
-    or once the server has exited; how many were still unanswered when `timeout_s` ran out otherwise.
-
-    A reading that fails while the server runs (a scrape timing out under load) tells nothing, so it is waited
-    past rather than taken for an idle server.
-    """
-    deadline = time.monotonic() + timeout_s
-    previous = None
-    while process.poll() is None:
-        accounts = _accounts(metrics_url)
-        unanswered = accounts[0] - accounts[1] if accounts is not None else None
-        if unanswered is not None and unanswered <= 0 and accounts == previous:
-            return 0.0
-        if time.monotonic() + _BALANCE_HOLD_S > deadline:
-            return max(unanswered or 0.0, 0.0)
-        previous = accounts
-        time.sleep(_BALANCE_HOLD_S)
-    return 0.0
-
-
-def _accounts(metrics_url: str) -> tuple[float, float] | None:
-    """Inference requests received and answered so far, from the server's metrics; None when it did not answer.
-
-    TorchServe 0.12 counts no answers to inference requests (Requests2XX/4XX/5XX count every HTTP response on
-    every port, scrapes of this endpoint included, and no gRPC answer), so the answered side is mfn's: what its
-    handlers ran (`mfn_requests_total`, every outcome) and what their response cache answered (hits).
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, text = request("GET", metrics_url, timeout_s=2.0)
-    if status != 200:
-        return None
-    received = answered = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == _RECEIVED:
-                received += sample.value
-            elif sample.name == REQUESTS or (sample.name == CACHE_REQUESTS and sample.labels.get("result") == "hit"):
-                answered += sample.value
-    return received, answered

@@ -1,5 +1,8 @@
 """Waiting for a TorchServe to finish the requests it has accepted, read from its metrics.
 
+Two ways: by accounts (`wait_until_answered`: every request received has been answered; local deployments), and
+by quiet (`wait_until_quiet`, below; the chart's preStop hook still waits this way).
+
 TorchServe 0.12 has no drain setting: on SIGTERM it closes every connection at once, failing what is in
 flight ("Worker died"). So whoever stops it first waits until it has been quiet (no inference request
 received or answered) for a moment. Quiet is read from its Prometheus counters:
@@ -12,6 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from mfn.runtime.cache import CACHE_REQUESTS
+from mfn.runtime.metrics import REQUESTS
 from mfn.servers.http import request
 
 ACTIVITY_METRICS = ("ts_inference_requests_total", "ts_inference_latency_microseconds")
@@ -94,3 +99,56 @@ def quiet_window_s(port: int, minimum_s: float) -> float:
     when the model has shown slower predict calls."""
     status, text = request("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=2.0)
     return max(minimum_s, slowest_predict_s(text) + minimum_s) if status == 200 else minimum_s
+
+
+# Counted by TorchServe's frontend when it accepts an inference request (REST or gRPC), before any worker has it.
+_RECEIVED = "ts_inference_requests_total"
+# mfn counts a request once the model has run, a moment before the worker hands its answer to the frontend, and
+# its counts reach the metrics port a flush interval late or more under load (mfn.runtime.metric_batching, then
+# the frontend reads them from the worker's log): late makes the drain wait longer, never shorter, and the
+# accounts must still read the same this much later to cover that moment.
+_BALANCE_HOLD_S = 0.5
+
+
+def wait_until_answered(metrics_url: str, exited: Callable[[], object], timeout_s: float) -> float:
+    """Poll until two readings `_BALANCE_HOLD_S` apart show the same accounts with every request answered: 0 then,
+    or once the server has exited (`exited`: its process's poll, None while it runs); how many were still
+    unanswered when `timeout_s` ran out otherwise.
+
+    A reading that fails while the server runs (a scrape timing out under load) tells nothing, so it is waited
+    past rather than taken for an idle server.
+    """
+    deadline = time.monotonic() + timeout_s
+    previous = None
+    while exited() is None:
+        accounts = read_accounts(metrics_url)
+        unanswered = accounts[0] - accounts[1] if accounts is not None else None
+        if unanswered is not None and unanswered <= 0 and accounts == previous:
+            return 0.0
+        if time.monotonic() + _BALANCE_HOLD_S > deadline:
+            return max(unanswered or 0.0, 0.0)
+        previous = accounts
+        time.sleep(_BALANCE_HOLD_S)
+    return 0.0
+
+
+def read_accounts(metrics_url: str) -> tuple[float, float] | None:
+    """Inference requests received and answered so far, from the server's metrics; None when it did not answer.
+
+    TorchServe 0.12 counts no answers to inference requests (Requests2XX/4XX/5XX count every HTTP response on
+    every port, scrapes of this endpoint included, and no gRPC answer), so the answered side is mfn's: what its
+    handlers ran (`mfn_requests_total`, every outcome) and what their response cache answered (hits).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = request("GET", metrics_url, timeout_s=2.0)
+    if status != 200:
+        return None
+    received = answered = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == _RECEIVED:
+                received += sample.value
+            elif sample.name == REQUESTS or (sample.name == CACHE_REQUESTS and sample.labels.get("result") == "hit"):
+                answered += sample.value
+    return received, answered
