@@ -48,6 +48,16 @@ def start(directory: Path, text: str) -> subprocess.Popen:
                             else [nginx_binary(), "-p", str(directory), "-c", str(conf)])
 
 
+def wait_listening(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nginx is not listening on {port}")
+
+
 def request_bytes(body: bytes, header_length: int | None) -> bytes:
     extra = f"Inference-Header-Content-Length: {header_length}\r\n" if header_length is not None else ""
     return (f"POST /v2/models/m/infer HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\n{extra}"
@@ -101,7 +111,8 @@ def main() -> None:
                 config = ProxyConfig("triton", "127.0.0.1", port, grpc_port, None, 64 << 20, str(directory), primary, None,
                                      Routing("canary"), guard=guard)
                 processes.append(start(directory, render(config)))
-            time.sleep(1)
+            for port in (stub_port, guarded_port, plain_port):
+                wait_listening(port)
             results = {}
             for label, (body, header_length) in bodies().items():
                 raw = request_bytes(body, header_length)
