@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
-from mfn.deploy import local  # noqa: E402
+from mfn.local import deployments  # noqa: E402
 from mfn.servers.process import find_tool, free_ports  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- cache:start -->", "<!-- cache:end -->"
@@ -86,7 +86,7 @@ def main() -> None:
                 mfn.package(f"{COUNTED}Fixed", store, target=server, name="slow_local")
                 mfn.package(COUNTED, store, target=server, name="slow_variable")
                 mfn.package(COUNTED, store, target=server, name="slow_redis", cache=mfn.Cache(kind="redis", url=url))
-                deployment = local.deploy(store, name=f"bench-cache-{server}")
+                deployment = deployments.deploy(store, name=f"bench-cache-{server}")
                 try:
                     for kind, protocol in itertools.product(("local", "variable", "redis"), ("http", "grpc")):
                         with mfn.Client(deployment.name, protocol=protocol) as client:
@@ -98,7 +98,7 @@ def main() -> None:
                                      statistics.median(measured[True]), p99(measured[True])))
                         print(*rows[-1][:3], " ".join(f"{value:.2f}" for value in rows[-1][3:]), flush=True)
                 finally:
-                    local.undeploy(deployment.name)
+                    deployments.undeploy(deployment.name)
         finally:
             redis_process.terminate()
             redis_process.wait(10)

@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
-from mfn.deploy import local, state  # noqa: E402
-from mfn.deploy.proxy_config import GRPC_KEY_HEADER  # noqa: E402
+from mfn.local import deployments, state  # noqa: E402
+from mfn.local.proxy_config import GRPC_KEY_HEADER  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- client:start -->", "<!-- client:end -->"
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
 
 
-def stock_caller(deployment: local.Deployment, protocol: str):
+def stock_caller(deployment: deployments.Deployment, protocol: str):
     if protocol == "http":
         import tritonclient.http as module
 
@@ -53,7 +53,7 @@ def stock_caller(deployment: local.Deployment, protocol: str):
     return call, client.close
 
 
-def mfn_caller(deployment: local.Deployment, protocol: str):
+def mfn_caller(deployment: deployments.Deployment, protocol: str):
     client = mfn.Client(deployment.name, protocol=protocol)
 
     def call() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mfn-client-") as scratch:
         mfn.package(f"{ROOT / 'examples/mlp/handler.py'}:MLP", Path(scratch))
-        deployment = local.deploy(scratch, name="bench-client")  # keyed: both clients send the key
+        deployment = deployments.deploy(scratch, name="bench-client")  # keyed: both clients send the key
         try:
             for protocol in ("http", "grpc"):
                 callers = {"mfn.Client": mfn_caller(deployment, protocol), "tritonclient": stock_caller(deployment, protocol)}
@@ -107,7 +107,7 @@ def main() -> None:
                       f"(+{rows[-1]['delta_wall_us']:.0f}); CPU mfn {cpu['mfn.Client']:.0f} µs, stock {cpu['tritonclient']:.0f} µs "
                       f"(+{rows[-1]['delta_cpu_us']:.0f})")
         finally:
-            local.undeploy(deployment.name)
+            deployments.undeploy(deployment.name)
     lines = [
         SECTION_START,
         "## Client overhead: mfn.Client against the stock tritonclient (Triton, example `mlp`)",

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import mfn
-from mfn.deploy import local
+from mfn.local import deployments
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -31,13 +31,13 @@ COLUMNS = ("first_answer_s", "server_start_s", "server_s", "adapter_s", "handler
 
 def one_start(path: Path, server: str, model: str, inputs: dict) -> dict[str, float]:
     started = time.monotonic()
-    deployment = local.deploy(path, name=f"cold-{server}", verify=False)
+    deployment = deployments.deploy(path, name=f"cold-{server}", verify=False)
     try:
         with mfn.Client(deployment.name) as client:
             client.infer(model, inputs)
         first_answer_s = time.monotonic() - started
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
     split = deployment.cold_start["models"][model]
     return {"first_answer_s": first_answer_s, "server_start_s": deployment.cold_start["server_start_s"], **split}
 

@@ -1,6 +1,6 @@
-"""The guard in front of Triton's HTTP endpoint (mfn/deploy/proxy_guard.js): what it adds to a request.
+"""The guard in front of Triton's HTTP endpoint (mfn/local/proxy_guard.js): what it adds to a request.
 
-The proxy's own configuration (mfn.deploy.proxy_config.render) in front of a stub upstream (nginx answering 200 at
+The proxy's own configuration (mfn.local.proxy_config.render) in front of a stub upstream (nginx answering 200 at
 once), rendered with and without the guard, so the difference is the guard alone: nginx's njs reading the body,
 the checks, and the internal redirect. One request at a time over a kept connection, binary (the KServe binary
 extension: only the JSON header is parsed) and JSON bodies of a few sizes; rounds alternate between the two.
@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mfn.deploy import proxying  # noqa: E402
-from mfn.deploy.proxy_config import ProxyConfig, Routing, Track, render  # noqa: E402
-from mfn.deploy.routes import nginx_binary  # noqa: E402
+from mfn.local import proxying  # noqa: E402
+from mfn.local.proxy_config import ProxyConfig, Routing, Track, render  # noqa: E402
+from mfn.local.routes import nginx_binary  # noqa: E402
 from mfn.servers.process import free_ports  # noqa: E402
 
 ROUNDS = 10

@@ -26,15 +26,15 @@ sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
 from benchmarks.alternating import added_cost  # noqa: E402
-from mfn.deploy import local, state  # noqa: E402
-from mfn.deploy.supervision import read_status  # noqa: E402
+from mfn.local import deployments, state  # noqa: E402
+from mfn.local.supervision import read_status  # noqa: E402
 
 HANDLER = f"{ROOT / 'examples/text_stats/handler.py'}:text_stats"
 INPUTS = {"text": [["through the front"]]}
 
 
 def front_cost(server: str, store: Path, calls: int) -> dict[str, dict[str, float]]:
-    deployment = local.deploy(store, name=f"front-{server}", idle_timeout_s=3600.0, verify=False)
+    deployment = deployments.deploy(store, name=f"front-{server}", idle_timeout_s=3600.0, verify=False)
     try:
         results = {}
         for protocol in ("http", "grpc"):
@@ -45,11 +45,11 @@ def front_cost(server: str, store: Path, calls: int) -> dict[str, dict[str, floa
                 results[protocol] = added_cost("front", through, direct, "text_stats", INPUTS, calls)
         return results
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
 
 
 def wake_ups(server: str, store: Path, wakes: int) -> dict[str, float]:
-    deployment = local.deploy(store, name=f"wake-{server}", idle_timeout_s=1.0, verify=False)
+    deployment = deployments.deploy(store, name=f"wake-{server}", idle_timeout_s=1.0, verify=False)
     try:
         answered, supervisor = [], []
         for _ in range(wakes):
@@ -63,7 +63,7 @@ def wake_ups(server: str, store: Path, wakes: int) -> dict[str, float]:
             supervisor.append(read_status(deployment).last_wake_s)
         return {"first_answer_s": round(statistics.median(answered), 3), "wake_s": round(statistics.median(supervisor), 3)}
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
 
 
 def main() -> None:

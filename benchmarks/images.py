@@ -36,8 +36,8 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
-from mfn.deploy import local, state  # noqa: E402
-from mfn.deploy.proxy_config import GRPC_KEY_HEADER  # noqa: E402
+from mfn.local import deployments, state  # noqa: E402
+from mfn.local.proxy_config import GRPC_KEY_HEADER  # noqa: E402
 
 IMAGE = (3, 224, 224)
 MAX_BATCH = 8
@@ -132,12 +132,12 @@ def handwritten_torchserve(store: Path, spec, weights: Path) -> None:
 # ---------------------------------------------------------------- callers: one image in, logits out
 
 
-def mfn_caller(deployment: local.Deployment, protocol: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]:
+def mfn_caller(deployment: deployments.Deployment, protocol: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]:
     client = mfn.Client(deployment.name, protocol=protocol, timeout_s=120)
     return (lambda image: client.infer("resnet_mfn", {"image": image})["output"]), client.close
 
 
-def hand_triton_caller(deployment: local.Deployment, protocol: str) -> tuple[Callable, Callable]:
+def hand_triton_caller(deployment: deployments.Deployment, protocol: str) -> tuple[Callable, Callable]:
     """The stock tritonclient: one gRPC client for all threads; one HTTP client per thread (it runs on gevent)."""
     clients: list = []
     per_thread = threading.local()
@@ -174,13 +174,13 @@ def hand_triton_caller(deployment: local.Deployment, protocol: str) -> tuple[Cal
     return call, close
 
 
-def hand_torchserve_caller(deployment: local.Deployment, protocol: str) -> tuple[Callable, Callable]:
-    from mfn.deploy.torchserve_local import read_key
+def hand_torchserve_caller(deployment: deployments.Deployment, protocol: str) -> tuple[Callable, Callable]:
+    from mfn.local.torchserve_local import read_key
 
     token = read_key(deployment, "inference")
     if protocol == "grpc":
         from mfn.client import torchserve_wire as torchserve_client
-        from mfn.deploy.state import mfn_home
+        from mfn.local.state import mfn_home
 
         channel = torchserve_client.GrpcChannel(f"{deployment.host}:{deployment.ports['grpc']}", mfn_home() / "cache")
 
@@ -279,7 +279,7 @@ def timed(call: Callable) -> float:
     return time.perf_counter() - started
 
 
-def measure_server(server: str, deployment: local.Deployment, rounds: int, sequential: int, duration_s: float,
+def measure_server(server: str, deployment: deployments.Deployment, rounds: int, sequential: int, duration_s: float,
                    reference: np.ndarray, image: np.ndarray, ceiling: Callable[[], dict[str, float]]) -> list[dict]:
     """Rows per protocol and implementation; the in-process ceiling is measured in every round as well, so
     that its ratios compare measurements taken minutes, not a quarter of an hour, apart."""
@@ -381,12 +381,12 @@ def main() -> None:
         for server in args.servers.split(","):
             # resnet_hand, hand-written, carries no digest manifest: nothing to verify there.
             # Keyed: every caller sends the key, and nothing stands between them and the server.
-            deployment = local.deploy(repo if server == "triton" else store, name=f"bench-images-{server}", verify=False)
+            deployment = deployments.deploy(repo if server == "triton" else store, name=f"bench-images-{server}", verify=False)
             try:
                 rows += measure_server(server, deployment, args.rounds, args.sequential, args.duration, reference, image,
                                        lambda: in_process(loaded, rounds=10))
             finally:
-                local.undeploy(deployment.name)
+                deployments.undeploy(deployment.name)
         loaded.close()
     result = {
         "command": "python benchmarks/images.py" + "".join(f" {arg}" for arg in sys.argv[1:]),

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import mfn
-from mfn.deploy import local
-from mfn.deploy.supervision import read_status
+from mfn.local import deployments
+from mfn.local.supervision import read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = '''import numpy as np
@@ -61,7 +61,7 @@ def one(server: str, count: int, scratch: Path) -> dict:
         mfn.package(f"{handlers / name}.py:{name}", output, target=server)
     package_s = time.monotonic() - started
     started = time.monotonic()
-    deployment = local.deploy(output, name=f"many-{server}", verify=False)
+    deployment = deployments.deploy(output, name=f"many-{server}", verify=False)
     deploy_s = time.monotonic() - started
     try:
         with mfn.Client(deployment.name) as client:
@@ -70,7 +70,7 @@ def one(server: str, count: int, scratch: Path) -> dict:
         answered_s = time.monotonic() - started
         memory_mb = group_rss_mb(read_status(deployment).server_pid)
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
     return {"server": server, "models": count, "package_s": round(package_s, 2), "deploy_s": round(deploy_s, 2),
             "all_answered_s": round(answered_s, 2), "memory_mb": round(memory_mb), "per_model_mb": round(memory_mb / count)}
 

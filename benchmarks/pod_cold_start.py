@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the chart's pod test holds the path and port mapping
 
 import mfn  # noqa: E402
-from mfn.deploy.launching import remove_shm_regions  # noqa: E402
-from mfn.deploy.state import home_tag  # noqa: E402
+from mfn.local.launching import remove_shm_regions  # noqa: E402
+from mfn.local.state import home_tag  # noqa: E402
 from mfn.servers import torchserve, triton  # noqa: E402
 from mfn.servers.http import request  # noqa: E402
 from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group  # noqa: E402

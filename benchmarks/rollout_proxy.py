@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
 from benchmarks.alternating import added_cost  # noqa: E402
-from mfn.deploy import local, rollout, state  # noqa: E402
+from mfn.local import deployments, rollout, state  # noqa: E402
 
 HANDLER = f"{ROOT / 'examples/text_stats/handler.py'}:text_stats"
 INPUTS = {"text": [["through the proxy"]]}
@@ -31,7 +31,7 @@ INPUTS = {"text": [["through the proxy"]]}
 
 def proxy_cost(server: str, store: Path, calls: int) -> dict:
     name = f"proxy-{server}"
-    deployment = local.deploy(store, name=name, verify=False)
+    deployment = deployments.deploy(store, name=name, verify=False)
     try:
         rollout.start(name, rollout.plan("canary", store, name, weight=0))
         results = {}
@@ -52,7 +52,7 @@ def proxy_cost(server: str, store: Path, calls: int) -> dict:
         results["promote_s"] = round(time.perf_counter() - started, 2)
         return results
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import mfn
-from mfn.deploy import local, state
-from mfn.deploy.proxy_config import GRPC_KEY_HEADER
+from mfn.local import deployments, state
+from mfn.local.proxy_config import GRPC_KEY_HEADER
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
 
@@ -180,7 +180,7 @@ def measure(
     runs = []
     protosets = {"triton": triton_protoset(work)}
     if server == "torchserve":
-        from mfn.deploy.state import mfn_home
+        from mfn.local.state import mfn_home
         from mfn.client.torchserve_wire import protoset
 
         protosets["torchserve"] = protoset(mfn_home() / "cache")
@@ -234,11 +234,11 @@ def serve_and_measure(
     names = {variant(m, i, b): m for m in MODELS for i in ("mfn", "hand") for b in (True, False)}
     # The hand-written models beside mfn's carry no digest manifest: nothing to verify there.
     # Keyed, and loaded on the server's own ports: open inference would put mfn's proxy in front of both sides.
-    deployment = local.deploy(path, name=f"bench-{server}", verify=False, progress=lambda m: print(f"  {m}", flush=True))
+    deployment = deployments.deploy(path, name=f"bench-{server}", verify=False, progress=lambda m: print(f"  {m}", flush=True))
     try:
         return measure(deployment, server, names, concurrencies, duration_s, rounds, work)
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
 
 
 # ---------------------------------------------------------------- ceiling and cold start
@@ -273,13 +273,13 @@ def cold_starts(work: Path) -> list[dict]:
             mfn.package(ref, target, target=server)
             packaged_s = time.perf_counter() - started
             started = time.perf_counter()
-            deployment = local.deploy(target, name=f"cold-{server}-{model.replace('_', '-')}")
+            deployment = deployments.deploy(target, name=f"cold-{server}-{model.replace('_', '-')}")
             try:
                 with mfn.Client(deployment.name, timeout_s=60) as client:
                     client.infer(spec_name(ref), inputs)
                 first_answer_s = time.perf_counter() - started
             finally:
-                local.undeploy(deployment.name)
+                deployments.undeploy(deployment.name)
             results.append({"model": model, "server": server, "artifact_bytes": artifact,
                             "package_s": round(packaged_s, 2), "deploy_to_first_answer_s": round(first_answer_s, 2)})
             print(f"  cold start {server:10} {model:10} package {packaged_s:5.2f} s, deploy→answer {first_answer_s:5.2f} s", flush=True)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 import mfn
-from mfn.deploy import local
-from mfn.deploy.supervision import read_status
+from mfn.local import deployments
+from mfn.local.supervision import read_status
 from mfn.errors import MfnError
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
@@ -109,7 +109,7 @@ def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, 
     store = workdir / server
     mfn.package(MLP, store, target=server)
     name = f"soak-{server}"
-    deployment = local.deploy(store, name=name)
+    deployment = deployments.deploy(store, name=name)
     result = SoakResult(server, duration_s, concurrency)
     latencies: list[float] = []
     lock = threading.Lock()
@@ -150,7 +150,7 @@ def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, 
         result.restarts = status.restarts
         result.reloads = sum(model.reloads for model in status.models.values())
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)
     latencies.sort()
     if latencies:
         result.p50_ms = statistics.median(latencies) * 1000

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 import mfn
-from mfn.deploy import local
-from mfn.deploy.state import read_key
+from mfn.local import deployments
+from mfn.local.state import read_key
 from mfn.packaging import build_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,11 +156,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mfn-stream-bench-") as scratch:
         repo, store = package(Path(scratch))
         for server, path in (("triton", repo), ("torchserve", store)):
-            deployment = local.deploy(path, name=f"stream-bench-{server}", verify=False)  # hand-written: no manifest
+            deployment = deployments.deploy(path, name=f"stream-bench-{server}", verify=False)  # hand-written: no manifest
             try:
                 samples = measure(deployment, server, options.streams, options.chunks)
             finally:
-                local.undeploy(deployment.name)
+                deployments.undeploy(deployment.name)
             for implementation, timings in samples.items():
                 results.append({"server": server, "implementation": implementation, "streams": len(timings),
                                 "chunks": options.chunks, **summary(timings)})

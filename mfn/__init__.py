@@ -30,8 +30,8 @@ _LAZY = {
     "Client": "mfn.client",
     "ModelSpec": "mfn.spec",
     "package": "mfn.packaging",
-    "deploy": "mfn.deploy.local",
-    "undeploy": "mfn.deploy.local",
+    "deploy": "mfn.local.deployments",
+    "undeploy": "mfn.local.deployments",
     "sign": "mfn.signing",
     "verify": "mfn.signing",
 }

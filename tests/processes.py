@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mfn.deploy.state import home_tag
+from mfn.local.state import home_tag
 
 SHM_DIR = Path("/dev/shm")
 

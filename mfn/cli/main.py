@@ -111,13 +111,13 @@ def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, 
 def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,
                   max_request_mb, jvm_heap_mb, host, http_port, grpc_port, metrics_port, load_timeout_s, idle_timeout_s,
                   proxy):
-    from mfn.deploy import local
-    from mfn.deploy.launching import terminate_interrupts
+    from mfn.local import deployments
+    from mfn.local.launching import terminate_interrupts
 
     progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     # In the foreground, SIGTERM stops the deployment as Ctrl-C does, also while the models load.
     with terminate_interrupts() if foreground else contextlib.nullcontext():
-        deployment = local.deploy(
+        deployment = deployments.deploy(
             path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
             drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
             verify=verify, public_key=public_key, host=host,
@@ -132,10 +132,10 @@ def _deploy_local(path, as_json, verify, public_key, name, models, foreground, n
                 click.echo(f"  {protocol:8} {url}")
         if foreground:
             try:
-                local.wait_until_stopped(deployment)
+                deployments.wait_until_stopped(deployment)
             except KeyboardInterrupt:
                 click.echo(f"stopping {deployment.name} ...", err=True)
-            local.undeploy(deployment.name)
+            deployments.undeploy(deployment.name)
 
 
 @cli.command()
@@ -184,16 +184,16 @@ def verify(path, public_key, as_json):
 @json_option
 def status(kubernetes, as_json):
     """List local deployments (and Kubernetes releases), their endpoints and models."""
-    from mfn.deploy import local
+    from mfn.local import deployments
     from mfn.errors import MfnError
 
-    from mfn.deploy.supervision import read_status
+    from mfn.local.supervision import read_status
 
-    from mfn.deploy.operations import versions_of
+    from mfn.local.operations import versions_of
 
-    deployments = local.status()
-    supervision = {deployment.name: read_status(deployment) for deployment in deployments}
-    versions = {deployment.name: versions_of(deployment) for deployment in deployments}
+    records = deployments.status()
+    supervision = {deployment.name: read_status(deployment) for deployment in records}
+    versions = {deployment.name: versions_of(deployment) for deployment in records}
     releases, note = [], None
     from mfn.kubernetes import helm
 
@@ -205,13 +205,13 @@ def status(kubernetes, as_json):
             note = f"kubernetes: {str(error).splitlines()[0]}"
     if as_json:
         local_json = [{**d.to_json(), "supervision": supervision[d.name].to_json(), "versions": versions[d.name]}
-                      for d in deployments]
+                      for d in records]
         click.echo(json.dumps({"local": local_json, "kubernetes": [vars(r) for r in releases]}))
         return
-    if not deployments:
+    if not records:
         click.echo("no local deployments")
-    for deployment in deployments:
-        click.echo(local.describe(deployment, supervision[deployment.name], versions[deployment.name]))
+    for deployment in records:
+        click.echo(deployments.describe(deployment, supervision[deployment.name], versions[deployment.name]))
     for release in releases:
         click.echo(f"{release.name} (kubernetes, namespace {release.namespace}, {release.status}): {release.chart}")
     if note:
@@ -226,7 +226,7 @@ def status(kubernetes, as_json):
 @click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace of the release.")
 def undeploy(name, everything, target, namespace):
     """Stop deployment NAME (or --all) and remove what it left behind; uninstall a Kubernetes release."""
-    from mfn.deploy import local
+    from mfn.local import deployments
 
     if bool(name) == everything:
         raise click.UsageError("give a deployment NAME or --all")
@@ -235,7 +235,7 @@ def undeploy(name, everything, target, namespace):
 
         click.echo(helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace), nl=False)
         return
-    stopped = local.undeploy_all() if everything else [local.undeploy(name)]
+    stopped = deployments.undeploy_all() if everything else [deployments.undeploy(name)]
     for deployment in stopped:
         click.echo(f"stopped {deployment.name}")
 
@@ -246,7 +246,7 @@ def undeploy(name, everything, target, namespace):
 @click.option("--interval", "interval_s", type=int, default=15, show_default=True, help="Scrape interval in seconds.")
 def monitor(name, output, interval_s):
     """Write prometheus.yml, alert rules and a Grafana dashboard for deployment NAME, for your own Prometheus."""
-    from mfn.deploy import state
+    from mfn.local import state
     from mfn.monitoring.local import write_monitoring_files
 
     written = write_monitoring_files(state.get(name), output, interval_s)
@@ -259,7 +259,7 @@ def monitor(name, output, interval_s):
 @json_option
 def stats(name, as_json):
     """Summarise deployment NAME from its live metrics: requests, errors, batch size, latency, queue time."""
-    from mfn.deploy import state
+    from mfn.local import state
     from mfn.monitoring.stats import deployment_stats, format_stats
 
     rows = deployment_stats(state.get(name))

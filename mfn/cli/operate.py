@@ -1,6 +1,6 @@
 """Operator commands on a running local deployment, named as Triton's and TorchServe's users look for them:
 describe, load, unload, reload, scale, set-default, logs, and token for callers that are not mfn's. Each is a thin
-layer over mfn.deploy.operations or mfn.deploy.local."""
+layer over mfn.local.operations or mfn.local.deployments."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _report(as_json: bool, model: str, action: str, result: dict, deployment: st
 @json_option
 def describe(model, deployment, as_json):
     """Show MODEL as its deployment serves it: versions, default version, instances, batching, endpoints, health."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     described = operations.describe(model, deployment)
     click.echo(json.dumps(described.to_json()) if as_json else operations.format_description(described))
@@ -49,7 +49,7 @@ def describe(model, deployment, as_json):
 def load(model, model_version, deployment, as_json):
     """Load MODEL into a running deployment (the versions its policy names), or add one --version beside the
     served ones. Package it into the deployment's repository or store first; no redeploy is needed."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     result = operations.load(model, model_version, deployment, progress=_progress(as_json))
     _report(as_json, model, "loaded" if model_version is None else f"v{model_version} loaded", result, deployment)
@@ -62,7 +62,7 @@ def load(model, model_version, deployment, as_json):
 @json_option
 def unload(model, model_version, deployment, as_json):
     """Stop serving MODEL, or only its --version; the deployment keeps running."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     result = operations.unload(model, model_version, deployment)
     _report(as_json, model, "unloaded" if model_version is None else f"v{model_version} unloaded", result, deployment)
@@ -75,7 +75,7 @@ def unload(model, model_version, deployment, as_json):
 def reload(model, deployment, as_json):
     """Load MODEL again from its files as they are now. Triton keeps answering with the old instances until the
     new ones are ready; TorchServe unregisters first, so requests in between get 404."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     _report(as_json, model, "reloaded", operations.reload(model, deployment, progress=_progress(as_json)), deployment)
 
@@ -89,7 +89,7 @@ def reload(model, deployment, as_json):
 def scale(model, count, model_version, deployment, as_json):
     """Run COUNT instances of MODEL: per instance group on Triton (a reload with the new count, no gap), workers
     per version on TorchServe. Kept until undeploy, also across server restarts."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     result = operations.scale(model, count, model_version, deployment, progress=_progress(as_json))
     _report(as_json, model, f"scaled to {count}", result, deployment)
@@ -103,7 +103,7 @@ def scale(model, count, model_version, deployment, as_json):
 def set_default(model, version, deployment, as_json):
     """Serve VERSION of MODEL to requests that name no version (TorchServe; Triton always serves the newest).
     The choice is kept for later deployments of the same name."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     chosen = operations.set_default(model, version, deployment)
     if as_json:
@@ -119,8 +119,8 @@ def set_default(model, version, deployment, as_json):
 @json_option
 def logs(name, lines, follow, as_json):
     """Print the server log of deployment NAME (--json: one JSON object per line)."""
-    from mfn.deploy import state
-    from mfn.deploy.launching import log_tail
+    from mfn.local import state
+    from mfn.local.launching import log_tail
 
     deployment = state.get(name)
     log_file = Path(deployment.log_file)
@@ -160,9 +160,9 @@ def _follow(log_file: Path, emit) -> None:
 def token(name, url):
     """Print the key a caller of deployment NAME sends (`Authorization: Bearer KEY`); nothing where its inference is
     open (--no-auth). For curl and other clients: mfn.Client and `mfn invoke` read it themselves."""
-    from mfn.deploy import local
+    from mfn.local import deployments
 
-    printed = local.public_url(name) if url else local.callers_key(name)
+    printed = deployments.public_url(name) if url else deployments.callers_key(name)
     if printed:
         click.echo(printed)
 

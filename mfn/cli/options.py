@@ -60,7 +60,7 @@ def home_access_problem(error: OSError) -> str | None:
     Every command keeps its records and server work directories there: a read-only or misplaced MFN_HOME fails
     whichever command first touches it, so the one message lives here rather than in each command.
     """
-    from mfn.deploy.state import mfn_home
+    from mfn.local.state import mfn_home
 
     if error.errno not in _NO_ACCESS:
         return None

@@ -61,7 +61,7 @@ class Client:
         binary: bool = True,
         token: str | None = None,
     ) -> None:
-        from mfn.deploy.state import mfn_home
+        from mfn.local.state import mfn_home
 
         self._endpoints = Endpoints(target, protocol, server, token)
         self.target, self.protocol, self.server = target, protocol, server

@@ -1,6 +1,6 @@
 """Where mfn.Client sends a model's requests: a URL, a named local deployment, or whichever serves the model.
 
-The only part of the client that reads mfn's deployment records (mfn.deploy.state): a local deployment's
+The only part of the client that reads mfn's deployment records (mfn.local.state): a local deployment's
 address, server, body limit and the key file its credentials come from.
 """
 
@@ -101,9 +101,9 @@ def resolve(model: str, target: str | None, protocol: str, server: str, given: C
         return Endpoint(scheme, address.rstrip("/"), server, given)
     if target and ":" in target:
         return Endpoint(protocol, target, server, given)
-    from mfn.deploy import state
+    from mfn.local import state
 
-    from mfn.deploy import routes
+    from mfn.local import routes
 
     deployment = state.get(target) if target else state.find_serving(model)
     limit = deployment.extra.get("max_request_bytes")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mfn.deploy.store import discover
+from mfn.local.store import discover
 from mfn.errors import DeployError, MfnError
 from mfn.kubernetes.values import chart_values
 
@@ -78,7 +78,7 @@ def deploy(
     The packages are checked here first (digests, and the signature with `public_key`; see mfn.signing),
     and the pods check what they fetch against the same manifests; `verify=False` skips both.
     """
-    from mfn.deploy.state import check_name
+    from mfn.local.state import check_name
 
     check_name(release, "release name")
     check_name(namespace, "namespace")
@@ -133,7 +133,7 @@ def _redact_data(document: str) -> str:
 
 def undeploy(release: str, namespace: str = "default") -> str:
     """Uninstall one release of the mfn chart."""
-    from mfn.deploy.state import check_name
+    from mfn.local.state import check_name
 
     check_name(release, "release name")
     check_name(namespace, "namespace")

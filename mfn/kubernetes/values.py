@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mfn
-from mfn.deploy.store import Store
+from mfn.local.store import Store
 from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
 from mfn.errors import MfnError
 from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from mfn.deploy import state
-from mfn.deploy.state import Deployment
+from mfn.local import state
+from mfn.local.state import Deployment
 from mfn.errors import DeployError
 from mfn.monitoring import render
 from mfn.servers import prometheus

@@ -13,7 +13,7 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from mfn.deploy.state import Deployment
+from mfn.local.state import Deployment
 from mfn.errors import MfnError
 from mfn.runtime.metrics import BATCH_SIZE, FIRST_CHUNK_SECONDS, PREDICT_SECONDS, REQUESTS, STREAM_CHUNKS
 

@@ -9,7 +9,7 @@ TorchServe worker) writes one file there once its model is ready, with the secon
 - warm_up_s: the spec's warm-up requests.
 
 The server's own share (starting the model process, its interpreter and libraries) is what the supervisor's
-load call took beyond these (see mfn.deploy.supervisor).
+load call took beyond these (see mfn.local.supervisor).
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def run_trials(
     """Package, deploy once, then at each concurrency `rounds` rounds of `round_s` seconds on every trial, each
     round in a new order. After a concurrency's first round, trials `keep` turns down (far over the budget,
     failing) are not measured again at that concurrency."""
-    from mfn.deploy import local, state
+    from mfn.local import deployments, state
 
     store = work / "store"
     model = package_trials(ref, target, settings, store)
@@ -114,7 +114,7 @@ def run_trials(
     (work / "load.js").write_text(LOAD_SCRIPT)
     progress(f"deploying {len(settings)} trial settings of {model} on {target} ...")
     # Keyed, and loaded on the server's own port: open inference would put mfn's proxy in the measurement.
-    deployment = local.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), verify=False,
+    deployment = deployments.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), verify=False,
                               progress=progress)
     try:
         token = state.read_key(deployment, "inference") or ""
@@ -136,7 +136,7 @@ def run_trials(
                     running = [index for index in running if keep(trials[index])] or running[:1]
         return measured
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
 
 
 def default_grid(own: Settings, target: str = "triton") -> list[Settings]:

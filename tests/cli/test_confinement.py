@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from mfn.cli.main import cli
-from mfn.deploy import state
+from mfn.local import state
 from mfn.errors import MfnError
 from mfn.spec import Entrypoint, ModelSpec
 from tests.conftest import EXAMPLES

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import mfn
-from mfn.deploy import local
+from mfn.local import deployments
 from tests.conftest import EXAMPLES, HANDLERS
 from tests.processes import kill_owned
 
@@ -24,7 +24,7 @@ TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
 def nothing_left_behind(mfn_home: Path) -> Iterator[None]:
     """Fail the run if a server, stub, worker, Prometheus or shared-memory region the tests started outlives it."""
     yield
-    local.undeploy_all()
+    deployments.undeploy_all()
     leaked_processes, leaked_regions = kill_owned(mfn_home)
     assert not leaked_processes, f"server processes left running: {sorted(leaked_processes)}"
     assert not leaked_regions, f"shared-memory regions left behind: {sorted(leaked_regions)}"
@@ -57,14 +57,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torchserve_deployment(store: Path) -> Iterator[local.Deployment]:
-    deployed = local.deploy(store, name="suite-ts", drain_timeout_s=2)  # drain is test_drain.py's subject
+def torchserve_deployment(store: Path) -> Iterator[deployments.Deployment]:
+    deployed = deployments.deploy(store, name="suite-ts", drain_timeout_s=2)  # drain is test_drain.py's subject
     yield deployed
-    local.undeploy("suite-ts")
+    deployments.undeploy("suite-ts")
 
 
 @pytest.fixture(scope="session")
-def deployment(repository: Path) -> Iterator[local.Deployment]:
-    deployed = local.deploy(repository, name="suite")
+def deployment(repository: Path) -> Iterator[deployments.Deployment]:
+    deployed = deployments.deploy(repository, name="suite")
     yield deployed
-    local.undeploy("suite")
+    deployments.undeploy("suite")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy import local, state
-from mfn.deploy.supervision import read_status
+from mfn.local import deployments, state
+from mfn.local.supervision import read_status
 from mfn.servers.http import request
 from tests.integration.conftest import MLP
 from tests.processes import as_another_user, readable_by_another_user
@@ -43,12 +43,12 @@ def grpc_infer(deployment, key: str | None):
 
 
 @pytest.fixture(scope="module")
-def open_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Deployment]:
+def open_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[deployments.Deployment]:
     repository = tmp_path_factory.mktemp("no-auth")
     mfn.package(MLP, repository)
-    deployed = local.deploy(repository, name="no-auth", auth=False)
+    deployed = deployments.deploy(repository, name="no-auth", auth=False)
     yield deployed
-    local.undeploy("no-auth")
+    deployments.undeploy("no-auth")
 
 
 def test_inference_needs_the_inference_key_on_http_and_grpc(deployment):
@@ -78,8 +78,8 @@ def test_the_model_repository_api_is_closed_without_the_admin_key(deployment, op
 
 
 def test_no_auth_opens_inference_only_and_the_key_file_is_private(open_inference):
-    assert local.callers_key("no-auth") is None
-    assert request("POST", f"{local.public_url('no-auth')}/v2/models/mlp/infer", 10, INFER)[0] == 200
+    assert deployments.callers_key("no-auth") is None
+    assert request("POST", f"{deployments.public_url('no-auth')}/v2/models/mlp/infer", 10, INFER)[0] == 200
     # Served through the guarding proxy: the server itself keeps its inference key, so nobody goes around it.
     assert request("POST", f"{open_inference.http_url}/v2/models/mlp/infer", 10, INFER)[0] == 403
     key_file = Path(open_inference.extra["key_file"])
@@ -95,7 +95,7 @@ HOSTILE_JSON = {
 
 
 def test_bodies_that_crash_tritonserver_get_a_4xx_from_the_guard_and_the_server_lives_on(open_inference):
-    url = f"{local.public_url('no-auth')}/v2/models/mlp/infer"
+    url = f"{deployments.public_url('no-auth')}/v2/models/mlp/infer"
     server_pid = read_status(open_inference).server_pid
     for what, body in HOSTILE_JSON.items():
         status, answer = request("POST", url, 30, body.encode())

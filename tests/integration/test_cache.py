@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy import local, state
+from mfn.local import deployments, state
 from mfn.errors import MfnError
 from mfn.handlers.declarations import REDIS_URL_ENV
 from mfn.monitoring.stats import deployment_stats
@@ -93,7 +93,7 @@ def redis_server(tmp_path_factory) -> Iterator[Redis]:
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory, redis_server) -> Iterator[dict[str, str]]:
+def served(tmp_path_factory, redis_server) -> Iterator[dict[str, str]]:
     """One deployment per server with `cached_local`, `cached_variable` and `cached_redis`; the Redis URL, with its
     password, reaches the servers through their environment only."""
     root = tmp_path_factory.mktemp("cached")
@@ -109,14 +109,14 @@ def deployments(tmp_path_factory, redis_server) -> Iterator[dict[str, str]]:
             assert redis_server.password not in "".join(path.read_bytes().decode("latin-1")
                                                         for path in output.rglob("*") if path.is_file())
             names[server] = f"cache-{server}"
-            local.deploy(output, name=names[server])
+            deployments.deploy(output, name=names[server])
     finally:
         os.environ.pop(REDIS_URL_ENV) if previous is None else os.environ.__setitem__(REDIS_URL_ENV, previous)
     try:
         yield names
     finally:
         for name in names.values():
-            local.undeploy(name)
+            deployments.undeploy(name)
 
 
 def calls(answer: dict[str, np.ndarray]) -> int:
@@ -141,8 +141,8 @@ def cache_results(deployment: str, model: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("server", SERVERS)
-def test_the_same_request_twice_runs_predict_once(deployments, server, kind):
-    name, model = deployments[server], f"cached_{kind}"
+def test_the_same_request_twice_runs_predict_once(served, server, kind):
+    name, model = served[server], f"cached_{kind}"
     for protocol in ("http", "grpc"):
         x = fresh_input()
         first = infer(name, model, x, protocol)
@@ -160,10 +160,10 @@ def test_the_same_request_twice_runs_predict_once(deployments, server, kind):
 
 @pytest.mark.parametrize("model", ["cached_variable", "cached_redis"])
 @pytest.mark.parametrize("server", SERVERS)
-def test_requests_that_differ_only_in_shape_are_not_confused(deployments, server, model):
+def test_requests_that_differ_only_in_shape_are_not_confused(served, server, model):
     """[1, 2] and [2, 1] hold the same bytes, and are different requests (Triton's own cache would answer one
     with the other: mfn leaves it to models whose inputs fix their shape)."""
-    name = deployments[server]
+    name = served[server]
     values = -np.arange(1, 3, dtype=np.float32) - 1000 * (1 + SERVERS.index(server))
     wide = infer(name, model, values.reshape(1, 2))
     tall = infer(name, model, values.reshape(2, 1))
@@ -171,10 +171,10 @@ def test_requests_that_differ_only_in_shape_are_not_confused(deployments, server
     assert tall["calls"][0, 0] == wide["calls"][0, 0] + 1
 
 
-def test_a_redis_cache_is_shared_by_two_deployments_on_different_servers(deployments, redis_server):
+def test_a_redis_cache_is_shared_by_two_deployments_on_different_servers(served, redis_server):
     x = fresh_input()
-    from_triton = infer(deployments["triton"], "cached_redis", x)
-    from_torchserve = infer(deployments["torchserve"], "cached_redis", x, "grpc")
+    from_triton = infer(served["triton"], "cached_redis", x)
+    from_torchserve = infer(served["torchserve"], "cached_redis", x, "grpc")
     # TorchServe answered with Triton's answer, predict-call count included: it did not run predict.
     assert calls(from_torchserve) == calls(from_triton)
     np.testing.assert_array_equal(from_torchserve["y"], from_triton["y"])
@@ -182,8 +182,8 @@ def test_a_redis_cache_is_shared_by_two_deployments_on_different_servers(deploym
     assert keys and all(key.startswith(b"mfn:cached_redis:1:") for key in keys), keys
 
 
-def test_an_answer_expires_after_its_ttl(deployments):
-    name, x = deployments["torchserve"], fresh_input()
+def test_an_answer_expires_after_its_ttl(served):
+    name, x = served["torchserve"], fresh_input()
     first = infer(name, "cached_redis", x)
     stored_at = time.monotonic()
     assert calls(infer(name, "cached_redis", x)) == calls(first)
@@ -194,8 +194,8 @@ def test_an_answer_expires_after_its_ttl(deployments):
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_redis_stopped_mid_run_answers_continue_and_errors_are_counted(deployments, redis_server, server):
-    name = deployments[server]
+def test_redis_stopped_mid_run_answers_continue_and_errors_are_counted(served, redis_server, server):
+    name = served[server]
     before = wait_for(lambda: cache_results(name, "cached_redis"), 30, "cache metrics")
     redis_server.stop()
     try:
@@ -215,21 +215,21 @@ def test_redis_stopped_mid_run_answers_continue_and_errors_are_counted(deploymen
 
 def test_a_model_for_tritons_cache_is_refused_by_a_server_started_without_one(tmp_path):
     """Triton would load it and serve it uncached without a word: its cache is sized when the server starts."""
-    from mfn.deploy import operations
+    from mfn.local import operations
 
     mfn.package(COUNTED, tmp_path, name="uncached", cache="off")
     name = "cache-later"
-    local.deploy(tmp_path, name=name)
+    deployments.deploy(tmp_path, name=name)
     try:
         mfn.package(COUNTED_FIXED, tmp_path)
         with pytest.raises(MfnError, match="counted_fixed caches answers in Triton's response cache, and cache-later's "
                                            "server started without one"):
             operations.load("counted_fixed", deployment=name)
     finally:
-        local.undeploy(name)
-    local.deploy(tmp_path, name=name)  # started with both: sized for the cached one
+        deployments.undeploy(name)
+    deployments.deploy(tmp_path, name=name)  # started with both: sized for the cached one
     try:
         x = np.array([[-3.0, -4.0]], dtype=np.float32)
         assert calls(infer(name, "counted_fixed", x)) == calls(infer(name, "counted_fixed", x))
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
-from mfn.deploy import local
+from mfn.local import deployments
 from tests.conftest import HANDLERS
 from tests.handlers.slow import PREDICT_S
 
@@ -39,7 +39,7 @@ def in_flight(metrics_url: str) -> tuple[float, float] | None:
 def test_the_in_flight_gauge_rises_with_load_and_falls_back_to_zero(target, tmp_path):
     mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, target=target)
     name = f"inflight-{target}"
-    deployment = local.deploy(tmp_path, name=name)
+    deployment = deployments.deploy(tmp_path, name=name)
     try:
         deadline = time.monotonic() + 5
         while (start := in_flight(deployment.metrics_url)) is None and time.monotonic() < deadline:
@@ -72,4 +72,4 @@ def test_the_in_flight_gauge_rises_with_load_and_falls_back_to_zero(target, tmp_
         # Every request spent at least the predict's second in the model's hands, and none more than the whole run.
         assert REQUESTS * PREDICT_S * 0.95 <= request_seconds <= REQUESTS * (REQUESTS * PREDICT_S + 1.0)
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)

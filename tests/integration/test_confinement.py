@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy import local
-from mfn.deploy.launching import SHM_DIR
+from mfn.local import deployments
+from mfn.local.launching import SHM_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_work_dirs_logs_and_shared_memory_are_private(fixture, request):
 
 def test_everything_mfn_writes_is_its_users_alone(repository, torchserve_deployment, mfn_home):
     # A deployment behind the proxy too: its configuration and nginx's logs are mfn's files as well.
-    fronted = local.deploy(repository, name="private-proxy", models=["text_stats"], proxy=True)
+    fronted = deployments.deploy(repository, name="private-proxy", models=["text_stats"], proxy=True)
     try:
         written = [path for path in mfn_home.rglob("*") if not path.is_symlink() and (path.is_file() or path.is_dir())]
         names = {path.name for path in written}
@@ -41,4 +41,4 @@ def test_everything_mfn_writes_is_its_users_alone(repository, torchserve_deploym
         shared = [f"{path} {oct(stat.S_IMODE(path.stat().st_mode))}" for path in written if not private(path)]
         assert not shared, "\n".join(shared)
     finally:
-        local.undeploy(fronted.name)
+        deployments.undeploy(fronted.name)

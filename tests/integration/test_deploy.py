@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import local, state
+from mfn.local import deployments, state
 from mfn.errors import DeployError
 from tests.conftest import HANDLERS
 from tests.integration.conftest import TEXT_STATS
@@ -66,12 +66,12 @@ def test_a_model_that_fails_to_load_reports_the_reason_and_leaves_nothing_runnin
 
 
 def test_a_running_name_is_not_taken_twice(small_repository):
-    local.deploy(small_repository, name="twice")
+    deployments.deploy(small_repository, name="twice")
     try:
         with pytest.raises(DeployError, match="'twice' is already running"):
-            local.deploy(small_repository, name="twice")
+            deployments.deploy(small_repository, name="twice")
     finally:
-        local.undeploy("twice")
+        deployments.undeploy("twice")
 
 
 def test_unknown_deployment_and_model_errors_name_what_exists(small_repository):
@@ -141,6 +141,6 @@ def test_a_gpu_spec_is_refused_on_a_machine_without_a_gpu_by_both_servers(tmp_pa
         pytest.skip("this machine has a GPU: the refusal cannot show here")
     mfn.package(TEXT_STATS, tmp_path / "models", target=target, instances=[{"kind": "gpu", "count": 1}])
     with pytest.raises(DeployError, match="failed to load") as caught:
-        local.deploy(tmp_path / "models", name=f"gpu-{target}")
+        deployments.deploy(tmp_path / "models", name=f"gpu-{target}")
     assert "GPU" in str(caught.value) or "gpu" in str(caught.value), caught.value
     assert state.load(f"gpu-{target}") is None

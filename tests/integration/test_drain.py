@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
-from mfn.deploy import launching, local
-from mfn.deploy.supervision import read_status
+from mfn.local import launching, deployments
+from mfn.local.supervision import read_status
 from tests.conftest import HANDLERS, wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ ARRIVED = {
 def test_undeploy_answers_every_request_in_flight(target, tmp_path):
     mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, target=target)
     name = f"drain-{target}"
-    deployment = local.deploy(tmp_path, name=name)
+    deployment = deployments.deploy(tmp_path, name=name)
     sent = threading.Barrier(IN_FLIGHT + 1)
 
     def call(row: int) -> np.ndarray:
@@ -50,7 +50,7 @@ def test_undeploy_answers_every_request_in_flight(target, tmp_path):
         sent.wait()
         wait_for(lambda: arrived(deployment) >= IN_FLIGHT, 10.0, "every request to reach the server")
         started = time.monotonic()
-        local.undeploy(name)
+        deployments.undeploy(name)
         stopped_after_s = time.monotonic() - started
         answers = [future.result() for future in futures]
     assert [answer.tolist() for answer in answers] == [[[2.0 * row] * 2] for row in range(IN_FLIGHT)]
@@ -62,7 +62,7 @@ def test_torchserve_undeploy_answers_predicts_longer_than_any_before(tmp_path):
     """No quiet moment tells a long predict from an idle server: the drain waits for every accepted request."""
     mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, target="torchserve")
     name = "drain-long"
-    deployment = local.deploy(tmp_path, name=name)
+    deployment = deployments.deploy(tmp_path, name=name)
     with mfn.Client(name, timeout_s=60.0, retries=0) as client:
         client.infer("sleepy", {"seconds": [[0.1]]})
 
@@ -74,7 +74,7 @@ def test_torchserve_undeploy_answers_predicts_longer_than_any_before(tmp_path):
         futures = [pool.submit(call, index) for index in range(LONG_IN_FLIGHT)]
         wait_for(lambda: arrived(deployment) >= 1 + LONG_IN_FLIGHT, 10.0, "every request to reach the server")
         started = time.monotonic()
-        local.undeploy(name)
+        deployments.undeploy(name)
         stopped_after_s = time.monotonic() - started
         answers = [future.result() for future in futures]
     assert [answer.tolist() for answer in answers] == [[[LONG_PREDICT_S]]] * LONG_IN_FLIGHT
@@ -85,11 +85,11 @@ def test_torchserve_undeploy_with_nothing_in_flight_is_prompt(tmp_path):
     """With nothing in flight the server stops at once, however slow the model's earlier predicts were."""
     mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, target="torchserve")
     name = "drain-idle"
-    local.deploy(tmp_path, name=name)
+    deployments.deploy(tmp_path, name=name)
     with mfn.Client(name, timeout_s=60.0, retries=0) as client:
         client.infer("sleepy", {"seconds": [[3.0]]})
     started = time.monotonic()
-    local.undeploy(name)
+    deployments.undeploy(name)
     assert time.monotonic() - started < 5.0  # a quiet window sized by that predict would take 2 s + its 5 s bucket
 
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import local, state
-from mfn.deploy.supervision import read_status
+from mfn.local import deployments, state
+from mfn.local.supervision import read_status
 from mfn.servers.process import is_running
 from tests.integration.conftest import TEXT_STATS
 
@@ -32,9 +32,9 @@ def idling(request, tmp_path_factory):
     name = f"idle-{server}"
     # Triton's inference open: a stock client reads no key. TorchServe's stays keyed: its open inference goes through
     # mfn's proxy, which cannot follow a sleeping server yet (its new key at every wake is read by mfn.Client).
-    deployment = local.deploy(repository, name=name, auth=server != "triton", idle_timeout_s=IDLE_S)
+    deployment = deployments.deploy(repository, name=name, auth=server != "triton", idle_timeout_s=IDLE_S)
     yield server, deployment
-    local.undeploy(name)
+    deployments.undeploy(name)
 
 
 def asleep(deployment: state.Deployment, timeout_s: float = 30.0) -> state.Deployment:
@@ -141,9 +141,9 @@ def test_a_stock_grpc_client_wakes_it(idling):
 
 def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
     mfn.package(TEXT_STATS, tmp_path, target="triton")
-    deployment = local.deploy(tmp_path, name="idle-undeploy", idle_timeout_s=IDLE_S)
+    deployment = deployments.deploy(tmp_path, name="idle-undeploy", idle_timeout_s=IDLE_S)
     asleep(deployment)
-    local.undeploy("idle-undeploy")
+    deployments.undeploy("idle-undeploy")
     assert not is_running(deployment.pid, deployment.start_time)
     assert not Path(deployment.workdir).exists()
 
@@ -153,7 +153,7 @@ def test_clients_holding_a_key_from_before_the_stop_are_answered_after_the_wake(
     """Inference behind a key: TorchServe makes a new one when it starts again, and mfn.Client reads it."""
     mfn.package(TEXT_STATS, tmp_path, target=server)
     name = f"idle-keyed-{server}"
-    deployment = local.deploy(tmp_path, name=name, idle_timeout_s=IDLE_S)
+    deployment = deployments.deploy(tmp_path, name=name, idle_timeout_s=IDLE_S)
     try:
         clients = {protocol: mfn.Client(name, protocol=protocol, retries=0, timeout_s=120) for protocol in ("http", "grpc")}
         for client in clients.values():
@@ -165,4 +165,4 @@ def test_clients_holding_a_key_from_before_the_stop_are_answered_after_the_wake(
             client.close()
         assert read_status(deployment).wakes == 2
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)

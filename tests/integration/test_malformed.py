@@ -26,9 +26,9 @@ import mfn
 from mfn.cli.main import cli
 from mfn.client import retryable
 from mfn.client.triton import GRPC_AUTH_HEADER
-from mfn.deploy import local
-from mfn.deploy.supervision import read_status
-from mfn.deploy.torchserve_local import management_url, read_key
+from mfn.local import deployments
+from mfn.local.supervision import read_status
+from mfn.local.torchserve_local import management_url, read_key
 from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
 from mfn.runtime.codec.limits import MAX_BYTES_ELEMENT, nesting_depth
@@ -105,16 +105,16 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory):
     store = tmp_path_factory.mktemp("malformed-store")
     # A queue delay long enough that concurrent requests share batches.
     mfn.package(MIXED, store, target="torchserve", batching={"max_batch_size": 8, "max_queue_delay_us": 20_000})
-    yield local.deploy(store, name="malformed-ts")
-    local.undeploy("malformed-ts")
+    yield deployments.deploy(store, name="malformed-ts")
+    deployments.undeploy("malformed-ts")
 
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory):
     repository = tmp_path_factory.mktemp("malformed-repository")
     mfn.package(MIXED, repository)
-    yield local.deploy(repository, name="malformed-tr")
-    local.undeploy("malformed-tr")
+    yield deployments.deploy(repository, name="malformed-tr")
+    deployments.undeploy("malformed-tr")
 
 
 def post(url: str, body: bytes, token: str | None = None, header_length: int | None = None) -> tuple[int, str]:
@@ -154,7 +154,7 @@ def test_torchserve_rest_refuses_each_malformed_body_with_400_and_keeps_serving(
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_torchserve_grpc_refuses_each_malformed_body_and_keeps_serving(torchserve, case):
     from mfn.client import torchserve_wire as torchserve_client
-    from mfn.deploy.state import mfn_home
+    from mfn.local.state import mfn_home
 
     channel = torchserve_client.GrpcChannel(f"{torchserve.host}:{torchserve.ports['grpc']}", mfn_home() / "cache")
     token = read_key(torchserve, "inference")
@@ -252,7 +252,7 @@ def server_process(deployment) -> tuple[int | None, int]:
 @pytest.mark.parametrize("case", OVERFLOWS, ids=OVERFLOW_IDS)
 def test_torchserve_refuses_a_shape_that_overflows_with_400_over_http_and_grpc(torchserve, case):
     from mfn.client import torchserve_wire as torchserve_client
-    from mfn.deploy.state import mfn_home
+    from mfn.local.state import mfn_home
 
     before = server_process(torchserve)
     status, text = torchserve_post(torchserve, *binary_body(**case.changed))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy import local
-from mfn.deploy.state import Deployment
+from mfn.local import deployments
+from mfn.local.state import Deployment
 from tests.model_files import DECLARED_INPUTS, FEATURES, MAKERS, Made
 
 pytestmark = pytest.mark.integration
@@ -34,11 +34,11 @@ def served(request, models, tmp_path_factory) -> Iterator[tuple[Deployment, dict
     for kind, (path, _) in models.items():
         spec = mfn.package(str(path), output, target=server, batching={"max_batch_size": 16}, inputs=DECLARED_INPUTS.get(kind)).spec
         names[kind] = spec.name
-    deployment = local.deploy(output, name=f"formats-{server}", auth=False)
+    deployment = deployments.deploy(output, name=f"formats-{server}", auth=False)
     try:
         yield deployment, names
     finally:
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

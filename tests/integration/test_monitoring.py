@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import state
+from mfn.local import state
 from mfn.errors import InvokeError
 from mfn.monitoring.render import dashboard_expressions
 from tests.conftest import HANDLERS

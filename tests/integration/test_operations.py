@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import local, state
+from mfn.local import deployments, state
 from mfn.errors import DeployError, InvokeError
 from mfn.servers.process import free_ports
 from tests.conftest import HANDLERS
@@ -59,17 +59,17 @@ def fixed_ports() -> dict[str, dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def deployments(packaged, fixed_ports) -> Iterator[dict[str, local.Deployment]]:
+def served(packaged, fixed_ports) -> Iterator[dict[str, deployments.Deployment]]:
     deployed = {}
     try:
         for server in SERVERS:
-            deployed[server] = local.deploy(packaged[server][0], name=NAMES[server], models=["versioned"],
+            deployed[server] = deployments.deploy(packaged[server][0], name=NAMES[server], models=["versioned"],
                                             ports=fixed_ports[server])
         yield deployed
     finally:
         for server in SERVERS:
             if state.load(NAMES[server]) is not None:
-                local.undeploy(NAMES[server])
+                deployments.undeploy(NAMES[server])
 
 
 def run(*args: str) -> str:
@@ -94,7 +94,7 @@ def test_packaging_says_which_versions_the_policy_will_not_serve(packaged, serve
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_both_servers_serve_the_policys_versions_and_the_newest_answers_requests_without_one(deployments, server):
+def test_both_servers_serve_the_policys_versions_and_the_newest_answers_requests_without_one(served, server):
     name = NAMES[server]
     described_now = described(name)
     assert (described_now["versions"], described_now["default_version"], described_now["health"]) == ([2, 3], 3, "ready")
@@ -107,12 +107,12 @@ def test_both_servers_serve_the_policys_versions_and_the_newest_answers_requests
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_deploy_listens_on_the_fixed_ports_it_was_given(deployments, fixed_ports, server):
-    assert {port: deployments[server].ports[port] for port in ("http", "grpc", "metrics")} == fixed_ports[server]
+def test_deploy_listens_on_the_fixed_ports_it_was_given(served, fixed_ports, server):
+    assert {port: served[server].ports[port] for port in ("http", "grpc", "metrics")} == fixed_ports[server]
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_a_version_is_added_and_removed_without_a_redeploy(deployments, server):
+def test_a_version_is_added_and_removed_without_a_redeploy(served, server):
     name = NAMES[server]
     loaded = json.loads(run("load", "versioned", "--version", "1", "--deployment", name, "--json"))
     assert loaded["versions"] == [1, 2, 3]
@@ -124,7 +124,7 @@ def test_a_version_is_added_and_removed_without_a_redeploy(deployments, server):
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_a_model_is_loaded_into_and_unloaded_from_a_running_deployment(deployments, server):
+def test_a_model_is_loaded_into_and_unloaded_from_a_running_deployment(served, server):
     name = NAMES[server]
     run("load", "text_stats", "--deployment", name)
     with mfn.Client(name) as client:
@@ -137,7 +137,7 @@ def test_a_model_is_loaded_into_and_unloaded_from_a_running_deployment(deploymen
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_scale_changes_the_instances_and_the_model_keeps_answering(deployments, server):
+def test_scale_changes_the_instances_and_the_model_keeps_answering(served, server):
     name = NAMES[server]
     run("scale", "versioned", "2", "--deployment", name)
     instances = described(name)["instances"]
@@ -147,14 +147,14 @@ def test_scale_changes_the_instances_and_the_model_keeps_answering(deployments, 
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_reload_brings_the_model_back_with_its_versions(deployments, server):
+def test_reload_brings_the_model_back_with_its_versions(served, server):
     name = NAMES[server]
     assert json.loads(run("reload", "versioned", "--deployment", name, "--json"))["versions"] == [2, 3]
     assert served_by(name) == 3
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_set_default_follows_one_rule_and_torchserves_choice_survives_a_redeploy(deployments, packaged, fixed_ports, server):
+def test_set_default_follows_one_rule_and_torchserves_choice_survives_a_redeploy(served, packaged, fixed_ports, server):
     name = NAMES[server]
     result = CliRunner().invoke(cli, ["set-default", "versioned", "2", "--deployment", name])
     if server == "triton":
@@ -166,15 +166,15 @@ def test_set_default_follows_one_rule_and_torchserves_choice_survives_a_redeploy
     assert served_by(name) == 2
     refused = CliRunner().invoke(cli, ["set-default", "versioned", "1", "--deployment", name])
     assert refused.exit_code != 0 and "it serves v2, v3" in refused.output
-    local.undeploy(name)
-    deployments[server] = local.deploy(packaged[server][0], name=name, models=["versioned"], ports=fixed_ports[server])
+    deployments.undeploy(name)
+    served[server] = deployments.deploy(packaged[server][0], name=name, models=["versioned"], ports=fixed_ports[server])
     assert (described(name)["default_version"], served_by(name)) == (2, 2)
     run("set-default", "versioned", "3", "--deployment", name)
     assert served_by(name) == 3
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_logs_follow_prints_lines_as_the_server_writes_them(deployments, server):
+def test_logs_follow_prints_lines_as_the_server_writes_them(served, server):
     name = NAMES[server]
     command = [sys.executable, "-m", "mfn.cli.main", "logs", name, "-n", "1", "-f", "--json"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -205,7 +205,7 @@ def test_a_port_in_use_is_refused_by_name_before_anything_starts(packaged, serve
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(DeployError, match=rf"http port {port} on 127.0.0.1 is not free"):
-            local.deploy(packaged[server][0], name=f"taken-{server}", models=["versioned"], ports={"http": port})
+            deployments.deploy(packaged[server][0], name=f"taken-{server}", models=["versioned"], ports={"http": port})
     assert state.load(f"taken-{server}") is None
 
 
@@ -223,8 +223,8 @@ def test_a_load_past_the_load_timeout_fails_naming_it_and_leaves_nothing(tmp_pat
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("server", SERVERS)
-def test_a_url_target_without_its_key_or_with_the_wrong_server_says_what_to_pass(deployments, server, protocol):
-    deployment = deployments[server]
+def test_a_url_target_without_its_key_or_with_the_wrong_server_says_what_to_pass(served, server, protocol):
+    deployment = served[server]
     address = deployment.http_url if protocol == "http" else f"grpc://{deployment.grpc_url}"
     with mfn.Client(address, server=server) as client, pytest.raises(InvokeError, match=r"pass --token KEY or set \$MFN_TOKEN"):
         client.infer("versioned", {"x": [[0]]})
@@ -234,7 +234,7 @@ def test_a_url_target_without_its_key_or_with_the_wrong_server_says_what_to_pass
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_deploy_records_where_each_models_cold_start_went(deployments, server):
+def test_deploy_records_where_each_models_cold_start_went(served, server):
     from mfn.runtime.cold_start import PHASES
 
     recorded = state.get(NAMES[server]).cold_start
@@ -247,7 +247,7 @@ def test_deploy_records_where_each_models_cold_start_went(deployments, server):
     assert split["server_s"] == pytest.approx(split["load_s"] - sum(split[phase] for phase in PHASES), abs=0.01)
 
 
-def test_a_torchserve_model_named_token_something_is_served_and_its_limits_are_named(deployments, packaged):
+def test_a_torchserve_model_named_token_something_is_served_and_its_limits_are_named(served, packaged):
     """TorchServe 0.12 reads management paths under /models/token... as its token API and refuses them."""
     store = packaged["torchserve"][0]
     result = mfn.package(TEXT_STATS, store, target="torchserve", name="tokenizer")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import mfn
-from mfn.deploy import local, rollout, routes, state
+from mfn.local import deployments, rollout, routes, state
 from mfn.errors import MfnError
 from tests.conftest import HANDLERS, wait_for
 from tests.handlers.tracked import HANG_S
@@ -48,11 +48,11 @@ def primary(request, packages):
     """Deployment `ro-<server>` serving v1; undeployed with its route and any canary track left."""
     server = request.param
     name = f"ro-{server}"
-    local.deploy(packages[server, 1], name=name)
+    deployments.deploy(packages[server, 1], name=name)
     try:
         yield server, name
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)
         assert state.load(rollout.canary_name(name)) is None and routes.load(name) is None
 
 
@@ -257,7 +257,7 @@ def test_a_hanging_shadow_neither_delays_nor_fails_a_caller(server, tmp_path):
     name = f"shadow-hang-{server}"
     for version in (1, 4):
         mfn.package(TRACKED, tmp_path / f"v{version}", target=server, version=version)
-    local.deploy(tmp_path / "v1", name=name, drain_timeout_s=1)
+    deployments.deploy(tmp_path / "v1", name=name, drain_timeout_s=1)
     try:
         rollout.start(name, rollout.plan("shadow", tmp_path / "v4", name))
         for protocol in ("http", "grpc"):
@@ -265,7 +265,7 @@ def test_a_hanging_shadow_neither_delays_nor_fails_a_caller(server, tmp_path):
                 assert Counter(served_by(name, client=client) for _ in range(12)) == Counter({1: 12})
         wait_for(lambda: _canary_requests(name) > 0, 60, "copies reaching the hanging shadow")
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)
 
 
 def _canary_requests(name: str) -> int:
@@ -364,7 +364,7 @@ def test_deploy_with_proxy_keeps_the_ports_given_through_a_rollout_and_its_promo
         rollout.promote(name)
         assert stock_http("triton", name) == (2, "primary") and routes.load(name).ports["grpc"] == grpc_port
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)
     assert routes.load(name) is None
 
 
@@ -373,7 +373,7 @@ def test_the_proxy_follows_a_track_restarted_with_new_keys(primary, packages):
     import os
     import signal
 
-    from mfn.deploy.supervision import read_status
+    from mfn.local.supervision import read_status
 
     server, name = primary
     rollout.start(name, rollout.plan("canary", packages[server, 2], name, weight=100))

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import local, state
+from mfn.local import deployments, state
 from mfn.errors import MfnError
 from tests.integration.conftest import TEXT_STATS
 
@@ -105,16 +105,16 @@ def test_deploy_refuses_a_tampered_package_and_starts_nothing(packages):
 def test_deploy_checks_signatures_with_a_public_key_and_no_verify_overrides(packages, tmp_path):
     private, public = key_pair(tmp_path)
     assert run("sign", packages["triton"], "--key", private).exit_code == 0
-    deployed = local.deploy(packages["triton"], name="signed", public_key=public)
+    deployed = deployments.deploy(packages["triton"], name="signed", public_key=public)
     try:
         assert deployed.models == ["text_stats"]
     finally:
-        local.undeploy("signed")
+        deployments.undeploy("signed")
     (packages["triton"] / "text_stats" / "1" / "handler" / "notes.txt").write_text("added\n")
     with pytest.raises(MfnError, match="text_stats/1/handler/notes.txt was added after packaging"):
-        local.deploy(packages["triton"], name="signed", public_key=public)
-    deployed = local.deploy(packages["triton"], name="unverified", verify=False)
-    local.undeploy("unverified")
+        deployments.deploy(packages["triton"], name="signed", public_key=public)
+    deployed = deployments.deploy(packages["triton"], name="unverified", verify=False)
+    deployments.undeploy("unverified")
     assert deployed.models == ["text_stats"]
 
 

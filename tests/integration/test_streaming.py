@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import local
+from mfn.local import deployments
 from mfn.errors import InvokeError
 from tests.conftest import HANDLERS
 
@@ -39,7 +39,7 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def deployments(outputs, logs) -> Iterator[dict[str, local.Deployment]]:
+def served(outputs, logs) -> Iterator[dict[str, deployments.Deployment]]:
     deployed = {}
     try:
         for server in SERVERS:
@@ -47,12 +47,12 @@ def deployments(outputs, logs) -> Iterator[dict[str, local.Deployment]]:
             mfn.package(STREAMER, output, target=server)
             # The server's model processes inherit the environment: the handler notes its steps in this file.
             os.environ["MFN_TEST_STREAM_LOG"] = str(logs[server])
-            deployed[server] = local.deploy(output, name=NAMES[server])
+            deployed[server] = deployments.deploy(output, name=NAMES[server])
         yield deployed
     finally:
         os.environ.pop("MFN_TEST_STREAM_LOG", None)
         for deployment in deployed.values():
-            local.undeploy(deployment.name)
+            deployments.undeploy(deployment.name)
 
 
 def timed_chunks(name: str, protocol: str, steps: int, delay_ms: int) -> list[tuple[float, dict]]:
@@ -63,7 +63,7 @@ def timed_chunks(name: str, protocol: str, steps: int, delay_ms: int) -> list[tu
 
 
 @pytest.mark.parametrize(("server", "protocol"), CASES)
-def test_chunks_arrive_as_the_handler_yields_them_not_at_the_end(deployments, server, protocol):
+def test_chunks_arrive_as_the_handler_yields_them_not_at_the_end(served, server, protocol):
     chunks = timed_chunks(NAMES[server], protocol, steps=4, delay_ms=400)
     assert [chunk["step"].tolist() for _, chunk in chunks] == [[[1]], [[2]], [[3]], [[4]]]
     first, last = chunks[0][0], chunks[-1][0]
@@ -71,7 +71,7 @@ def test_chunks_arrive_as_the_handler_yields_them_not_at_the_end(deployments, se
 
 
 @pytest.mark.parametrize(("server", "protocol"), CASES)
-def test_concurrent_streams_are_batched_and_each_ends_with_its_own_rows(deployments, server, protocol):
+def test_concurrent_streams_are_batched_and_each_ends_with_its_own_rows(served, server, protocol):
     wanted = [2, 5, 3, 4]
     with ThreadPoolExecutor(len(wanted)) as pool:
         results = list(pool.map(lambda steps: timed_chunks(NAMES[server], protocol, steps, 300), wanted))
@@ -79,7 +79,7 @@ def test_concurrent_streams_are_batched_and_each_ends_with_its_own_rows(deployme
     assert max(int(chunk["batch"].item()) for chunks in results for _, chunk in chunks) > 1, "no two streams shared a batch"
 
 
-def test_a_cancelled_stream_on_triton_stops_predict_between_chunks(deployments, logs):
+def test_a_cancelled_stream_on_triton_stops_predict_between_chunks(served, logs):
     """Closing the iterator cancels the request; Triton tells the model, which stops and closes its generator."""
     logs["triton"].write_text("")
     with mfn.Client(NAMES["triton"], protocol="grpc") as client:
@@ -94,13 +94,13 @@ def test_a_cancelled_stream_on_triton_stops_predict_between_chunks(deployments, 
 
 
 @pytest.mark.parametrize(("server", "protocol"), CASES)
-def test_a_plain_request_to_a_streaming_model_says_how_to_stream(deployments, server, protocol):
+def test_a_plain_request_to_a_streaming_model_says_how_to_stream(served, server, protocol):
     with mfn.Client(NAMES[server], protocol=protocol) as client, pytest.raises(InvokeError, match=r"Client\.stream\('streamer'"):
         client.infer("streamer", {"steps": [[1]], "delay_ms": [[0]]})
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_invoke_stream_prints_one_json_object_per_chunk(deployments, server):
+def test_invoke_stream_prints_one_json_object_per_chunk(served, server):
     result = CliRunner().invoke(cli, ["invoke", "streamer", "--deployment", NAMES[server], "--stream", "--json",
                                       "-d", '{"steps": [[3]], "delay_ms": [[0]]}'])
     assert result.exit_code == 0, result.output
@@ -109,14 +109,14 @@ def test_invoke_stream_prints_one_json_object_per_chunk(deployments, server):
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_streaming_metrics_count_chunks_and_time_to_first_chunk(deployments, server):
+def test_streaming_metrics_count_chunks_and_time_to_first_chunk(served, server):
     from prometheus_client.parser import text_string_to_metric_families
     import urllib.request
 
     timed_chunks(NAMES[server], "grpc", steps=3, delay_ms=0)
     deadline = time.monotonic() + 5
     while True:
-        with urllib.request.urlopen(deployments[server].metrics_url, timeout=10) as response:
+        with urllib.request.urlopen(served[server].metrics_url, timeout=10) as response:
             samples = {sample.name.removesuffix("_total"): sample.value
                        for family in text_string_to_metric_families(response.read().decode())
                        for sample in family.samples if sample.labels.get("model") == "streamer"
@@ -128,12 +128,12 @@ def test_streaming_metrics_count_chunks_and_time_to_first_chunk(deployments, ser
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_the_pod_probe_reads_a_streaming_models_first_chunk(deployments, outputs, server):
+def test_the_pod_probe_reads_a_streaming_models_first_chunk(served, outputs, server):
     """The chart's probes send every model a sample request; a streaming model answers it with a stream."""
-    from mfn.deploy.state import read_key
+    from mfn.local.state import read_key
     from mfn.kubernetes.probe import build_requests, check
 
-    deployment = deployments[server]
+    deployment = served[server]
     (item,) = build_requests(server, outputs[server], ["streamer"])
     assert item.streaming
     assert check([item], deployment.ports["http"], timeout_s=20, token=read_key(deployment, "inference")) == []

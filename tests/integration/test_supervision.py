@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import mfn
-from mfn.deploy import local, state, supervision
-from mfn.deploy.supervision import read_status
+from mfn.local import deployments, state, supervision
+from mfn.local.supervision import read_status
 from mfn.errors import MfnError
 from mfn.servers.http import request
 from mfn.servers.process import children, is_running, process_start_time
@@ -86,7 +86,7 @@ def server_pid(deployment) -> int:
 
 
 def test_a_killed_triton_stub_is_detected_and_its_model_reloaded(text_repository):
-    deployment = local.deploy(text_repository, name="stub-kill")
+    deployment = deployments.deploy(text_repository, name="stub-kill")
     try:
         stubs = [pid for pid, (_, command) in children(server_pid(deployment)).items() if "text_stats" in " ".join(command)]
         assert len(stubs) == 1
@@ -98,7 +98,7 @@ def test_a_killed_triton_stub_is_detected_and_its_model_reloaded(text_repository
         assert read_status(deployment).models["text_stats"].health == "ready"
         assert read_status(deployment).restarts == 0
     finally:
-        local.undeploy("stub-kill")
+        deployments.undeploy("stub-kill")
 
 
 def crash_triton(deployment) -> None:
@@ -112,7 +112,7 @@ def crash_triton(deployment) -> None:
 
 
 def test_a_request_that_crashes_triton_is_followed_by_a_restart_on_the_same_ports(text_repository, mfn_home):
-    deployment = local.deploy(text_repository, name="crash")
+    deployment = deployments.deploy(text_repository, name="crash")
     try:
         first_server = server_pid(deployment)
         first_stubs = {pid: process_start_time(pid) for pid in children(first_server)}
@@ -129,7 +129,7 @@ def test_a_request_that_crashes_triton_is_followed_by_a_restart_on_the_same_port
         assert not [pid for pid, started in first_stubs.items() if is_running(pid, started)]
         assert not first_regions & owned_shm_regions(mfn_home)
     finally:
-        local.undeploy("crash")
+        deployments.undeploy("crash")
 
 
 def restarted(deployment, count: int):
@@ -139,7 +139,7 @@ def restarted(deployment, count: int):
 
 
 def test_a_crash_loop_keeps_restarting_and_the_status_says_why(text_repository, short_backoff):
-    deployment = local.deploy(text_repository, name="crash-loop")
+    deployment = deployments.deploy(text_repository, name="crash-loop")
     try:
         crashes = 6  # one more than the restarts the supervisor used to give up after
         for crash in range(1, crashes + 1):
@@ -154,7 +154,7 @@ def test_a_crash_loop_keeps_restarting_and_the_status_says_why(text_repository, 
         assert status.last_exit.endswith(f"{crashes} crashes in a row")
         answers("crash-loop", RECOVERY_S)
     finally:
-        local.undeploy("crash-loop")
+        deployments.undeploy("crash-loop")
 
 
 def kernel_keeps_exit_status() -> bool:
@@ -172,7 +172,7 @@ def zombies(pid: int) -> list[int]:
 
 
 def test_a_killed_torchserve_frontend_is_restarted_with_its_models(text_store):
-    deployment = local.deploy(text_store, name="ts-crash")
+    deployment = deployments.deploy(text_store, name="ts-crash")
     try:
         frontend = java(server_pid(deployment))
         os.kill(frontend, signal.SIGKILL)
@@ -186,12 +186,12 @@ def test_a_killed_torchserve_frontend_is_restarted_with_its_models(text_store):
         answers("ts-crash", RECOVERY_S)
         assert read_status(deployment).models["text_stats"].health == "ready"
     finally:
-        local.undeploy("ts-crash")
+        deployments.undeploy("ts-crash")
 
 
 def test_a_torchserve_killed_while_its_restart_waits_for_its_models_is_restarted_at_once(slow_store, monkeypatch):
     monkeypatch.setenv("MFN_TEST_SETUP_DELAY_S", "5")  # read by slow_setup's workers, started by each restart
-    deployment = local.deploy(slow_store, name="ts-ready-kill")
+    deployment = deployments.deploy(slow_store, name="ts-ready-kill")
     try:
         first = server_pid(deployment)
         os.kill(java(first), signal.SIGKILL)
@@ -213,7 +213,7 @@ def test_a_torchserve_killed_while_its_restart_waits_for_its_models_is_restarted
         log = (Path(deployment.workdir) / supervision.LOG_FILE).read_text()
         assert log.count("started (restart)") == 1  # never said of the server that died while loading
     finally:
-        local.undeploy("ts-ready-kill")
+        deployments.undeploy("ts-ready-kill")
 
 
 def group_members(group: int) -> set[int]:
@@ -232,20 +232,20 @@ def group_members(group: int) -> set[int]:
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_a_killed_supervisor_takes_its_whole_server_with_it(target, text_repository, text_store):
-    deployment = local.deploy(text_repository if target == "triton" else text_store, name=f"orphan-{target}")
+    deployment = deployments.deploy(text_repository if target == "triton" else text_store, name=f"orphan-{target}")
     server = server_pid(deployment)
     assert len(group_members(server)) >= 2  # the server and its stubs, or TorchServe's launcher, Java and worker
     os.kill(deployment.pid, signal.SIGKILL)
     wait_for(lambda: not group_members(server), 30, "every server process to stop with its supervisor")
     assert not state.get(f"orphan-{target}").running
-    local.undeploy(f"orphan-{target}")
+    deployments.undeploy(f"orphan-{target}")
 
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_a_server_that_stops_answering_is_recorded_as_unresponsive_and_no_model_is_reloaded(
         target, text_repository, text_store, quick_health):
     name = f"paused-{target}"
-    deployment = local.deploy(text_repository if target == "triton" else text_store, name=name)
+    deployment = deployments.deploy(text_repository if target == "triton" else text_store, name=name)
     try:
         server = server_pid(deployment)
         # Stopped, every process of the server keeps its ports: connections complete in the kernel's backlog and
@@ -267,11 +267,11 @@ def test_a_server_that_stops_answering_is_recorded_as_unresponsive_and_no_model_
         log = (Path(deployment.workdir) / supervision.LOG_FILE).read_text()
         assert "no model is reloaded until it answers" in log and "reloading" not in log
     finally:
-        local.undeploy(name)
+        deployments.undeploy(name)
 
 
 def test_a_model_the_answering_server_says_is_not_ready_is_reloaded(text_repository, quick_health):
-    deployment = local.deploy(text_repository, name="unloaded")
+    deployment = deployments.deploy(text_repository, name="unloaded")
     try:
         key = {"Authorization": f"Bearer {state.read_key(deployment, 'management')}"}
         code, body = request("POST", f"{deployment.http_url}/v2/repository/models/text_stats/unload", timeout_s=30.0,
@@ -282,4 +282,4 @@ def test_a_model_the_answering_server_says_is_not_ready_is_reloaded(text_reposit
         assert status.unresponsive_checks == 0 and status.restarts == 0
         answers("unloaded", RECOVERY_S)
     finally:
-        local.undeploy("unloaded")
+        deployments.undeploy("unloaded")

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import local
-from mfn.deploy.torchserve_local import management_url, read_key
+from mfn.local import deployments
+from mfn.local.torchserve_local import management_url, read_key
 from mfn.errors import InvokeError
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 from tests.integration.conftest import MLP, TEXT_STATS
@@ -186,7 +186,7 @@ def test_a_killed_worker_is_survived_by_a_bounded_retry(torchserve_deployment, p
 
 def test_no_auth_opens_inference_and_nothing_else_even_to_another_user(tmp_path):
     mfn.package(TEXT_STATS, tmp_path, target="torchserve")
-    deployment = local.deploy(tmp_path, name="ts-open", auth=False)
+    deployment = deployments.deploy(tmp_path, name="ts-open", auth=False)
     try:
         public = f"http://127.0.0.1:{deployment.public_port('http')}/predictions/text_stats"
         assert public != f"{deployment.http_url}/predictions/text_stats"  # served through the proxy
@@ -205,4 +205,4 @@ def test_no_auth_opens_inference_and_nothing_else_even_to_another_user(tmp_path)
             body, _, status = curl.stdout.decode().rpartition("\n")
             assert status in ("400", "401") and "Token Authorization failed" in body, (method, url, curl)
     finally:
-        local.undeploy("ts-open")
+        deployments.undeploy("ts-open")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import mfn
-from mfn.deploy import local
-from mfn.deploy.launching import http_json
-from mfn.deploy.torchserve_local import management_url, read_key
+from mfn.local import deployments
+from mfn.local.launching import http_json
+from mfn.local.torchserve_local import management_url, read_key
 from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH
 from mfn.runtime.codec.client import encode_binary_request, read_binary_answer
@@ -33,7 +33,7 @@ WIDE_REQUEST_MB = 100
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, local.Deployment]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, deployments.Deployment]]:
     repository, store = tmp_path_factory.mktemp("transport-repo"), tmp_path_factory.mktemp("transport-store")
     for ref in (IMAGES, MIXED):
         mfn.package(ref, repository)
@@ -42,10 +42,10 @@ def deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     mfn.package(IMAGES, repository, name="warm")
     mfn.package(IMAGES, store, target="torchserve", name="warm")
     mfn.package(MIXED, store, target="torchserve", name="wide", max_request_mb=WIDE_REQUEST_MB)
-    deployed = {"triton": local.deploy(repository, name="transport"), "torchserve": local.deploy(store, name="transport-ts")}
+    deployed = {"triton": deployments.deploy(repository, name="transport"), "torchserve": deployments.deploy(store, name="transport-ts")}
     yield deployed
     for deployment in deployed.values():
-        local.undeploy(deployment.name)
+        deployments.undeploy(deployment.name)
 
 
 def images(rows: int, seed: int = 0) -> np.ndarray:
@@ -54,10 +54,10 @@ def images(rows: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("server", SERVERS)
-def test_a_full_batch_of_images_in_one_request_matches_in_process(deployments, server, protocol):
+def test_a_full_batch_of_images_in_one_request_matches_in_process(served, server, protocol):
     batch = images(8)
     expected = in_process(IMAGES, {"image": batch})["logits"]
-    with mfn.Client(deployments[server].name, protocol=protocol) as client:
+    with mfn.Client(served[server].name, protocol=protocol) as client:
         served = client.infer("images", {"image": batch})
     assert served["logits"].dtype == np.float32 and served["logits"].shape == (8, 1000)
     np.testing.assert_allclose(served["logits"], expected, rtol=1e-6, atol=1e-6)
@@ -65,9 +65,9 @@ def test_a_full_batch_of_images_in_one_request_matches_in_process(deployments, s
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("server", SERVERS)
-def test_binary_and_json_tensors_give_identical_answers(deployments, server, protocol):
+def test_binary_and_json_tensors_give_identical_answers(served, server, protocol):
     inputs = {"text": [["one"], ["\u00fcber"], [""]], "x": [[1.5, -2.0], [0.25, 1e-3], [3.0, 4.0]], "level": [[1], [2], [255]]}
-    name = deployments[server].name
+    name = served[server].name
     with mfn.Client(name, protocol=protocol) as binary, mfn.Client(name, protocol=protocol, binary=False) as text:
         answers = [binary.infer("mixed", inputs), text.infer("mixed", inputs)]
         image_answers = [binary.infer("images", {"image": images(2, seed=3)}), text.infer("images", {"image": images(2, seed=3)})]
@@ -78,15 +78,15 @@ def test_binary_and_json_tensors_give_identical_answers(deployments, server, pro
     assert answers[0]["echo"].ravel().tolist() == [b"one", "\u00fcber".encode(), b""]
 
 
-def torchserve_post(deployment: local.Deployment, model: str, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
+def torchserve_post(deployment: deployments.Deployment, model: str, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection(deployment.host, deployment.ports["http"], timeout=60)
     headers = {**headers, "Authorization": f"Bearer {read_key(deployment, 'inference')}"}
     connection.request("POST", f"/predictions/{model}", body=body, headers=headers)
     return connection.getresponse()
 
 
-def test_torchserve_answers_a_curl_style_binary_body_in_binary_and_a_json_body_in_json(deployments):
-    deployment = deployments["torchserve"]
+def test_torchserve_answers_a_curl_style_binary_body_in_binary_and_a_json_body_in_json(served):
+    deployment = served["torchserve"]
     batch = images(3, seed=5)
     body, header_length = encode_binary_request({"image": batch})
     # Header names are case-insensitive: a hand-written request may spell it in lower case.
@@ -118,15 +118,15 @@ def test_torchserve_answers_a_curl_style_binary_body_in_binary_and_a_json_body_i
     (b'{"inputs":[{"name":"image","shape":[1,3,224,224],"datatype":"FP32","parameters":{"binary_data_size":999999}}]}',
      "runs past the end of the body"),
 ])
-def test_torchserve_refuses_inconsistent_binary_bodies_with_400(deployments, body, message):
+def test_torchserve_refuses_inconsistent_binary_bodies_with_400(served, body, message):
     header_length = body.index(b"}]}") + 3
-    reply = torchserve_post(deployments["torchserve"], "images", body, {HEADER_LENGTH: str(header_length)})
+    reply = torchserve_post(served["torchserve"], "images", body, {HEADER_LENGTH: str(header_length)})
     assert reply.status == 400
     assert message in json.loads(reply.read())["error"]
 
 
-def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_without_retries(deployments):
-    deployment = deployments["torchserve"]
+def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_without_retries(served):
+    deployment = served["torchserve"]
     config = (Path(deployment.workdir) / "config.properties").read_text()
     limit = WIDE_REQUEST_MB * MIB  # the largest any of its models needs: `wide` declares it
     assert f"max_request_size={limit}\n" in config and f"max_response_size={limit}\n" in config
@@ -145,7 +145,7 @@ def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_w
     # Past the client, the server itself refuses it: 413 over REST, a cancelled call over gRPC (grpc-java resets
     # the stream); neither is retried, and both name the limit.
     from mfn.client import torchserve_wire as torchserve_client
-    from mfn.deploy.state import mfn_home
+    from mfn.local.state import mfn_home
 
     body = torchserve_client.request_body(oversized)
     token = read_key(deployment, "inference")
@@ -165,8 +165,8 @@ def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_w
         assert "max_request_size" in str(refusal) and not mfn.client.retryable(refusal)
 
 
-def test_torchserve_batch_delay_is_what_mfn_meant(deployments):
-    deployment = deployments["torchserve"]
+def test_torchserve_batch_delay_is_what_mfn_meant(served):
+    deployment = served["torchserve"]
     code, described = http_json("GET", f"{management_url(deployment)}/models/images", 30, read_key(deployment, "management"))
     assert code == 200
     (model,) = described
@@ -188,10 +188,10 @@ def model_series(deployment, model: str) -> dict[tuple[str, str], float]:
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_outcome_series_start_at_zero_and_warm_up_is_not_traffic_on_both_servers(deployments, server):
+def test_outcome_series_start_at_zero_and_warm_up_is_not_traffic_on_both_servers(served, server):
     """`warm` ran three warm-up requests before it was ready, and no client has called it yet (see the next test)."""
     deadline = time.monotonic() + 5 * FLUSH_INTERVAL_S
-    while not (series := model_series(deployments[server], "warm")) and time.monotonic() < deadline:
+    while not (series := model_series(served[server], "warm")) and time.monotonic() < deadline:
         time.sleep(0.2)
     requests = {outcome: value for (name, outcome), value in series.items() if name.startswith("mfn_requests_total")}
     assert requests == {"success": 0.0, "invalid": 0.0, "error": 0.0}
@@ -200,8 +200,8 @@ def test_outcome_series_start_at_zero_and_warm_up_is_not_traffic_on_both_servers
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_warm_up_runs_before_the_first_request_on_both_servers(deployments, server):
-    with mfn.Client(deployments[server].name) as client:
+def test_warm_up_runs_before_the_first_request_on_both_servers(served, server):
+    with mfn.Client(served[server].name) as client:
         first = client.infer("warm", {"image": images(1)})
     assert first["calls"].ravel().tolist() == [4]  # three warm-up calls (Images.warmup.count), then this one
 
@@ -218,8 +218,8 @@ def settled_size(log: Path) -> int:
     return size
 
 
-def test_torchserve_logs_nothing_per_request_and_sizes_its_heap_for_the_limit(deployments):
-    deployment = deployments["torchserve"]
+def test_torchserve_logs_nothing_per_request_and_sizes_its_heap_for_the_limit(served):
+    deployment = served["torchserve"]
     config = (Path(deployment.workdir) / "config.properties").read_text()
     assert "vmargs=-Xmx1024m -XX:+ExitOnOutOfMemoryError\n" in config  # the floor: 4 x 100 MiB + 256 MiB is less
     log = Path(deployment.log_file)
@@ -234,13 +234,13 @@ def test_torchserve_logs_nothing_per_request_and_sizes_its_heap_for_the_limit(de
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_one_client_may_be_shared_by_threads_on_every_protocol(deployments, server):
+def test_one_client_may_be_shared_by_threads_on_every_protocol(served, server):
     from concurrent.futures import ThreadPoolExecutor
 
     batch = images(1, seed=9)
     expected = in_process(IMAGES, {"image": batch})["logits"]
     for protocol in PROTOCOLS:
-        with mfn.Client(deployments[server].name, protocol=protocol) as client:
+        with mfn.Client(served[server].name, protocol=protocol) as client:
             # Two pools one after the other: new threads must not pick up connections of threads that ended.
             for _ in range(2):
                 with ThreadPoolExecutor(4) as pool:

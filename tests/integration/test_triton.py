@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 import mfn
 from mfn.cli.main import cli
-from mfn.deploy import state
+from mfn.local import state
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
 from tests.integration.conftest import MLP, TEXT_STATS

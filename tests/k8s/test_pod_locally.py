@@ -21,8 +21,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
-from mfn.deploy.launching import remove_shm_regions
-from mfn.deploy.state import home_tag
+from mfn.local.launching import remove_shm_regions
+from mfn.local.state import home_tag
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers import torchserve, triton
 from mfn.servers.http import request

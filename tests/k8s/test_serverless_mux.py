@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import mfn
-from mfn.deploy import local, state
+from mfn.local import deployments, state
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers.process import free_ports
 from tests.integration.conftest import TEXT_STATS
@@ -60,7 +60,7 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
     mfn.package(TEXT_STATS, repository, target=server)
     name = f"mux-{server}"
     # Keyed, as the chart's pods are by default: the mux sits in front of the server's own ports.
-    deployment = local.deploy(repository, name=name)
+    deployment = deployments.deploy(repository, name=name)
     key = state.read_key(deployment, "inference")
     (port,) = free_ports(1)
     config = tmp_path / "Caddyfile"
@@ -88,4 +88,4 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
     finally:
         mux.terminate()
         mux.wait(timeout=10)
-        local.undeploy(name)
+        deployments.undeploy(name)

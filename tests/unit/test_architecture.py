@@ -14,7 +14,7 @@ import pytest
 LAYERS = (
     ("mfn.cli",),
     ("mfn.client",),
-    ("mfn.deploy", "mfn.kubernetes", "mfn.monitoring", "mfn.signing", "mfn.tuning"),
+    ("mfn.local", "mfn.kubernetes", "mfn.monitoring", "mfn.signing", "mfn.tuning"),
     ("mfn.servers",),
     ("mfn.packaging", "mfn.model_files", "mfn.convert"),
     ("mfn.model_repository", "mfn.archiver"),

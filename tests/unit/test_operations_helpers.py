@@ -5,7 +5,7 @@ import time
 import pytest
 
 import mfn
-from mfn.deploy.launching import with_progress
+from mfn.local.launching import with_progress
 from mfn.errors import DeployError
 
 

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from mfn.deploy import proxying, rollout
-from mfn.deploy.proxy_config import Guard, ProxyConfig, Routing, Track, check_routing, render
-from mfn.deploy.rollout_analysis import Figures, breach, totals, window
-from mfn.deploy.routes import nginx_binary
+from mfn.local import proxying, rollout
+from mfn.local.proxy_config import Guard, ProxyConfig, Routing, Track, check_routing, render
+from mfn.local.rollout_analysis import Figures, breach, totals, window
+from mfn.local.routes import nginx_binary
 from mfn.errors import MfnError
 from tests.conftest import GOLDEN, assert_matches_golden
 
@@ -25,7 +25,7 @@ CASES = {
 
 
 # Where a packaged mfn and Debian's njs module would be; `nginx -t` gets the real ones.
-GOLDEN_GUARD = Guard(module="/usr/lib/nginx/modules/ngx_http_js_module.so", script="/srv/mfn/deploy/proxy_guard.js")
+GOLDEN_GUARD = Guard(module="/usr/lib/nginx/modules/ngx_http_js_module.so", script="/srv/mfn/local/proxy_guard.js")
 
 
 def config(server: str, routing: Routing, directory: str = "/srv/mfn/route", guard: Guard | None = GOLDEN_GUARD) -> ProxyConfig:

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mfn.deploy.state import Deployment
-from mfn.deploy.supervision import server_answers
+from mfn.local.state import Deployment
+from mfn.local.supervision import server_answers
 from mfn.servers.process import free_ports
 
 TIMEOUT_S = 0.5
@@ -76,7 +76,7 @@ def test_the_server_inherits_the_hard_open_file_limit_as_its_soft_one():
     script = (
         "import resource, subprocess\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({min(1024, hard // 2)}, {hard}))\n"
-        "from mfn.deploy.supervision import raise_open_file_limit\n"
+        "from mfn.local.supervision import raise_open_file_limit\n"
         "raise_open_file_limit()\n"
         "print(subprocess.run(['sh', '-c', 'ulimit -Sn'], capture_output=True, text=True).stdout.strip())\n"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mfn.deploy.supervision import DEAD_STARTS_FAILED, HEALTHY_AFTER_S, RestartPace, Status, restart_delay_s
+from mfn.local.supervision import DEAD_STARTS_FAILED, HEALTHY_AFTER_S, RestartPace, Status, restart_delay_s
 from mfn.servers.process import ExitWatch, children, group_on_parent_death
 from tests.conftest import wait_for
 

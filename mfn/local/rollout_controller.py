@@ -1,12 +1,12 @@
 """The owner of one deployment's route: runs its nginx, and steps and judges its rollout.
 
-`mfn rollout start` spawns it (`python -m mfn.deploy.rollout_controller NAME`) at a deployment's first rollout;
+`mfn rollout start` spawns it (`python -m mfn.local.rollout_controller NAME`) at a deployment's first rollout;
 `mfn undeploy NAME` stops it. It
 
 - runs nginx in the foreground as its child (the parent-death signal ends nginx with it) and starts it again
   if it dies, with the configuration the rollout commands last wrote;
 - while a rollout progresses with `--steps` or a rule (`--max-error-ratio`, `--max-p99-ms`): scrapes both tracks'
-  metrics every second, compares them over the current step's window (mfn.deploy.rollout_analysis), rolls back
+  metrics every second, compares them over the current step's window (mfn.local.rollout_analysis), rolls back
   at once when the canary breaks the rule, and otherwise moves to the next step after `--step-interval`,
   promoting at 100.
 
@@ -20,9 +20,9 @@ import signal
 import sys
 import time
 
-from mfn.deploy import proxying, rollout, rollout_analysis, routes, state
-from mfn.deploy.proxy_config import render
-from mfn.deploy.rollout_analysis import Totals
+from mfn.local import proxying, rollout, rollout_analysis, routes, state
+from mfn.local.proxy_config import render
+from mfn.local.rollout_analysis import Totals
 from mfn.errors import MfnError
 
 TICK_S = 1.0

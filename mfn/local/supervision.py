@@ -1,4 +1,4 @@
-"""The deployer's side of a supervisor (see mfn.deploy.supervisor): the plan it is given, the status it writes
+"""The deployer's side of a supervisor (see mfn.local.supervisor): the plan it is given, the status it writes
 back, how long it waits between restarts, what it counts as a server that answers, and starting one and waiting
 until its models have loaded (both ends of the pipe it reports on)."""
 
@@ -16,16 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfn.deploy import state
-from mfn.deploy.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
-from mfn.deploy.state import Deployment
+from mfn.local import state
+from mfn.local.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
+from mfn.local.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.http import request
 from mfn.servers.process import PRIVATE_UMASK, exit_reason
 
 if TYPE_CHECKING:
-    from mfn.deploy.servers import LocalServer
+    from mfn.local.servers import LocalServer
 
 PLAN_FILE = "plan.json"
 STATUS_FILE = "status.json"
@@ -62,7 +62,7 @@ class Plan:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
     load_timeout_s: float = LOAD_TIMEOUT_S
-    idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.deploy.idling)
+    idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.local.idling)
     restart_backoff_cap_s: float = RESTART_BACKOFF_CAP_S  # the longest wait between restarts in a row
     health_interval_s: float = HEALTH_INTERVAL_S  # between checks that the server answers and its models are ready
 
@@ -276,7 +276,7 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
     with os.fdopen(os.open(workdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         # Everything the supervisor writes (server configs, work directories) is its user's alone.
         process = subprocess.Popen(
-            [sys.executable, "-m", "mfn.deploy.supervisor", str(plan_file)],
+            [sys.executable, "-m", "mfn.local.supervisor", str(plan_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -1,6 +1,6 @@
 """One interface for the servers mfn runs on this machine, and the registry that picks one by name.
 
-Each server kind has one module implementing `LocalServer` (mfn.deploy.triton_local, mfn.deploy.torchserve_local);
+Each server kind has one module implementing `LocalServer` (mfn.local.triton_local, mfn.local.torchserve_local);
 the supervisor and the deploy commands reach them only through `local_server(name)`.
 """
 
@@ -16,11 +16,11 @@ from mfn.kinds import SERVERS
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mfn.deploy.launching import Progress
-    from mfn.deploy.state import Deployment
-    from mfn.deploy.store import Store
+    from mfn.local.launching import Progress
+    from mfn.local.state import Deployment
+    from mfn.local.store import Store
 
-SERVER_MODULES = {"triton": "mfn.deploy.triton_local", "torchserve": "mfn.deploy.torchserve_local"}
+SERVER_MODULES = {"triton": "mfn.local.triton_local", "torchserve": "mfn.local.torchserve_local"}
 assert tuple(SERVER_MODULES) == SERVERS, "a LocalServer for every server mfn knows"
 
 

@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfn.deploy import state
-from mfn.deploy.launching import Progress, load_timeout_s, with_progress
-from mfn.deploy.servers import local_server
-from mfn.deploy.state import Deployment
-from mfn.deploy.store import discover
-from mfn.deploy.supervision import ModelHealth
+from mfn.local import state
+from mfn.local.launching import Progress, load_timeout_s, with_progress
+from mfn.local.servers import local_server
+from mfn.local.state import Deployment
+from mfn.local.store import discover
+from mfn.local.supervision import ModelHealth
 from mfn.errors import DeployError, MfnError
 
 if TYPE_CHECKING:
-    from mfn.deploy.supervisor import Supervisor
+    from mfn.local.supervisor import Supervisor
 
 OPERATIONS_DIR = "operations"
 OPERATIONS = ("load", "unload", "reload", "scale", "set-default")
@@ -160,7 +160,7 @@ def describe(model: str, deployment: str | None = None) -> ModelDescription:
 
 def describe_model(deployment: Deployment, model: str) -> ModelDescription:
     """The model's served versions, default version, instances, batching, endpoints and health."""
-    from mfn.deploy.supervision import read_status
+    from mfn.local.supervision import read_status
 
     health = read_status(deployment).models.get(model)
     described = ModelDescription(

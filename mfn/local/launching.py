@@ -1,4 +1,4 @@
-"""Starting a server process and talking to it: what every local server shares (see mfn.deploy.servers)."""
+"""Starting a server process and talking to it: what every local server shares (see mfn.local.servers)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mfn.deploy import state
-from mfn.deploy.state import Deployment
+from mfn.local import state
+from mfn.local.state import Deployment
 from mfn.errors import DeployError
 from mfn.servers.http import error_message, request
 from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group

@@ -1,4 +1,4 @@
-// mfn's guard in front of tritonserver's HTTP endpoint (njs, run by the proxy's nginx; see mfn/deploy/proxy_config.py).
+// mfn's guard in front of tritonserver's HTTP endpoint (njs, run by the proxy's nginx; see mfn/local/proxy_config.py).
 //
 // tritonserver 2.51 aborts on some request bodies: a shape whose element count does not fit in memory
 // (std::bad_alloc), JSON nested tens of thousands of levels deep, a gzip body that expands without limit. It

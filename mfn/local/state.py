@@ -90,11 +90,11 @@ class Deployment:
     extra: dict[str, str] = field(default_factory=dict)
     # Where the first start's time went: server_start_s, and per model its load split (see mfn.runtime.cold_start).
     cold_start: dict = field(default_factory=dict)
-    # Public ports of the front that owns them when the server stops while idle (mfn.deploy.front); `ports` are
+    # Public ports of the front that owns them when the server stops while idle (mfn.local.front); `ports` are
     # then the server's own, which only mfn talks to.
     front: dict[str, int] = field(default_factory=dict)
-    # The rollout proxy's ports once the deployment has had a rollout (mfn.deploy.routes): filled in when the
-    # record is read for callers (mfn.deploy.local.status), never saved by the supervisor.
+    # The rollout proxy's ports once the deployment has had a rollout (mfn.local.routes): filled in when the
+    # record is read for callers (mfn.local.deployments.status), never saved by the supervisor.
     proxy: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -204,7 +204,7 @@ def read_key(deployment: Deployment, api: str) -> str | None:
     return entry.get("key") if isinstance(entry, dict) else None
 
 
-# In a canary track's record: the deployment whose rollout it serves (mfn.deploy.rollout).
+# In a canary track's record: the deployment whose rollout it serves (mfn.local.rollout).
 TRACK_OF = "track_of"
 
 

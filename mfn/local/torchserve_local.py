@@ -12,9 +12,9 @@ from pathlib import Path
 
 from mfn.archiver.reading import archive_info
 from mfn.archiver.render import TOKEN_PREFIX
-from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
-from mfn.deploy.state import Deployment, read_key, recorded_defaults
-from mfn.deploy.store import Store
+from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
+from mfn.local.state import Deployment, read_key, recorded_defaults
+from mfn.local.store import Store
 from mfn.errors import DeployError, MfnError
 from mfn.handlers.declarations import VersionPolicy
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
@@ -40,7 +40,7 @@ def start(
 
     Token authorization is on whatever `auth` says: TorchServe's one switch also opens the management APIs,
     which register and run code. A deployment whose inference is open (`auth` off) is served through mfn's proxy,
-    which speaks to the server with its key (mfn.deploy.local.deploy).
+    which speaks to the server with its key (mfn.local.deployments.deploy).
     """
     archives = [archive.name for model in preload for archive in served_archives(store.models[model])]
     torchserve.check_installed()
@@ -216,7 +216,7 @@ def _rename(ports: dict[str, int]) -> dict[str, int]:
 
 def _worker_errors(deployment: Deployment) -> str:
     """The handler's own error lines from the log, which the management API does not return."""
-    from mfn.deploy.launching import log_tail
+    from mfn.local.launching import log_tail
 
     lines = [line for line in log_tail(deployment, 400).splitlines() if "MODEL_LOG" in line or "Error" in line]
     return "\n".join(lines[-15:])

@@ -3,8 +3,8 @@
 A deployment is fronted from the start with `mfn deploy --proxy` (its ports then stay the same through every
 rollout), and always when it serves open inference (`--no-auth`, unless an idle Triton): the server keeps its keys
 and the proxy speaks to it with them, so nobody goes around the proxy. In front of Triton the proxy guards HTTP
-bodies (mfn.deploy.proxy_config); TorchServe's one authorization switch would also have opened its management
-APIs. Rollouts (mfn.deploy.rollout) put a canary track behind the same proxy.
+bodies (mfn.local.proxy_config); TorchServe's one authorization switch would also have opened its management
+APIs. Rollouts (mfn.local.rollout) put a canary track behind the same proxy.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mfn.deploy import routes, state
-from mfn.deploy.proxy_config import Guard, ProxyConfig, Routing, Track, render
-from mfn.deploy.routes import Rollout, Route
+from mfn.local import routes, state
+from mfn.local.proxy_config import Guard, ProxyConfig, Routing, Track, render
+from mfn.local.routes import Rollout, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
@@ -108,10 +108,10 @@ def fronted(name: str) -> state.Deployment:
 
 def new_route(primary: state.Deployment, ports: dict[str, int], callers_need_key: bool = True) -> Route:
     """A route for `primary`; a deployment first fronted by a rollout serves keyed inference (open inference is
-    fronted when deployed, see mfn.deploy.local.deploy), unless it is an open idle Triton, which has no key."""
+    fronted when deployed, see mfn.local.deployments.deploy), unless it is an open idle Triton, which has no key."""
     chosen = dict(zip(("http", "grpc"), free_ports(2)))
     chosen.update({protocol: port for protocol, port in ports.items() if port})
-    from mfn.deploy.launching import check_ports_free
+    from mfn.local.launching import check_ports_free
 
     check_ports_free(primary.host, chosen)
     with_key = callers_need_key and state.read_key(primary, "inference") is not None

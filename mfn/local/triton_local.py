@@ -11,10 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from mfn.deploy import state
-from mfn.deploy.launching import Progress, describe_failure, http_json, launch, load_timeout_s
-from mfn.deploy.state import Deployment, read_key
-from mfn.deploy.store import Store
+from mfn.local import state
+from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
+from mfn.local.state import Deployment, read_key
+from mfn.local.store import Store
 from mfn.errors import DeployError, MfnError
 from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.servers import secret_args, triton

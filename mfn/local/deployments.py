@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfn.deploy import state
-from mfn.deploy.launching import (
+from mfn.local import state
+from mfn.local.launching import (
     DRAIN_TIMEOUT_S,
     LOAD_TIMEOUT_S,
     STOP_GRACE_S,
@@ -17,15 +17,15 @@ from mfn.deploy.launching import (
     new_shm_prefix,
     remove_shm_regions,
 )
-from mfn.deploy.servers import local_server
-from mfn.deploy.state import Deployment
-from mfn.deploy.store import Store, discover
+from mfn.local.servers import local_server
+from mfn.local.state import Deployment
+from mfn.local.store import Store, discover
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import stop_process_group
 
 if TYPE_CHECKING:
-    from mfn.deploy.supervision import Status as SupervisorStatus
+    from mfn.local.supervision import Status as SupervisorStatus
 
 
 def deploy(
@@ -71,7 +71,7 @@ def deploy(
         ports: Fixed ports by name ("http", "grpc", "metrics"); free ones for the rest.
         load_timeout_s: How long one model's load (its handler's setup) may take.
         idle_timeout_s: Stop the server after this long without traffic; a front keeps the HTTP and gRPC ports and
-            wakes it on the next request, which waits meanwhile (see mfn.deploy.idling).
+            wakes it on the next request, which waits meanwhile (see mfn.local.idling).
         proxy: Serve through mfn's proxy (nginx) on the public ports from the start, so later rollouts keep them.
 
     Raises:
@@ -99,7 +99,7 @@ def deploy(
         deployment = _deploy_locked(store, Path(path), name, chosen, auth or proxy, monitor, progress, drain_timeout_s,
                                     max_request_bytes, jvm_heap_mb, host, ports, load_timeout_s, idle_timeout_s)
     if proxy:
-        from mfn.deploy import proxying
+        from mfn.local import proxying
 
         try:
             deployment.proxy = dict(proxying.open_route(name, public, callers_need_key=auth).ports)
@@ -133,7 +133,7 @@ def _deploy_locked(
     workdir = state.work_dir(name)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, mode=0o700)  # keys, logs and configs: the user's alone
-    from mfn.deploy import supervision
+    from mfn.local import supervision
 
     plan = supervision.Plan(
         name=name,
@@ -180,7 +180,7 @@ def deploy_like(template: str, path: Path | str, name: str, progress: Progress =
     """
     import json
 
-    from mfn.deploy.supervision import PLAN_FILE
+    from mfn.local.supervision import PLAN_FILE
 
     plan = json.loads((Path(state.get(template).workdir) / PLAN_FILE).read_text())
     store = discover(Path(path))
@@ -212,8 +212,8 @@ def undeploy(name: str) -> Deployment:
 
 def _undeploy_locked(name: str, keep_route: bool = False) -> Deployment:
     """Stop `name`; with its route (the rollout proxy, and the canary track a rollout left), unless `keep_route`."""
-    from mfn.deploy import routes
-    from mfn.deploy.supervision import read_status
+    from mfn.local import routes
+    from mfn.local.supervision import read_status
     from mfn.monitoring.local import stop_prometheus
 
     deployment = state.get(name)
@@ -247,7 +247,7 @@ def undeploy_all() -> list[Deployment]:
 def callers_key(name: str) -> str | None:
     """The key callers of deployment `name` present: the proxy's own where one fronts it, else the server's inference
     key; None where inference is open."""
-    from mfn.deploy import routes
+    from mfn.local import routes
 
     deployment = state.get(name)
     route = routes.with_proxy(deployment)
@@ -256,7 +256,7 @@ def callers_key(name: str) -> str | None:
 
 def public_url(name: str) -> str:
     """Where deployment `name` takes HTTP requests: its proxy, its idle front or its server."""
-    from mfn.deploy import routes
+    from mfn.local import routes
 
     deployment = state.get(name)
     routes.with_proxy(deployment)
@@ -265,7 +265,7 @@ def public_url(name: str) -> str:
 
 def status() -> list[Deployment]:
     """Every local deployment, with its rollout proxy's endpoints where it has one."""
-    from mfn.deploy import routes
+    from mfn.local import routes
 
     deployments = state.all_deployments()
     for deployment in deployments:
@@ -275,7 +275,7 @@ def status() -> list[Deployment]:
 
 def describe(deployment: Deployment, status: SupervisorStatus, versions: dict[str, dict] | None = None) -> str:
     """Several lines on one deployment for `mfn status`: state, restarts, last exit, endpoints, model health, and
-    with `versions` (see mfn.deploy.operations.versions_of) each model's served and default versions."""
+    with `versions` (see mfn.local.operations.versions_of) each model's served and default versions."""
     current = status.state if deployment.running else f"stopped (was {status.state})"
     woken = f", woken {status.wakes} times (last in {status.last_wake_s:g} s)" if status.wakes else ""
     lines = [f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, {status.restarts} restarts{woken})"]

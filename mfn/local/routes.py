@@ -1,5 +1,5 @@
 """A deployment's route: the nginx proxy that owns its public endpoints once it has had a rollout, and the
-rollout's record (mfn.deploy.rollout).
+rollout's record (mfn.local.rollout).
 
 The route lives in its own directory beside the deployments (`.routes/NAME/`), not in the deployment's work
 directory: a promotion starts the deployment again from the new package, which gives it a new work directory,
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mfn.deploy import state
+from mfn.local import state
 from mfn.errors import MfnError
 from mfn.servers.process import PRIVATE_UMASK, children, find_tool, is_running, process_start_time, start_detached
 
@@ -53,7 +53,7 @@ class Rollout:
     started_at: float = 0.0
     last_step_at: float = 0.0
     history: list[dict] = field(default_factory=list)
-    # The controller's last comparison of the tracks over the current step's window (mfn.deploy.rollout_analysis).
+    # The controller's last comparison of the tracks over the current step's window (mfn.local.rollout_analysis).
     analysis: dict = field(default_factory=dict)
 
 
@@ -149,7 +149,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-# The proxy process: nginx in the foreground, owned by the route's controller (mfn.deploy.rollout_controller).
+# The proxy process: nginx in the foreground, owned by the route's controller (mfn.local.rollout_controller).
 
 def nginx_binary() -> str:
     return find_tool("nginx", "nginx is not installed: `make setup` puts Debian's nginx into the environment "
@@ -240,7 +240,7 @@ def stop(name: str) -> str | None:
     route = load(name)  # not under the route's lock: the controller may be waiting for it
     if route is None:
         return None
-    # First the record: from here on nothing starts the controller again (mfn.deploy.supervisor asks).
+    # First the record: from here on nothing starts the controller again (mfn.local.supervisor asks).
     (route.directory / ROUTE_FILE).unlink(missing_ok=True)
     if route.controller_pid:
         stop_process_group(route.controller_pid, route.controller_start_time, grace_s=STOP_GRACE_S)
@@ -253,10 +253,10 @@ def stop(name: str) -> str | None:
 
 
 def start_controller(route: Route) -> None:
-    """Start the route's controller (mfn.deploy.rollout_controller), which starts nginx; the caller holds the lock."""
+    """Start the route's controller (mfn.local.rollout_controller), which starts nginx; the caller holds the lock."""
     import sys
 
-    process = start_detached([sys.executable, "-m", "mfn.deploy.rollout_controller", route.name], dict(os.environ),
+    process = start_detached([sys.executable, "-m", "mfn.local.rollout_controller", route.name], dict(os.environ),
                              route.directory / "controller.log", route.directory)
     deadline = time.monotonic() + CONTROLLER_START_S
     while time.monotonic() < deadline:

@@ -2,14 +2,14 @@
 
 The deployment keeps its name and is the `primary` track; the new package runs as the `canary` track, a
 deployment of its own named `NAME-canary`, started with the primary's options. The first rollout of a
-deployment puts a proxy in front of it (mfn.deploy.proxy_config): from then on its HTTP and gRPC endpoints are
+deployment puts a proxy in front of it (mfn.local.proxy_config): from then on its HTTP and gRPC endpoints are
 nginx's and stay, through this rollout and later ones; `mfn.Client(NAME)` and `mfn invoke` find them by name.
 
 A promotion works as Flagger's does: all traffic to the canary, the primary started again from the new package,
 all traffic back to the primary, the canary drained and stopped. An abort sends all traffic to the primary and
 drains and stops the canary. nginx changes its routing gracefully (SIGHUP: old workers finish what they hold),
 so neither loses a request. Stepping and the automatic analysis run in the route's controller process
-(mfn.deploy.rollout_controller), which also owns nginx and starts it again if it dies.
+(mfn.local.rollout_controller), which also owns nginx and starts it again if it dies.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mfn.deploy import routes, state
-from mfn.deploy.launching import Progress
-from mfn.deploy.proxy_config import ProxyConfig, Track, check_routing, render
-from mfn.deploy.proxying import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
-from mfn.deploy.routes import Rollout, Route
+from mfn.local import routes, state
+from mfn.local.launching import Progress
+from mfn.local.proxy_config import ProxyConfig, Track, check_routing, render
+from mfn.local.proxying import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
+from mfn.local.routes import Rollout, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 
@@ -69,7 +69,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
         MfnError: no such deployment, a rollout already under way, a package for the other server, or a track
             or the proxy that did not start (nothing of this rollout is left running then).
     """
-    from mfn.deploy import local
+    from mfn.local import deployments
 
     primary = fronted(name)
     with routes.exclusive(name):
@@ -78,7 +78,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
             raise MfnError(f"{name} is already rolling out {route.rollout.path} ({route.rollout.state}); "
                            f"`mfn rollout promote {name}` or `mfn rollout abort {name}` first")
     progress(f"starting the canary track {rollout.canary} from {rollout.path} ...")
-    canary = local.deploy_like(name, rollout.path, rollout.canary, progress)
+    canary = deployments.deploy_like(name, rollout.path, rollout.canary, progress)
     try:
         with state.exclusive(rollout.canary):
             state.save(replace(canary, extra={**canary.extra, state.TRACK_OF: name}))
@@ -98,7 +98,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
 
 def _check_ready(deployment: state.Deployment) -> None:
     """Every model of the track answers its readiness check (deploy already waited for setup and warm-up)."""
-    from mfn.deploy.supervision import read_status
+    from mfn.local.supervision import read_status
 
     models = read_status(deployment).models
     unready = {model: models[model].health if model in models else "not loaded"
@@ -108,10 +108,10 @@ def _check_ready(deployment: state.Deployment) -> None:
 
 
 def _forget_canary(name: str, canary: str) -> None:
-    from mfn.deploy import local
+    from mfn.local import deployments
 
     if state.load(canary) is not None:
-        local.undeploy(canary)
+        deployments.undeploy(canary)
 
 
 def set_weight(name: str, weight: float, note: str) -> Route:
@@ -128,7 +128,7 @@ def set_weight(name: str, weight: float, note: str) -> Route:
 def promote(name: str, progress: Progress = lambda m: None) -> Route:
     """All traffic to the new package: the canary takes it, the primary is started again from the new package
     and takes it back, the canary is drained and stopped."""
-    from mfn.deploy import local
+    from mfn.local import deployments
 
     with routes.exclusive(name):
         route = _active(name)
@@ -137,7 +137,7 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
         routes.save(route)
         apply(route)
     progress(f"all traffic on {rollout.canary}; starting {name} again from {rollout.path} ...")
-    local.deploy_like(name, rollout.path, name, progress)
+    deployments.deploy_like(name, rollout.path, name, progress)
     with routes.exclusive(name):
         route = routes.load(name)
         route.rollout.weight = 0.0
@@ -145,13 +145,13 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
         _end(route, "promoted", "promoted")
         routes.save(route)
     progress(f"draining and stopping {rollout.canary} ...")
-    local.undeploy(rollout.canary)
+    deployments.undeploy(rollout.canary)
     return routes.load(name)
 
 
 def abort(name: str, why: str = "aborted by the operator", progress: Progress = lambda m: None) -> Route:
     """All traffic back on the primary at once; the canary drained and stopped."""
-    from mfn.deploy import local
+    from mfn.local import deployments
 
     with routes.exclusive(name):
         route = _active(name)
@@ -160,7 +160,7 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
         routes.save(route)
     progress(f"all traffic on {name}; draining and stopping {route.rollout.canary} ...")
     if state.load(route.rollout.canary) is not None:
-        local.undeploy(route.rollout.canary)
+        deployments.undeploy(route.rollout.canary)
     return routes.load(name)
 
 

@@ -1,5 +1,5 @@
 """`mfn deploy --idle-timeout`: the supervisor stops an idle deployment's server and starts it again when the next
-request comes, through the front that owns the deployment's public ports (mfn.deploy.front).
+request comes, through the front that owns the deployment's public ports (mfn.local.front).
 
 Idle means: no byte through the front for the idle timeout, and the server's metrics show no request in the
 model's hands or in Triton's queue (a long predict moves no bytes). The stop drains like an undeploy, with the
@@ -14,10 +14,10 @@ import time
 import urllib.request
 from typing import TYPE_CHECKING
 
-from mfn.deploy.front import Front
+from mfn.local.front import Front
 
 if TYPE_CHECKING:
-    from mfn.deploy.supervisor import Supervisor
+    from mfn.local.supervisor import Supervisor
 
 # Gauges that count requests the server holds now: in the model's hands (both servers), queued (Triton).
 BUSY_GAUGES = ("mfn_inflight_requests", "nv_inference_pending_request_count")

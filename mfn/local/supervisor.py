@@ -1,16 +1,16 @@
 """The owner of one local deployment's server: starts it, keeps its models answering, restarts it, drains it.
 
-`mfn deploy` spawns one supervisor per deployment (`python -m mfn.deploy.supervisor PLAN`) and reads its
+`mfn deploy` spawns one supervisor per deployment (`python -m mfn.local.supervisor PLAN`) and reads its
 progress from a pipe until the models are loaded. From then on the supervisor
 
 - restarts a server that dies, for good (see `Supervisor._recover`), on the same ports, with its models loaded
   before the ports open, after killing what is left of the old process group and removing its shared memory;
-  stops an idle one and wakes it on the next request (mfn.deploy.idling);
+  stops an idle one and wakes it on the next request (mfn.local.idling);
 - reloads a model whose worker died (Triton's Python stubs) or that the server says is not ready, none while it is unresponsive;
 - records its view in `status.json` beside the server log: state, restarts, the last exit and why (see
   mfn.servers.process.ExitWatch), crashes in a row, the next attempt, per-model health;
-- starts the controller of the deployment's rollout proxy again if it is not running (mfn.deploy.routes);
-- carries out operator requests (load, unload, reload, scale, set-default; see mfn.deploy.operations) between its
+- starts the controller of the deployment's rollout proxy again if it is not running (mfn.local.routes);
+- carries out operator requests (load, unload, reload, scale, set-default; see mfn.local.operations) between its
   health checks, and applies them again after a restart;
 - on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
 
@@ -35,16 +35,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
-from mfn.deploy import routes, state, supervision
-from mfn.deploy.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
+from mfn.local import routes, state, supervision
+from mfn.local.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
-from mfn.deploy.idling import FRONTED, Idling
-from mfn.deploy.operations import Operation, carry_out, has_requests, serve_requests
-from mfn.deploy.servers import LocalServer, local_server
-from mfn.deploy.supervision import ModelHealth, Plan, RestartPace, Status, report, stop_reporting, write_status
-from mfn.deploy.store import Store, discover
+from mfn.local.idling import FRONTED, Idling
+from mfn.local.operations import Operation, carry_out, has_requests, serve_requests
+from mfn.local.servers import LocalServer, local_server
+from mfn.local.supervision import ModelHealth, Plan, RestartPace, Status, report, stop_reporting, write_status
+from mfn.local.store import Store, discover
 from mfn.runtime import cold_start
-from mfn.deploy.state import Deployment
+from mfn.local.state import Deployment
 from mfn.errors import MfnError
 from mfn.servers.process import ExitWatch, process_start_time, rotate_log, stop_process_group
 
