@@ -8,10 +8,11 @@ import re
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mfn.errors import SpecError
-from mfn.handlers.declarations import Batching, Cache, Instances, Tensor, VersionPolicy, Warmup
+from mfn.handlers.declarations import (Batching, Cache, Instances, Tensor, VersionPolicy, Warmup, misdeclared,
+                                       unknown_keywords)
 
 if TYPE_CHECKING:
     # Only a type: the spec reads a handler class's attributes and sits below the handler contract.
@@ -36,8 +37,13 @@ class Entrypoint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    file: str = Field(description="Handler source file name, relative to the version's handler/ directory.")
+    file: str = Field(description="Handler source file name, in the version's handler/ directory (or in its `package`).")
     attribute: str = Field(description="Name of the Handler subclass inside that file.")
+    package: str | None = Field(
+        None, pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$",
+        description="Dotted Python package holding `file` inside handler/, for a handler referenced as "
+        "package.module:Class (imported as a module of that package); none: `file` lies in handler/ itself.",
+    )
 
     @field_validator("file")
     @classmethod
@@ -88,6 +94,16 @@ class ModelSpec(BaseModel):
         True, description="predict gives the same answer for the same inputs every time. A handler that does not "
         "(sampling, time, state) says False, and is then never cached.",
     )
+    include: tuple[str, ...] | None = Field(
+        None, description="Globs of the files `mfn package` ships from the handler's directory (a pattern without '/' "
+        "matches a name at any depth; a directory ships whole); none: the whole directory. Either way without the "
+        "`exclude` globs, those of a .mfnignore file there, hidden files, caches and virtual environments.",
+    )
+    exclude: tuple[str, ...] = Field((), description="Globs of files in the handler's directory that never ship.")
+    max_project_mb: int = Field(
+        1024, ge=1, description="Largest total size, in MiB, of the files shipped from the handler's directory; "
+        "a bigger directory is refused at packaging.",
+    )
     entrypoint: Entrypoint = Field(description="The handler class the server adapters load.")
 
     @field_validator("name")
@@ -99,6 +115,28 @@ class ModelSpec(BaseModel):
                 "and '-' (at most 64 characters), since it appears in URLs and directory names"
             )
         return name
+
+    @field_validator("inputs", "outputs", "instances", mode="before")
+    @classmethod
+    def _a_list_of_declarations(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic would iterate a lone Tensor's fields as if they were the list's items.
+        kind = "Instances" if info.field_name == "instances" else "Tensor"
+        if not isinstance(value, (list, tuple)):
+            given = f"a single {kind}" if isinstance(value, BaseModel) else repr(value)
+            raise ValueError(f"write a list, [mfn.{kind}(...)], not {given}")
+        for index, item in enumerate(value):
+            if not isinstance(item, (BaseModel, dict)):
+                raise ValueError(f"item {index} is {item!r}; write mfn.{kind}(...)")
+        return value
+
+    @field_validator("batching", "warmup", "version_policy", "cache", mode="before")
+    @classmethod
+    def _a_declaration_object(cls, value: object, info: ValidationInfo) -> object:
+        kind = {"batching": Batching, "warmup": Warmup, "version_policy": VersionPolicy, "cache": Cache}[str(info.field_name)]
+        if value is None or isinstance(value, (kind, dict)):
+            return value
+        example = "max_batch_size=" + repr(value) if kind is Batching and isinstance(value, int) else "..."
+        raise ValueError(f"{value!r} is not an mfn.{kind.__name__}; write {info.field_name} = mfn.{kind.__name__}({example})")
 
     @field_validator("artifacts")
     @classmethod
@@ -112,6 +150,15 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"artifact {name!r}: path {path!r} leaves the handler's directory; keep artifacts "
                                  "inside it (a copy, not a link to a file outside)")
         return artifacts
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs_inside(cls, globs: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for glob in globs or ():
+            if not glob.strip() or PurePosixPath(glob).is_absolute() or ".." in PurePosixPath(glob).parts or "\\" in glob:
+                raise ValueError(f"glob {glob!r} must be relative to the handler's directory and stay "
+                                 "inside it (no '..', no leading '/'), e.g. 'labels/*.txt'")
+        return globs
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -174,6 +221,9 @@ _HANDLER_FIELDS = (
     "allow_pickle",
     "cache",
     "deterministic",
+    "include",
+    "exclude",
+    "max_project_mb",
 )
 
 
@@ -188,6 +238,11 @@ def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: o
     Raises:
         SpecError: naming each invalid field of the handler and how to fix it.
     """
+    problems: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # a subclass's attribute replaces its base's
+        problems.update(misdeclared(vars(klass), _declared_types()))
+    if problems:
+        raise SpecError(f"{cls.__qualname__}: {'; '.join(problems.values())} (see mfn.Handler for what a handler declares)")
     for required in ("name", "inputs", "outputs"):
         if required not in overrides and not hasattr(cls, required):
             raise SpecError(f"{cls.__qualname__}: declare `{required}` as a class attribute (see mfn.Handler)")
@@ -213,8 +268,30 @@ def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: o
         raise SpecError(describe_validation_error(error, cls.__qualname__)) from None
 
 
+def declaration_warnings(spec: ModelSpec) -> tuple[str, ...]:
+    """Declarations that are valid but probably not meant: a per-row shape that starts with -1 and has more
+    dimensions (e.g. [-1, 4]) often includes the batch dimension, which mfn adds itself. Not refused: a row of
+    any number of 4-vectors (boxes, tokens' features) is declared exactly so."""
+    return tuple(
+        f"{field} Tensor {tensor.name!r} shape {list(tensor.shape)}: shapes are per row, without the batch dimension; "
+        f"if the leading -1 is the batch, declare {tuple(tensor.shape[1:])}"
+        for field in ("inputs", "outputs") for tensor in getattr(spec, field)
+        if len(tensor.shape) > 1 and tensor.shape[0] == -1
+    )
+
+
+def unknown_declarations(keywords: dict[str, object]) -> list[str]:
+    """What is wrong with keywords that should each name a declaration (those of @mfn.function), with the fix."""
+    return unknown_keywords(keywords, _declared_types())
+
+
+def _declared_types() -> dict[str, object]:
+    """Each name a handler may declare, with the type its value must have."""
+    return {name: ModelSpec.model_fields[name].annotation for name in _HANDLER_FIELDS}
+
+
 def describe_validation_error(error: ValidationError, owner: str) -> str:
-    """Render pydantic's errors as one line per field: `Owner.inputs[0].dtype: message`."""
+    """Render pydantic's errors as one line per field, `Owner.inputs[0].dtype: message`; a lone error as that line."""
     items = error.errors()
     # A list whose items failed also reports itself as too short; the item errors say more.
     items = [
@@ -222,7 +299,7 @@ def describe_validation_error(error: ValidationError, owner: str) -> str:
         for item in items
         if not (item["type"] == "too_short" and any(other["loc"][: len(item["loc"])] == item["loc"] and other is not item for other in items))
     ]
-    lines = [f"{owner} has {len(items)} invalid declaration(s):"]
+    lines = []
     for item in items:
         path = owner
         for part in item["loc"]:
@@ -233,8 +310,10 @@ def describe_validation_error(error: ValidationError, owner: str) -> str:
         if field_prefix:
             path += f".{field_prefix.group(1)}"
             message = message[field_prefix.end():]
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+        lines.append(f"{path}: {message}")
+    if len(lines) == 1:
+        return lines[0]
+    return "\n  ".join([f"{owner} has {len(lines)} invalid declarations:", *lines])
 
 
 def json_schema() -> str:

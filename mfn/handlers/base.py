@@ -11,8 +11,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mfn.errors import SpecError
 from mfn.handlers.declarations import Batching, Cache, Instances, Tensor, VersionPolicy, Warmup
 from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics
+from mfn.spec import unknown_declarations
 
 Arrays = dict[str, np.ndarray]
 
@@ -60,6 +62,15 @@ class Handler:
     requirements, a response cache) as class attributes and implement `predict`. A predict whose answer for
     the same inputs can change says `deterministic = False`. `setup` runs once per server instance;
     `preprocess`/`postprocess` run once per request around the batched `predict`.
+
+    Shapes are per row: `mfn.Tensor("features", "FP32", (4,))` is four values per row, and the batch dimension
+    is never written; -1 marks a dimension of any length.
+
+    A class attribute that looks like a declaration but is none is refused at packaging, naming the one meant:
+    a public, non-callable attribute whose name is a field of a declaration object (`max_batch_size = 64`:
+    write `batching = mfn.Batching(max_batch_size=64)`), whose name is close to a declaration's (`batchng`,
+    `input`), or that holds mfn declaration objects under another name. Keep the handler's own class-level
+    constants private (`_labels`) or set state on `self` in `setup`; methods are never taken for declarations.
     """
 
     name: ClassVar[str]
@@ -119,7 +130,13 @@ def function(
     """Turn a plain `predict`-like function into a one-method handler class.
 
     The decorated name becomes a `Handler` subclass, so `module:function_name` is a valid handler reference.
+
+    Raises:
+        SpecError: when a keyword names no declaration (`batchng=` for `batching=`), with the one meant.
     """
+    problems = unknown_declarations(declarations)
+    if problems:
+        raise SpecError(f"@mfn.function(name={name!r}): {'; '.join(problems)}")
 
     def wrap(predict_fn: Callable[[Arrays], Arrays]) -> type[Handler]:
         if inspect.isgeneratorfunction(predict_fn):

@@ -6,14 +6,19 @@ so a mistake is reported by the same validation whether it is found at import or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import re
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfn.handlers.dtypes import canonical_dtype
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+_TENSOR_NAME = r"^[A-Za-z_][A-Za-z0-9_.]*$"
 
 
 class Tensor(BaseModel):
@@ -21,10 +26,7 @@ class Tensor(BaseModel):
 
     model_config = _FROZEN
 
-    name: str = Field(
-        description="Tensor name clients use; letters, digits, '_' and '.'.",
-        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
-    )
+    name: str = Field(description="Tensor name clients use; letters, digits, '_' and '.'.", pattern=_TENSOR_NAME)
     dtype: str = Field(description="Triton data type (BOOL, INT8..INT64, UINT8..UINT64, FP16, FP32, FP64, BYTES).")
     shape: tuple[int, ...] = Field(description="Per-row shape without the batch dimension; -1 marks a variable dimension.")
 
@@ -32,17 +34,48 @@ class Tensor(BaseModel):
         positional = {"name": name, "dtype": dtype, "shape": shape}
         super().__init__(**{key: value for key, value in positional.items() if value is not None}, **data)
 
-    @field_validator("dtype", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _canonical_dtype(cls, value: object) -> str:
-        return canonical_dtype(value)
+    def _readable_declaration(cls, data: object) -> object:
+        # Before pydantic's own checks, whose words ("Input should be a valid tuple") name neither the tensor
+        # nor the fix: each problem becomes one line, "Tensor 'x' shape: ...".
+        if not isinstance(data, dict):
+            return data
+        name, checked = data.get("name"), dict(data)
+        subject = f"Tensor {name!r}" if isinstance(name, str) else "Tensor"
+        if isinstance(name, str) and not re.fullmatch(_TENSOR_NAME, name):
+            raise ValueError(f"{subject} name: use letters, digits, '_' and '.', starting with a letter or '_'")
+        for field, example in (("dtype", "'FP32'"), ("shape", "(4,), or () for one value per row")):
+            if field not in data:
+                raise ValueError(f"{subject} {field}: missing; give it, e.g. {example}")
+        if "dtype" in data:
+            try:
+                checked["dtype"] = canonical_dtype(data["dtype"])
+            except ValueError as error:
+                raise ValueError(f"{subject} dtype: {error}") from None
+        if "shape" in data:
+            problem = shape_problem(data["shape"])
+            if problem:
+                raise ValueError(f"{subject} shape: {problem}")
+            checked["shape"] = tuple(int(dim) for dim in data["shape"])
+        return checked
 
-    @field_validator("shape")
-    @classmethod
-    def _dims_positive_or_variable(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
-        if any(dim == 0 or dim < -1 for dim in shape):
-            raise ValueError(f"dimensions must be positive or -1 (variable), got {list(shape)}")
-        return shape
+
+def shape_problem(shape: object) -> str | None:
+    """How `shape` fails to be a per-row shape (a list or tuple of positive dimensions or -1), with the fix;
+    None for a valid one."""
+    rule = "shapes list the dimensions of one row, without the batch dimension"
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        return f"{shape} is not a shape; write ({shape},): {rule}"
+    if not isinstance(shape, (list, tuple)):
+        return f"{shape!r} is not a shape; write a tuple of dimensions such as (4,): {rule}"
+    if any(dim is None for dim in shape):
+        return f"{list(shape)}: use -1 for a dimension of any length, e.g. {[-1 if dim is None else dim for dim in shape]}"
+    if any(isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) for dim in shape):
+        return f"{list(shape)}: each dimension is a whole number, or -1 for any length"
+    if any(dim == 0 or dim < -1 for dim in shape):
+        return f"{list(shape)}: each dimension is positive, or -1 for any length"
+    return None
 
 
 class QueuePolicy(BaseModel):
@@ -140,13 +173,15 @@ class VersionPolicy(BaseModel):
     def parse(cls, text: str) -> VersionPolicy:
         """Parse the command-line form: 'all', 'latest' / 'latest:N', or 'specific:1,2'."""
         kind, _, argument = text.partition(":")
+        numbers = argument.replace(",", "")
         if kind == "all" and not argument:
             return cls(kind="all")
-        if kind == "latest":
+        if kind == "latest" and (not argument or argument.isdigit() and int(argument) >= 1):
             return cls(kind="latest", latest=int(argument or 1))
-        if kind == "specific" and argument:
+        if kind == "specific" and numbers.isdigit() and "" not in argument.split(","):
             return cls(kind="specific", versions=tuple(int(v) for v in argument.split(",")))
-        raise ValueError(f"version policy {text!r}: use 'all', 'latest[:N]' or 'specific:1,2'")
+        raise ValueError(f"version policy {text!r}: use 'all', 'latest[:N]' or 'specific:1,2' (N and versions are "
+                         "positive whole numbers)")
 
 
 class Warmup(BaseModel):
@@ -248,3 +283,77 @@ class Cache(BaseModel):
             raise ValueError(f"cache {text!r}: " + "; ".join(
                 f"{'.'.join(str(part) for part in item['loc']) or 'cache'}: {item['msg'].removeprefix('Value error, ')}"
                 for item in error.errors())) from None
+
+
+# Fields of a declaration object written as class attributes of their own (max_batch_size = 64): each with the
+# declaration that holds it. Generic names (kind, count, url, batch_size, ...) are left to the handler's own use.
+_NESTED_FIELDS = {
+    **{field: "batching = mfn.Batching({field}={value})" for field in Batching.model_fields if field != "dynamic"},
+    **{field: "batching = mfn.Batching(queue_policy=mfn.QueuePolicy({field}={value}))" for field in QueuePolicy.model_fields},
+    "gpus": "instances = [mfn.Instances(kind='gpu', gpus={value})]",
+    **{field: "cache = mfn.Cache(kind='redis', {field}={value})" for field in ("ttl_s", "key_prefix")},
+    "size_mb": "cache = mfn.Cache(size_mb={value})",
+}
+# Which declaration holds an object of each declaration type, for one put under another name.
+_HOLDERS = {Tensor: "inputs` or `outputs", Batching: "batching", Instances: "instances", Warmup: "warmup",
+            VersionPolicy: "version_policy", Cache: "cache", QueuePolicy: "batching = mfn.Batching(queue_policy=...)"}
+
+
+def misdeclared(attributes: Mapping[str, object], declarations: Mapping[str, object]) -> dict[str, str]:
+    """The attributes of a handler class body that look like declarations but are none, each with what to write
+    instead; empty when there are none. `declarations` are the names a handler may declare, with their types.
+
+    An attribute looks like a declaration when its name is public (no leading '_'), its value is not a method,
+    property or class, and it is one of: a field of a declaration object (`max_batch_size`, `gpus`, `ttl_s`, ...),
+    a name that difflib finds close to a declaration's and a value that declaration would take (`batchng =
+    mfn.Batching(...)`, `input = [...]`, `requirement = ["torch"]`, not `cached = {}`), or an mfn declaration
+    object or a list of them (`mfn.Batching(...)`, `[mfn.Tensor(...)]`) under any other name. A handler keeps its
+    own class attributes clear of these with a leading '_', or sets its state on `self` in `setup`.
+    """
+    problems = {}
+    for attribute, value in attributes.items():
+        if attribute in declarations or attribute.startswith("_") or callable(value) \
+                or isinstance(value, (staticmethod, classmethod, property)):
+            continue
+        items = value if isinstance(value, (list, tuple)) and value else [value]
+        holder = next((holder for kind, holder in _HOLDERS.items() if all(isinstance(item, kind) for item in items)), None)
+        close = [name for name in difflib.get_close_matches(attribute, declarations, n=1, cutoff=0.8)
+                 if _fits(value, declarations[name])]
+        if attribute in _NESTED_FIELDS:
+            fix = _NESTED_FIELDS[attribute].format(field=attribute, value=repr(value))
+            problems[attribute] = f"`{attribute}` is not a declaration; write `{fix}`"
+        elif close:
+            problems[attribute] = f"`{attribute}` is not a declaration; did you mean `{close[0]}`?"
+        elif holder:
+            problems[attribute] = (f"`{attribute}` holds mfn.{type(items[0]).__name__} under a name mfn does "
+                                   f"not read; name it `{holder}`")
+    return problems
+
+
+def unknown_keywords(keywords: dict[str, object], declarations: Mapping[str, object]) -> list[str]:
+    """What is wrong with keywords of @mfn.function that name no declaration, each with the declaration meant."""
+    unknown = {key: value for key, value in keywords.items() if key not in declarations}
+    problems = misdeclared(unknown, declarations)
+    for key in unknown.keys() - problems.keys():
+        close = difflib.get_close_matches(key, declarations, n=1, cutoff=0.6)
+        problems[key] = f"`{key}` is not a declaration; " + (
+            f"did you mean `{close[0]}`?" if close else f"declarations are {', '.join(declarations)}")
+    return [problems[key] for key in unknown]
+
+
+def _fits(value: object, annotation: object) -> bool:
+    """Whether `value` is, as it stands, a value of the type `annotation`: declaration objects themselves (not
+    their dict form), other values without coercion (lists read as tuples)."""
+    from pydantic import TypeAdapter
+
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    models = tuple(kind for kind in arguments or (annotation,) if isinstance(kind, type) and issubclass(kind, BaseModel))
+    if models and origin is tuple:
+        return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(item, models) for item in value)
+    if models:
+        return isinstance(value, models)
+    try:
+        TypeAdapter(annotation).validate_python(tuple(value) if isinstance(value, list) else value, strict=True)
+    except (ValidationError, TypeError):
+        return False
+    return True

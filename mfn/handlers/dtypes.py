@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 TRITON_TO_NUMPY: dict[str, np.dtype] = {
@@ -25,13 +27,25 @@ _NUMPY_TO_TRITON = {dtype: name for name, dtype in TRITON_TO_NUMPY.items()}
 
 SUPPORTED_DTYPES = ", ".join(TRITON_TO_NUMPY)
 
+# Names numpy reads as a 64-bit type although most models mean 32 bits: refused with the two choices.
+_AMBIGUOUS = {"float": "'FP32' (what most models use) or 'FP64'", "int": "'INT64' or 'INT32'",
+              "uint": "'UINT64' or 'UINT32'", "long": "'INT64' or 'INT32'"}
+# Spellings a misspelt dtype is compared with, each with the Triton name it suggests.
+_SPELLINGS = {**{name.lower(): name for name in TRITON_TO_NUMPY},
+              **{str(dtype): name for name, dtype in TRITON_TO_NUMPY.items() if name != "BYTES"}, "string": "BYTES"}
+
 
 def canonical_dtype(value: object) -> str:
     """Return Triton's name for a dtype given as a Triton name, a numpy dtype or a numpy type name.
 
     Raises:
-        ValueError: naming the unknown value and the accepted spellings.
+        ValueError: naming the unknown or ambiguous value and what to write instead.
     """
+    # Identity, not equality: numpy's float64 dtype compares equal to Python's float.
+    if value is float or value is int:
+        raise ValueError(f"dtype {value.__name__} (Python's {value.__name__}) is ambiguous: write {_AMBIGUOUS[value.__name__]}")
+    if isinstance(value, str) and value.lower() in _AMBIGUOUS:
+        raise ValueError(f"dtype {value!r} is ambiguous: write {_AMBIGUOUS[value.lower()]}")
     if isinstance(value, str):
         upper = value.upper().removeprefix("TYPE_")
         if upper == "STRING":
@@ -49,7 +63,9 @@ def canonical_dtype(value: object) -> str:
             return "BYTES"
         if dtype in _NUMPY_TO_TRITON:
             return _NUMPY_TO_TRITON[dtype]
-    raise ValueError(f"unknown dtype {value!r}: use one of {SUPPORTED_DTYPES} or the matching numpy dtype")
+    close = difflib.get_close_matches(str(value).lower(), _SPELLINGS, n=1, cutoff=0.6)
+    suggestion = f"did you mean {_SPELLINGS[close[0]]!r}? " if close else ""
+    raise ValueError(f"unknown dtype {value!r}: {suggestion}use one of {SUPPORTED_DTYPES} or the matching numpy dtype")
 
 
 def numpy_dtype(triton_name: str) -> np.dtype:

@@ -144,10 +144,13 @@ class BatchLoop:
     def _predict(self, requests: list[Arrays]) -> list[Outcome]:
         rows = [row_count(request) for request in requests]
         try:
-            outputs = self._predict_batch(requests, sum(rows))
+            outputs: Arrays | None = self._predict_batch(requests, sum(rows))
         except RequestFailure as failure:
             if len(requests) == 1 or not self.isolate_failures:
                 return [failure] * len(requests)
+            outputs = None
+        if outputs is None:
+            # Outside the except block, so the halves' failures are not chained to this one in the server's log.
             return self._isolate(requests)
         return [self.finish(response) for response in split_rows(outputs, rows)]
 
@@ -228,32 +231,72 @@ def check_inputs(request: Arrays, spec: ModelSpec) -> None:
 
 
 def check_outputs(outputs: object, spec: ModelSpec, rows: int) -> Arrays:
-    """Return predict's outputs as arrays, or raise RequestFailure saying how they break the declaration."""
-    hint = "Hint: predict must return a dict mapping each declared output name to an array with one row per input row."
-    if not isinstance(outputs, dict):
-        raise RequestFailure(f"predict returned {type(outputs).__name__}, not a dict. {hint}", status=500)
+    """Return predict's outputs as arrays, or raise RequestFailure saying how they break the declaration and
+    what to change. Lists and tuples are read as the declared dtype where their values fit it; an array keeps
+    its own dtype, which must be the declared one."""
     declared = [tensor.name for tensor in spec.outputs]
-    if set(outputs) != set(declared):
-        missing = sorted(set(declared) - set(outputs))
-        extra = sorted(set(outputs) - set(declared))
-        raise RequestFailure(f"predict outputs do not match the declaration: missing {missing}, undeclared {extra}. {hint}", status=500)
+    if not isinstance(outputs, dict):
+        raise RequestFailure(f"predict returned {type(outputs).__name__}, not a dict: return {{name: array}} with the "
+                             f"declared outputs {_names(declared)}, each with one row per input row", status=500)
+    extra = [name for name in outputs if name not in declared]
+    missing = [name for name in declared if name not in outputs]
+    if extra or missing:
+        parts = [f"predict returned {_names(extra)}, which {'is' if len(extra) == 1 else 'are'} not declared"] if extra else []
+        parts += [f"predict did not return {_names(missing)}"] if missing else []
+        raise RequestFailure(f"{'; '.join(parts)}; declared outputs: {_names(declared)}", status=500)
     checked: Arrays = {}
     for tensor in spec.outputs:
-        array = _as_output_array(outputs[tensor.name], tensor)
+        value = outputs[tensor.name]
+        array = _as_output_array(value, tensor)
         problem = tensor_problem(array, tensor)
         if problem is None and array.shape[0] != rows:
-            problem = f"{tensor.name!r} has {array.shape[0]} rows for {rows} input rows"
+            problem = f"{tensor.name!r} has {array.shape[0]} rows for {rows} input rows; return one row per input row"
+        elif problem and problem.startswith(f"{tensor.name!r} has dtype "):
+            problem += f"; {_cast_hint(value, tensor)}"
+        elif problem:
+            per_row = ", ".join(str(dim) for dim in tensor.shape)
+            problem += f"; return one row per input row, each of shape ({per_row}{',' if len(tensor.shape) == 1 else ''})"
         if problem:
-            raise RequestFailure(f"predict output {problem}. {hint}", status=500)
+            raise RequestFailure(f"predict output {problem}", status=500)
         checked[tensor.name] = array
     return checked
 
 
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _cast_hint(value: object, tensor: Tensor) -> str:
+    if tensor.dtype == "BYTES":
+        return "return bytes or str values in an object array, e.g. np.array(values, dtype=object)"
+    if isinstance(value, np.ndarray):
+        return f"cast with .astype(np.{_numpy_name(tensor)})"
+    return f"convert with np.asarray(value, dtype=np.{_numpy_name(tensor)})"
+
+
+def _numpy_name(tensor: Tensor) -> str:
+    name = numpy_dtype(tensor.dtype).name
+    return "bool_" if name == "bool" else name
+
+
 def _as_output_array(value: object, tensor: Tensor) -> np.ndarray:
     array = np.asarray(value)
-    if tensor.dtype == "BYTES" and array.dtype.kind in "US":
-        # Text from the handler is sent as UTF-8 bytes, the only string form both servers carry.
-        array = np.vectorize(lambda item: item.encode() if isinstance(item, str) else bytes(item), otypes=[object])(array)
+    if tensor.dtype == "BYTES":
+        if array.dtype.kind in "US":
+            # Text from the handler is sent as UTF-8 bytes, the only string form both servers carry.
+            array = np.vectorize(lambda item: item.encode() if isinstance(item, str) else bytes(item), otypes=[object])(array)
+        return array
+    expected = numpy_dtype(tensor.dtype)
+    if isinstance(value, (list, tuple)) and array.dtype != expected and array.dtype.kind in "biuf":
+        # A list has no dtype of its own: numpy's guess (int64, float64) is read as the declared one where the
+        # values fit it, so a list of Python floats is an FP32 output as readily as an FP64 one.
+        converted = array.astype(expected)
+        if not np.can_cast(array.dtype, expected, "same_kind") or (expected.kind in "iu" and not np.array_equal(converted, array)):
+            raise RequestFailure(
+                f"predict output {tensor.name!r} is a {type(value).__name__} whose values {tensor.dtype} cannot hold "
+                f"exactly (read as {array.dtype}); return values that fit, as np.asarray(values, "
+                f"dtype=np.{_numpy_name(tensor)})", status=500)
+        array = converted
     return array
 
 

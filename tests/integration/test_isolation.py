@@ -113,6 +113,16 @@ def test_the_server_log_holds_the_handlers_own_lines_and_each_failure_with_its_t
     # Each failure names its request: TorchServe's own id, and on Triton the id mfn.Client sends with each request.
     ids = re.findall(r"faulty v1 request (\S+): ", text)
     assert ids and "-" not in ids and (server == "torchserve" or all(i.startswith("mfn-") for i in ids)), ids
+    # Each failure's traceback appears once, from the handler's frames on: not chained to mfn's own failure (a
+    # request isolated from a failed batch, as in test_poisoned_requests_fail_alone, ran predict twice), and
+    # without mfn's frames that led to predict.
+    lines = text.splitlines()
+    for model, reason in (("faulty", "ValueError: poisoned row in batch"), ("poisonable", "ValueError: row ")):
+        failures = sum(f"{model} v1 request " in line for line in lines)
+        last_lines = sum(reason in line and "predict failed" not in line for line in lines)
+        assert last_lines <= failures, f"{model}: {last_lines} tracebacks for {failures} failures in {deployment.log_file}"
+    assert "RequestFailure" not in text and "direct cause" not in text and "During handling" not in text
+    assert "mfn/runtime/loop.py" not in text
 
 
 @pytest.mark.parametrize(("server", "protocol"), CASES)

@@ -124,7 +124,7 @@ def test_the_next_batch_is_served_after_a_failure():
     assert second["sum"].tolist() == [[10.0]]
 
 
-def test_outputs_that_break_the_declaration_are_explained_with_a_hint():
+def test_outputs_that_break_the_declaration_are_explained_with_the_fix():
     class WrongDtype(Recorder):
         def predict(self, inputs):
             return {"sum": inputs["x"].sum(axis=1, keepdims=True).astype(np.float64)}
@@ -132,7 +132,7 @@ def test_outputs_that_break_the_declaration_are_explained_with_a_hint():
     _, loop = make_loop(WrongDtype)
     (failure,) = loop.run([rows(1)])
     assert "'sum' has dtype FP64 (float64), declared FP32" in failure.message
-    assert "Hint:" in failure.message
+    assert failure.message.endswith("; cast with .astype(np.float32)")
 
 
 def test_pre_and_postprocess_run_per_request():

@@ -40,15 +40,15 @@ def test_dtypes_accept_triton_and_numpy_names(given, expected):
 
 def test_unknown_dtype_names_the_field_and_the_choices():
     with pytest.raises(ValueError) as caught:
-        mfn.Tensor("x", "FLOAT", [1])
-    assert "unknown dtype 'FLOAT'" in str(caught.value)
+        mfn.Tensor("x", "REAL", [1])
+    assert "unknown dtype 'REAL'" in str(caught.value)
     assert "FP32" in str(caught.value)
 
 
 def test_unknown_dtype_in_override_is_reported_with_its_path():
     with pytest.raises(SpecError) as caught:
         spec_from_handler(make_handler(), ENTRY, inputs=[{"name": "x", "dtype": "float128x", "shape": [1]}])
-    assert "H.inputs[0].dtype: unknown dtype 'float128x'" in str(caught.value)
+    assert "H.inputs[0]: Tensor 'x' dtype: unknown dtype 'float128x'" in str(caught.value)
 
 
 def test_preferred_batch_size_over_max_is_refused_with_a_fix():
