@@ -35,6 +35,22 @@ class ManifestError(Exception):
     """A unit whose files differ from its manifest, or that has none."""
 
 
+def is_server_written(name: str) -> bool:
+    """Whether a path inside a directory unit (or a project) is a bytecode cache: Python writes them beside the
+    sources it imports (Triton's stub compiles model.py into the repository it serves), so they are never part of
+    a package and never compared. Archives are not written into: every member of one is compared."""
+    return "__pycache__" in name.split("/") or name.endswith((".pyc", ".pyo"))
+
+
+def server_written(unit: Path) -> list[Path]:
+    """The bytecode caches inside a directory unit: `__pycache__` folders and .pyc files outside them."""
+    if not unit.is_dir():
+        return []
+    folders = sorted(unit.rglob("__pycache__"))
+    files = [path for path in sorted(unit.rglob("*.py[co]")) if not any(path.is_relative_to(folder) for folder in folders)]
+    return folders + files
+
+
 def digest_stream(stream: IO[bytes]) -> str:
     digest = hashlib.sha256()
     for chunk in iter(lambda: stream.read(_CHUNK), b""):
@@ -43,11 +59,12 @@ def digest_stream(stream: IO[bytes]) -> str:
 
 
 def unit_digests(unit: Path) -> Iterator[tuple[str, str]]:
-    """(name, SHA-256) of every file in a unit but its manifest and signature, names relative to the unit."""
+    """(name, SHA-256) of every file in a unit but its manifest and signature (and a directory's bytecode caches),
+    names relative to the unit."""
     if unit.is_dir():
         for path in sorted(unit.rglob("*")):
             name = path.relative_to(unit).as_posix()
-            if path.is_file() and name not in (MANIFEST, SIGNATURE):
+            if path.is_file() and name not in (MANIFEST, SIGNATURE) and not is_server_written(name):
                 with path.open("rb") as stream:
                     yield name, digest_stream(stream)
     elif unit.name.endswith(".tar.gz"):
@@ -99,6 +116,8 @@ def check(unit: Path, expected_sha256: str | None = None) -> None:
     if expected_sha256 and hashlib.sha256(stored).hexdigest() != expected_sha256:
         raise ManifestError(f"{unit.name}/{MANIFEST} changed: its SHA-256 is not the one recorded at deploy")
     recorded = json.loads(stored)["files"]
+    if unit.is_dir():  # a manifest written before caches were left out may list them: they are not compared
+        recorded = {name: digest for name, digest in recorded.items() if not is_server_written(name)}
     actual = dict(unit_digests(unit))
     for name in sorted(recorded.keys() | actual.keys()):
         if name not in actual:
@@ -118,7 +137,10 @@ def write_directory_manifest(unit: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Check units under ROOT against manifests whose digests the deployer recorded; exit 1 naming the first problem."""
+    """Check units under ROOT against manifests whose digests the deployer recorded; exit 1 naming the first problem.
+
+    The pod sees the packages read-only, so a bytecode cache in one cannot be deleted before the server imports the
+    source beside it, as `mfn deploy` does on its own machine: it is refused, naming the file."""
     if len(argv) < 2:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
@@ -127,6 +149,10 @@ def main(argv: list[str]) -> int:
         name, _, expected = item.rpartition("=")
         try:
             check(root / name, expected)
+            caches = server_written(root / name)
+            if caches:
+                raise ManifestError(f"{name}/{caches[0].relative_to(root / name)} is a bytecode cache, which could run in "
+                                    "place of its source: remove it from the model source (mfn deploy removes them locally)")
         except ManifestError as error:
             print(f"mfn verify: {error}", file=sys.stderr)
             return 1

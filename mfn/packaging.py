@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -14,14 +15,16 @@ from mfn.errors import HandlerError, MfnError, SpecError
 from mfn.kinds import SERVERS
 from mfn.handlers.base import Arrays, Handler
 from mfn.model_files import Source
-from mfn.handlers.loading import handler_source_file, load_handler
+from mfn.handlers.loading import handler_package, handler_source_file, load_handler
 from mfn.manifest import write_directory_manifest
 from mfn.runtime.bundle import check_confined, load_in_process
+from mfn.runtime.project import Project, collect
 from mfn.runtime.loop import RequestFailure, check_outputs
 from mfn.handlers.samples import sample_arrays
-from mfn.spec import Entrypoint, ModelSpec, spec_from_handler
+from mfn.spec import Entrypoint, ModelSpec, declaration_warnings, spec_from_handler
 
 SAMPLE_ROWS = 2
+_MFN_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -29,21 +32,29 @@ class PackageResult:
     """What `package` wrote."""
 
     spec: ModelSpec
-    target: str
+    server: str
     path: Path
     warnings: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        """Deprecated spelling of `server`."""
+        warnings.warn("PackageResult.target is deprecated: read PackageResult.server", DeprecationWarning, stacklevel=2)
+        return self.server
 
 
 def package(
     ref: str,
     output: Path | str,
-    target: str = "triton",
+    server: str = "triton",
     archive_format: str = "default",
     native: bool = False,
     bundle_env: bool = False,
+    *,
+    target: str | None = None,
     **overrides: object,
 ) -> PackageResult:
-    """Package the handler `ref` into `output` for `target`.
+    """Package the handler `ref` into `output` for `server`.
 
     The handler is imported, its spec validated and its `setup` + `predict` run on a generated sample batch
     before anything is written; the output is built in a temporary directory and moved into place, so a
@@ -53,26 +64,32 @@ def package(
         ref: `path/to/handler.py:Class`, `package.module:Class`, or a model file (e.g. `model.onnx`) that a
             built-in handler serves with no handler code.
         output: Model repository directory (Triton) or model store directory (TorchServe).
-        target: Server to package for: "triton" or "torchserve".
+        server: Server to package for: "triton" or "torchserve".
         archive_format: TorchServe archive format: "default" (.mar), "no-archive" or "tgz".
         native: For a model file on Triton, write a config for Triton's native backend (e.g. onnxruntime_onnx)
             and the file itself, instead of mfn's Python-backend adapter.
         bundle_env: Also put the installed environment (mfn and the pinned requirements, see mfn.environment)
             into the package, for pods that reach no package index.
+        target: Deprecated spelling of `server` (a DeprecationWarning; "target" names where a deployment runs,
+            `mfn deploy --target local|kubernetes`).
         **overrides: Spec fields that replace the handler's declarations (name, version, batching, cache, ...;
             cache="off" removes the handler's cache).
 
     Raises:
         MfnError: naming what is wrong with the handler, its spec or the output directory.
     """
-    if target not in TARGETS:
-        raise MfnError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target is not None:
+        warnings.warn("mfn.package(target=...) is deprecated: pass server=... (\"target\" names where a deployment "
+                      "runs: `mfn deploy --target local|kubernetes`)", DeprecationWarning, stacklevel=2)
+        server = target
+    if server not in SERVERS:
+        raise MfnError(f"unknown server {server!r}: choose one of {', '.join(SERVERS)}")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise MfnError(f"output {output} is a file; give a directory")
     source = resolve(ref, **overrides)
-    if native and (target != "triton" or source.handler_file.parent != Path(__file__).parent / "handlers"):
-        raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --target triton")
+    if native and (server != "triton" or source.handler_file.parent != Path(__file__).parent / "handlers"):
+        raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --server triton")
     if native and bundle_env:
         raise MfnError("--bundle-env applies to mfn's adapters; a --native model runs on Triton's own backend, without Python")
     if native and source.spec.cache is not None:
@@ -82,24 +99,27 @@ def package(
         from mfn.model_repository.native import native_platform
 
         native_platform(source.artifact_root / source.spec.artifacts["model"])
-    writer = _WRITERS[target]
+    writer = _WRITERS[server]
     writer.check_output(source.spec, output)
+    project = None if native else _project(source, output)
     check_handler(source.cls, source.spec, source.handler_file, source.artifact_root)
     from mfn.environment import lock_for
     from mfn.runtime.bundle import serving_requirements
 
     lock_warnings = () if native else lock_for(serving_requirements(source.spec)).warnings
-    result = writer.write(source, output, _WriteOptions(archive_format, native, bundle_env))
-    hidden = _hidden_versions(target, output, source.spec)
-    return replace(result, warnings=(*lock_warnings, *result.warnings, *hidden))
+    result = writer.write(source, output, _WriteOptions(archive_format, native, bundle_env, project))
+    hidden = _hidden_versions(server, output, source.spec)
+    # A model file's shapes come from the model itself: only a handler's own declarations are questioned.
+    declared = () if source.handler_file.parent == Path(__file__).parent / "handlers" else declaration_warnings(source.spec)
+    return replace(result, warnings=(*declared, *lock_warnings, *result.warnings, *hidden))
 
 
-def _hidden_versions(target: str, output: Path, spec: ModelSpec) -> tuple[str, ...]:
+def _hidden_versions(server: str, output: Path, spec: ModelSpec) -> tuple[str, ...]:
     """A warning when `output` holds versions of the model that its version policy will not serve (both servers
     apply the policy; without one only the newest version is served)."""
     from mfn.handlers.declarations import VersionPolicy
 
-    if target == "triton":
+    if server == "triton":
         versions = [int(child.name) for child in (output / spec.name).iterdir() if child.name.isdigit()]
     else:
         from mfn.archiver.reading import archive_info, store_archives
@@ -130,7 +150,8 @@ def build_spec(ref: str, **overrides: object) -> tuple[type[Handler], Path, Mode
     """Import the handler a reference names and build its validated spec."""
     cls = load_handler(ref)
     handler_file = handler_source_file(cls)
-    entrypoint = Entrypoint(file=handler_file.name, attribute=ref.rpartition(":")[2])
+    package = None if _is_builtin(handler_file) else handler_package(cls)
+    entrypoint = Entrypoint(file=handler_file.name, attribute=ref.rpartition(":")[2], package=package)
     spec = spec_from_handler(cls, entrypoint, **overrides)
     for name, declared in spec.artifacts.items():
         if not (handler_file.parent / declared).exists():
@@ -196,8 +217,34 @@ def _handler_step(spec: ModelSpec, step: str) -> Iterator[None]:
     except MfnError:
         raise
     except Exception as error:
-        frames = traceback.format_exception(type(error), error, error.__traceback__)
-        raise HandlerError(f"{spec.name}: {step} failed on a sample batch:\n{''.join(frames).rstrip()}") from error
+        raise HandlerError(f"{spec.name}: {step} failed on a sample batch:\n{_handler_traceback(error)}") from error
+
+
+def _handler_traceback(error: BaseException) -> str:
+    """The traceback from the handler's own first frame on (mfn's frames that called it left out), then the error."""
+    frames = traceback.extract_tb(error.__traceback__)
+    handlers = _MFN_DIR / "handlers"
+
+    def mfn_internal(frame: traceback.FrameSummary) -> bool:
+        path = Path(frame.filename).resolve()
+        return path.is_relative_to(_MFN_DIR) and not path.is_relative_to(handlers)
+
+    start = next((index for index, frame in enumerate(frames) if not mfn_internal(frame)), 0)
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[start:]),
+             *traceback.format_exception_only(type(error), error)]
+    return "".join(lines).rstrip()
+
+
+def _is_builtin(handler_file: Path) -> bool:
+    """A handler that is part of mfn (a built-in for a model file): it ships alone, mfn itself is installed."""
+    return handler_file.resolve().is_relative_to(_MFN_DIR)
+
+
+def _project(source: Source, output: Path) -> Project | None:
+    """The files of the handler's directory that ship with it; none for a built-in handler."""
+    if _is_builtin(source.handler_file):
+        return None
+    return collect(source.spec, source.handler_file, source.artifact_root, skip=(output,))
 
 
 @dataclass(frozen=True)
@@ -205,13 +252,31 @@ class _WriteOptions:
     archive_format: str = "default"
     native: bool = False
     bundle_env: bool = False
+    project: Project | None = None
 
 
 def _check_triton_output(spec: ModelSpec, repository: Path) -> None:
+    from mfn.archiver.reading import store_archives
     from mfn.model_repository.layout import check_sibling_versions
 
+    archives = store_archives(repository) if repository.is_dir() else []
+    if archives:
+        raise MfnError(f"{repository} is a TorchServe model store (it holds {_listed(path.name for path in archives)}), so "
+                       "a Triton model cannot join it: package with --server torchserve, or give another --output")
     if (repository / spec.name).is_dir():
         check_sibling_versions(spec, repository / spec.name)
+
+
+def _check_torchserve_output(spec: ModelSpec, store: Path) -> None:
+    models = [child.name for child in sorted(store.iterdir()) if (child / "config.pbtxt").is_file()] if store.is_dir() else []
+    if models:
+        raise MfnError(f"{store} is a Triton model repository (it holds {_listed(models)}), so a TorchServe archive "
+                       "cannot join it: package with --server triton, or give another --output")
+
+
+def _listed(names) -> str:
+    names = sorted(names)
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _write_triton(source: Source, repository: Path, options: _WriteOptions) -> PackageResult:
@@ -225,11 +290,11 @@ def _write_triton(source: Source, repository: Path, options: _WriteOptions) -> P
         if options.native:
             stage_native_model(spec, source.artifact_root / spec.artifacts["model"], model_staging)
         else:
-            stage_model(spec, source.handler_file, model_staging, source.artifact_root, options.bundle_env)
+            stage_model(spec, source.handler_file, model_staging, source.artifact_root, options.bundle_env, options.project)
         install_model(model_staging, model_dir, spec.version)
     # Over the whole model directory: config.pbtxt and every version, old ones included.
     write_directory_manifest(model_dir)
-    return PackageResult(spec=spec, target="triton", path=model_dir)
+    return PackageResult(spec=spec, server="triton", path=model_dir)
 
 
 def _write_torchserve(source: Source, store: Path, options: _WriteOptions) -> PackageResult:
@@ -238,19 +303,19 @@ def _write_torchserve(source: Source, store: Path, options: _WriteOptions) -> Pa
     spec = source.spec
     with _staging_area(store) as staging:
         built = build_archive(spec, source.handler_file, staging, options.archive_format, source.artifact_root,
-                              options.bundle_env)
+                              options.bundle_env, options.project)
         destination = store / built.name
         if destination.is_dir():
             destination.rename(staging / "replaced")
         built.replace(destination)
     from mfn.archiver.render import unexpressed
 
-    return PackageResult(spec=spec, target="torchserve", path=destination, warnings=tuple(unexpressed(spec)))
+    return PackageResult(spec=spec, server="torchserve", path=destination, warnings=tuple(unexpressed(spec)))
 
 
 @dataclass(frozen=True)
 class _Writer:
-    """How one target is written: a check of the output that runs before the handler does, and the writer."""
+    """How one server's package is written: a check of the output that runs before the handler does, and the writer."""
 
     check_output: Callable[[ModelSpec, Path], None]
     write: Callable[[Source, Path, _WriteOptions], PackageResult]
@@ -258,9 +323,8 @@ class _Writer:
 
 _WRITERS = {
     "triton": _Writer(_check_triton_output, _write_triton),
-    "torchserve": _Writer(lambda spec, store: None, _write_torchserve),
+    "torchserve": _Writer(_check_torchserve_output, _write_torchserve),
 }
-TARGETS = SERVERS
 assert tuple(_WRITERS) == SERVERS, "a writer for every server mfn knows"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
-from mfn.manifest import SIGNATURE, ManifestError, check
+from mfn.manifest import SIGNATURE, ManifestError, check, server_written
 
 SIGNING_HINT = "signing needs the model-signing library: pip install 'mfn-serve[signing]'"
 
@@ -40,12 +40,20 @@ def signature_path(unit: Path) -> Path:
     return unit / SIGNATURE if unit.is_dir() else unit.with_name(f"{unit.name}.sig")
 
 
-def remove_bytecode(unit: Path) -> None:
-    """Delete bytecode caches inside a directory unit. Triton's Python stub compiles the adapter next to it;
-    a cache is never part of a package, and a planted one would run in place of the packaged source."""
-    if unit.is_dir():
-        for cache in sorted(unit.rglob("__pycache__"), reverse=True):
-            shutil.rmtree(cache, ignore_errors=True)
+def prepare_for_serving(units: list[Path], public_key: Path | str | None = None, verify: bool = True) -> list[Checked]:
+    """What a deploy does before a server loads `units`: delete their bytecode caches (a planted one would run in
+    place of the packaged source; the server writes fresh ones), then check them as `verify_units` does.
+
+    Raises:
+        MfnError: as `verify_units`.
+    """
+    for unit in units:
+        for cache in reversed(server_written(unit)):
+            if cache.is_dir():
+                shutil.rmtree(cache, ignore_errors=True)
+            else:
+                cache.unlink(missing_ok=True)
+    return verify_units(units, public_key) if verify or public_key is not None else []
 
 
 def sign(path: Path | str, private_key: Path | str, password: str | None = None) -> list[Path]:
@@ -58,7 +66,6 @@ def sign(path: Path | str, private_key: Path | str, password: str | None = None)
     signing, hashing_config = _model_signing()
     written = []
     for unit in package_units(Path(path)):
-        remove_bytecode(unit)
         _check_manifest(unit)
         target = signature_path(unit)
         config = signing.Config().set_hashing_config(hashing_config(unit))
@@ -80,10 +87,9 @@ def verify(path: Path | str, public_key: Path | str | None = None) -> list[Check
 
 
 def verify_units(units: list[Path], public_key: Path | str | None = None) -> list[Checked]:
-    """`verify` for the given units."""
+    """`verify` for the given units. It only reads them: bytecode caches a server wrote are not compared."""
     checked = []
     for unit in units:
-        remove_bytecode(unit)
         _check_manifest(unit)
         if public_key is not None:
             _check_signature(unit, Path(public_key))
@@ -133,7 +139,7 @@ def _model_signing(verifier: bool = False):
 
     def hashing_config(unit: Path):
         # The signature and the bytecode caches are not part of the package; git paths neither.
-        ignored = [signature_path(unit)] if unit.is_dir() else []
+        ignored = [signature_path(unit), *server_written(unit)] if unit.is_dir() else []
         return model_signing.hashing.Config().set_ignored_paths(paths=ignored, ignore_git_paths=True)
 
     return (model_signing.verifying if verifier else model_signing.signing), hashing_config

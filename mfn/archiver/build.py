@@ -27,6 +27,7 @@ from mfn.errors import MfnError
 from mfn.kinds import ARCHIVE_FORMATS
 from mfn.manifest import MANIFEST, manifest_document, write_directory_manifest
 from mfn.runtime.bundle import REQUIREMENTS_FILE, write_bundle
+from mfn.runtime.project import Project
 from mfn.spec import ModelSpec
 
 _ADAPTER_SOURCE = Path(__file__).with_name("torchserve_adapter.py")
@@ -46,9 +47,9 @@ def build_time() -> float:
 
 def build_archive(
     spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str, artifact_root: Path | None = None,
-    bundle_env: bool = False,
+    bundle_env: bool = False, project: Project | None = None,
 ) -> Path:
-    """Build the archive inside `staging` and return its path there."""
+    """Build the archive (adapter + bundle, see write_bundle) inside `staging` and return its path there."""
     from model_archiver.model_archiver_config import ModelArchiverConfig
     from model_archiver.model_packaging import package_model
     from model_archiver.model_packaging_utils import ModelExportUtils
@@ -57,7 +58,7 @@ def build_archive(
         raise MfnError(f"unknown archive format {archive_format!r}: choose one of {', '.join(ARCHIVE_FORMATS)}")
     sources, export = staging / "sources", staging / "export"
     bundle = sources / "bundle"
-    write_bundle(spec, handler_file, bundle, artifact_root, bundle_env)
+    write_bundle(spec, handler_file, bundle, artifact_root, bundle_env, project)
     shutil.copyfile(_ADAPTER_SOURCE, sources / ADAPTER_FILE)
     (sources / CONFIG_FILE).write_text(render_model_config(spec))
     export.mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 from mfn.errors import SpecError
 from mfn.model_repository.render import render_config, uses_tritons_cache
 from mfn.runtime.bundle import SPEC_FILE, write_bundle
+from mfn.runtime.project import Project
 from mfn.spec import ModelSpec
 
 CONFIG_FILE = "config.pbtxt"
@@ -16,11 +17,12 @@ _ADAPTER_SOURCE = Path(__file__).with_name("triton_model.py")
 
 
 def stage_model(
-    spec: ModelSpec, handler_file: Path, staging: Path, artifact_root: Path | None = None, bundle_env: bool = False
+    spec: ModelSpec, handler_file: Path, staging: Path, artifact_root: Path | None = None, bundle_env: bool = False,
+    project: Project | None = None,
 ) -> None:
-    """Write config.pbtxt and the version directory (adapter + bundle) under `staging`."""
+    """Write config.pbtxt and the version directory (adapter + bundle, see write_bundle) under `staging`."""
     version_dir = staging / str(spec.version)
-    write_bundle(spec, handler_file, version_dir, artifact_root, bundle_env)
+    write_bundle(spec, handler_file, version_dir, artifact_root, bundle_env, project)
     shutil.copyfile(_ADAPTER_SOURCE, version_dir / ADAPTER_FILE)
     (staging / CONFIG_FILE).write_text(render_config(spec))
 

@@ -3,7 +3,7 @@
 Both the Triton repository and the TorchServe archive hold this same layout, so one loader serves both:
 
     mfn.json            the ModelSpec
-    handler/<file>.py   the user's handler source
+    handler/…           the user's handler source and the files of its directory (see mfn.runtime.project)
     artifacts/<name>/…  each declared artifact, under its declared name
     requirements.txt    the handler's pip requirements
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from mfn.errors import SpecError
 from mfn.handlers.base import Arrays, Context, Handler
-from mfn.handlers.loading import handler_class, import_handler_file
+from mfn.handlers.loading import handler_class, import_entrypoint
 from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics, MetricFactory
 from mfn.runtime.loop import BatchLoop, Outcome
 from mfn.runtime.metrics import LoopMetrics
@@ -30,6 +30,7 @@ from mfn.spec import ModelSpec
 
 if TYPE_CHECKING:
     from mfn.runtime.cache import CachedAnswers
+    from mfn.runtime.project import Project
 
 SPEC_FILE = "mfn.json"
 HANDLER_DIR = "handler"
@@ -45,18 +46,23 @@ def bundled_artifact_path(name: str, declared: str) -> PurePosixPath:
 
 
 def write_bundle(
-    spec: ModelSpec, handler_file: Path, destination: Path, artifact_root: Path | None = None, bundle_env: bool = False
+    spec: ModelSpec, handler_file: Path, destination: Path, artifact_root: Path | None = None, bundle_env: bool = False,
+    project: Project | None = None,
 ) -> None:
-    """Copy the handler source and its artifacts and write the spec into `destination`, with what a pod needs
-    to run it: mfn's own wheel, the requirements pinned to this environment's versions, and with `bundle_env`
-    the installed environment itself (see mfn.environment).
+    """Copy the handler source (with `project`, the files of its directory) and its artifacts and write the spec
+    into `destination`, with what a pod needs to run it: mfn's own wheel, the requirements pinned to this
+    environment's versions, and with `bundle_env` the installed environment itself (see mfn.environment).
 
     Artifact paths are relative to `artifact_root` (default: the handler file's directory; built-in
     handlers serving a model file use the model file's directory). Files are copied by content only,
     and the spec is written with sorted keys, so the same inputs give byte-identical bundles.
     """
     (destination / HANDLER_DIR).mkdir(parents=True)
-    shutil.copyfile(handler_file, destination / HANDLER_DIR / spec.entrypoint.file)
+    if project is None:
+        shutil.copyfile(handler_file, destination / HANDLER_DIR / spec.entrypoint.file)
+    for relative in project.files if project else ():
+        (destination / HANDLER_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(project.root / relative, destination / HANDLER_DIR / relative)
     root = artifact_root or handler_file.parent
     for name, declared in sorted(spec.artifacts.items()):
         source = root / declared
@@ -200,7 +206,7 @@ def load_bundle(
             "or TorchServe's number_of_gpu is 0): package with CPU instances (--instances cpu:N) to serve it here"
         )
     started = time.perf_counter()
-    module = import_handler_file(bundle_dir / HANDLER_DIR / spec.entrypoint.file)
+    module = import_entrypoint(bundle_dir / HANDLER_DIR, spec.entrypoint.file, spec.entrypoint.package)
     handler_import_s = time.perf_counter() - started
     cls = handler_class(module, spec.entrypoint.attribute, f"{spec.name} v{spec.version}")
     artifacts = {name: bundle_dir / bundled_artifact_path(name, declared) for name, declared in spec.artifacts.items()}

@@ -97,7 +97,7 @@ def test_an_artifact_that_links_outside_the_handler_directory_is_refused(tmp_pat
     os.symlink(tmp_path / "secret.txt", handler_dir / "data" / "inner.bin")
     for artifact in ("weights.bin", "data"):
         (handler_dir / "leaky.py").write_text(HANDLER.format(artifact=artifact))
-        result = run("package", f"{handler_dir / 'leaky.py'}:Leaky", "--output", tmp_path / "out", "--target", target)
+        result = run("package", f"{handler_dir / 'leaky.py'}:Leaky", "--output", tmp_path / "out", "--server", target)
         assert result.exit_code == 1, result.output
         assert "outside" in result.output and "a copy, not a link to a file outside" in result.output
         assert "secret.txt" in result.output

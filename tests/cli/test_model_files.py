@@ -78,7 +78,7 @@ def test_native_onnx_config_and_layout(tmp_path):
     assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file()) == ["1/model.onnx", "config.pbtxt", "mfn-manifest.json"]
     assert (model_dir / "1" / "model.onnx").read_bytes() == model_file.read_bytes()
     assert list(config.instance_group[0].gpus) == [0]
-    refused = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "ts"), "--native", "--target", "torchserve"])
+    refused = CliRunner().invoke(cli, ["package", str(model_file), "-o", str(tmp_path / "ts"), "--native", "--server", "torchserve"])
     assert refused.exit_code == 1 and "--native applies to model files" in refused.output
 
 

@@ -5,6 +5,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from google.protobuf import text_format
@@ -32,11 +33,24 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def test_every_command_has_help():
-    for name, command in cli.commands.items():
-        result = run(name, "--help")
-        assert result.exit_code == 0, name
-        assert command.help and command.help.split()[0] in result.output
+def commands(group=cli, path=()):
+    """Every command under `group` with the words that name it (`rollout status`), groups included."""
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from commands(command, (*path, name))
+
+
+def test_every_command_and_option_has_help_and_no_default_reads_default():
+    for words, command in commands():
+        result = run(*words, "--help")
+        assert result.exit_code == 0, words
+        assert command.help and command.help.split()[0] in result.output, words
+        options = [param for param in command.get_params(click.Context(command)) if isinstance(param, click.Option)]
+        assert [option.opts for option in options if not option.help] == [], words
+        # A default that reads like a placeholder says nothing; an option whose default is the word "default" says
+        # what that means instead.
+        assert "[default: default]" not in " ".join(result.output.split()), words
 
 
 def test_package_writes_a_self_contained_model(tmp_path):
@@ -44,7 +58,8 @@ def test_package_writes_a_self_contained_model(tmp_path):
     assert result.exit_code == 0, result.output
     model = tmp_path / "repo" / "mlp"
     assert sorted(tree_digest(model)) == [
-        "1/artifacts/weights/weights.pt", "1/handler/handler.py", f"1/mfn-wheel/{wheel_name()}", "1/mfn.json", "1/model.py",
+        "1/artifacts/weights/weights.pt", "1/handler/handler.py", "1/handler/make_weights.py", f"1/mfn-wheel/{wheel_name()}",
+        "1/mfn.json", "1/model.py",
         "1/requirements.txt", "config.pbtxt", "mfn-manifest.json",
     ]
     config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -75,7 +90,7 @@ def test_overrides_reach_the_config(tmp_path):
         "--instances", "cpu:3", "--warmup", "2", "--version-policy", "all", "--json",
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"model": "stats", "version": 3, "target": "triton", "path": str(tmp_path / "stats"), "warnings": []}
+    assert json.loads(result.output) == {"model": "stats", "version": 3, "server": "triton", "path": str(tmp_path / "stats"), "warnings": []}
     config = text_format.Parse((tmp_path / "stats" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.max_batch_size == 4
     assert config.instance_group[0].count == 3
@@ -104,8 +119,8 @@ def test_a_version_with_other_tensors_is_refused(tmp_path):
 BROKEN = [
     (f"{HANDLERS / 'import_error.py'}:Broken", ["importing", "No module named 'a_module_that_does_not_exist'", "Hint:"]),
     (f"{HANDLERS / 'no_predict.py'}:NoPredict", ["NoPredict has no predict method"]),
-    (f"{BAD}:WrongName", ["missing ['y'], undeclared ['z']"]),
-    (f"{BAD}:WrongDtype", ["'y' has dtype FP64 (float64), declared FP32"]),
+    (f"{BAD}:WrongName", ["predict returned 'z', which is not declared; predict did not return 'y'; declared outputs: 'y'"]),
+    (f"{BAD}:WrongDtype", ["'y' has dtype FP64 (float64), declared FP32; cast with .astype(np.float32)"]),
     (f"{BAD}:WrongShape", ["'y' has shape [2, 2], declared [batch, 3]"]),
     (f"{BAD}:WrongRows", ["'y' has 1 rows for 2 input rows"]),
     (f"{BAD}:SetupFails", ["setup failed", "RuntimeError: weights are corrupt"]),
@@ -113,7 +128,8 @@ BROKEN = [
     (f"{BAD}:BadSpec", ["BadSpec.instances: with more than one GPU group each group must list its gpus"]),
     (f"{BAD}:Missing", ["no attribute 'Missing'", "WrongDtype"]),
     (f"{HANDLERS / 'bad_declaration.py'}:Misspelt",
-     ["Error: bad_declaration.py, line 12, Misspelt.inputs: Tensor: dtype: unknown dtype 'FLOAT32x': use one of"]),
+     ["Error: bad_declaration.py, line 12, Misspelt.inputs: Tensor 'x' dtype: unknown dtype 'FLOAT32x': did you mean "
+      "'FP32'? use one of"]),
     ("no_such_file.py:X", ["no_such_file.py does not exist"]),
     ("not-a-reference", ["must look like"]),
 ]

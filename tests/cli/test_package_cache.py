@@ -16,12 +16,12 @@ COUNTED = f"{HANDLERS / 'counted.py'}:Counted"  # declares Cache(kind="local", s
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_the_option_replaces_the_handlers_cache_on_both_targets(tmp_path, target):
     runner = CliRunner()
-    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "redis"), "--target", target,
+    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "redis"), "--server", target,
                                  "--cache", "redis,url=redis://cache:6379/2,ttl_s=30,key_prefix=team-a"])
     assert result.exit_code == 0, result.output
     (spec,) = discover(tmp_path / "redis").specs()
     assert spec.cache == Cache(kind="redis", url="redis://cache:6379/2", ttl_s=30, key_prefix="team-a")
-    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "off"), "--target", target, "--cache", "off"])
+    result = runner.invoke(cli, ["package", COUNTED, "-o", str(tmp_path / "off"), "--server", target, "--cache", "off"])
     assert result.exit_code == 0, result.output
     (spec,) = discover(tmp_path / "off").specs()
     assert spec.cache is None

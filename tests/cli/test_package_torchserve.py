@@ -1,4 +1,4 @@
-"""`mfn package --target torchserve`: archive contents, manifest golden file, reproducible bytes."""
+"""`mfn package --server torchserve`: archive contents, manifest golden file, reproducible bytes."""
 
 import hashlib
 import json
@@ -15,13 +15,15 @@ from tests.cli.test_package import BAD, MLP, TEXT_STATS, tree_digest
 from tests.conftest import GOLDEN, HANDLERS, assert_matches_golden
 
 EXPECTED_ENTRIES = [
-    "MAR-INF/MANIFEST.json", "artifacts/weights/weights.pt", "handler/handler.py", f"mfn-wheel/{wheel_name()}", "mfn.json",
+    # The handler's directory ships with it (make_weights.py); the declared artifact ships once, under artifacts/.
+    "MAR-INF/MANIFEST.json", "artifacts/weights/weights.pt", "handler/handler.py", "handler/make_weights.py",
+    f"mfn-wheel/{wheel_name()}", "mfn.json",
     "mfn_torchserve_adapter.py", "model-config.yaml", "requirements.txt", "mfn-manifest.json",
 ]
 
 
 def package(*args):
-    return CliRunner().invoke(cli, ["package", *map(str, args), "--target", "torchserve"], catch_exceptions=False)
+    return CliRunner().invoke(cli, ["package", *map(str, args), "--server", "torchserve"], catch_exceptions=False)
 
 
 def test_mar_holds_adapter_handler_artifacts_requirements_and_config(tmp_path):

@@ -16,9 +16,9 @@ CHOSEN = Settings(max_batch_size=16, max_queue_delay_us=2000, preferred_batch_si
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_the_chosen_settings_are_packaged_and_recorded(tmp_path, target):
-    tuned = save(Tuned(model="text_stats", target=target, latency_budget_ms=20, percentile=95, concurrency=16,
+    tuned = save(Tuned(model="text_stats", server=target, latency_budget_ms=20, percentile=95, concurrency=16,
                        chosen=CHOSEN, baseline=Settings(max_batch_size=8)), tmp_path / "tuned.json")
-    result = CliRunner().invoke(cli, ["package", TEXT_STATS, "--target", target, "-o", str(tmp_path / "out"),
+    result = CliRunner().invoke(cli, ["package", TEXT_STATS, "--server", target, "-o", str(tmp_path / "out"),
                                       "--tuned", str(tuned)])
     assert result.exit_code == 0, result.output
     (spec,) = discover(tmp_path / "out").specs()
@@ -31,9 +31,9 @@ def test_the_chosen_settings_are_packaged_and_recorded(tmp_path, target):
 
 
 def test_tuned_for_another_server_or_with_overrides_is_refused(tmp_path):
-    tuned = save(Tuned(model="text_stats", target="triton", latency_budget_ms=20, percentile=95, concurrency=16,
+    tuned = save(Tuned(model="text_stats", server="triton", latency_budget_ms=20, percentile=95, concurrency=16,
                        chosen=CHOSEN, baseline=Settings(max_batch_size=8)), tmp_path / "tuned.json")
-    other = CliRunner().invoke(cli, ["package", TEXT_STATS, "--target", "torchserve", "-o", str(tmp_path / "a"), "--tuned", str(tuned)])
+    other = CliRunner().invoke(cli, ["package", TEXT_STATS, "--server", "torchserve", "-o", str(tmp_path / "a"), "--tuned", str(tuned)])
     assert other.exit_code != 0 and "tuned on triton, not torchserve" in other.output
     both = CliRunner().invoke(cli, ["package", TEXT_STATS, "-o", str(tmp_path / "b"), "--tuned", str(tuned), "--max-batch-size", "4"])
     assert both.exit_code != 0 and "takes the place of --max-batch-size" in both.output

@@ -37,7 +37,7 @@ def run(*args: object):
 @pytest.fixture
 def packages(tmp_path) -> dict[str, Path]:
     mfn.package(TEXT_STATS, tmp_path / "repo")
-    mfn.package(TEXT_STATS, tmp_path / "store", target="torchserve")
+    mfn.package(TEXT_STATS, tmp_path / "store", server="torchserve")
     return {"triton": tmp_path / "repo", "torchserve": tmp_path / "store"}
 
 
@@ -118,9 +118,22 @@ def test_deploy_checks_signatures_with_a_public_key_and_no_verify_overrides(pack
     assert deployed.models == ["text_stats"]
 
 
-def test_bytecode_caches_are_removed_not_trusted(packages):
-    cache = packages["triton"] / "text_stats" / "1" / "__pycache__"
-    cache.mkdir()
-    (cache / "model.cpython-311.pyc").write_bytes(b"planted")
-    assert run("verify", packages["triton"]).exit_code == 0
-    assert not cache.exists()
+def test_bytecode_caches_are_not_compared_verify_leaves_them_and_deploy_removes_them(packages, tmp_path):
+    private, public = key_pair(tmp_path)
+    assert run("sign", packages["triton"], "--key", private).exit_code == 0
+    # What a server writes into a repository it serves, after the package was signed.
+    compiled = packages["triton"] / "text_stats" / "1" / "__pycache__" / "model.cpython-311.pyc"
+    compiled.parent.mkdir()
+    compiled.write_bytes(b"planted")
+    stray = packages["triton"] / "text_stats" / "1" / "handler" / "handler.pyc"
+    stray.write_bytes(b"planted")
+    result = run("verify", packages["triton"], "--key", public)
+    assert result.exit_code == 0, result.output
+    assert compiled.read_bytes() == b"planted" and stray.read_bytes() == b"planted"
+    deployed = deployments.deploy(packages["triton"], name="cleaned", public_key=public)
+    try:
+        assert deployed.models == ["text_stats"]
+        assert not stray.exists()
+        assert not compiled.exists() or compiled.read_bytes() != b"planted"  # gone, or compiled again by the server
+    finally:
+        deployments.undeploy("cleaned")

@@ -173,6 +173,8 @@ def running_pod(pod: LocalPod, command: list[str], env: dict[str, str], tmp_path
 def test_the_triton_pod_serves_and_its_probe_fails_once_a_stub_is_dead(tmp_path):
     models = tmp_path / "models"
     mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models)
+    # A handler that imports a module and reads a file beside it: the pod serves what its directory shipped.
+    mfn.package(f"{EXAMPLES.parent / 'tests' / 'projects' / 'labeler' / 'labeler.py'}:Labeler", models)
     # A short drain: with its stub dead, Triton waits out the whole exit timeout when it stops.
     pod_spec, _, secret = rendered(models, tmp_path, "drainTimeoutSeconds=3")
     container = pod_spec["containers"][0]
@@ -193,6 +195,9 @@ def test_the_triton_pod_serves_and_its_probe_fails_once_a_stub_is_dead(tmp_path)
         assert request("POST", f"{base}/models/text_stats/infer", 5.0, body)[0] == 403
         inference = {"Authorization": f"Bearer {secret['inference']}"}
         assert request("POST", f"{base}/models/text_stats/infer", 5.0, body, inference)[0] == 200
+        labeled = b'{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}'
+        status, text = request("POST", f"{base}/models/labeler/infer", 5.0, labeled, inference)
+        assert status == 200 and "102" in text and '"dog"' in text, text
         assert request("POST", f"{base}/repository/index", 5.0, b"{}", inference)[0] == 403
         admin = {"Authorization": f"Bearer {secret['admin']}"}
         assert request("POST", f"{base}/repository/index", 5.0, b"{}", admin)[0] == 200
@@ -207,7 +212,7 @@ def test_the_triton_pod_serves_and_its_probe_fails_once_a_stub_is_dead(tmp_path)
 
 def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(tmp_path):
     models = tmp_path / "models"
-    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, target="torchserve")
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, server="torchserve")
     # No endpoint delay here: no Service routes to this server.
     pod_spec, files, _ = rendered(models, tmp_path, "preStopDelaySeconds=0")
     container = pod_spec["containers"][0]
@@ -298,7 +303,7 @@ def test_the_verify_initcontainer_passes_fetched_packages_and_refuses_a_changed_
     """The rendered verify-models initContainer, run with a Python that has no mfn: the chart's copy of
     mfn/manifest.py checks the packages against the manifest digests mfn recorded."""
     models = tmp_path / "models"
-    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, target=target)
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", models, server=target)
     pod_spec, files, _ = rendered(models, tmp_path)
     (init,) = [container for container in pod_spec["initContainers"] if container["name"] == "verify-models"]
     scripts = tmp_path / "scripts"

@@ -33,6 +33,10 @@ else:
     sys.exit(f"MODEL_URI {uri!r}: use https://, s3:// or gs://")
 if not name.endswith(".mar"):
     with tarfile.open(download) as archive:
-        archive.extractall(target, filter="data")
+        # Bytecode caches a server wrote into the packed directory are never part of a package: left out, so that
+        # none runs in place of its source (verify-models refuses any it finds).
+        members = [member for member in archive if "__pycache__" not in member.name.split("/")
+                   and not member.name.endswith((".pyc", ".pyo"))]
+        archive.extractall(target, members=members, filter="data")
     download.unlink()
 print(f"fetched {uri} into {target}: {sorted(p.name for p in target.iterdir())}")

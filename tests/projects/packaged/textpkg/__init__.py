@@ -1,0 +1,1 @@
+"""A handler inside an importable package, referenced as textpkg.mod:Tripler."""
