@@ -21,12 +21,13 @@ def _progress(as_json: bool):
 
 
 def _report(as_json: bool, model: str, action: str, result: dict, deployment: str | None) -> None:
-    versions = result.get("versions", [])
+    versions, default = result.get("versions", []), result.get("default_version")
     if as_json:
-        click.echo(json.dumps({"model": model, "action": action, "versions": versions}))
+        click.echo(json.dumps({"model": model, "action": action, "versions": versions, "default_version": default}))
         return
-    served = ", ".join(f"v{version}" for version in versions) or "no versions"
-    click.echo(f"{model}: {action}; serving {served}" if versions else f"{model}: {action}")
+    served = ", ".join(f"v{version}" for version in versions)
+    said = f" (default v{default})" if default is not None else ""
+    click.echo(f"{model}: {action}; serving {served}{said}" if versions else f"{model}: {action}; nothing served")
 
 
 @click.command(cls=MfnCommand)
@@ -47,8 +48,9 @@ def describe(model, deployment, as_json):
 @deployment_option
 @json_option
 def load(model, model_version, deployment, as_json):
-    """Load MODEL into a running deployment (the versions its policy names), or add one --version beside the
-    served ones. Package it into the deployment's repository or store first; no redeploy is needed."""
+    """Serve MODEL as its package says now: the versions its policy names (newly packaged ones too; the newest answers
+    requests without a version unless `mfn set-default` chose one), or add one --version beside the served ones.
+    Package it into the deployment's repository or store first; no redeploy is needed."""
     from mfn.local import operations
 
     result = operations.load(model, model_version, deployment, progress=_progress(as_json))
@@ -73,8 +75,9 @@ def unload(model, model_version, deployment, as_json):
 @deployment_option
 @json_option
 def reload(model, deployment, as_json):
-    """Load MODEL again from its files as they are now. Triton keeps answering with the old instances until the
-    new ones are ready; TorchServe unregisters first, so requests in between get 404."""
+    """Load MODEL again from its files as they are now, its versions and version policy included, as a deploy would;
+    versions loaded or unloaded with --version and the default stay. Triton keeps answering with the old instances
+    until the new ones are ready; TorchServe unregisters first, so requests in between get 404."""
     from mfn.local import operations
 
     _report(as_json, model, "reloaded", operations.reload(model, deployment, progress=_progress(as_json)), deployment)
@@ -97,19 +100,24 @@ def scale(model, count, model_version, deployment, as_json):
 
 @click.command("set-default", cls=MfnCommand)
 @click.argument("model")
-@click.argument("version", type=click.IntRange(min=1))
+@click.argument("version", type=click.IntRange(min=1), required=False)
+@click.option("--newest", is_flag=True, help="Forget the choice: the newest served version answers again.")
 @deployment_option
 @json_option
-def set_default(model, version, deployment, as_json):
-    """Serve VERSION of MODEL to requests that name no version (TorchServe; Triton always serves the newest).
-    The choice is kept for later deployments of the same name."""
+def set_default(model, version, newest, deployment, as_json):
+    """Answer requests to MODEL that name no version with VERSION, a served one, on both servers (on Triton through
+    mfn.Client and `mfn invoke`: see the README's versions section). Newly loaded versions do not take over; the
+    choice is kept for later deployments of the same name."""
     from mfn.local import operations
 
+    if (version is None) == (not newest):
+        raise click.UsageError("give VERSION, or --newest to let the newest served version answer again")
     chosen = operations.set_default(model, version, deployment)
     if as_json:
         click.echo(json.dumps({"model": model, "default_version": version, "deployment": chosen.name}))
     else:
-        click.echo(f"{model} v{version} is now the default on {chosen.name}")
+        click.echo(f"{model}'s newest served version" if newest else f"{model} v{version}", nl=False)
+        click.echo(f" is now the default on {chosen.name}")
 
 
 @click.command(cls=MfnCommand)

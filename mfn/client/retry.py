@@ -23,6 +23,9 @@ RESTARTING = (
     (("500", "507", "413", "INTERNAL", "RESOURCE_EXHAUSTED"), re.compile(r"Worker died\.")),
     (("500", "INTERNAL"), re.compile(r"Stub process '[^']*' is not healthy\.")),
 )
+# Triton's answer for a version it does not serve (not loaded, or unloaded since): gRPC UNAVAILABLE, HTTP 503, though
+# asking again changes nothing.
+VERSION_NOT_READY = re.compile(r"version \d+ is not at ready state")
 # How each server refuses a missing or stale key: TorchServe 401 / UNAUTHENTICATED, Triton 403 / UNAVAILABLE.
 AUTH_REFUSED = ("401", "403", "UNAUTHENTICATED", "PERMISSION_DENIED")
 # "HTTP 503: " or "gRPC INTERNAL: ": how CallError messages begin.
@@ -52,8 +55,9 @@ def retryable(error: CallError) -> bool:
         return True
     if error.status == "UNAVAILABLE":
         # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it, and
-        # Triton a request without the key a restricted protocol wants.
-        return "Prediction failed" not in str(error) and not auth_refused(error)
+        # Triton a request without the key a restricted protocol wants, or for a version it does not serve.
+        return ("Prediction failed" not in str(error) and not auth_refused(error)
+                and not VERSION_NOT_READY.search(str(error)))
     server_words = _STATUS_PREFIX.sub("", str(error), count=1)
     return any(error.status in statuses and phrase.match(server_words) for statuses, phrase in RESTARTING)
 

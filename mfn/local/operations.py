@@ -13,7 +13,7 @@ import secrets
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from mfn.local.servers import local_server
 from mfn.local.state import Deployment
 from mfn.local.store import discover
 from mfn.local.supervision import ModelHealth
+from mfn.local.versions import check_packaged, check_served, choices_of, listing, plan_for, save_versions, serve
 from mfn.errors import DeployError, MfnError
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ class ModelDescription:
     server: str
     health: str
     versions: list[int] = field(default_factory=list)
-    default_version: int | None = None
+    default_version: int | None = None  # mfn's clients' (mfn.local.versions)
+    server_default_version: int | None = None  # other clients', as the server answers them
     instances: list[str] = field(default_factory=list)
     max_batch_size: int | None = None
     max_queue_delay_us: int | None = None
@@ -120,20 +122,19 @@ def perform(deployment: Deployment, operation: Operation, progress: Progress = l
 
 
 def load(model: str, version: int | None = None, deployment: str | None = None, progress: Progress = lambda m: None) -> dict:
-    """Load `model` (the versions its policy names) into a running deployment, or add `version` beside those it serves.
-
-    The model must be in the deployment's repository or store (package it there first); no redeploy is needed.
-    """
+    """Serve `model` as its package says now (the versions its policy names, newly packaged ones included), or add
+    `version` beside those; package it into the deployment's repository or store first, no redeploy is needed."""
     return perform(deployment_for(model, deployment), Operation("load", model, version), progress)
 
 
 def unload(model: str, version: int | None = None, deployment: str | None = None) -> dict:
-    """Stop serving `model`, or only its `version`."""
+    """Stop serving `model`, or only its `version` (a served one; refused with the versions there are otherwise)."""
     return perform(deployment_for(model, deployment), Operation("unload", model, version))
 
 
 def reload(model: str, deployment: str | None = None, progress: Progress = lambda m: None) -> dict:
-    """Load `model` again from its files as they are now (after re-packaging the same version, say)."""
+    """Load `model` again from its files as they are now, versions and version policy included, as a deploy would;
+    the operator's choices (loaded and unloaded versions, the default) are kept."""
     return perform(deployment_for(model, deployment), Operation("reload", model), progress)
 
 
@@ -145,8 +146,9 @@ def scale(model: str, count: int, version: int | None = None, deployment: str | 
     return perform(deployment_for(model, deployment), Operation("scale", model, version, count), progress)
 
 
-def set_default(model: str, version: int, deployment: str | None = None) -> Deployment:
-    """Serve `version` to requests naming none (TorchServe), kept for later deployments of the same name."""
+def set_default(model: str, version: int | None, deployment: str | None = None) -> Deployment:
+    """Answer requests that name no version with `version` (None: the newest served again), on both servers (on
+    Triton, for mfn's clients: see mfn.local.versions); kept for later deployments of the same name."""
     chosen = deployment_for(model, deployment)
     perform(chosen, Operation("set-default", model, version))
     return chosen
@@ -173,11 +175,12 @@ def describe_model(deployment: Deployment, model: str) -> ModelDescription:
     server = local_server(deployment.server)
     try:
         described.versions = server.served_versions(deployment, model)
-        described.default_version = server.default_version(deployment, model)
+        described.server_default_version = server.default_version(deployment, model)
         details = server.model_details(deployment, model)
     except MfnError as error:
         described.detail = described.detail or str(error).splitlines()[0]
         return described
+    described.default_version = deployment.versions.get(model, {}).get("default_version", described.server_default_version)
     described.instances = details["instances"]
     described.max_batch_size = details["max_batch_size"]
     described.max_queue_delay_us = details["max_queue_delay_us"]
@@ -193,16 +196,20 @@ def versions_of(deployment: Deployment) -> dict[str, dict]:
     served = {}
     for model in deployment.models:
         try:
-            served[model] = {"versions": server.served_versions(deployment, model),
-                             "default_version": server.default_version(deployment, model)}
+            versions, own_default = server.served_versions(deployment, model), server.default_version(deployment, model)
         except MfnError:
             continue
+        served[model] = {"versions": versions,
+                         "default_version": deployment.versions.get(model, {}).get("default_version", own_default)}
     return served
 
 
 def format_description(described: ModelDescription) -> str:
     versions = ", ".join(f"v{version}" for version in described.versions) or "none"
     default = f" (default v{described.default_version})" if described.default_version is not None else ""
+    if described.server_default_version not in (None, described.default_version):
+        default = (f" (default v{described.default_version} for mfn.Client and `mfn invoke`; v{described.server_default_version}"
+                   f" for other clients that name no version)")
     if described.max_batch_size:
         delay = "" if described.max_queue_delay_us is None else f", queue delay {described.max_queue_delay_us} µs"
         batching = f"up to {described.max_batch_size} rows{delay}"
@@ -246,46 +253,93 @@ def serve_requests(workdir: Path, carry_out) -> None:
 
 
 def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = True) -> dict:
-    """One operator request, carried out by the deployment's supervisor between its health checks; raises
-    MfnError with the reason it was refused."""
+    """One operator request, carried out by the deployment's supervisor between its health checks, by the version
+    rule of mfn.local.versions; raises MfnError with the reason it was refused."""
     assert supervisor.deployment is not None
-    deployment, model, version = supervisor.deployment, operation.model, operation.version
-    if operation.action == "load":
-        supervisor.store = discover(Path(supervisor.plan.path))  # it may have been packaged after the deploy
-        if model not in supervisor.store.models:
-            raise MfnError(f"{model} is not in {supervisor.store.root} (it has {', '.join(supervisor.store.models)}); "
-                           f"package it there first")
-    elif model not in supervisor.models:
+    deployment, model, version, action = supervisor.deployment, operation.model, operation.version, operation.action
+    if action in ("load", "reload"):
+        supervisor.store = discover(Path(supervisor.plan.path))  # it may have been packaged again since
+    if action == "load" and model not in supervisor.store.models:
+        raise MfnError(f"{model} is not in {supervisor.store.root} (it has {', '.join(supervisor.store.models)}); "
+                       f"package it there first")
+    if action != "load" and model not in supervisor.models:
         raise MfnError(f"{deployment.name} does not serve {model} (it serves {', '.join(supervisor.models) or 'nothing'})")
+    packaged = supervisor.store.packaged_versions(model)
+    if version is not None and action == "load":
+        check_packaged(model, version, packaged, str(supervisor.store.root))
+    elif version is not None:
+        check_served("set the default to" if action == "set-default" else action, model, version,
+                     _served_now(supervisor, model), packaged)
     supervisor.retire(model)
-    if operation.action == "load":
-        if version is None or model not in supervisor.models:
-            with_progress(lambda: supervisor.server.load_model(deployment, supervisor.store, model), _to_log,
-                          f"{model}: still loading", supervisor.plan.load_timeout_s)
-        if version is not None:
-            supervisor.server.load_version(deployment, supervisor.store, model, version)
-        if model not in supervisor.models:
-            _serve(supervisor, model, True)
-    elif operation.action == "unload":
-        supervisor.server.unload_model(deployment, model, version)
-        if version is None:
-            _serve(supervisor, model, False)
-            return {"versions": []}
-    elif operation.action == "reload":
-        supervisor.store = discover(Path(supervisor.plan.path))
-        supervisor.server.restart_model(deployment, supervisor.store, model)
-    elif operation.action == "scale":
+    choices = choices_of(supervisor, model)
+    if action == "unload" and version is None:
+        return _unload(supervisor, model)
+    if action == "scale":
         supervisor.server.scale_model(deployment, model, operation.count, version)
-    elif operation.action == "set-default":
-        supervisor.server.set_default_version(deployment, model, version)
-        state.record_default(deployment.name, model, version)
-    if remember and (operation.action == "scale" or operation.action in ("load", "unload") and version is not None):
-        supervisor.replay.append(operation)
+        if remember:
+            supervisor.replay.append(operation)
+        supervisor.record_health(model)
+        return _served_reply(supervisor, model)
+    if action == "load" and version is not None:
+        choices = choices.adding(version)
+    elif action == "unload":
+        choices = choices.removing(version)  # type: ignore[arg-type]
+    elif action == "set-default":
+        choices = replace(choices, default=version)
+    if choices.default != choices_of(supervisor, model).default:
+        state.record_default(deployment.name, model, choices.default)
+    if not plan_for(supervisor, model, choices).versions:
+        if model not in supervisor.models:
+            raise MfnError(f"the version policy of {model} names none of its packaged versions ({listing(packaged)}): "
+                           f"package it again with another --version-policy, or `mfn load {model} --version N`")
+        return _unload(supervisor, model)
+    with_progress(lambda: serve(supervisor, model, choices, fresh=action == "reload"), _to_log,
+                  f"{model}: still loading", supervisor.plan.load_timeout_s)
+    if model not in supervisor.models:
+        _serve(supervisor, model, True)
+    save_versions(supervisor)
     supervisor.record_health(model)
+    return _served_reply(supervisor, model)
+
+
+def restore(supervisor: Supervisor, why: str) -> None:
+    """After a restart: each model's versions and default as the rule says (the server preloaded its policy's),
+    then the instance counts of `mfn scale`."""
+    for model in supervisor.models:
+        try:
+            serve(supervisor, model)
+        except MfnError as error:
+            _to_log(f"after the {why}, serving {model}'s versions failed: {error}")
+    save_versions(supervisor)
+    for operation in supervisor.replay:
+        try:
+            carry_out(supervisor, operation, remember=False)
+        except MfnError as error:
+            _to_log(f"after the {why}, `{operation.describe()}` failed: {error}")
+
+
+def _served_now(supervisor: Supervisor, model: str) -> list[int]:
+    assert supervisor.deployment is not None
     try:
-        return {"versions": supervisor.server.served_versions(deployment, model)}
-    except MfnError:
-        return {"versions": []}  # done, but the server will not list them (TorchServe's token* names)
+        return supervisor.server.served_versions(supervisor.deployment, model)
+    except MfnError:  # the server will not list them (TorchServe's token* names): the record says
+        return supervisor.deployment.versions.get(model, {}).get("versions", [])
+
+
+def _served_reply(supervisor: Supervisor, model: str) -> dict:
+    assert supervisor.deployment is not None
+    default = supervisor.deployment.versions.get(model, {}).get("default_version")
+    return {"versions": _served_now(supervisor, model), "default_version": default}
+
+
+def _unload(supervisor: Supervisor, model: str) -> dict:
+    assert supervisor.deployment is not None
+    supervisor.server.unload_model(supervisor.deployment, model)
+    supervisor.choices.pop(model, None)
+    supervisor.deployment.versions.pop(model, None)
+    _serve(supervisor, model, False)
+    save_versions(supervisor)
+    return {"versions": [], "default_version": None}
 
 
 def _serve(supervisor: Supervisor, model: str, serving: bool) -> None:

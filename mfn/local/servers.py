@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mfn.local.launching import Progress
     from mfn.local.state import Deployment
     from mfn.local.store import Store
+    from mfn.local.versions import ServedVersions
 
 SERVER_MODULES = {"triton": "mfn.local.triton_local", "torchserve": "mfn.local.torchserve_local"}
 assert tuple(SERVER_MODULES) == SERVERS, "a LocalServer for every server mfn knows"
@@ -38,20 +39,16 @@ class LocalServer(Protocol):
         """Start the server and wait until it is live on `host`: on `ports` (all, some or none given; free ones for
         the rest), the same again after a crash, with the `preload` models loaded before the ports open."""
 
-    def load_model(self, deployment: Deployment, store: Store, model: str) -> None:
-        """Load one model; raises DeployError with the server's reason."""
+    def serve_versions(self, deployment: Deployment, store: Store, model: str, served: ServedVersions, fresh: bool = False) -> None:
+        """Serve exactly these versions of a model (loading it if needed), its default answering requests without a
+        version where the server has that switch; `fresh`: new instances from the files on disk (`mfn reload`).
+        Raises DeployError with the server's reason."""
 
     def reload_model(self, deployment: Deployment, store: Store, model: str) -> None:
         """Load a model again after its worker or stub died."""
 
-    def load_version(self, deployment: Deployment, store: Store, model: str, version: int) -> None:
-        """Serve `version` of a loaded model beside the versions it serves."""
-
-    def unload_model(self, deployment: Deployment, model: str, version: int | None = None) -> None:
-        """Stop serving the model, or one version of it."""
-
-    def restart_model(self, deployment: Deployment, store: Store, model: str) -> None:
-        """Load the model again from its files as they are now (`mfn reload`)."""
+    def unload_model(self, deployment: Deployment, model: str) -> None:
+        """Stop serving the model, every version."""
 
     def scale_model(self, deployment: Deployment, model: str, count: int, version: int | None = None) -> None:
         """Run `count` instances (Triton, per instance group) or workers (TorchServe, per version)."""
@@ -60,7 +57,7 @@ class LocalServer(Protocol):
         """The versions the server has ready, oldest first."""
 
     def default_version(self, deployment: Deployment, model: str) -> int | None:
-        """The version that answers requests naming none."""
+        """The version the server itself answers requests naming none with."""
 
     def model_details(self, deployment: Deployment, model: str) -> dict:
         """instances (list of text), max_batch_size, max_queue_delay_us, as the server reports them."""
@@ -70,9 +67,6 @@ class LocalServer(Protocol):
 
     def model_problem(self, deployment: Deployment, model: str) -> str | None:
         """Why a model cannot answer now, or None when it can."""
-
-    def set_default_version(self, deployment: Deployment, model: str, version: int) -> None:
-        """Serve `version` to requests that name none; raises MfnError where the server has no such switch."""
 
     def drain(self, deployment: Deployment, process: subprocess.Popen, timeout_s: float) -> None:
         """Let requests in flight finish (at most `timeout_s`) and stop the server."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.handlers.declarations import VersionPolicy
 from mfn.runtime.bundle import SPEC_FILE
 from mfn.spec import ModelSpec
 
@@ -32,6 +33,26 @@ class Store:
         if self.server == "triton":
             return [spec_file.parent for unit in units for spec_file in sorted(unit.glob(f"*/{SPEC_FILE}"))]
         return [unit for unit in units if read_member(unit, SPEC_FILE) is not None]
+
+    def packaged_versions(self, model: str) -> list[int]:
+        """The versions of `model` in the repository or store, oldest first (Triton: its numbered directories)."""
+        from mfn.archiver.reading import archive_info
+
+        if model not in self.models:
+            return []
+        if self.server == "triton":
+            return sorted(int(child.name) for child in self.models[model][0].iterdir() if child.is_dir() and child.name.isdigit())
+        return sorted({archive_info(archive).version for archive in self.models[model]})
+
+    def version_policy(self, model: str) -> VersionPolicy:
+        """The version policy `model`'s package gives: Triton's config.pbtxt (the one its versions share), or
+        TorchServe's newest archive; the newest version only where it gives none."""
+        from mfn.archiver.reading import archive_info
+
+        if self.server == "triton":
+            return _triton_policy(self.models[model][0] / "config.pbtxt")
+        newest = max(self.models[model], key=lambda archive: archive_info(archive).version)
+        return archive_info(newest).version_policy or VersionPolicy()
 
     def specs(self, models: list[str] | None = None) -> list[ModelSpec]:
         """The spec of every mfn-packaged version of `models` (default: all)."""
@@ -66,3 +87,28 @@ def discover(path: Path) -> Store:
     raise MfnError(
         f"{path} holds no models (no <name>/config.pbtxt, no .mar archives); run `mfn package ... --output {path}` first"
     )
+
+
+def triton_config(config_file: Path) -> dict:
+    """A Triton config.pbtxt as the JSON dict Triton's load API takes (model_config.proto's field names).
+
+    Raises:
+        MfnError: naming the file, when it is not a valid model config.
+    """
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        config = text_format.Parse(config_file.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as error:
+        raise MfnError(f"{config_file} is not a Triton model config ({error}); package the model again") from None
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def _triton_policy(config_file: Path) -> VersionPolicy:
+    policy = triton_config(config_file).get("version_policy", {})
+    if "all" in policy:
+        return VersionPolicy(kind="all")
+    if "specific" in policy:
+        return VersionPolicy(kind="specific", versions=tuple(int(v) for v in policy["specific"].get("versions", [])))
+    return VersionPolicy(latest=int(policy.get("latest", {}).get("num_versions", 1)))

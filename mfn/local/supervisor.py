@@ -39,10 +39,11 @@ from mfn.local import routes, state, supervision
 from mfn.local.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
 from mfn.local.idling import FRONTED, Idling
-from mfn.local.operations import Operation, carry_out, has_requests, serve_requests
+from mfn.local.operations import Operation, carry_out, has_requests, restore, serve_requests
 from mfn.local.servers import LocalServer, local_server
 from mfn.local.supervision import ModelHealth, Plan, RestartPace, Status, report, stop_reporting, write_status
 from mfn.local.store import Store, discover
+from mfn.local.versions import VersionChoices, serve
 from mfn.runtime import cold_start
 from mfn.local.state import Deployment
 from mfn.errors import MfnError
@@ -63,7 +64,8 @@ class Supervisor:
         self.store: Store = discover(Path(plan.path))
         self.server: LocalServer = local_server(plan.server)
         self.models = list(plan.models)  # what it serves now: the plan's, changed by operator requests
-        self.replay: list[Operation] = []  # requests to apply again after a restart (versions, instance counts)
+        self.replay: list[Operation] = []  # `mfn scale` requests, applied again after a restart
+        self.choices: dict[str, VersionChoices] = {}  # the operator's version choices (mfn.local.versions) by model
         self.status = Status(models={model: ModelHealth() for model in plan.models})
         self.deployment: Deployment | None = None
         self.process: subprocess.Popen | None = None
@@ -118,7 +120,7 @@ class Supervisor:
         progress(f"loading {model} ...")
         started = time.monotonic()
         try:
-            with_progress(lambda: self.server.load_model(deployment, self.store, model), progress,
+            with_progress(lambda: serve(self, model), progress,
                           f"{model}: still loading", self.plan.load_timeout_s)
         except MfnError:
             if time.monotonic() - started < self.plan.load_timeout_s:
@@ -240,11 +242,7 @@ class Supervisor:
             return str(error).splitlines()[0].rstrip(":")
         if not self._wait_ready():
             return f"{self._bury()} before its models were ready"
-        for operation in self.replay:
-            try:
-                self._carry_out(operation, remember=False)
-            except MfnError as error:
-                _log(f"after the {why}, `{operation.describe()}` failed: {error}")
+        restore(self, why)
         self._reload_dead_workers()
         _log(f"{self.plan.server} started ({why}); {', '.join(self.models)} loaded")
         self.pace.serving()

@@ -13,10 +13,10 @@ from pathlib import Path
 from mfn.archiver.reading import archive_info
 from mfn.archiver.render import TOKEN_PREFIX
 from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
-from mfn.local.state import Deployment, read_key, recorded_defaults
+from mfn.local.state import Deployment, read_key
 from mfn.local.store import Store
-from mfn.errors import DeployError, MfnError
-from mfn.handlers.declarations import VersionPolicy
+from mfn.local.versions import ServedVersions, plan_versions
+from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers import torchserve
 from mfn.servers.drain import wait_until_answered
@@ -42,7 +42,7 @@ def start(
     which register and run code. A deployment whose inference is open (`auth` off) is served through mfn's proxy,
     which speaks to the server with its key (mfn.local.deployments.deploy).
     """
-    archives = [archive.name for model in preload for archive in served_archives(store.models[model])]
+    archives = [archive.name for model in preload for archive in served_archives(store, model)]
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
     for directory in ("tmp", "logs"):
@@ -72,28 +72,31 @@ def start(
         parent_death_signal=signal.SIGHUP, host=host,
     )
     deployment.extra["key_file"] = str(key_file)
-    for model in preload:
-        _apply_default(deployment, model, [archive_info(archive).version for archive in served_archives(store.models[model])])
     return deployment, process
 
 
-def served_archives(archives: list[Path]) -> list[Path]:
-    """The archives of one model that its version policy serves, newest first: the policy of its newest archive
-    (as Triton reads the one config.pbtxt of a model), the newest version only without one."""
-    by_version = {archive_info(archive).version: archive for archive in archives}
-    policy = archive_info(by_version[max(by_version)]).version_policy or VersionPolicy()
-    return [by_version[version] for version in policy.select(list(by_version))]
+def served_archives(store: Store, model: str) -> list[Path]:
+    """The archives of `model` its version policy serves (a restart preloads them; the supervisor then applies the
+    operator's choices with `serve_versions`)."""
+    planned = plan_versions(store.packaged_versions(model), store.version_policy(model))
+    return [archive for archive in store.models[model] if archive_info(archive).version in planned.versions]
 
 
-def load_model(deployment: Deployment, store: Store, model: str) -> None:
-    """Register the versions the model's version policy names, the newest first (TorchServe's default is the first
-    registered: so it is the newest, as on Triton, unless `mfn set-default` chose another), and wait for workers."""
-    archives = served_archives(store.models[model])
+def serve_versions(deployment: Deployment, store: Store, model: str, served: ServedVersions, fresh: bool = False) -> None:
+    """Serve exactly `served.versions` of `model` with `served.default` answering requests without a version (mfn.local.versions
+    decides which), and wait for their workers. Versions served before keep answering; `fresh` (`mfn reload`)
+    unregisters every version first and registers the archives as they are now on disk: TorchServe cannot register
+    a version twice, so requests in between get 404 (Triton has no gap)."""
+    archives = {archive_info(archive).version: archive for archive in store.models[model]}
     registered = set(served_versions(deployment, model)) if model in _registered(deployment) else set()
-    for archive in archives:
-        if archive_info(archive).version not in registered:
-            _register(deployment, archive)
-    _apply_default(deployment, model, [archive_info(archive).version for archive in archives])
+    if fresh:
+        _unregister(deployment, model, registered)
+        registered = set()
+    for version in sorted(set(served.versions) - registered, reverse=True):  # the first registered is the default
+        _register(deployment, archives[version])
+    if len(served.versions) > 1 and served.default is not None and default_version(deployment, model) != served.default:
+        _set_default(deployment, model, served.default)
+    _unregister(deployment, model, registered - set(served.versions))  # the default is not among them by now
 
 
 def _register(deployment: Deployment, archive: Path, workers: int | None = None) -> None:
@@ -104,22 +107,6 @@ def _register(deployment: Deployment, archive: Path, workers: int | None = None)
     if code != 200:
         reason = describe_failure(code, body, deployment)
         raise DeployError(f"model {info.name!r} v{info.version} failed to load: {reason}\n{_worker_errors(deployment)}")
-
-
-def _apply_default(deployment: Deployment, model: str, versions: list[int]) -> None:
-    """Make the version recorded with `mfn set-default` for this deployment the default again, if it is served."""
-    chosen = recorded_defaults(deployment.name).get(model)
-    if chosen is not None and chosen in versions and chosen != versions[0]:
-        set_default_version(deployment, model, chosen)
-
-
-def load_version(deployment: Deployment, store: Store, model: str, version: int) -> None:
-    """Serve `version` beside the versions already served (an archive added to the model store)."""
-    archives = {archive_info(archive).version: archive for archive in store.models.get(model, [])}
-    if version not in archives:
-        raise DeployError(f"{model} has no version {version} in {deployment.repository}; package it there first")
-    if version not in served_versions(deployment, model):
-        _register(deployment, archives[version])
 
 
 def _registered(deployment: Deployment) -> set[str]:
@@ -156,17 +143,24 @@ def default_version(deployment: Deployment, model: str) -> int | None:
     return int(float(body[0]["modelVersion"]))
 
 
-def unload_model(deployment: Deployment, model: str, version: int | None = None) -> None:
-    """Unregister `model` (every version) or only its `version`."""
-    token = read_key(deployment, "management")
-    versions = served_versions(deployment, model) if version is None else [version]
+def unload_model(deployment: Deployment, model: str) -> None:
+    """Unregister `model`, every version (one version goes through `serve_versions`)."""
+    versions = set(served_versions(deployment, model))
     if not versions:
         raise DeployError(f"{model} is not loaded in {deployment.name}")
-    for served in versions:
-        url = f"{management_url(deployment)}/models/{model}/{served}?synchronous=true"
+    _unregister(deployment, model, versions)
+
+
+def _unregister(deployment: Deployment, model: str, versions: set[int]) -> None:
+    """Unregister `versions` of `model`, its default last (TorchServe refuses to remove the default while others
+    are registered)."""
+    default = default_version(deployment, model) if versions else None
+    token = read_key(deployment, "management")
+    for version in sorted(versions, key=lambda version: version == default):
+        url = f"{management_url(deployment)}/models/{model}/{version}?synchronous=true"
         code, body = http_json("DELETE", url, load_timeout_s(deployment), token)
         if code != 200:
-            raise DeployError(f"{model} v{served} could not be unloaded: {describe_failure(code, body, deployment)}")
+            raise DeployError(f"{model} v{version} could not be unloaded: {describe_failure(code, body, deployment)}")
 
 
 def scale_model(deployment: Deployment, model: str, count: int, version: int | None = None) -> None:
@@ -197,13 +191,7 @@ def management_url(deployment: Deployment) -> str:
     return f"http://{deployment.host}:{deployment.ports['management']}"
 
 
-def set_default_version(deployment: Deployment, model: str, version: int) -> None:
-    """Make `version` the one served when a request names no version."""
-    served = served_versions(deployment, model)
-    if version not in served:
-        listed = ", ".join(f"v{number}" for number in served) or "none"
-        raise MfnError(f"{model} v{version} is not served by {deployment.name} (it serves {listed}); "
-                       f"load it first with `mfn load {model} --version {version}`")
+def _set_default(deployment: Deployment, model: str, version: int) -> None:
     token = read_key(deployment, "management")
     code, body = http_json("PUT", f"{management_url(deployment)}/models/{model}/{version}/set-default", 30.0, token)
     if code != 200:
@@ -223,19 +211,11 @@ def _worker_errors(deployment: Deployment) -> str:
 
 
 def reload_model(deployment: Deployment, store: Store, model: str) -> None:
-    """TorchServe restarts dead workers itself; re-register only a model the server no longer knows."""
+    """TorchServe restarts dead workers itself; re-register only a model the server no longer knows (the versions
+    its policy names)."""
     code, _ = http_json("GET", f"{management_url(deployment)}/models/{model}", 10.0, read_key(deployment, "management"))
     if code == 404:
-        load_model(deployment, store, model)
-
-
-def restart_model(deployment: Deployment, store: Store, model: str) -> None:
-    """Unregister and register the model again, with fresh workers and the archive as it is now on disk.
-
-    TorchServe cannot register a version twice, so requests between the two steps get 404 (Triton has no gap).
-    """
-    unload_model(deployment, model)
-    load_model(deployment, store, model)
+        serve_versions(deployment, store, model, plan_versions(store.packaged_versions(model), store.version_policy(model)))
 
 
 def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:

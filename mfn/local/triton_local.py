@@ -14,8 +14,10 @@ from pathlib import Path
 from mfn.local import state
 from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.local.state import Deployment, read_key
-from mfn.local.store import Store
+from mfn.local.store import Store, triton_config
+from mfn.local.versions import ServedVersions
 from mfn.errors import DeployError, MfnError
+from mfn.model_repository.layout import CONFIG_FILE
 from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.servers import secret_args, triton
 from mfn.servers.process import children
@@ -92,21 +94,27 @@ def _keys(key_file: Path, auth: bool) -> dict:
     return keys
 
 
-def load_model(deployment: Deployment, store: Store, model: str) -> None:
-    """Load the versions the model's version policy names (Triton's own rule: the newest only without one).
+def serve_versions(deployment: Deployment, store: Store, model: str, served: ServedVersions, fresh: bool = False) -> None:
+    """Serve exactly `served.versions` of `model`, with its config.pbtxt as it is now on disk (mfn.local.versions
+    decides which). Versions served before answer until the new instances are ready: no gap.
+
+    Triton answers a request without a version with the newest version it serves and has no switch for another:
+    mfn's clients send `served.default` where it is not the newest (see mfn.client.versions). `fresh` builds new
+    instances even when the versions do not change (`mfn reload`).
 
     Raises:
-        DeployError: the model asks for Triton's response cache and the server started without one (Triton would
-            serve it uncached without a word; the cache is sized when the server starts).
+        DeployError: the server's reason; or the model asks for Triton's response cache and the server started
+            without one (Triton would serve it uncached without a word; the cache is sized when the server starts).
     """
     if not int(deployment.extra.get("response_cache_bytes", 0)) and any(uses_tritons_cache(spec) for spec in store.specs([model])):
         raise DeployError(f"{model} caches answers in Triton's response cache, and {deployment.name}'s server started "
                           f"without one (it is sized from the models a server starts with): deploy again "
                           f"(`mfn deploy {store.root} --name {deployment.name}`) to serve it with its cache")
-    code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load",
-                           timeout_s=load_timeout_s(deployment), token=read_key(deployment, "management"))
-    if code != 200:
-        raise DeployError(f"model {model!r} failed to load: {describe_failure(code, body, deployment)}")
+    if not fresh and tuple(served_versions(deployment, model)) == served.versions:
+        return
+    config = triton_config(store.models[model][0] / CONFIG_FILE)
+    config["version_policy"] = {"specific": {"versions": list(served.versions)}}
+    _load_with(deployment, model, config, ", ".join(f"v{version}" for version in served.versions))
     code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=5.0)
     if code != 200:
         raise DeployError(f"model {model!r} loaded but is not ready: {describe_failure(code, body, deployment)}")
@@ -122,14 +130,12 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
     code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0,
                              token=read_key(deployment, "management"))
     if code != 200 or not isinstance(config, dict):
-        load_model(deployment, store, model)
+        code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load",
+                               timeout_s=load_timeout_s(deployment), token=read_key(deployment, "management"))
+        if code != 200:
+            raise DeployError(f"model {model!r} failed to load: {describe_failure(code, body, deployment)}")
         return
-    _load_with(deployment, model, config, "reloading")
-
-
-def restart_model(deployment: Deployment, store: Store, model: str) -> None:
-    """New instances with the model's files as they are now on disk; the old ones answer until the new are ready."""
-    reload_model(deployment, store, model)
+    _load_with(deployment, model, config, "reload")
 
 
 def _config(deployment: Deployment, model: str) -> dict:
@@ -147,7 +153,7 @@ def _load_with(deployment: Deployment, model: str, config: dict, what: str) -> N
     url = f"{deployment.http_url}/v2/repository/models/{model}/load"
     code, reply = http_json("POST", url, timeout_s=load_timeout_s(deployment), body=body, token=read_key(deployment, "management"))
     if code != 200:
-        raise DeployError(f"{model}: {what} failed: {describe_failure(code, reply, deployment)}")
+        raise DeployError(f"model {model!r} failed to load ({what}): {describe_failure(code, reply, deployment)}")
 
 
 def served_versions(deployment: Deployment, model: str) -> list[int]:
@@ -161,42 +167,17 @@ def served_versions(deployment: Deployment, model: str) -> list[int]:
 
 
 def default_version(deployment: Deployment, model: str) -> int | None:
-    """Triton answers a request without a version with the newest version it has ready."""
+    """The version Triton itself answers requests without a version with: the newest it has ready."""
     versions = served_versions(deployment, model)
     return versions[-1] if versions else None
 
 
-def load_version(deployment: Deployment, store: Store, model: str, version: int) -> None:
-    """Serve `version` beside the versions already served (a version directory added to the repository)."""
-    if not (Path(deployment.repository) / model / str(version)).is_dir():
-        raise DeployError(f"{model} has no version {version} in {deployment.repository}; package it there first")
-    served = served_versions(deployment, model)
-    if not served:
-        load_model(deployment, store, model)
-        served = served_versions(deployment, model)
-        if version in served:
-            return
-    config = _config(deployment, model)
-    config["version_policy"] = {"specific": {"versions": sorted({*served, version})}}
-    _load_with(deployment, model, config, f"loading v{version}")
-
-
-def unload_model(deployment: Deployment, model: str, version: int | None = None) -> None:
-    """Stop serving `model`, or only its `version` (the others keep serving throughout)."""
-    token = read_key(deployment, "management")
-    if version is None:
-        url = f"{deployment.http_url}/v2/repository/models/{model}/unload"
-        code, body = http_json("POST", url, timeout_s=load_timeout_s(deployment), body=b"{}", token=token)
-        if code != 200:
-            raise DeployError(f"{model} could not be unloaded: {describe_failure(code, body, deployment)}")
-        return
-    remaining = [served for served in served_versions(deployment, model) if served != version]
-    if not remaining:
-        unload_model(deployment, model)
-        return
-    config = _config(deployment, model)
-    config["version_policy"] = {"specific": {"versions": remaining}}
-    _load_with(deployment, model, config, f"unloading v{version}")
+def unload_model(deployment: Deployment, model: str) -> None:
+    """Stop serving `model`, every version (one version goes through `serve_versions`)."""
+    url = f"{deployment.http_url}/v2/repository/models/{model}/unload"
+    code, body = http_json("POST", url, timeout_s=load_timeout_s(deployment), body=b"{}", token=read_key(deployment, "management"))
+    if code != 200:
+        raise DeployError(f"{model} could not be unloaded: {describe_failure(code, body, deployment)}")
 
 
 def scale_model(deployment: Deployment, model: str, count: int, version: int | None = None) -> None:
@@ -220,16 +201,6 @@ def model_details(deployment: Deployment, model: str) -> dict:
         "max_batch_size": config.get("max_batch_size", 0),
         "max_queue_delay_us": int((batching or {}).get("max_queue_delay_microseconds", 0)) if batching is not None else None,
     }
-
-
-def set_default_version(deployment: Deployment, model: str, version: int) -> None:
-    """Triton has no default-version switch: it answers version-less requests with the newest loaded version."""
-    served = ", ".join(f"v{served}" for served in served_versions(deployment, model)) or "none"
-    raise MfnError(
-        f"{deployment.name} runs Triton, which always answers requests without a version with the newest version it "
-        f"serves ({model}: {served}); pass --version when invoking, or serve fewer versions (`mfn unload {model} "
-        f"--version N`, or --version-policy when packaging)"
-    )
 
 
 def worker_processes(deployment: Deployment, server_pid: int) -> dict[int, tuple[str, bool]]:

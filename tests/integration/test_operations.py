@@ -36,9 +36,9 @@ def package_versions(output: Path, target: str) -> list[str]:
     """versioned v1..v3 under a policy serving the newest two, and text_stats beside it (not deployed at first)."""
     warnings = []
     for version in (1, 2, 3):
-        result = mfn.package(VERSIONED, output, target=target, version=version, version_policy=mfn.VersionPolicy(latest=2))
+        result = mfn.package(VERSIONED, output, server=target, version=version, version_policy=mfn.VersionPolicy(latest=2))
         warnings += result.warnings
-    mfn.package(TEXT_STATS, output, target=target)
+    mfn.package(TEXT_STATS, output, server=target)
     return warnings
 
 
@@ -99,7 +99,7 @@ def test_both_servers_serve_the_policys_versions_and_the_newest_answers_requests
     described_now = described(name)
     assert (described_now["versions"], described_now["default_version"], described_now["health"]) == ([2, 3], 3, "ready")
     assert (served_by(name), served_by(name, 2)) == (3, 2)
-    with pytest.raises(InvokeError, match=r"`mfn load versioned --version N` adds one"):
+    with pytest.raises(InvokeError, match=r"v1 is packaged but not loaded .*`mfn load versioned --version 1` loads it"):
         served_by(name, 1)
     status = json.loads(run("status", "--json"))
     (entry,) = [entry for entry in status["local"] if entry["name"] == name]
@@ -154,22 +154,16 @@ def test_reload_brings_the_model_back_with_its_versions(served, server):
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_set_default_follows_one_rule_and_torchserves_choice_survives_a_redeploy(served, packaged, fixed_ports, server):
+def test_set_default_works_on_both_servers_and_survives_a_redeploy(served, packaged, fixed_ports, server):
     name = NAMES[server]
-    result = CliRunner().invoke(cli, ["set-default", "versioned", "2", "--deployment", name])
-    if server == "triton":
-        assert result.exit_code != 0
-        assert "always answers requests without a version with the newest" in result.output
-        assert "versioned: v2, v3" in result.output
-        return
-    assert result.exit_code == 0, result.output
+    run("set-default", "versioned", "2", "--deployment", name)
     assert served_by(name) == 2
     refused = CliRunner().invoke(cli, ["set-default", "versioned", "1", "--deployment", name])
-    assert refused.exit_code != 0 and "it serves v2, v3" in refused.output
+    assert refused.exit_code != 0 and "v1: that version is packaged but not loaded (it serves v2, v3" in refused.output
     deployments.undeploy(name)
     served[server] = deployments.deploy(packaged[server][0], name=name, models=["versioned"], ports=fixed_ports[server])
     assert (described(name)["default_version"], served_by(name)) == (2, 2)
-    run("set-default", "versioned", "3", "--deployment", name)
+    run("set-default", "versioned", "--newest", "--deployment", name)
     assert served_by(name) == 3
 
 
@@ -211,7 +205,7 @@ def test_a_port_in_use_is_refused_by_name_before_anything_starts(packaged, serve
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_load_past_the_load_timeout_fails_naming_it_and_leaves_nothing(tmp_path, server):
-    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", tmp_path / "out", target=server)
+    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", tmp_path / "out", server=server)
     command = [sys.executable, "-m", "mfn.cli.main", "deploy", str(tmp_path / "out"), "--name", f"slow-{server}",
                "--load-timeout", "2"]
     env = {**os.environ, "MFN_TEST_SETUP_DELAY_S": "15"}
@@ -250,7 +244,7 @@ def test_deploy_records_where_each_models_cold_start_went(served, server):
 def test_a_torchserve_model_named_token_something_is_served_and_its_limits_are_named(served, packaged):
     """TorchServe 0.12 reads management paths under /models/token... as its token API and refuses them."""
     store = packaged["torchserve"][0]
-    result = mfn.package(TEXT_STATS, store, target="torchserve", name="tokenizer")
+    result = mfn.package(TEXT_STATS, store, server="torchserve", name="tokenizer")
     assert any("TorchServe 0.12 takes management calls on /models/token..." in warning for warning in result.warnings)
     run("load", "tokenizer", "--deployment", NAMES["torchserve"])
     try:
@@ -260,3 +254,38 @@ def test_a_torchserve_model_named_token_something_is_served_and_its_limits_are_n
         assert refused.exit_code != 0 and "package it under another name" in refused.output
     finally:
         (store / "tokenizer.mar").unlink()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_mistyped_model_gets_the_served_models_and_the_closest(served, server, protocol):
+    deployment = served[server]
+    with mfn.Client(NAMES[server], protocol=protocol) as client, pytest.raises(InvokeError) as caught:
+        client.infer("versiond", {"x": [[0]]})
+    assert "served models: " in str(caught.value) and "did you mean 'versioned'?)" in str(caught.value)
+    result = CliRunner().invoke(cli, ["invoke", "versiond", "--deployment", NAMES[server], "--protocol", protocol,
+                                      "--data", '{"x": [[0]]}'])
+    assert result.exit_code == 1 and "did you mean 'versioned'?" in result.output, result.output
+    if server == "triton":  # at a URL, Triton's repository index lists them, for its management key only
+        address = deployment.http_url if protocol == "http" else f"grpc://{deployment.grpc_url}"
+        with (mfn.Client(address, token=state.read_key(deployment, "inference")) as client,
+              pytest.raises(InvokeError, match=r"no model 'versiond' there; Triton lists its models at POST /v2/repository")):
+            client.infer("versiond", {"x": [[0]]})
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_torchserve_spoken_to_a_triton_url_says_to_pass_server_triton(served, protocol):
+    deployment = served["triton"]
+    address = deployment.http_url if protocol == "http" else f"grpc://{deployment.grpc_url}"
+    with (mfn.Client(address, server="torchserve", token=state.read_key(deployment, "inference")) as client,
+          pytest.raises(InvokeError, match=r"answers like Triton \(KServe v2\), not TorchServe: pass --server triton")):
+        client.infer("versioned", {"x": [[0]]})
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_invoke_json_says_the_version_asked_for_and_leaves_it_out_otherwise(served, server):
+    asked = json.loads(run("invoke", "versioned", "--deployment", NAMES[server], "--version", "2", "--data", '{"x": [[0]]}',
+                           "--json"))
+    assert asked["version"] == 2
+    chosen = json.loads(run("invoke", "versioned", "--deployment", NAMES[server], "--data", '{"x": [[0]]}', "--json"))
+    assert "version" not in chosen
