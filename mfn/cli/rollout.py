@@ -10,6 +10,7 @@ import click
 from mfn.cli.options import Duration, MfnCommand, MfnSubGroup, json_option
 
 STRATEGIES = ("canary", "blue-green", "ab", "shadow")
+ENDED = ("promoted", "rolled back")
 
 
 def _progress(as_json: bool):
@@ -30,6 +31,12 @@ def _header(ctx, param, value: str | None) -> tuple[str | None, str | None]:
         return None, None
     key, separator, wanted = value.partition("=")
     return key.strip(), wanted if separator else None
+
+
+target_option = click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
+                             help="A local deployment, or a Helm release of mfn's chart.")
+namespace_option = click.option("--namespace", default="default",
+                                help="kubernetes: the release's namespace (default: the one named default).")
 
 
 @click.group(cls=MfnSubGroup)
@@ -53,12 +60,12 @@ def rollout():
               "predict time over the current step is above this.")
 @click.option("--header", callback=_header, help="ab: KEY=VALUE sends requests whose header KEY is VALUE to the new "
               "track; KEY alone hashes its value, so each caller stays on one track (--weight percent of them new).")
-@click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
+@target_option
 @click.option("--http-port", type=click.IntRange(1, 65535), help="The proxy's HTTP port at a deployment's first rollout.")
 @click.option("--grpc-port", type=click.IntRange(1, 65535), help="The proxy's gRPC port at a deployment's first rollout.")
 @click.option("--model-uri", help="kubernetes: where the cluster fetches the new package (https://, s3://, gs://).")
 @click.option("--pvc", help="kubernetes: a PersistentVolumeClaim holding the new package instead.")
-@click.option("--namespace", default="default", show_default=True, help="kubernetes: the release's namespace.")
+@namespace_option
 @click.option("--gateway", "gateways", multiple=True, help="kubernetes: a Gateway ([NAMESPACE/]NAME) the routes attach "
               "to; without one, only blue-green works (by the Service's selector).")
 @click.option("--engine", type=click.Choice(["mfn", "argo"]), default="mfn", show_default=True,
@@ -104,23 +111,48 @@ def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, m
 
 @rollout.command(cls=MfnCommand, name="status")
 @click.argument("name")
+@target_option
+@namespace_option
 @json_option
-def status_command(name, as_json):
-    """The rollout's state and why, weights, and each track's requests, error ratio and p50/p99 predict time."""
+def status_command(name, target, namespace, as_json):
+    """The rollout's state and why, weights, and each track's requests, error ratio and p50/p99 predict time
+    (kubernetes: the rollout values of the release)."""
+    if target == "kubernetes":
+        from mfn.kubernetes import rollout as kubernetes
+
+        values = kubernetes.current_values(name, namespace).get("rollout") or {}
+        report = {"name": name, "namespace": namespace, "rollout": values}
+        click.echo(json.dumps(report) if as_json else format_release_status(report))
+        return
     from mfn.local import rollout as rollouts
 
     report = rollouts.status(name)
     click.echo(json.dumps(report) if as_json else format_status(report))
 
 
+def format_release_status(report: dict) -> str:
+    values = report["rollout"]
+    if not values.get("enabled"):
+        return f"{report['name']} (namespace {report['namespace']}): no rollout under way"
+    steps = f", steps {','.join(f'{step:g}' for step in values['steps'])}" if values.get("steps") else ""
+    return (f"{report['name']} (namespace {report['namespace']}): {values.get('strategy')} rollout by "
+            f"{values.get('engine')}, {values.get('weight', 0):g}% to the new track{steps}")
+
+
 def format_status(report: dict) -> str:
     active = report["rollout"]
     lines = [f"{report['name']}: proxy {'running' if report['proxy_running'] else 'NOT running'}, "
              + ", ".join(f"{protocol} {url}" for protocol, url in report["endpoints"].items())]
-    if active:
-        since = time.strftime("%H:%M:%S", time.localtime(active["started_at"]))
-        lines.append(f"  rollout: {active['strategy']} of {active['path']} since {since}: {active['state']}"
-                     + (f" ({active['why']})" if active["why"] and active["why"] != active["state"] else ""))
+    if active and active["state"] in ENDED:
+        # What the tracks did while it ran no longer describes the traffic: say how and when it ended instead.
+        ended_at = active["history"][-1]["at"] if active["history"] else active["last_step_at"]
+        started, ended = _clock(active["started_at"]), _clock(ended_at)
+        lines.append(f"  rollout: {active['strategy']} of {active['path']}, {started} to {ended}: {active['state']}"
+                     + (f" ({active['why']})" if active["why"] and active["why"] != active["state"] else "")
+                     + "; all traffic on the primary")
+    elif active:
+        lines.append(f"  rollout: {active['strategy']} of {active['path']} since {_clock(active['started_at'])}: "
+                     f"{active['state']}" + (f" ({active['why']})" if active["why"] and active["why"] != active["state"] else ""))
         if report.get("weights"):
             lines.append(f"  weights: primary {report['weights']['primary']:g}%, canary {report['weights']['canary']:g}%")
         if active.get("analysis"):
@@ -147,8 +179,9 @@ def format_status(report: dict) -> str:
     return "\n".join(lines)
 
 
-target_option = click.option("--target", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
-namespace_option = click.option("--namespace", default="default", show_default=True, help="kubernetes: the release's namespace.")
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
 
 
 @rollout.command(cls=MfnCommand)

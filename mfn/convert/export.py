@@ -134,6 +134,9 @@ def build_module(ref: str) -> Any:
     target, sep, attribute = ref.rpartition(":")
     if not sep:
         raise MfnError(f"{ref!r}: give the factory as path/to/file.py:function or package.module:function")
+    if target.endswith(".py") and not Path(target).is_file():
+        raise MfnError(f"{ref}: the factory file {target} does not exist; give the factory as "
+                       "path/to/file.py:function or package.module:function")
     module = import_handler_file(Path(target)) if target.endswith(".py") else importlib.import_module(target)
     factory = getattr(module, attribute, None)
     if not callable(factory):

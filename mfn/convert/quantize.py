@@ -9,13 +9,19 @@
 The quantized model and the original both run on the arrays of a .npz sample (keyed by input name, in
 the model's input order); the report gives sizes, the largest and mean absolute output difference and,
 for classifier-shaped first outputs, how often the top-1 class agrees.
+
+What onnxruntime and torch print while quantizing (deprecations and hints for their own developers) is captured:
+the report keeps only other warnings, and adds its own when the quantized file came out larger.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,7 @@ class QuantizeReport:
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float | None
+    warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,7 +64,7 @@ def quantize(
     tensorflow = is_tensorflow_model(model)
     if method is not None and not (tensorflow and method in QUANTIZATIONS):
         raise MfnError(f"--method {method} applies to TensorFlow models, as one of {', '.join(QUANTIZATIONS)}")
-    with written_atomically(Path(output)) as temporary:
+    with written_atomically(Path(output)) as temporary, _library_messages() as messages:
         if tensorflow:
             method, size_before, run_before, run_after = _tflite(Path(model), inputs, temporary, method or QUANTIZATIONS[0])
         elif model.endswith(".onnx") and ":" not in model:
@@ -76,7 +83,50 @@ def quantize(
                 f"quantized outputs differ by up to {report.max_abs_diff:.4g} (> --max-abs-diff {max_abs_diff}) "
                 f"on {sample.name}; nothing written. Raise the threshold if that is acceptable."
             )
-    return report
+    return replace(report, warnings=(*_growth_warning(report), *messages))
+
+
+def _growth_warning(report: QuantizeReport) -> list[str]:
+    if report.size_after <= report.size_before:
+        return []
+    return [(f"the quantized model is larger than the original ({report.size_before:,} → {report.size_after:,} bytes): "
+             "the scales, zero points and quantize/dequantize steps quantization adds outweigh what int8 weights save "
+             "when a model is this small or few of its operations can be quantized; serve the original instead")]
+
+
+# What quantizing makes onnxruntime and torch say that is meant for their own developers, not for the user.
+_NOISE = ("deprecated", "pre-processing before quantization")
+_NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+@contextmanager
+def _library_messages() -> Iterator[list[str]]:
+    """Capture Python warnings and root-logger records (onnxruntime's quantizer logs there) while the block runs;
+    the list gets the first line of each that is not noise, once each."""
+    kept: list[str] = []
+
+    def keep(text: str, category: type[Warning] | None = None) -> None:
+        line = text.strip().splitlines()[0] if text.strip() else ""
+        noise = (category is not None and issubclass(category, _NOISE_CATEGORIES)) or any(
+            words in line.lower() for words in _NOISE)
+        if line and not noise and line not in kept:
+            kept.append(line)
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            keep(record.getMessage())
+
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    root.handlers = [Collect(logging.WARNING)]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield kept
+        for warning in caught:
+            keep(str(warning.message), warning.category)
+    finally:
+        root.handlers = handlers
 
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
@@ -94,7 +144,9 @@ def _onnx(path: Path, inputs: dict[str, np.ndarray], target: Path) -> tuple[str,
         raise MfnError(f"{path}: onnxruntime could not quantize it: {first_line(error)}") from None
 
     def runner(model_path: Path) -> Runner:
-        session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: its notes on graph rewrites are not the user's concern
+        session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         names = [item.name for item in session.get_inputs()]
         require_inputs(inputs, names)
         return lambda arrays: session.run(None, {name: arrays[name] for name in names})
@@ -150,8 +202,16 @@ def require_inputs(sample: dict[str, np.ndarray], names: list[str]) -> None:
     if missing:
         raise MfnError(
             f"the sample has no array for input(s) {', '.join(missing)} (it holds {', '.join(sorted(sample))}); "
-            "save one array per model input under the input's name, e.g. np.savez(path, features=x)"
+            f"save one array per model input under the input's name: {savez_example(names)}"
         )
+
+
+def savez_example(names: list[str]) -> str:
+    """How to write a sample for inputs `names`, e.g. `np.savez(path, features=x)`."""
+    arrays = [f"x{index}" if len(names) > 1 else "x" for index in range(len(names))]
+    if all(name.isidentifier() for name in names):
+        return f"np.savez(path, {', '.join(f'{name}={array}' for name, array in zip(names, arrays))})"
+    return f"np.savez(path, **{{{', '.join(f'{name!r}: {array}' for name, array in zip(names, arrays))}}})"
 
 
 def _load_sample(sample: Path) -> dict[str, np.ndarray]:
@@ -161,7 +221,8 @@ def _load_sample(sample: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError) as error:
         raise MfnError(f"sample {sample} is not a readable .npz of input arrays: {error}") from None
     if not arrays:
-        raise MfnError(f"sample {sample} holds no arrays; save one per model input, e.g. np.savez(path, features=x)")
+        raise MfnError(f"sample {sample} holds no arrays; save one per model input under the input's name, "
+                       "np.savez(path, NAME=array)")
     return arrays
 
 

@@ -11,6 +11,10 @@ a new server connection with their next request (no request is in flight on an i
 HTTP/1.1 keeps no state across requests), while HTTP/2 connections (gRPC) are closed, as their state
 (stream ids, header tables) lives in the server: gRPC clients reconnect on their next call.
 
+While the server sleeps the front also answers its metrics port with a fixed page (`serve_page`; see
+mfn.local.idle_metrics), so a scrape finds the deployment asleep rather than down; the server takes the port back
+when it wakes.
+
 Why not a proxy such as Caddy or HAProxy: none of them can start a server on demand and hold a connection until
 it is ready; the relay below is small and is tested against both servers with stock clients.
 """
@@ -24,6 +28,7 @@ from collections.abc import Callable
 
 CHUNK_BYTES = 256 * 1024
 CONNECT_RETRY_S = 0.05
+PAGE_READ_TIMEOUT_S = 10.0
 
 
 class _Relay:
@@ -65,6 +70,7 @@ class Front:
         self._loop = asyncio.new_event_loop()
         self._open: asyncio.Event | None = None
         self._servers: list[asyncio.base_events.Server] = []
+        self._page_server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> dict[str, int]:
@@ -120,6 +126,38 @@ class Front:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._thread = None
+
+    def serve_page(self, port: int, page: bytes) -> None:
+        """Answer every HTTP request on `port` with `page` (Prometheus text) until `stop_page()`; requests there are
+        not activity and wake nothing. Raises OSError when the port cannot be bound."""
+        asyncio.run_coroutine_threadsafe(self._open_page(port, page), self._loop).result(timeout=10)
+
+    def stop_page(self) -> None:
+        """Stop answering the page's port and release it (the woken server binds it again)."""
+        asyncio.run_coroutine_threadsafe(self._close_page(), self._loop).result(timeout=10)
+
+    async def _open_page(self, port: int, page: bytes) -> None:
+        await self._close_page()
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n").encode()
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PAGE_READ_TIMEOUT_S)
+                writer.write(head + page)
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+                pass
+            finally:
+                writer.close()
+
+        self._page_server = await asyncio.start_server(answer, self.host, port, reuse_address=True)
+
+    async def _close_page(self) -> None:
+        server, self._page_server = self._page_server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
 
     def _call(self, action: Callable[[], None]) -> None:
         """Run `action` on the front's loop and wait for it."""
@@ -216,7 +254,7 @@ class Front:
         self.touch()
 
     def _close_all(self) -> None:
-        for server in self._servers:
+        for server in [*self._servers, *([self._page_server] if self._page_server else [])]:
             server.close()
         for relay in list(self._relays):
             self._drop_server(relay)

@@ -5,16 +5,23 @@ Idle means: no byte through the front for the idle timeout, and the server's met
 model's hands or in Triton's queue (a long predict moves no bytes). The stop drains like an undeploy, with the
 front holding new requests meanwhile; the wake starts the server with every model loaded before the held
 requests are relayed.
+
+While the server sleeps the front answers its metrics port with the server's last scrape and `mfn_asleep 1`, and
+each wake adds that scrape's counters to the deployment's history (mfn.local.idle_metrics).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import urllib.request
 from typing import TYPE_CHECKING
 
+from mfn.local import idle_metrics
 from mfn.local.front import Front
+from mfn.local.launching import wait_ports_released
+from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 
 if TYPE_CHECKING:
     from mfn.local.supervisor import Supervisor
@@ -26,6 +33,9 @@ FRONTED = ("http", "grpc")
 # What a woken server keeps; its private ports are chosen afresh, as the old ones may meanwhile be the local end
 # of some outgoing connection (they come from the ephemeral range).
 KEPT_ON_WAKE = ("metrics",)
+# The least quiet time before a stop: a handler's metrics reach the server a flush after its last request, and the
+# last scrape, served while the server sleeps and added to the history at the wake, must hold them.
+SETTLED_S = 2 * FLUSH_INTERVAL_S
 
 
 class Idling:
@@ -40,6 +50,7 @@ class Idling:
         self._awake = threading.Event()
         self._awake.set()
         self.front: Front | None = None
+        self.last_scrape = ""  # the running server's metrics when it was last found idle
 
     def open_front(self, host: str, ports: dict[str, int]) -> dict[str, int]:
         """Listen on the public ports (fixed ones from `ports`, free ones otherwise); the ports bound."""
@@ -52,8 +63,9 @@ class Idling:
     def due(self) -> bool:
         """Whether the running server has been idle for the timeout."""
         assert self.front is not None
-        return (not self.asleep and self.front.quiet_for() >= self.timeout_s and not self.front.answers_owed()
-                and self.supervisor.status.state == "running" and not self._server_busy())
+        return (not self.asleep and self.front.quiet_for() >= max(self.timeout_s, SETTLED_S)
+                and not self.front.answers_owed() and self.supervisor.status.state == "running"
+                and not self._server_busy())
 
     def sleep(self) -> bool:
         """Stop the server, unless a byte passed since `due()`; whether it stopped."""
@@ -68,8 +80,21 @@ class Idling:
         # Nothing is in flight: the server's connections can go first, so its drain waits for none of them.
         self.front.detach()
         self.supervisor.drain_and_stop(final_state="idle")
-        self.front.resume()  # the next bytes find no server, and wake it
+        self.front.resume()  # the next bytes find no server, and wake it (once this returns: wake runs after it)
+        self._serve_last_scrape()
         return True
+
+    def _serve_last_scrape(self) -> None:
+        deployment = self.supervisor.deployment
+        if deployment is None or self.front is None:
+            return
+        port = deployment.ports["metrics"]
+        wait_ports_released(deployment.host, {"metrics": port})  # TorchServe's JVM closes its sockets late
+        try:
+            self.front.serve_page(port, idle_metrics.asleep_page(self.last_scrape))
+        except OSError as error:  # taken meanwhile: scrapes find the port closed, as they would without the page
+            print(f"the metrics port {port} is not answered while asleep: {error}", file=sys.stderr,
+                  flush=True)
 
     def wake(self) -> None:
         """Start the server again; held connections go on once every model is ready."""
@@ -77,6 +102,10 @@ class Idling:
         started = time.monotonic()
         supervisor.status.state = "waking"
         supervisor.save_status()
+        self.front.stop_page()  # the server takes its metrics port back
+        if supervisor.deployment is not None:
+            idle_metrics.add_to_history(supervisor.deployment.workdir, self.last_scrape)
+        self.last_scrape = ""
         problem = supervisor.bring_back("wake-up", keep_ports=KEPT_ON_WAKE)
         self.wake_requested.clear()
         if problem:
@@ -108,6 +137,7 @@ class Idling:
             raise OSError(f"the server did not wake within {self.hold_timeout_s:g} s")
 
     def _server_busy(self) -> bool:
+        """Whether the server's metrics show a request in its hands; the scrape is kept as `last_scrape`."""
         deployment = self.supervisor.deployment
         if deployment is None:
             return False
@@ -116,6 +146,7 @@ class Idling:
                 text = response.read().decode(errors="replace")
         except OSError:
             return True  # cannot tell: stay up rather than cut a request short
+        self.last_scrape = text
         for line in text.splitlines():
             if line.startswith(BUSY_GAUGES):
                 try:

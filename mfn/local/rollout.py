@@ -167,6 +167,7 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
 def _end(route: Route, final_state: str, why: str) -> None:
     rollout = route.rollout
     rollout.state, rollout.why = final_state, why
+    rollout.analysis = {}  # the last window compared the tracks while both served: stale once one is gone
     rollout.history.append({"at": time.time(), "weight": 0.0 if final_state == "rolled back" else 100.0, "note": why})
 
 

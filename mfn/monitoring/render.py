@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mfn.local.idle_metrics import ASLEEP_GAUGE
 from mfn.monitoring import queries as q
 
 JOB_PREFIX = "mfn-"
@@ -28,6 +29,10 @@ class AlertThresholds:
     predict_p95_s: float = 0.5
     queue_s: float = 0.1
     for_duration: str = "5m"
+    # How long after its last asleep scrape a target may stay unreachable before it counts as down: an idle
+    # deployment's metrics port is closed while its server wakes, which lasts its models' load (at most the
+    # default load timeout, 5 minutes).
+    waking_grace: str = "5m"
 
 
 def scrape_config(targets: list[ScrapeTarget], interval_s: int = 15, rule_files: list[str] | None = None) -> dict[str, Any]:
@@ -88,7 +93,10 @@ def alert_rules(thresholds: AlertThresholds = AlertThresholds(), job: str = f"{J
                     ),
                     _alert(
                         "MfnTargetDown",
-                        f'up{{job=~"{job}"}} == 0',
+                        # An asleep deployment answers its metrics port (with mfn_asleep 1): up stays 1. Only while
+                        # it wakes is the port closed, which is not down either.
+                        f'(up{{job=~"{job}"}} == 0) unless on (job, instance) '
+                        f'(max_over_time({ASLEEP_GAUGE}{{job=~"{job}"}}[{thresholds.waking_grace}]) == 1)',
                         "1m",
                         "critical",
                         "{{ $labels.job }} at {{ $labels.instance }} is down: its server is not serving metrics or models",

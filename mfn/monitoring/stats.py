@@ -1,6 +1,7 @@
 """`mfn stats`: a summary of a running deployment computed from its live metrics endpoint.
 
-Figures are totals since the server started (no Prometheus needed): requests by outcome, error rate,
+Figures are totals since the deployment started, across the stops of an idle deployment (whose earlier runs'
+counts mfn.local.idle_metrics keeps), with no Prometheus needed: requests by outcome, error rate,
 mean batch size, predict latency percentiles from mfn's histogram, the server's mean queue time, for
 streaming model functions the time to the first chunk and the chunks per request, and for cached ones the
 response cache's hits, misses and errors.
@@ -50,13 +51,16 @@ class ModelStats:
 
 
 def deployment_stats(deployment: Deployment) -> list[ModelStats]:
-    """Scrape the deployment's metrics endpoint and summarise each model version."""
+    """Scrape the deployment's metrics endpoint and summarise each model version, with the counts of the runs
+    before an idle deployment's last wake added."""
+    from mfn.local.idle_metrics import history
+
     try:
         with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
             text = response.read().decode()
     except OSError as error:
         raise MfnError(f"cannot read metrics of {deployment.name} at {deployment.metrics_url}: {error}") from None
-    return summarise(text, deployment.server)
+    return summarise(text + "\n" + history(deployment.workdir), deployment.server)
 
 
 def summarise(text: str, server: str) -> list[ModelStats]:

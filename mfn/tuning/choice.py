@@ -49,6 +49,7 @@ class Verdict:
     errors: int
     outcome: str  # "chosen", "over budget", "errors", "slower", "within the noise"
     why: str
+    rounds: int = 0  # measured: a trial the first round ruled out is not measured again
 
 
 @dataclass
@@ -83,7 +84,7 @@ def choose(trials: list[Trial], budget_ms: float, percentile: float, baseline: S
         else:
             outcome, why = "slower", f"{figures}, below the choice's {best.throughput()[0]:.0f} req/s"
         why += " [the handler's own settings]" if trial.settings == baseline else ""
-        verdicts.append(Verdict(trial.settings, rps, p, trial.errors(), outcome, why))
+        verdicts.append(Verdict(trial.settings, rps, p, trial.errors(), outcome, why, len(trial.rounds)))
     verdicts.sort(key=lambda v: (v.outcome != "chosen", -v.throughput_rps[0]))
     gain = _gain(measured, best, baseline, budget_ms, percentile)
     if best is not None and len(best.rounds) < 2:

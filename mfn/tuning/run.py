@@ -25,7 +25,7 @@ def own_settings(ref: str) -> Settings:
 
 
 def tune(
-    ref: str, target: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int | list[int] = 8,
+    ref: str, server: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int | list[int] = 8,
     sample: Path | None = None, max_minutes: float | None = None, round_s: float = 3.0, rounds: int = 3,
     grid: list[Settings] | None = None, output: Path = Path("tuned.json"), progress: Callable[[str], None] = lambda m: None,
 ) -> tuple[Tuned, Choice]:
@@ -40,7 +40,7 @@ def tune(
     if percentile not in (50, 95, 99):
         raise MfnError(f"--percentile {percentile:g}: use 50, 95 or 99")
     own = own_settings(ref)
-    grid = grid or default_grid(own, target)
+    grid = grid or default_grid(own, server)
     if own not in grid:
         grid = [own, *grid]
     concurrencies = [concurrency] if isinstance(concurrency, int) else list(concurrency)
@@ -58,11 +58,11 @@ def tune(
         return not trial.errors() and trial.latency(percentile)[0] <= 2 * latency_budget_ms
 
     with tempfile.TemporaryDirectory(prefix="mfn-tune-") as work:
-        measured = run_trials(ref, target, grid, concurrencies, round_s, rounds, Path(work), sample, progress, keep)
+        measured = run_trials(ref, server, grid, concurrencies, round_s, rounds, Path(work), sample, progress, keep)
     choices = {level: choose(trials, latency_budget_ms, percentile, own) for level, trials in measured.items()}
     target_concurrency = concurrencies[-1]
     choice = choices[target_concurrency]
-    tuned = Tuned(model=_model_name(ref), target=target, latency_budget_ms=latency_budget_ms, percentile=percentile,
+    tuned = Tuned(model=_model_name(ref), server=server, latency_budget_ms=latency_budget_ms, percentile=percentile,
                   concurrency=target_concurrency, chosen=choice.chosen or own, baseline=own,
                   trials=[_trial_json(verdict) for verdict in choice.verdicts],
                   other_concurrencies={str(level): {"chosen": other.chosen.label() if other.chosen else None,
@@ -71,7 +71,8 @@ def tune(
     if choice.chosen is None:
         raise MfnError(f"{choice.gain}: raise --latency-budget-ms or lower --concurrency\n{choice.summary()}")
     save(tuned, output)
-    plot(choice, latency_budget_ms, percentile, output.with_suffix(".png"))
+    plot(choice, latency_budget_ms, percentile, output.with_suffix(".png"),
+         title=f"{tuned.model} on {server} at concurrency {target_concurrency}, rounds of {round_s:g} s")
     return tuned, choice
 
 
@@ -86,8 +87,8 @@ def _trial_json(verdict) -> dict:
             "throughput_rps": verdict.throughput_rps, "latency_ms": verdict.latency_ms, "errors": verdict.errors}
 
 
-def plot(choice: Choice, budget_ms: float, percentile: float, path: Path) -> Path | None:
-    """Throughput against latency per trial, the budget as a line, the choice marked; None without matplotlib."""
+def plot(choice: Choice, budget_ms: float, percentile: float, path: Path, title: str = "") -> Path | None:
+    """Write `figure(...)` as a PNG to `path`; None without matplotlib."""
     try:
         import matplotlib
 
@@ -95,18 +96,38 @@ def plot(choice: Choice, budget_ms: float, percentile: float, path: Path) -> Pat
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for verdict in choice.verdicts:
+    drawn = figure(choice, budget_ms, percentile, title)
+    drawn.savefig(path, dpi=120)
+    plt.close(drawn)
+    return path
+
+
+def figure(choice: Choice, budget_ms: float, percentile: float, title: str = ""):
+    """Throughput against latency per trial, the budget as a line, the choice in green (a matplotlib Figure).
+
+    Points carry numbers and a key beside the axes names each setting: settings measured alike land on top of
+    each other, where their full labels would overlap."""
+    import matplotlib.pyplot as plt
+
+    drawn, (axes, key) = plt.subplots(1, 2, figsize=(11, 5), width_ratios=(3, 2))
+    entries = []
+    for number, verdict in enumerate(choice.verdicts, start=1):
         (rps, rps_low, rps_high), (latency, latency_low, latency_high) = verdict.throughput_rps, verdict.latency_ms
-        chosen = verdict.outcome == "chosen"
+        color = "tab:green" if verdict.outcome == "chosen" else "tab:gray"
         axes.errorbar(latency, rps, xerr=[[latency - latency_low], [latency_high - latency]],
-                      yerr=[[rps - rps_low], [rps_high - rps]], fmt="o", color="tab:green" if chosen else "tab:gray")
-        axes.annotate(verdict.settings.label(), (latency, rps), fontsize=7, xytext=(4, 4), textcoords="offset points")
+                      yerr=[[rps - rps_low], [rps_high - rps]], fmt="o", color=color)
+        axes.annotate(str(number), (latency, rps), fontsize=8, xytext=(4, 4), textcoords="offset points", color=color)
+        rounds = f"{verdict.rounds} round{'' if verdict.rounds == 1 else 's'}"
+        entries.append(f"{number}. {verdict.settings.label()}\n    {verdict.outcome}, {rounds}")
     axes.axvline(budget_ms, color="tab:red", linestyle="--", label=f"budget {budget_ms:g} ms")
     axes.set_xlabel(f"p{percentile:g} latency (ms)")
     axes.set_ylabel("throughput (requests/s)")
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    key.axis("off")
+    # Two lines an entry: the font shrinks when many settings would run off the bottom.
+    key.text(0, 1, "\n".join(entries), va="top", ha="left", fontsize=min(9.0, 130 / max(len(entries), 1)),
+             transform=key.transAxes)
+    if title:
+        drawn.suptitle(title, fontsize=10)
+    drawn.tight_layout()
+    return drawn

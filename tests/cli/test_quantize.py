@@ -1,6 +1,8 @@
 """`mfn quantize`: real quantization of ONNX and torch models, sizes and differences measured on a sample."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +95,38 @@ def test_tflite_quantization_refuses_past_the_threshold_or_a_sample_without_its_
     assert not target.exists()
     wrong = CliRunner().invoke(cli, ["quantize", str(onnx_model), "--sample", str(sample), "-o", str(tmp_path / "q.onnx"), "--method", "int8"])
     assert wrong.exit_code == 1 and "--method int8 applies to TensorFlow models" in wrong.output
+
+
+SMALL_FACTORY = f"{HANDLERS / 'factories.py'}:two_heads"
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torch"])
+def test_a_model_that_grows_is_written_with_a_warning_and_library_noise_stays_out(tmp_path, kind):
+    """Run as the user runs it, so what onnxruntime and torch print would reach the terminal."""
+    features = tmp_path / "features.npz"
+    np.savez(features, features=np.random.default_rng(2).standard_normal((16, 4)).astype(np.float32))
+    model = SMALL_FACTORY
+    if kind == "onnx":
+        model = str(tmp_path / "small.onnx")
+        exported = CliRunner().invoke(cli, ["export", SMALL_FACTORY, "--input", "features:FP32:4", "-o", model])
+        assert exported.exit_code == 0, exported.output
+    target = tmp_path / f"small-int8.{'onnx' if kind == 'onnx' else 'pt'}"
+    result = subprocess.run([sys.executable, "-m", "mfn.cli.main", "quantize", model, "--sample", str(features),
+                             "-o", str(target), "--max-abs-diff", "1", "--json"], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["size_after"] > report["size_before"] and target.stat().st_size == report["size_after"]
+    (warning,) = report["warnings"]
+    assert f"larger than the original ({report['size_before']:,} → {report['size_after']:,} bytes)" in warning
+    assert "serve the original" in warning
+    assert result.stderr.splitlines() == [f"warning: {warning}"]
+
+
+def test_the_hints_name_the_models_own_inputs_and_a_missing_factory_file(tmp_path, features_sample, onnx_model):
+    wrong_name = CliRunner().invoke(cli, ["quantize", str(onnx_model), "--sample", str(features_sample), "-o", str(tmp_path / "q.onnx")])
+    assert wrong_name.exit_code == 1 and "np.savez(path, input=x)" in wrong_name.output
+    missing = tmp_path / "missing.py"
+    no_file = CliRunner().invoke(cli, ["quantize", f"{missing}:build", "--sample", str(features_sample), "-o", str(tmp_path / "q.pt")])
+    assert no_file.exit_code == 1
+    assert f"the factory file {missing} does not exist" in no_file.output and "handler" not in no_file.output

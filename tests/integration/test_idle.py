@@ -18,6 +18,7 @@ from mfn.cli.main import cli
 from mfn.local import deployments, state
 from mfn.local.supervision import read_status
 from mfn.servers.process import is_running
+from tests.conftest import wait_for
 from tests.integration.conftest import TEXT_STATS
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ IDLE_S = 1.5
 def idling(request, tmp_path_factory):
     server = request.param
     repository = tmp_path_factory.mktemp(f"idle-{server}")
-    mfn.package(TEXT_STATS, repository, target=server)
+    mfn.package(TEXT_STATS, repository, server=server)
     name = f"idle-{server}"
     # Triton's inference open: a stock client reads no key. TorchServe's stays keyed: its open inference goes through
     # mfn's proxy, which cannot follow a sleeping server yet (its new key at every wake is read by mfn.Client).
@@ -115,6 +116,42 @@ def test_requests_arriving_together_while_idle_are_all_answered_after_one_wake(i
     assert read_status(deployment).wakes == before.wakes + 1
 
 
+def metrics_page(deployment: state.Deployment) -> str | None:
+    try:
+        with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def requests_counted(name: str) -> int:
+    result = CliRunner().invoke(cli, ["stats", name, "--json"])
+    assert result.exit_code == 0, result.output
+    return sum(row["requests"] for row in json.loads(result.output) if row["model"] == "text_stats")
+
+
+def test_asleep_it_still_answers_its_metrics_port_and_stats_keep_counting_across_wakes(idling):
+    """Prometheus finds an asleep deployment up (MfnTargetDown stays quiet), and `mfn stats` its whole history."""
+    _, deployment = idling
+    asleep(deployment)
+    with mfn.Client(deployment.name, protocol="http", retries=0, timeout_s=120) as client:
+        for text in ("one", "two words", "three more words"):
+            client.infer("text_stats", {"text": [[text]]})
+    status = asleep(deployment)
+    page = wait_for(lambda: (text := metrics_page(deployment)) and "mfn_asleep 1" in text and text, 30,
+                    "the metrics port answering while asleep")
+    assert "mfn_requests_total" in page  # the last scrape's counters, not an empty page
+    counted = requests_counted(deployment.name)
+    assert counted >= 3
+    assert read_status(deployment).state == "idle"  # neither the scrape nor the stats woke it
+    with mfn.Client(deployment.name, protocol="http", retries=0, timeout_s=120) as client:
+        assert client.infer("text_stats", {"text": [["awake again"]]})["n_words"].tolist() == [[2]]
+    assert read_status(deployment).wakes == status.wakes + 1
+    # The woken server counts from zero; the stats add the runs before the wake.
+    wait_for(lambda: requests_counted(deployment.name) == counted + 1, 30, "the stats counting the request after the wake")
+    assert "no requests yet" not in CliRunner().invoke(cli, ["stats", deployment.name]).output
+
+
 def test_mfn_invoke_over_grpc_wakes_it(idling):
     _, deployment = idling
     asleep(deployment)
@@ -140,10 +177,11 @@ def test_a_stock_grpc_client_wakes_it(idling):
 
 
 def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
-    mfn.package(TEXT_STATS, tmp_path, target="triton")
+    mfn.package(TEXT_STATS, tmp_path, server="triton")
     deployment = deployments.deploy(tmp_path, name="idle-undeploy", idle_timeout_s=IDLE_S)
     asleep(deployment)
-    deployments.undeploy("idle-undeploy")
+    undeployed = CliRunner().invoke(cli, ["undeploy", "idle-undeploy", "--json"])
+    assert undeployed.exit_code == 0 and json.loads(undeployed.output) == {"stopped": ["idle-undeploy"]}, undeployed.output
     assert not is_running(deployment.pid, deployment.start_time)
     assert not Path(deployment.workdir).exists()
 
@@ -151,7 +189,7 @@ def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
 @pytest.mark.parametrize("server", ["triton", "torchserve"])
 def test_clients_holding_a_key_from_before_the_stop_are_answered_after_the_wake(server, tmp_path):
     """Inference behind a key: TorchServe makes a new one when it starts again, and mfn.Client reads it."""
-    mfn.package(TEXT_STATS, tmp_path, target=server)
+    mfn.package(TEXT_STATS, tmp_path, server=server)
     name = f"idle-keyed-{server}"
     deployment = deployments.deploy(tmp_path, name=name, idle_timeout_s=IDLE_S)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -16,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import mfn
+from mfn.cli.main import cli
 from mfn.local import deployments, rollout, routes, state
 from mfn.errors import MfnError
 from tests.conftest import HANDLERS, wait_for
@@ -38,7 +41,7 @@ def packages(tmp_path_factory) -> dict[tuple[str, int], Path]:
     for server in SERVERS:
         for version in (1, 2, 3):
             output = root / f"{server}-v{version}"
-            mfn.package(TRACKED, output, target=server, version=version)
+            mfn.package(TRACKED, output, server=server, version=version)
             packaged[server, version] = output
     return packaged
 
@@ -193,6 +196,12 @@ def test_a_release_that_fails_every_request_is_rolled_back_by_itself(primary, pa
         assert failed / len(outcomes) <= 0.2 + spread, (failed, len(outcomes))
     assert counts(name, "http", 50) == Counter({1: 50})
     wait_for(lambda: state.load(rollout.canary_name(name)) is None, 60, "the broken track stopped")
+    # The window the controller compared while both tracks served is gone with the rollout: status says how it ended.
+    assert rollout.status(name)["rollout"]["analysis"] == {}
+    shown = CliRunner().invoke(cli, ["rollout", "status", name])
+    assert shown.exit_code == 0 and ": rolled back (" in shown.output and "all traffic on the primary" in shown.output
+    assert not re.search(r"last [\d.]+ s, (primary|canary)", shown.output)
+    assert f"canary ({rollout.canary_name(name)})" not in shown.output
 
 
 def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(primary, packages):
@@ -256,7 +265,7 @@ def test_a_hanging_shadow_neither_delays_nor_fails_a_caller(server, tmp_path):
     if the mirror waited for the shadow's answer, all get theirs within a client timeout far below it."""
     name = f"shadow-hang-{server}"
     for version in (1, 4):
-        mfn.package(TRACKED, tmp_path / f"v{version}", target=server, version=version)
+        mfn.package(TRACKED, tmp_path / f"v{version}", server=server, version=version)
     deployments.deploy(tmp_path / "v1", name=name, drain_timeout_s=1)
     try:
         rollout.start(name, rollout.plan("shadow", tmp_path / "v4", name))
@@ -286,11 +295,7 @@ def test_ab_routes_by_header_and_a_hashed_key_keeps_each_caller_on_one_track(pri
 
 
 @pytest.mark.parametrize("primary", ["triton"], indirect=True)
-def test_the_commands_dry_run_report_and_refuse_by_name(primary, packages):
-    from click.testing import CliRunner
-
-    from mfn.cli.main import cli
-
+def test_the_commands_dry_run_report_and_refuse_by_name(primary, packages, tmp_path):
     server, name = primary
     runner = CliRunner()
     new = str(packages[server, 2])
@@ -316,6 +321,10 @@ def test_the_commands_dry_run_report_and_refuse_by_name(primary, packages):
     aborted = runner.invoke(cli, ["rollout", "abort", name])
     assert aborted.exit_code == 0 and "rolled back" in aborted.output
     assert "rolled back (aborted by the operator)" in runner.invoke(cli, ["rollout", "status", name]).output
+    # status takes --target and --namespace as promote and abort do; a release needs a cluster.
+    release = runner.invoke(cli, ["rollout", "status", name, "--target", "kubernetes", "--namespace", "models"],
+                            env={"KUBECONFIG": str(tmp_path / "no-kubeconfig")})
+    assert release.exit_code == 1 and "no kubeconfig at" in release.output, release.output
 
 
 @pytest.mark.parametrize("primary", ["triton"], indirect=True)

@@ -35,7 +35,7 @@ def test_a_short_tune_chooses_by_the_rule_and_its_file_packages_exactly_that(tmp
     loser = next(v for v in verdicts.values() if v is not best)
     assert loser.outcome in ("slower", "within the noise") and loser.why
     assert load(output).chosen == tuned.chosen
-    packaged = CliRunner().invoke(cli, ["package", TEXT_STATS, "--target", target, "-o", str(tmp_path / "out"),
+    packaged = CliRunner().invoke(cli, ["package", TEXT_STATS, "--server", target, "-o", str(tmp_path / "out"),
                                         "--tuned", str(output), "--json"])
     assert packaged.exit_code == 0, packaged.output
     (spec,) = discover(tmp_path / "out").specs()

@@ -99,6 +99,36 @@ def test_promtool_unit_tests_fire_each_alert(rules_dir):
             {
                 "interval": "1m",
                 "input_series": [
+                    # An idle deployment asleep from minute 0 to 4 (its front answers the metrics port: up 1, with
+                    # mfn_asleep 1), then waking with its metrics port closed, a wake that never ends; beside it a
+                    # deployment that was never asleep and goes down at minute 5 too.
+                    series("up", {"job": "mfn-idle", "instance": "127.0.0.1:8002"}, "1x4 0x20"),
+                    series("mfn_asleep", {"job": "mfn-idle", "instance": "127.0.0.1:8002"}, "1x4 _x20"),
+                    series("up", {"job": "mfn-busy", "instance": "127.0.0.1:9002"}, "1x4 0x20"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "MfnTargetDown", "exp_alerts": []},
+                    {
+                        "eval_time": "8m",
+                        "alertname": "MfnTargetDown",
+                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "mfn-busy", "instance": "127.0.0.1:9002"},
+                                        "exp_annotations": {"summary": "mfn-busy at 127.0.0.1:9002 is down: its server is not serving metrics or models"}}],
+                    },
+                    {
+                        "eval_time": "12m",
+                        "alertname": "MfnTargetDown",
+                        "exp_alerts": [
+                            {"exp_labels": {"severity": "critical", "job": "mfn-idle", "instance": "127.0.0.1:8002"},
+                             "exp_annotations": {"summary": "mfn-idle at 127.0.0.1:8002 is down: its server is not serving metrics or models"}},
+                            {"exp_labels": {"severity": "critical", "job": "mfn-busy", "instance": "127.0.0.1:9002"},
+                             "exp_annotations": {"summary": "mfn-busy at 127.0.0.1:9002 is down: its server is not serving metrics or models"}},
+                        ],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
                     # TorchServe labels requests without a version "default": the record keeps the model only.
                     series("ts_queue_latency_microseconds", {"model_name": "t", "model_version": "default"}, "0+6000000x10"),
                     series("ts_inference_requests_total", {"model_name": "t", "model_version": "default"}, "0+60x10"),
