@@ -98,7 +98,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # TorchServe announces optional accelerators it did not find
     root = Path(tempfile.mkdtemp(prefix="mfn-overhead-"))
-    model_dir = mfn.package(f"{ROOT / 'examples/text_stats/handler.py'}:text_stats", root, target="torchserve", archive_format="no-archive").path
+    model_dir = mfn.package(f"{ROOT / 'examples/text_stats/handler.py'}:text_stats", root, server="torchserve", archive_format="no-archive").path
     (model_dir / "benchmark.json").write_text(json.dumps({"model": "text_stats"}))
     sys.path[:0] = [str(model_dir), str(ROOT / "benchmarks/handwritten")]
     from mfn_torchserve_adapter import MfnHandler

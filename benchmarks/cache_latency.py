@@ -83,9 +83,9 @@ def main() -> None:
         try:
             for server in ("triton", "torchserve"):
                 store = Path(scratch) / server
-                mfn.package(f"{COUNTED}Fixed", store, target=server, name="slow_local")
-                mfn.package(COUNTED, store, target=server, name="slow_variable")
-                mfn.package(COUNTED, store, target=server, name="slow_redis", cache=mfn.Cache(kind="redis", url=url))
+                mfn.package(f"{COUNTED}Fixed", store, server=server, name="slow_local")
+                mfn.package(COUNTED, store, server=server, name="slow_variable")
+                mfn.package(COUNTED, store, server=server, name="slow_redis", cache=mfn.Cache(kind="redis", url=url))
                 deployment = deployments.deploy(store, name=f"bench-cache-{server}")
                 try:
                     for kind, protocol in itertools.product(("local", "variable", "redis"), ("http", "grpc")):

@@ -51,7 +51,7 @@ def main() -> None:
         for server in ("triton", "torchserve"):
             for model, (ref, inputs) in MODELS.items():
                 path = Path(scratch) / f"{server}-{model}"
-                mfn.package(ref, path, target=server)
+                mfn.package(ref, path, server=server)
                 runs = [one_start(path, server, model, inputs) for _ in range(options.repeat)]
                 rows.append({"server": server, "model": model, "repeat": options.repeat,
                              **{column: statistics.median(run[column] for run in runs) for column in COLUMNS}})

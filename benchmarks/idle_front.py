@@ -75,7 +75,7 @@ def main() -> None:
     for server in ("triton", "torchserve"):
         with tempfile.TemporaryDirectory() as packaged:
             store = Path(packaged) / "store"
-            mfn.package(HANDLER, store, target=server)
+            mfn.package(HANDLER, store, server=server)
             results[server] = {"per_call": front_cost(server, store, options.calls), "wake": wake_ups(server, store, options.wakes)}
         print(server, json.dumps(results[server]), flush=True)
     out = ROOT / "benchmarks" / "results"

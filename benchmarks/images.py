@@ -102,7 +102,7 @@ def build(work: Path) -> tuple[Path, Path, Path]:
     repo, store = work / "triton", work / "torchserve"
     declared = {"inputs": [mfn.Tensor("image", "FP32", list(IMAGE))], "batching": {"max_batch_size": MAX_BATCH}}
     mfn.package(str(weights), repo, name="resnet_mfn", **declared)
-    result = mfn.package(str(weights), store, target="torchserve", name="resnet_mfn", **declared)
+    result = mfn.package(str(weights), store, server="torchserve", name="resnet_mfn", **declared)
     handwritten_triton(repo, "resnet_mfn", "resnet_hand", "resnet")
     handwritten_torchserve(store, result.spec, weights)
     return weights, repo, store

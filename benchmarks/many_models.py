@@ -58,7 +58,7 @@ def one(server: str, count: int, scratch: Path) -> dict:
     started = time.monotonic()
     for name in names:
         (handlers / f"{name}.py").write_text(HANDLER.format(name=name))
-        mfn.package(f"{handlers / name}.py:{name}", output, target=server)
+        mfn.package(f"{handlers / name}.py:{name}", output, server=server)
     package_s = time.monotonic() - started
     started = time.monotonic()
     deployment = deployments.deploy(output, name=f"many-{server}", verify=False)

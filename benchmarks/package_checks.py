@@ -66,7 +66,7 @@ def main() -> None:
         size_mb = model.stat().st_size / 2**20
         for target in ("triton", "torchserve"):
             def package(index: int, bundle: bool = False, target: str = target) -> object:
-                return mfn.package(str(model), work / f"{target}-{'bundle' if bundle else 'plain'}-{index}", target=target,
+                return mfn.package(str(model), work / f"{target}-{'bundle' if bundle else 'plain'}-{index}", server=target,
                                    inputs=inputs, bundle_env=bundle)
 
             out = work / f"{target}-plain-0"

@@ -186,7 +186,7 @@ def main() -> None:
     for server in ("triton", "torchserve"):
         with tempfile.TemporaryDirectory() as packaged:
             store = Path(packaged) / "store"
-            mfn.package(HANDLER, store, target=server, bundle_env=server == "triton")
+            mfn.package(HANDLER, store, server=server, bundle_env=server == "triton")
             runs = []
             for _ in range(options.repeat):
                 with tempfile.TemporaryDirectory() as scratch:

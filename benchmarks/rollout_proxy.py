@@ -63,7 +63,7 @@ def main() -> None:
     for server in ("triton", "torchserve"):
         with tempfile.TemporaryDirectory() as packaged:
             store = Path(packaged) / "store"
-            mfn.package(HANDLER, store, target=server)
+            mfn.package(HANDLER, store, server=server)
             results[server] = proxy_cost(server, store, options.calls)
         print(server, json.dumps(results[server]), flush=True)
     out = ROOT / "benchmarks" / "results"

@@ -72,7 +72,7 @@ def package_all(work: Path) -> tuple[Path, Path]:
             overrides = {} if batching else {"batching": NO_BATCHING}
             mfn_name = variant(model, "mfn", batching)
             mfn.package(ref, repo, name=mfn_name, **overrides)
-            mfn.package(ref, store, target="torchserve", name=mfn_name, **overrides)
+            mfn.package(ref, store, server="torchserve", name=mfn_name, **overrides)
             handwritten_triton(repo, mfn_name, variant(model, "hand", batching), model)
             handwritten_torchserve(store, ref, variant(model, "hand", batching), model, overrides)
     return repo, store
@@ -270,7 +270,7 @@ def cold_starts(work: Path) -> list[dict]:
         for server in ("triton", "torchserve"):
             target = work / f"cold-{server}-{model}"
             started = time.perf_counter()
-            mfn.package(ref, target, target=server)
+            mfn.package(ref, target, server=server)
             packaged_s = time.perf_counter() - started
             started = time.perf_counter()
             deployment = deployments.deploy(target, name=f"cold-{server}-{model.replace('_', '-')}")

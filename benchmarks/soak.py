@@ -107,7 +107,7 @@ def soak(server: str, duration_s: float, concurrency: int, kill_every_s: float, 
     inputs = rng.standard_normal((DISTINCT_INPUTS, 4)).astype(np.float32)
     expected = expected_outputs(inputs)
     store = workdir / server
-    mfn.package(MLP, store, target=server)
+    mfn.package(MLP, store, server=server)
     name = f"soak-{server}"
     deployment = deployments.deploy(store, name=name)
     result = SoakResult(server, duration_s, concurrency)

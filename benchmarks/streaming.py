@@ -40,7 +40,7 @@ WARM_UP_STREAMS = 20
 def package(work: Path) -> tuple[Path, Path]:
     repo, store = work / "triton", work / "torchserve"
     mfn.package(STEPS, repo, name="steps_mfn")
-    mfn.package(STEPS, store, target="torchserve", name="steps_mfn")
+    mfn.package(STEPS, store, server="torchserve", name="steps_mfn")
     config = (repo / "steps_mfn" / "config.pbtxt").read_text()
     (repo / "steps_hand" / "1").mkdir(parents=True)
     (repo / "steps_hand" / "config.pbtxt").write_text(config.replace('name: "steps_mfn"', 'name: "steps_hand"'))

@@ -12,7 +12,8 @@ import click
 from mfn.cli import operate, tune
 from mfn.cli.rollout import rollout
 from mfn.cli.options import (MfnGroup, cache_option, instances_option, invoke_data, json_option, kubernetes_options,
-                             local_deploy_options, refuse_other_scope, scoped, tensors_option, tuned_option)
+                             local_deploy_options, module_inputs_option, refuse_other_scope, scoped, server_option,
+                             tensors_option, tuned_option)
 from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS, QUANTIZATIONS, SERVERS, TENSOR_ENCODINGS
 
 
@@ -24,9 +25,10 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("refs", metavar="REF...", nargs=-1, required=True)
-@click.option("--target", type=click.Choice(SERVERS), default="triton", show_default=True, help="Server to package for.")
+@server_option("Server to package for.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Model repository (Triton) or model store (TorchServe) directory.")
-@click.option("--archive-format", type=click.Choice(ARCHIVE_FORMATS), default="default", show_default=True, help="TorchServe archive format.")
+@click.option("--archive-format", type=click.Choice(ARCHIVE_FORMATS), default="default",
+              help="TorchServe archive format: default (a .mar file, the default), no-archive (a directory) or tgz.")
 @click.option("--native", is_flag=True, help="Model files on Triton: use Triton's native backend (onnxruntime_onnx, pytorch_libtorch, "
                    "tensorflow_savedmodel) instead of mfn's Python adapter.")
 @click.option("--name", help="Override the model name.")
@@ -45,7 +47,7 @@ def cli() -> None:
 @tuned_option
 @cache_option
 @json_option
-def package(refs, target, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, cache, as_json):
+def package(refs, server, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, cache, as_json):
     """Package each REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite. Several REFs package
@@ -57,15 +59,18 @@ def package(refs, target, output, archive_format, native, name, model_version, m
     if len(refs) > 1 and name:
         raise click.UsageError("--name names one model: leave it out with several REFs (each keeps its declared name)")
     batching = {key: value for key, value in {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}.items() if value is not None}
-    policy = VersionPolicy.parse(version_policy) if version_policy else None
+    try:
+        policy = VersionPolicy.parse(version_policy) if version_policy else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--version-policy") from None
     parameters = None
     if tuned is not None:  # the settings a tune chose, in place of the batching and instance options
-        batching, instances, parameters = tune.tuned_overrides(tuned, refs, name, target, bool(batching or instances))
+        batching, instances, parameters = tune.tuned_overrides(tuned, refs, name, server, bool(batching or instances))
     done = []
     for ref in refs:
         try:
             result = package_model(
-                ref, output, target=target, archive_format=archive_format, native=native, name=name, version=model_version,
+                ref, output, server=server, archive_format=archive_format, native=native, name=name, version=model_version,
                 batching=batching or None, instances=instances or None, inputs=inputs or None, version_policy=policy,
                 warmup={"batch_size": warmup} if warmup else None, execution_env=execution_env, bundle_env=bundle_env,
                 allow_pickle=True if allow_pickle else None, parameters=parameters, cache=cache,
@@ -75,11 +80,11 @@ def package(refs, target, output, archive_format, native, name, model_version, m
                 raise
             raise MfnError(f"{ref}: {error} (packaged before it: {', '.join(done)})") from None
         done.append(result.spec.name)
-        summary = {"model": result.spec.name, "version": result.spec.version, "target": result.target, "path": str(result.path),
+        summary = {"model": result.spec.name, "version": result.spec.version, "server": result.server, "path": str(result.path),
                    "warnings": list(result.warnings)}
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(json.dumps(summary) if as_json else f"packaged {result.spec.name} v{result.spec.version} for {target} in {result.path}")
+        click.echo(json.dumps(summary) if as_json else f"packaged {result.spec.name} v{result.spec.version} for {server} in {result.path}")
 
 
 @cli.command()
@@ -222,9 +227,11 @@ def status(kubernetes, as_json):
 @click.argument("name", required=False)
 @click.option("--all", "everything", is_flag=True, help="Stop every local deployment (with --target kubernetes: uninstall "
               "every release of the mfn chart in --namespace).")
-@click.option("--target", type=click.Choice(DEPLOY_TARGETS), default="local", show_default=True)
-@click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace of the release.")
-def undeploy(name, everything, target, namespace):
+@click.option("--target", type=click.Choice(DEPLOY_TARGETS), default="local", show_default=True,
+              help="Where the deployment runs.")
+@click.option("--namespace", default="default", help="Kubernetes namespace of the release (default: the one named default).")
+@json_option
+def undeploy(name, everything, target, namespace, as_json):
     """Stop deployment NAME (or --all) and remove what it left behind; uninstall a Kubernetes release."""
     from mfn.local import deployments
 
@@ -233,10 +240,16 @@ def undeploy(name, everything, target, namespace):
     if target == "kubernetes":
         from mfn.kubernetes import helm
 
-        click.echo(helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace), nl=False)
+        said = helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace)
+        if as_json:
+            click.echo(json.dumps({"namespace": namespace, "helm": said}))
+        else:
+            click.echo(said, nl=False)
         return
     stopped = deployments.undeploy_all() if everything else [deployments.undeploy(name)]
-    for deployment in stopped:
+    if as_json:
+        click.echo(json.dumps({"stopped": [deployment.name for deployment in stopped]}))
+    for deployment in stopped if not as_json else ():
         click.echo(f"stopped {deployment.name}")
 
 
@@ -262,6 +275,10 @@ def stats(name, as_json):
     from mfn.local import state
     from mfn.monitoring.stats import deployment_stats, format_stats
 
+    serving = state.serving_model(name) if state.load(name) is None else []
+    if serving:
+        raise click.ClickException(f"{name!r} is a model, not a deployment: it is served by {', '.join(serving)}; "
+                                   f"run `mfn stats {serving[0]}` (its figures are listed per model)")
     rows = deployment_stats(state.get(name))
     click.echo(json.dumps([row.to_json() for row in rows]) if as_json else format_stats(rows))
 
@@ -271,7 +288,7 @@ def stats(name, as_json):
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="onnx", show_default=True,
               help="onnx or torchscript for a torch module; onnx or tflite for a SavedModel or Keras file.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="File to write.")
-@tensors_option
+@module_inputs_option
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest output difference accepted.")
 def export(ref, fmt, output, inputs, opset, tolerance):
@@ -306,6 +323,8 @@ def quantize(model, sample, output, max_abs_diff, method, as_json):
     from mfn.convert.quantize import quantize as quantize_model
 
     report = quantize_model(model, sample, output, max_abs_diff, method)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
@@ -319,7 +338,8 @@ def quantize(model, sample, output, max_abs_diff, method, as_json):
 @cli.command()
 @click.argument("model")
 @click.option("--data", "-d", required=True, help='Inputs as JSON ({"input": [[...]]} or KServe v2), or @file.json.')
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="http", show_default=True)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="http", show_default=True,
+              help="Call over HTTP or gRPC.")
 @click.option("--version", "model_version", type=int, help="Model version (default: the server's choice).")
 @click.option("--url", help="Server URL instead of a local deployment (http://host:port or grpc://host:port).")
 @click.option("--deployment", help="Local deployment to use when several serve MODEL.")
@@ -343,7 +363,9 @@ def invoke(model, data, protocol, model_version, url, deployment, server, token,
             return
         outputs = client.infer(model, invoke_data(data), version=model_version)
         endpoint = str(client.endpoint(model))
-    answer = {"model": model, "version": model_version, "endpoint": endpoint, "outputs": outputs_to_json(outputs)}
+    # The version that answered is the one asked for; without --version the server chose, and it is left out.
+    answer = {"model": model, **({"version": model_version} if model_version else {}), "endpoint": endpoint,
+              "outputs": outputs_to_json(outputs)}
     if as_json:
         click.echo(json.dumps(answer))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,34 @@ import click
 import numpy as np
 
 from mfn.errors import InvokeError, MfnError
+from mfn.kinds import SERVERS
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print machine-readable JSON (an error too: {\"error\": ...} on stdout, exit status 1 or 2).")
 _DEBUG = "mfn.debug"
+_JSON = "mfn.json"
+_DEPRECATED_SERVER = "mfn.deprecated_server"
 # What an MFN_HOME mfn may not read or write raises (ENOTDIR: a file stands where a directory should be).
 _NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
 
 
+class JsonError(click.ClickException):
+    """A command's error under --json: one JSON object on stdout, `{"error": message, "exit_code": N}`, so a program
+    reading the command's JSON reads its failure the same way (stderr keeps only notices for people)."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.exit_code = error.exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(json.dumps({"error": self.message, "exit_code": self.exit_code}))
+
+
 class MfnCommand(click.Command):
     """A command with `--debug`, whose MfnError (or MFN_HOME refusing it access) becomes one clear line and exit
-    status 1 (a traceback only with --debug): the one place the CLI turns mfn's errors into messages. Options that
-    apply to one deploy target (ScopedOption) get their own heading in --help."""
+    status 1 (a traceback only with --debug): the one place the CLI turns mfn's errors into messages; with --json,
+    every error, usage errors included, is one JSON object on stdout (JsonError). Options that apply to one deploy
+    target (ScopedOption) get their own heading in --help."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,7 +58,23 @@ class MfnCommand(click.Command):
                 with formatter.section(heading):
                     formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Known before parsing, so that a usage error of a --json command is JSON too.
+        ctx.meta[_JSON] = "--json" in args and any(param.name == "as_json" for param in self.params)
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as error:
+            raise JsonError(error) if ctx.meta[_JSON] else error from None
+
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        except click.ClickException as error:
+            if ctx.meta.get(_JSON) and not isinstance(error, JsonError):
+                raise JsonError(error) from None
+            raise
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MfnError as error:
@@ -91,6 +125,34 @@ class MfnSubGroup(MfnGroup):
         ))
 
 
+def server_option(help: str):
+    """`--server triton|torchserve`; `--target` is its spelling of earlier releases, still taken with a one-line notice
+    on stderr ("target" names where a deployment runs: `mfn deploy --target local|kubernetes`)."""
+
+    def remember_target(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            click.echo(f"warning: --target {value} is deprecated here and goes in the next release: use --server {value} "
+                       "(--target names where to deploy: mfn deploy --target local|kubernetes)", err=True)
+            ctx.meta[_DEPRECATED_SERVER] = value
+
+    def server_value(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        from click.core import ParameterSource
+
+        old = ctx.meta.get(_DEPRECATED_SERVER)
+        if old is None:
+            return value
+        if ctx.get_parameter_source("server") == ParameterSource.COMMANDLINE and value != old:
+            raise click.UsageError(f"--server {value} and --target {old} disagree: give only --server")
+        return old
+
+    def decorate(command):
+        command = click.option("--server", type=click.Choice(SERVERS), default="triton", show_default=True, help=help,
+                               callback=server_value)(command)
+        return click.option("--target", type=click.Choice(SERVERS), hidden=True, expose_value=False, is_eager=True,
+                            callback=remember_target, help="Deprecated spelling of --server.")(command)
+    return decorate
+
+
 def _parse_instances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
     groups = []
     for value in values:
@@ -132,8 +194,8 @@ cache_option = click.option(
 )
 tuned_option = click.option(
     "--tuned", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Apply the batching and instance settings a tune chose (a tuned.json, see mfn.tuning.tuned); the package "
-         "records them.",
+    help="Apply the batching and instance settings `mfn tune` chose, from the file it wrote (tuned.json by default); "
+         "the package records that they came from it.",
 )
 
 
@@ -201,7 +263,7 @@ local_deploy_options = _scoped_options("local", [
 ])
 kubernetes_options = _scoped_options("kubernetes", [
     (("--release",), {"help": "Helm release name."}),
-    (("--namespace",), {"default": "default", "show_default": True, "help": "Namespace."}),
+    (("--namespace",), {"default": "default", "help": "Kubernetes namespace (default: the one named default)."}),
     (("--model-uri",), {"help": "Where pods fetch the packaged models (https://, s3://, gs://)."}),
     (("--pvc",), {"help": "A PersistentVolumeClaim holding the packaged models instead."}),
     (("--set", "sets"), {"multiple": True, "help": "Extra chart value, KEY=VALUE (repeatable)."}),
@@ -249,6 +311,14 @@ tensors_option = click.option(
     multiple=True,
     callback=_parse_tensors,
     help="Declare an input NAME:DTYPE:DIMS per row (repeatable); needed for TorchScript files.",
+)
+module_inputs_option = click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    callback=_parse_tensors,
+    help="An input of the torch module, NAME:DTYPE:DIMS per row, in the order forward() takes them (repeatable); "
+         "needed for a module factory (a TensorFlow model's inputs come from its signature).",
 )
 
 

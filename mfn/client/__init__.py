@@ -19,6 +19,7 @@ from mfn.client.endpoints import Credentials, Endpoint, Endpoints
 from mfn.client.retry import RETRY_BACKOFF_S, RetryPolicy, auth_refused, retryable
 from mfn.client.torchserve import TorchServeTransport
 from mfn.client.triton import TritonTransport
+from mfn.client.versions import VERSION_REFUSED, version_hint
 from mfn.client.values import coerce_inputs
 from mfn.errors import CallError
 from mfn.kinds import PROTOCOLS, SERVERS
@@ -43,7 +44,8 @@ class Client:
         timeout_s: Limit for each call, connection included.
         retries: Extra attempts after a failed connection, a timeout or while the model's worker restarts (see
             `retryable`), 0.5 s apart and doubling; refusals and handler errors are not retried. The default,
-            4 (7.5 s of waiting in all), outlasts a supervised local server's restart.
+            4 (7.5 s of waiting in all), outlasts a supervised local server's restart. A URL that refuses the
+            connection before it ever answered this client is not retried: nothing listens there.
         binary: Send tensors as raw bytes (the KServe v2 binary tensor data extension) and ask for binary
             outputs, on both servers; False sends and receives KServe v2 JSON.
         token: The inference key for a URL target (sent as `authorization: Bearer <token>`); local deployments
@@ -68,6 +70,7 @@ class Client:
         self.timeout_s, self.retries, self.binary = timeout_s, retries, binary
         self._retry = RetryPolicy(retries)
         self._connections = Connections()
+        self._answered: set[str] = set()  # endpoints that have answered this client at least once
         self._transports: dict[str, TritonTransport | TorchServeTransport] = {
             "triton": TritonTransport(self._connections, timeout_s, binary),
             "torchserve": TorchServeTransport(self._connections, timeout_s, binary, mfn_home() / "cache"),
@@ -147,16 +150,73 @@ class Client:
                     self._endpoints.forget(model)
 
             def describe(error: CallError, attempts: int) -> str:
+                if error.status == UNREACHABLE:
+                    return f"{model}: {error}"
                 after = f" (after {attempts} attempts)" if attempts > 1 else ""
-                return f"{model} at {known()}: {error}{after}{_hint(model, str(error), known())}"
+                return f"{model} at {known()}: {error}{after}{self._hint(model, error, known())}"
 
-            return self._retry.run(lambda: call(self._endpoints.get(model)), refresh_key, after_failure, describe)
+            return self._retry.run(lambda: self._once(call, self._endpoints.get(model)), refresh_key, after_failure,
+                                   describe)
 
         return attempt
 
+    def _once(self, call, endpoint: Endpoint):
+        """One attempt. A URL that refuses the connection before it ever answered this client fails at once (no
+        retries: nothing listens there); a local deployment, or a URL that has answered, may be restarting."""
+        try:
+            result = call(endpoint)
+        except CallError as error:
+            if error.status not in _NO_ANSWER:
+                self._answered.add(str(endpoint))
+            elif not endpoint.local and str(endpoint) not in self._answered and _REFUSED.search(str(error)):
+                raise CallError(f"nothing listens at {endpoint} (connection refused): check the URL's host and port, and "
+                                "that the server runs there", UNREACHABLE) from None
+            raise
+        self._answered.add(str(endpoint))
+        return result
 
-# Triton: "... version 1 is not found"; TorchServe: "Model version: 1 does not exist for model: x".
-_VERSION_NOT_SERVED = re.compile(r"version \d+ is not found|version:? \d+ does not exist", re.IGNORECASE)
+    def _hint(self, model: str, error: CallError, endpoint: Endpoint) -> str:
+        """What to do about a failure whose cause the server's own words do not make clear."""
+        message = str(error)
+        hint = _hint(model, message, endpoint)
+        if hint:
+            return hint
+        if _UNKNOWN_MODEL.search(message):
+            return f"; {self._served_models(model, endpoint)}"
+        if (endpoint.server == "torchserve" and not endpoint.local and error.status in ("404", "UNIMPLEMENTED")
+                and self._transports["triton"].speaks_triton(endpoint)):
+            return ("; the server there answers like Triton (KServe v2), not TorchServe: pass --server triton "
+                    "(mfn.Client(url, server='triton'))")
+        return ""
+
+    def _served_models(self, model: str, endpoint: Endpoint) -> str:
+        """The models the endpoint serves and the closest to `model`: a local deployment's from its record, Triton's
+        at a URL from its repository index; TorchServe lists them only on its management API."""
+        from mfn.kinds import served_names_hint
+
+        served: list[str] | None = None
+        if endpoint.deployment is not None:
+            from mfn.local import state
+
+            deployment = state.load(endpoint.deployment)
+            served = deployment.models if deployment is not None else None
+        elif endpoint.server == "triton":
+            served = self._transports["triton"].served_models(endpoint)
+        if served is not None:
+            return f"no model {model!r} there ({served_names_hint(model, served)})"
+        if endpoint.server == "torchserve":
+            return f"no model {model!r} there; TorchServe lists its models on its management API (GET /models)"
+        return (f"no model {model!r} there; Triton lists its models at POST /v2/repository/index (with its management "
+                "key where one is set)")
+
+
+UNREACHABLE = "unreachable"  # CallError status: a URL that refused the connection before it ever answered
+# Statuses that may mean no server answered at all.
+_NO_ANSWER = ("connection", "timeout", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+# A socket's ECONNREFUSED, as Python and gRPC say it.
+_REFUSED = re.compile(r"connection refused", re.IGNORECASE)
+# Triton: "Request for unknown model: 'x' is not found"; TorchServe: "Model not found: x" (REST 404, gRPC INTERNAL).
+_UNKNOWN_MODEL = re.compile(r"Request for unknown model: '[^']*' is not found$|Model not found: ")
 # Triton refusing a plain request to a decoupled (streaming) model, over HTTP and over gRPC.
 _DECOUPLED = re.compile(r"doesn't support models with decoupled transaction policy")
 # What tritonclient makes of an answer that is not Triton's (TorchServe's REST error body, its gRPC services).
@@ -170,10 +230,8 @@ def _hint(model: str, message: str, endpoint: Endpoint) -> str:
     if _DECOUPLED.search(message):
         return (f"; {model} is a streaming model function: read its chunks with Client.stream({model!r}, ...) or "
                 f"`mfn invoke {model} --stream` (Triton streams over gRPC, and over HTTP through generate_stream)")
-    if _VERSION_NOT_SERVED.search(message):
-        return (f"; a deployment serves the versions the model's version policy names (the newest only without one: "
-                f"`mfn package --version-policy`); `mfn describe {model}` lists them, `mfn load {model} --version N` "
-                "adds one")
+    if VERSION_REFUSED.search(message):
+        return version_hint(model, message, endpoint)
     if _NOT_TRITON.search(message) and endpoint.server == "triton":
         return ("; the server there does not speak Triton's KServe v2 API: for TorchServe pass --server torchserve "
                 "(mfn.Client(url, server='torchserve'))")

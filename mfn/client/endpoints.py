@@ -39,7 +39,7 @@ class Endpoint:
 
     `max_request_bytes` is the server's body limit where mfn knows it (a local deployment); `local` says the
     endpoint was looked up in the local deployment records (and may move on a redeploy); `repository` is the
-    local deployment's model store, where a TorchServe model's declaration can be read.
+    local deployment's model store, where a TorchServe model's declaration can be read; `deployment` its name.
     """
 
     protocol: str
@@ -49,6 +49,7 @@ class Endpoint:
     max_request_bytes: int | None = None
     local: bool = False
     repository: str | None = None
+    deployment: str | None = None
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.address}"
@@ -105,10 +106,13 @@ def resolve(model: str, target: str | None, protocol: str, server: str, given: C
 
     from mfn.local import routes
 
-    deployment = state.get(target) if target else state.find_serving(model)
+    deployment = state.get(target) if target else state.find_serving(
+        model, choose='mfn.Client("{name}") (with `mfn invoke`: --deployment {name})',
+        elsewhere='a URL: mfn.Client("http://host:port") (with `mfn invoke`: --url)')
     limit = deployment.extra.get("max_request_bytes")
     route = routes.with_proxy(deployment)  # behind the rollout proxy, callers present the proxy's own key
     credentials = Credentials((lambda: routes.callers_key(route)) if route is not None
                               else (lambda: state.read_key(deployment, "inference")))
     return Endpoint(protocol, f"{deployment.host}:{deployment.public_port(protocol)}", deployment.server, credentials,
-                    int(limit) if limit else None, local=True, repository=deployment.repository)
+                    int(limit) if limit else None, local=True, repository=deployment.repository,
+                    deployment=deployment.name)

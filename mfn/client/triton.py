@@ -13,6 +13,7 @@ import numpy as np
 from mfn.client.connections import Connections
 from mfn.client.endpoints import Endpoint
 from mfn.client.values import arrays_for
+from mfn.client.versions import DefaultVersions
 from mfn.errors import CallError, InvokeError
 from mfn.handlers.declarations import Tensor
 from mfn.runtime.loop import tensor_problem
@@ -34,9 +35,11 @@ class TritonTransport:
         self._metadata: dict[tuple[str, str, str], dict] = {}
         # Derived once per metadata document: each input's (datatype, rank), and its per-row declaration.
         self._declared: dict[tuple[str, str, str], tuple[dict[str, tuple[str, int]], list[Tensor]]] = {}
+        self._defaults = DefaultVersions()  # a local deployment's `mfn set-default` choice, which Triton cannot make
 
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         """The model's KServe v2 metadata, asked once per endpoint, model and version."""
+        version = version if version is not None else self._defaults.for_request(endpoint, model)
         key = (str(endpoint), model, str(version or ""))
         if key not in self._metadata:
             self._metadata[key] = attempt(lambda current: self._call(current, lambda client: client.get_model_metadata(
@@ -47,6 +50,7 @@ class TritonTransport:
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
+        version = version if version is not None else self._defaults.for_request(endpoint, model)
         metadata, declared, arrays = self._checked(endpoint, model, inputs, version, attempt)
         module = protocol_module(endpoint.protocol)
         http_api = endpoint.protocol == "http"
@@ -78,6 +82,7 @@ class TritonTransport:
         """A streaming model's chunks: gRPC ModelStreamInfer, or HTTP generate_stream (see mfn.client.streams)."""
         from mfn.client import streams
 
+        version = version if version is not None else self._defaults.for_request(endpoint, model)
         metadata, declared, arrays = self._checked(endpoint, model, inputs, version, attempt)
         if endpoint.protocol == "grpc":
             datatypes = {name: datatype for name, (datatype, _) in declared.items()}
@@ -98,6 +103,29 @@ class TritonTransport:
         arrays = arrays_for(model, inputs, declared)
         _check_shapes(model, arrays, per_row)
         return metadata, declared, arrays
+
+    def served_models(self, endpoint: Endpoint) -> list[str] | None:
+        """The models Triton at `endpoint` has ready (its repository index), or None where it does not say."""
+        try:
+            index = self._call(endpoint, lambda client: client.get_model_repository_index(**self._kwargs(endpoint, as_json=True)))
+        except CallError:
+            return None
+        entries = index.get("models", []) if isinstance(index, dict) else index
+        return sorted({entry["name"] for entry in entries if entry.get("state") == "READY"})
+
+    def speaks_triton(self, endpoint: Endpoint) -> bool:
+        """Whether the server at `endpoint` answers Triton's health check (asked when another API was expected)."""
+        module = protocol_module(endpoint.protocol)
+        # Not one of the client's connections: those at this address are the other API's.
+        client = (module.InferenceServerClient(endpoint.address, connection_timeout=5.0, network_timeout=5.0)
+                  if endpoint.protocol == "http" else module.InferenceServerClient(endpoint.address))
+        headers = self._kwargs(endpoint).get("headers")
+        try:
+            return bool(triton_errors(lambda: client.is_server_live(headers=headers)))
+        except CallError:
+            return False
+        finally:
+            client.close()
 
     def reset(self, endpoint: Endpoint) -> None:
         """After a failure: this thread's HTTP client is replaced; gRPC channels recover by themselves."""

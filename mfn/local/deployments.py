@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,11 +92,10 @@ def deploy(
                        "nor with --no-auth on TorchServe (served through the proxy): choose one")
     ports = dict(ports or {})
     public = {protocol: ports.pop(protocol, None) for protocol in ("http", "grpc")} if proxy else {}
-    if verify or public_key is not None:
-        from mfn.signing import verify_units
+    from mfn.signing import prepare_for_serving
 
-        verify_units([unit for model in chosen for unit in store.models[model]], public_key)
-    with state.exclusive(name):
+    prepare_for_serving([unit for model in chosen for unit in store.models[model]], public_key, verify)
+    with state.exclusive(name), _gpu_hint(store, chosen):
         # Behind the proxy, the server keeps its keys whoever the proxy lets in: nobody bypasses it.
         deployment = _deploy_locked(store, Path(path), name, chosen, auth or proxy, monitor, progress, drain_timeout_s,
                                     max_request_bytes, jvm_heap_mb, host, ports, load_timeout_s, idle_timeout_s)
@@ -107,6 +108,22 @@ def deploy(
             undeploy(name)
             raise
     return deployment
+
+
+@contextlib.contextmanager
+def _gpu_hint(store: Store, models: list[str]) -> Iterator[None]:
+    """A failed deploy of models that ask for GPU instances, on a machine with no NVIDIA device, says how to run
+    them on CPUs (the servers' own words speak of CUDA or instance groups)."""
+    try:
+        yield
+    except DeployError as error:
+        gpu_models = sorted({spec.name for spec in store.specs(models) if any(g.kind == "gpu" for g in spec.instances)})
+        if not gpu_models or Path("/dev/nvidiactl").exists():
+            raise
+        first, *rest = str(error).split("\n", 1)
+        hint = (f"{', '.join(gpu_models)} asks for GPU instances and this machine has no NVIDIA GPU: package it again "
+                "with `--instances cpu:1` (or declare mfn.Instances(kind=\"auto\"), which takes a GPU where there is one)")
+        raise DeployError("\n".join([f"{first.rstrip('; ')}; {hint}", *filter(None, rest)])) from None
 
 
 def _open_through_proxy(server: str, auth: bool, idle_timeout_s: float | None) -> bool:
@@ -184,12 +201,12 @@ def deploy_like(template: str, path: Path | str, name: str, progress: Progress =
 
     plan = json.loads((Path(state.get(template).workdir) / PLAN_FILE).read_text())
     store = discover(Path(path))
-    from mfn.signing import verify_units
+    from mfn.signing import prepare_for_serving
 
-    verify_units([unit for model in store.models for unit in store.models[model]], None)
+    prepare_for_serving([unit for model in store.models for unit in store.models[model]])
     if store.server != plan["server"]:
         raise MfnError(f"{path} is packaged for {store.server}, while {template} runs {plan['server']}: "
-                       f"package it with --target {plan['server']}")
+                       f"package it with --server {plan['server']}")
     with state.exclusive(name):
         if name == template:
             with interrupts_held():
@@ -277,11 +294,14 @@ def describe(deployment: Deployment, status: SupervisorStatus, versions: dict[st
     """Several lines on one deployment for `mfn status`: state, restarts, last exit, endpoints, model health, and
     with `versions` (see mfn.local.operations.versions_of) each model's served and default versions."""
     current = status.state if deployment.running else f"stopped (was {status.state})"
-    woken = f", woken {status.wakes} times (last in {status.last_wake_s:g} s)" if status.wakes else ""
-    lines = [f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, {status.restarts} restarts{woken})"]
+    woken = f", woken {_times(status.wakes)} (last in {_seconds(status.last_wake_s)})" if status.wakes else ""
+    lines = [(f"{deployment.name} ({deployment.server}, supervisor pid {deployment.pid}, {current}, "
+              f"{_counted(status.restarts, 'restart')}{woken})")]
     if status.last_exit:
         lines.append(f"  last exit: {status.last_exit}")
-    lines += [f"  {protocol:8} {url}" for protocol, url in deployment.endpoints().items()]
+    endpoints = deployment.endpoints()
+    width = max(map(len, endpoints)) + 1  # "prometheus" is longer than the others
+    lines += [f"  {protocol:{width}} {url}" for protocol, url in endpoints.items()]
     for model in deployment.models:
         health = status.models.get(model)
         if health is not None:
@@ -291,8 +311,23 @@ def describe(deployment: Deployment, status: SupervisorStatus, versions: dict[st
             if served and served["versions"]:
                 listed = ", " + ", ".join(f"v{version}" for version in served["versions"])
                 listed += f" (default v{served['default_version']})" if served["default_version"] is not None else ""
-            lines.append(f"  model {model}: {health.health}{listed}, {health.reloads} reloads{detail}")
+            lines.append(f"  model {model}: {health.health}{listed}, {_counted(health.reloads, 'reload')}{detail}")
     return "\n".join(lines)
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _times(number: int) -> str:
+    return {1: "once", 2: "twice"}.get(number, f"{number} times")
+
+
+def _seconds(value: float | None) -> str:
+    """A duration as people read it: 0.5 s, 3.2 s, 42 s."""
+    if value is None:
+        return "-"
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
 
 
 def wait_until_stopped(deployment: Deployment) -> None:

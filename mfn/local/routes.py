@@ -94,7 +94,8 @@ def route_dir(name: str) -> Path:
 def exclusive(name: str) -> Iterator[None]:
     """The route's lock: rollout commands and the rollout controller take turns (a deployment's own lock is
     taken by the deploy and undeploy a promotion runs, so the route has its own)."""
-    with state.file_lock(state.deployments_dir() / f".{state.check_name(name)}.route.lock"):
+    with state.file_lock(state.deployments_dir() / f".{state.check_name(name)}.route.lock",
+                         remove_after=lambda: not route_dir(name).exists()):
         yield
 
 

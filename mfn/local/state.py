@@ -8,7 +8,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +96,9 @@ class Deployment:
     # The rollout proxy's ports once the deployment has had a rollout (mfn.local.routes): filled in when the
     # record is read for callers (mfn.local.deployments.status), never saved by the supervisor.
     proxy: dict[str, int] = field(default_factory=dict)
+    # model -> {"versions": [...], "default_version": N}: what mfn's version rule serves (mfn.local.versions), written
+    # by the supervisor after each change; clients read the default and the versions for their hints from it.
+    versions: dict[str, dict] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -133,18 +136,46 @@ class Deployment:
 
 @contextmanager
 def exclusive(name: str) -> Iterator[None]:
-    """Hold the deployment's lock: deploy and undeploy of one name from two shells take turns."""
-    with file_lock(deployments_dir() / f".{check_name(name)}.lock"):
+    """Hold the deployment's lock: deploy and undeploy of one name from two shells take turns. The lock file goes
+    when the deployment does (no record left), so names used once do not leave lock files behind."""
+    with file_lock(deployments_dir() / f".{check_name(name)}.lock", remove_after=lambda: not state_file(name).exists()):
         yield
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path`, created 0600 (in a 0700 directory) if it is not there."""
+def file_lock(path: Path, remove_after: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, created 0600 (in a 0700 directory) if it is not there.
+
+    `path` is deleted on the way out when `remove_after()` says so, while the lock is still held. A process that
+    was waiting on the deleted file then holds a lock nobody else can find; so after acquiring, each holder checks
+    that `path` is still the file it locked (same inode) and otherwise locks the new one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    while True:
+        lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except BaseException:
+            lock.close()
+            raise
+        if _same_file(path, lock.fileno()):
+            break
+        lock.close()
+    with lock:
+        try:
+            yield
+        finally:
+            if remove_after():
+                path.unlink(missing_ok=True)
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def state_file(name: str) -> Path:
@@ -184,8 +215,15 @@ def get(name: str) -> Deployment:
     deployment = load(name)
     if deployment is None:
         known = ", ".join(d.name for d in all_deployments()) or "none"
-        raise MfnError(f"no deployment named {name!r} (deployments: {known}); see `mfn status`")
+        serving = serving_model(name)
+        model = f"; {name!r} is a model, of deployment {' and '.join(serving)}: give the deployment's name" if serving else ""
+        raise MfnError(f"no deployment named {name!r} (deployments: {known}){model}; see `mfn status`")
     return deployment
+
+
+def serving_model(model: str) -> list[str]:
+    """The names of the deployments whose records list `model`."""
+    return [deployment.name for deployment in all_deployments() if model in deployment.models]
 
 
 def read_key(deployment: Deployment, api: str) -> str | None:
@@ -208,15 +246,27 @@ def read_key(deployment: Deployment, api: str) -> str | None:
 TRACK_OF = "track_of"
 
 
-def find_serving(model: str) -> Deployment:
-    """The running deployment that serves `model`."""
+def find_serving(model: str, choose: str = "--deployment {name}", elsewhere: str = "--url") -> Deployment:
+    """The running deployment that serves `model`.
+
+    Args:
+        choose: How the caller names a deployment, with `{name}` for one of them (the CLI's `--deployment NAME`,
+            the client's `mfn.Client("NAME")`).
+        elsewhere: How the caller names a server that is not a local deployment.
+    """
+    from mfn.kinds import served_names_hint
+
     # A rollout's canary track serves the model too; callers reach it through the deployment it belongs to.
-    serving = [d for d in all_deployments() if model in d.models and d.running and TRACK_OF not in d.extra]
+    running = [d for d in all_deployments() if d.running and TRACK_OF not in d.extra]
+    serving = [d for d in running if model in d.models]
     if not serving:
-        raise MfnError(f"no running deployment serves model {model!r}; deploy it with `mfn deploy`, or pass --url")
+        served = sorted({name for d in running for name in d.models})
+        raise MfnError(f"no running deployment serves model {model!r} ({served_names_hint(model, served)}); deploy it "
+                       f"with `mfn deploy`, or pass {elsewhere}")
     if len(serving) > 1:
         names = ", ".join(d.name for d in serving)
-        raise MfnError(f"model {model!r} is served by several deployments ({names}); choose one with --deployment")
+        raise MfnError(f"model {model!r} is served by several deployments ({names}); choose one with "
+                       f"{choose.format(name=serving[0].name)}")
     return serving[0]
 
 

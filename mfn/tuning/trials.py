@@ -42,14 +42,14 @@ def trial_name(model: str, index: int) -> str:
     return f"{model}_t{index}"
 
 
-def package_trials(ref: str, target: str, settings: list[Settings], output: Path, sample_rows: dict | None = None) -> str:
+def package_trials(ref: str, server: str, settings: list[Settings], output: Path, sample_rows: dict | None = None) -> str:
     """Package `ref` once per setting, as models `<name>_t0`, `<name>_t1`, ... in `output`, without a response
     cache; the model's name."""
     from mfn.packaging import package, resolve
 
     model = resolve(ref).spec.name
     for index, setting in enumerate(settings):
-        package(ref, output, target=target, name=trial_name(model, index), batching={
+        package(ref, output, server=server, name=trial_name(model, index), batching={
             "max_batch_size": setting.max_batch_size, "max_queue_delay_us": setting.max_queue_delay_us,
             "preferred_batch_sizes": list(setting.preferred_batch_sizes)},
             # The load repeats one request: with the handler's cache on, every trial would measure its hits.
@@ -98,7 +98,7 @@ def load_round(url: str, payload: Path, concurrency: int, duration_s: float, wor
 
 
 def run_trials(
-    ref: str, target: str, settings: list[Settings], concurrencies: list[int], round_s: float, rounds: int, work: Path,
+    ref: str, server: str, settings: list[Settings], concurrencies: list[int], round_s: float, rounds: int, work: Path,
     sample: Path | None = None, progress: Callable[[str], None] = lambda message: None,
     keep: Callable[[Trial], bool] = lambda trial: True,
 ) -> dict[int, list[Trial]]:
@@ -108,17 +108,17 @@ def run_trials(
     from mfn.local import deployments, state
 
     store = work / "store"
-    model = package_trials(ref, target, settings, store)
+    model = package_trials(ref, server, settings, store)
     payload = work / "request.json"
     payload.write_text(json.dumps(request_body(ref, sample)))
     (work / "load.js").write_text(LOAD_SCRIPT)
-    progress(f"deploying {len(settings)} trial settings of {model} on {target} ...")
+    progress(f"deploying {len(settings)} trial settings of {model} on {server} ...")
     # Keyed, and loaded on the server's own port: open inference would put mfn's proxy in the measurement.
     deployment = deployments.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), verify=False,
                               progress=progress)
     try:
         token = state.read_key(deployment, "inference") or ""
-        urls = [deployment.http_url + (f"/v2/models/{trial_name(model, i)}/infer" if target == "triton"
+        urls = [deployment.http_url + (f"/v2/models/{trial_name(model, i)}/infer" if server == "triton"
                                        else f"/predictions/{trial_name(model, i)}") for i in range(len(settings))]
         for url in urls:  # warm: first calls pay for lazy initialisation
             load_round(url, payload, 2, 1.0, work, token)
@@ -139,7 +139,7 @@ def run_trials(
         deployments.undeploy(deployment.name)
 
 
-def default_grid(own: Settings, target: str = "triton") -> list[Settings]:
+def default_grid(own: Settings, server: str = "triton") -> list[Settings]:
     """The handler's own settings first, then a small grid around what batching and instances usually buy; on
     Triton also preferred batch sizes (half and whole of the largest) with a queue delay, the only case where its
     batcher uses them. TorchServe has no such setting."""
@@ -152,7 +152,7 @@ def default_grid(own: Settings, target: str = "triton") -> list[Settings]:
                                     preferred_batch_sizes=())
                 if candidate not in grid:
                     grid.append(candidate)
-        if target == "triton" and batch >= 2:
+        if server == "triton" and batch >= 2:
             preferred = replace(own, max_batch_size=batch, max_queue_delay_us=1000, instances=1,
                                 preferred_batch_sizes=(batch // 2, batch))
             if preferred not in grid:

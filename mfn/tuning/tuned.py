@@ -38,7 +38,7 @@ class Tuned:
     """What a tune found: the model and server it measured, the rule, the choice, and every trial's figures."""
 
     model: str
-    target: str
+    server: str
     latency_budget_ms: float
     percentile: float
     concurrency: int
@@ -67,6 +67,8 @@ def load(path: Path | str) -> Tuned:
             raise MfnError(f"{path}: format {document.get('format')!r} is not {FORMAT}; run `mfn tune` again")
         document["chosen"] = _settings(document["chosen"])
         document["baseline"] = _settings(document["baseline"])
+        if "target" in document:  # how files of earlier releases name the server
+            document["server"] = document.pop("target")
         return Tuned(**document)
     except OSError as error:
         raise MfnError(f"cannot read the tuned file {path}: {error.strerror}") from None
@@ -78,13 +80,13 @@ def _settings(document: dict) -> Settings:
     return Settings(**{**document, "preferred_batch_sizes": tuple(document.get("preferred_batch_sizes", ()))})
 
 
-def overrides(tuned: Tuned, path: Path | str, model: str, target: str) -> dict:
-    """The package overrides for `model` on `target`; refused when the file was tuned for another model or server."""
+def overrides(tuned: Tuned, path: Path | str, model: str, server: str) -> dict:
+    """The package overrides for `model` on `server`; refused when the file was tuned for another model or server."""
     if tuned.model != model:
         raise MfnError(f"{path} was tuned for model {tuned.model!r}, not {model!r}: tune this one with `mfn tune`")
-    if tuned.target != target:
-        raise MfnError(f"{path} was tuned on {tuned.target}, not {target}: the best settings differ between servers; "
-                       f"package with --target {tuned.target} or tune for {target}")
+    if tuned.server != server:
+        raise MfnError(f"{path} was tuned on {tuned.server}, not {server}: the best settings differ between servers; "
+                       f"package with --server {tuned.server} or tune for {server}")
     chosen = tuned.chosen
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
     return {

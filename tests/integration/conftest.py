@@ -47,12 +47,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
     batching = {"max_batch_size": 8, "max_queue_delay_us": 5000, "preferred_batch_sizes": [4, 8]}
-    mfn.package(MLP, store, target="torchserve", batching=batching)
-    mfn.package(TEXT_STATS, store, target="torchserve")
-    mfn.package(f"{HANDLERS / 'faulty.py'}:Faulty", store, target="torchserve")
-    mfn.package(f"{HANDLERS / 'poisonable.py'}:Poisonable", store, target="torchserve")
+    mfn.package(MLP, store, server="torchserve", batching=batching)
+    mfn.package(TEXT_STATS, store, server="torchserve")
+    mfn.package(f"{HANDLERS / 'faulty.py'}:Faulty", store, server="torchserve")
+    mfn.package(f"{HANDLERS / 'poisonable.py'}:Poisonable", store, server="torchserve")
     for version in (1, 2):
-        mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", store, target="torchserve", version=version)
+        mfn.package(f"{HANDLERS / 'versioned.py'}:Versioned", store, server="torchserve", version=version)
     return store
 
 

@@ -103,9 +103,9 @@ def served(tmp_path_factory, redis_server) -> Iterator[dict[str, str]]:
     try:
         for server in SERVERS:
             output = root / server
-            mfn.package(COUNTED_FIXED, output, target=server, name="cached_local")
-            mfn.package(COUNTED, output, target=server, name="cached_variable")
-            mfn.package(COUNTED, output, target=server, name="cached_redis", cache=mfn.Cache(kind="redis", ttl_s=TTL_S))
+            mfn.package(COUNTED_FIXED, output, server=server, name="cached_local")
+            mfn.package(COUNTED, output, server=server, name="cached_variable")
+            mfn.package(COUNTED, output, server=server, name="cached_redis", cache=mfn.Cache(kind="redis", ttl_s=TTL_S))
             assert redis_server.password not in "".join(path.read_bytes().decode("latin-1")
                                                         for path in output.rglob("*") if path.is_file())
             names[server] = f"cache-{server}"

@@ -37,7 +37,7 @@ def in_flight(metrics_url: str) -> tuple[float, float] | None:
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_the_in_flight_gauge_rises_with_load_and_falls_back_to_zero(target, tmp_path):
-    mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, target=target)
+    mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, server=target)
     name = f"inflight-{target}"
     deployment = deployments.deploy(tmp_path, name=name)
     try:

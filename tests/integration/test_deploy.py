@@ -139,8 +139,12 @@ def test_a_gpu_spec_is_refused_on_a_machine_without_a_gpu_by_both_servers(tmp_pa
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the refusal cannot show here")
-    mfn.package(TEXT_STATS, tmp_path / "models", target=target, instances=[{"kind": "gpu", "count": 1}])
-    with pytest.raises(DeployError, match="failed to load") as caught:
+    mfn.package(TEXT_STATS, tmp_path / "models", server=target, instances=[{"kind": "gpu", "count": 1}])
+    with pytest.raises(DeployError, match="load") as caught:
         deployments.deploy(tmp_path / "models", name=f"gpu-{target}")
     assert "GPU" in str(caught.value) or "gpu" in str(caught.value), caught.value
+    first_line = str(caught.value).splitlines()[0]
+    assert first_line.endswith("text_stats asks for GPU instances and this machine has no NVIDIA GPU: package it again "
+                               "with `--instances cpu:1` (or declare mfn.Instances(kind=\"auto\"), which takes a GPU where "
+                               "there is one)"), first_line
     assert state.load(f"gpu-{target}") is None

@@ -34,7 +34,7 @@ ARRIVED = {
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_undeploy_answers_every_request_in_flight(target, tmp_path):
-    mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, target=target)
+    mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, server=target)
     name = f"drain-{target}"
     deployment = deployments.deploy(tmp_path, name=name)
     sent = threading.Barrier(IN_FLIGHT + 1)
@@ -60,7 +60,7 @@ def test_undeploy_answers_every_request_in_flight(target, tmp_path):
 
 def test_torchserve_undeploy_answers_predicts_longer_than_any_before(tmp_path):
     """No quiet moment tells a long predict from an idle server: the drain waits for every accepted request."""
-    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, target="torchserve")
+    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, server="torchserve")
     name = "drain-long"
     deployment = deployments.deploy(tmp_path, name=name)
     with mfn.Client(name, timeout_s=60.0, retries=0) as client:
@@ -83,7 +83,7 @@ def test_torchserve_undeploy_answers_predicts_longer_than_any_before(tmp_path):
 
 def test_torchserve_undeploy_with_nothing_in_flight_is_prompt(tmp_path):
     """With nothing in flight the server stops at once, however slow the model's earlier predicts were."""
-    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, target="torchserve")
+    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, server="torchserve")
     name = "drain-idle"
     deployments.deploy(tmp_path, name=name)
     with mfn.Client(name, timeout_s=60.0, retries=0) as client:

@@ -32,7 +32,7 @@ def served(request, models, tmp_path_factory) -> Iterator[tuple[Deployment, dict
     output = tmp_path_factory.mktemp(f"formats-{server}")
     names = {}
     for kind, (path, _) in models.items():
-        spec = mfn.package(str(path), output, target=server, batching={"max_batch_size": 16}, inputs=DECLARED_INPUTS.get(kind)).spec
+        spec = mfn.package(str(path), output, server=server, batching={"max_batch_size": 16}, inputs=DECLARED_INPUTS.get(kind)).spec
         names[kind] = spec.name
     deployment = deployments.deploy(output, name=f"formats-{server}", auth=False)
     try:

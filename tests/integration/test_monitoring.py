@@ -67,7 +67,7 @@ def monitored(request, tmp_path_factory):
     server = request.param
     models = tmp_path_factory.mktemp(f"monitored-{server}")
     for ref in (TEXT_STATS, FAULTY, STREAMER, COUNTED):
-        mfn.package(ref, models, target=server)
+        mfn.package(ref, models, server=server)
     name = f"monitored-{server}"
     result = CliRunner().invoke(cli, ["deploy", str(models), "--name", name, "--prometheus", "--json"])
     assert result.exit_code == 0, result.output

@@ -44,7 +44,7 @@ def served(outputs, logs) -> Iterator[dict[str, deployments.Deployment]]:
     try:
         for server in SERVERS:
             output = outputs[server]
-            mfn.package(STREAMER, output, target=server)
+            mfn.package(STREAMER, output, server=server)
             # The server's model processes inherit the environment: the handler notes its steps in this file.
             os.environ["MFN_TEST_STREAM_LOG"] = str(logs[server])
             deployed[server] = deployments.deploy(output, name=NAMES[server])

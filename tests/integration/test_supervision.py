@@ -37,7 +37,7 @@ def text_repository(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def text_store(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("supervised-store")
-    mfn.package(TEXT_STATS, store, target="torchserve")
+    mfn.package(TEXT_STATS, store, server="torchserve")
     return store
 
 
@@ -45,8 +45,8 @@ def text_store(tmp_path_factory) -> Path:
 def slow_store(tmp_path_factory) -> Path:
     """text_stats beside a model whose worker takes $MFN_TEST_SETUP_DELAY_S to load."""
     store = tmp_path_factory.mktemp("supervised-slow-store")
-    mfn.package(TEXT_STATS, store, target="torchserve")
-    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", store, target="torchserve")
+    mfn.package(TEXT_STATS, store, server="torchserve")
+    mfn.package(f"{HANDLERS / 'slow_setup.py'}:SlowSetup", store, server="torchserve")
     return store
 
 

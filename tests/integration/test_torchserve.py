@@ -185,7 +185,7 @@ def test_a_killed_worker_is_survived_by_a_bounded_retry(torchserve_deployment, p
 
 
 def test_no_auth_opens_inference_and_nothing_else_even_to_another_user(tmp_path):
-    mfn.package(TEXT_STATS, tmp_path, target="torchserve")
+    mfn.package(TEXT_STATS, tmp_path, server="torchserve")
     deployment = deployments.deploy(tmp_path, name="ts-open", auth=False)
     try:
         public = f"http://127.0.0.1:{deployment.public_port('http')}/predictions/text_stats"

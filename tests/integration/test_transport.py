@@ -37,11 +37,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, deplo
     repository, store = tmp_path_factory.mktemp("transport-repo"), tmp_path_factory.mktemp("transport-store")
     for ref in (IMAGES, MIXED):
         mfn.package(ref, repository)
-        mfn.package(ref, store, target="torchserve")
+        mfn.package(ref, store, server="torchserve")
     # Called by one test only, so its first request is the first after warm-up.
     mfn.package(IMAGES, repository, name="warm")
-    mfn.package(IMAGES, store, target="torchserve", name="warm")
-    mfn.package(MIXED, store, target="torchserve", name="wide", max_request_mb=WIDE_REQUEST_MB)
+    mfn.package(IMAGES, store, server="torchserve", name="warm")
+    mfn.package(MIXED, store, server="torchserve", name="wide", max_request_mb=WIDE_REQUEST_MB)
     deployed = {"triton": deployments.deploy(repository, name="transport"), "torchserve": deployments.deploy(store, name="transport-ts")}
     yield deployed
     for deployment in deployed.values():

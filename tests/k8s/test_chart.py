@@ -38,7 +38,7 @@ def validate_custom_resource(document: dict) -> None:
 def packaged(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("k8s")
     mfn.package(f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP", root / "triton")
-    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", root / "torchserve", target="torchserve")
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", root / "torchserve", server="torchserve")
     return {"triton": root / "triton", "torchserve": root / "torchserve"}
 
 
@@ -440,7 +440,7 @@ def test_the_model_download_installs_nothing_and_streams(tmp_path):
 def test_a_streaming_model_renders_validates_and_is_probed_by_name(tmp_path, server):
     from tests.conftest import HANDLERS
 
-    mfn.package(f"{HANDLERS / 'streamer.py'}:Streamer", tmp_path / server, target=server)
+    mfn.package(f"{HANDLERS / 'streamer.py'}:Streamer", tmp_path / server, server=server)
     values = write_values({server: tmp_path / server}, server, tmp_path, gpu=False, delivery="uri")
     documents = render(values)
     for document in documents:
@@ -542,8 +542,8 @@ def test_keda_never_scales_to_zero(packaged, tmp_path):
 @pytest.mark.parametrize("server", ["triton", "torchserve"])
 def test_a_redis_cache_takes_its_url_from_a_secret_and_a_local_one_sizes_tritons_cache(tmp_path, server):
     handler = f"{HANDLERS / 'counted.py'}:CountedFixed"
-    mfn.package(handler, tmp_path / "store", target=server, name="local_cached", cache=mfn.Cache(kind="local", size_mb=16))
-    mfn.package(handler, tmp_path / "store", target=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
+    mfn.package(handler, tmp_path / "store", server=server, name="local_cached", cache=mfn.Cache(kind="local", size_mb=16))
+    mfn.package(handler, tmp_path / "store", server=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
     values = values_for(tmp_path / "store", "demo", model_uri="https://models.example.com/store.tar.gz", pvc=None)
     assert values["cache"]["redisModels"] == {"redis_cached": False}
     path = tmp_path / "values.json"
@@ -565,8 +565,8 @@ def test_a_redis_cache_takes_its_url_from_a_secret_and_a_local_one_sizes_tritons
     if server == "triton":  # one server-wide cache, as big as the local caches together
         assert f"--cache-config=local,size={16 << 20}" in container["args"]
     # The pod asks for the memory the local cache may fill.
-    mfn.package(handler, tmp_path / "uncached", target=server, name="local_cached", cache="off")
-    mfn.package(handler, tmp_path / "uncached", target=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
+    mfn.package(handler, tmp_path / "uncached", server=server, name="local_cached", cache="off")
+    mfn.package(handler, tmp_path / "uncached", server=server, name="redis_cached", cache=mfn.Cache(kind="redis"))
     uncached = values_for(tmp_path / "uncached", "demo", model_uri="https://models.example.com/store.tar.gz", pvc=None)
     memory = [int(v["resources"]["requests"]["memory"].removesuffix("Mi")) for v in (values, uncached)]
     assert memory[0] - memory[1] == 16, memory

@@ -57,7 +57,7 @@ def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
 @pytest.mark.parametrize("server", ["triton", "torchserve"])
 def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, tmp_path):
     repository = tmp_path / "models"
-    mfn.package(TEXT_STATS, repository, target=server)
+    mfn.package(TEXT_STATS, repository, server=server)
     name = f"mux-{server}"
     # Keyed, as the chart's pods are by default: the mux sits in front of the server's own ports.
     deployment = deployments.deploy(repository, name=name)

@@ -73,7 +73,7 @@ def test_triton_requests_use_the_newest_version_and_binary_tensors(tmp_path):
 
 
 def test_torchserve_requests_are_kserve_json_read_from_the_archive(tmp_path):
-    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", tmp_path, target="torchserve")
+    mfn.package(f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats", tmp_path, server="torchserve")
     (request,) = probe.build_requests("torchserve", tmp_path, ["text_stats"])
     assert request.path == "/predictions/text_stats"
     assert request.headers == {"Content-Type": "application/json"}

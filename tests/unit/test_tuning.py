@@ -52,7 +52,7 @@ def test_no_setting_within_the_budget_is_said_with_the_closest_figure():
 
 
 def tuned(model: str = "mlp", target: str = "triton") -> Tuned:
-    return Tuned(model=model, target=target, latency_budget_ms=10, percentile=95, concurrency=8, chosen=BIG,
+    return Tuned(model=model, server=target, latency_budget_ms=10, percentile=95, concurrency=8, chosen=BIG,
                  baseline=OWN, trials=[{"settings": "..."}])
 
 
