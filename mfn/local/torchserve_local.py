@@ -203,10 +203,15 @@ def _rename(ports: dict[str, int]) -> dict[str, int]:
 
 
 def _worker_errors(deployment: Deployment) -> str:
-    """The handler's own error lines from the log, which the management API does not return."""
+    """The handler's own frames and exception from the log, which the management API does not return; the log's
+    last worker lines where no traceback went through the handler (an import of the adapter failed, say)."""
     from mfn.local.launching import log_tail
 
-    lines = [line for line in log_tail(deployment, 400).splitlines() if "MODEL_LOG" in line or "Error" in line]
+    text = log_tail(deployment, 400)
+    failure = torchserve.handler_failure(text)
+    if failure is not None:
+        return failure
+    lines = [line for line in text.splitlines() if "MODEL_LOG" in line or "Error" in line]
     return "\n".join(lines[-15:])
 
 

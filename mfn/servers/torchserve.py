@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -186,3 +187,37 @@ def server_environment(java_home: Path, workdir: Path) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(java_home / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(server_settings(str(workdir / "tmp"), str(workdir / "logs")))
     return env
+
+
+_WORKER_LINE = re.compile(r"MODEL_LOG - (.*)$")
+_HANDLER_FRAME = re.compile(r'^\s*File "[^"]*/(handler/[^"]+)", (line \d+, in .*)$')
+
+
+def handler_failure(log_text: str) -> str | None:
+    """The handler's own part of the last traceback a worker logged: its frames (paths from the package's handler/)
+    and the exception line, once; None when no traceback went through the handler's files.
+
+    A worker logs each line of a traceback as one log line, and after a handler's exception comes TorchServe's own
+    ("RuntimeError: 500 - Unknown exception"), so the last lines of the log alone miss the reason.
+    """
+    worker_lines = [match.group(1) for line in log_text.splitlines() if (match := _WORKER_LINE.search(line))]
+    found = None
+    for start, line in enumerate(worker_lines):
+        if not line.startswith("Traceback (most recent call last):"):
+            continue
+        frames, code_of_frame = [], False
+        for line_after in worker_lines[start + 1:]:
+            frame = _HANDLER_FRAME.match(line_after)
+            if frame:
+                frames.append(f"  {frame.group(1)}, {frame.group(2)}")
+                code_of_frame = True
+            elif line_after.startswith("    ") and code_of_frame:
+                frames.append(line_after)
+                code_of_frame = False
+            elif not line_after.startswith(" "):
+                if frames:
+                    found = "\n".join([*frames, line_after])
+                break
+            else:
+                code_of_frame = False
+    return found

@@ -1,5 +1,7 @@
 """Handlers whose outputs disagree with their declarations in name, dtype or shape."""
 
+import sys
+
 import numpy as np
 
 import mfn
@@ -72,6 +74,22 @@ class FailsToLoad(_Base):
     def setup(self, ctx):
         if ctx.model_dir.name.isdigit():
             raise RuntimeError("cannot open the model store from the server")
+
+    def predict(self, inputs):
+        return {"y": inputs["x"]}
+
+
+class FailsInATorchServeWorker(_Base):
+    """Passes packaging but its setup fails in a TorchServe worker, two of its own frames deep."""
+
+    name = "fails_in_a_worker"
+
+    def setup(self, ctx):
+        if "model_service_worker" in sys.argv[0]:
+            self.open_weights()
+
+    def open_weights(self):
+        raise RuntimeError("weights.bin is corrupt: download it again")
 
     def predict(self, inputs):
         return {"y": inputs["x"]}

@@ -65,6 +65,19 @@ def test_a_model_that_fails_to_load_reports_the_reason_and_leaves_nothing_runnin
     assert owned_processes(mfn_home) == processes_before
 
 
+def test_a_torchserve_worker_whose_setup_fails_reports_the_handlers_frames_and_exception_once(tmp_path):
+    mfn.package(f"{HANDLERS / 'bad_outputs.py'}:FailsInATorchServeWorker", tmp_path, server="torchserve")
+    result = CliRunner().invoke(cli, ["deploy", str(tmp_path), "--name", "doomed-ts"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    # TorchServe logs its own "RuntimeError: 500 - Unknown exception" after the handler's: the reason ends the message.
+    assert lines[-1] == "RuntimeError: weights.bin is corrupt: download it again", result.output
+    assert "  handler/bad_outputs.py, line" in result.output and "in open_weights" in result.output
+    assert result.output.count("weights.bin is corrupt") == 2  # the raising line and the exception, nothing more
+    assert "Unknown exception" not in result.output and "MODEL_LOG" not in result.output
+    assert state.load("doomed-ts") is None
+
+
 def test_a_running_name_is_not_taken_twice(small_repository):
     deployments.deploy(small_repository, name="twice")
     try:
