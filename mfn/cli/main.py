@@ -362,9 +362,11 @@ def invoke(model, data, protocol, model_version, url, deployment, server, token,
             _print_stream(client, model, invoke_data(data), model_version, as_json)
             return
         outputs = client.infer(model, invoke_data(data), version=model_version)
-        endpoint = str(client.endpoint(model))
-    # The version that answered is the one asked for; without --version the server chose, and it is left out.
-    answer = {"model": model, **({"version": model_version} if model_version else {}), "endpoint": endpoint,
+        endpoint = client.endpoint(model)
+    from mfn.local.state import answering_version
+
+    version = model_version or (answering_version(endpoint.deployment, model) if endpoint.deployment else None)
+    answer = {"model": model, **({"version": version} if version else {}), "endpoint": str(endpoint),
               "outputs": outputs_to_json(outputs)}
     if as_json:
         click.echo(json.dumps(answer))

@@ -276,6 +276,13 @@ def defaults_file(name: str) -> Path:
     return mfn_home() / "defaults" / f"{check_name(name)}.json"
 
 
+def answering_version(name: str, model: str) -> int | None:
+    """The version of `model` that answers mfn's clients when they name none in deployment `name`: the default its
+    version rule serves (mfn.local.versions), as the supervisor recorded it."""
+    record = load(name)
+    return (record.versions.get(model) or {}).get("default_version") if record is not None else None
+
+
 def recorded_defaults(name: str) -> dict[str, int]:
     """model -> version chosen with `mfn set-default` for deployment `name`."""
     try:

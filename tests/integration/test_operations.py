@@ -283,9 +283,9 @@ def test_torchserve_spoken_to_a_triton_url_says_to_pass_server_triton(served, pr
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_invoke_json_says_the_version_asked_for_and_leaves_it_out_otherwise(served, server):
+def test_invoke_json_says_which_version_answered(served, server):
     asked = json.loads(run("invoke", "versioned", "--deployment", NAMES[server], "--version", "2", "--data", '{"x": [[0]]}',
                            "--json"))
-    assert asked["version"] == 2
+    assert asked["version"] == 2 and asked["outputs"]["served_by"] == [[2]]
     chosen = json.loads(run("invoke", "versioned", "--deployment", NAMES[server], "--data", '{"x": [[0]]}', "--json"))
-    assert "version" not in chosen
+    assert isinstance(chosen["version"], int) and chosen["outputs"]["served_by"] == [[chosen["version"]]]
