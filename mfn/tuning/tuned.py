@@ -30,7 +30,7 @@ class Settings:
 
     def label(self) -> str:
         preferred = f", preferred {list(self.preferred_batch_sizes)}" if self.preferred_batch_sizes else ""
-        return f"batch {self.max_batch_size}, delay {self.max_queue_delay_us} µs{preferred}, {self.instances} instance(s)"
+        return f"batch {self.max_batch_size}, delay {self.max_queue_delay_us} µs{preferred}, {self.instances} instance{'' if self.instances == 1 else 's'}"
 
 
 @dataclass

@@ -24,7 +24,7 @@ def test_the_chosen_settings_are_packaged_and_recorded(tmp_path, target):
     (spec,) = discover(tmp_path / "out").specs()
     assert (spec.batching.max_batch_size, spec.batching.max_queue_delay_us, spec.batching.preferred_batch_sizes) == (16, 2000, (8, 16))
     assert [(group.kind, group.count) for group in spec.instances] == [("cpu", 2)]
-    assert spec.parameters[PROVENANCE_PARAMETER].startswith("batch 16, delay 2000 µs, preferred [8, 16], 2 instance(s)")
+    assert spec.parameters[PROVENANCE_PARAMETER].startswith("batch 16, delay 2000 µs, preferred [8, 16], 2 instances")
     if target == "triton":
         config = (tmp_path / "out" / "text_stats" / "config.pbtxt").read_text()
         assert "max_batch_size: 16" in config and PROVENANCE_PARAMETER in config

@@ -63,7 +63,7 @@ def test_a_tuned_file_round_trips_and_becomes_package_overrides(tmp_path):
     applied = overrides(loaded, path, "mlp", "triton")
     assert applied["batching"] == {"max_batch_size": 32, "max_queue_delay_us": 500, "preferred_batch_sizes": []}
     assert applied["instances"] == [{"kind": "cpu", "count": 1}]
-    assert applied["parameters"][PROVENANCE_PARAMETER].startswith("batch 32, delay 500 µs, 1 instance(s); p95 budget 10 ms")
+    assert applied["parameters"][PROVENANCE_PARAMETER].startswith("batch 32, delay 500 µs, 1 instance; p95 budget 10 ms")
 
 
 @pytest.mark.parametrize("model, target, message", [
