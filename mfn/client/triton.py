@@ -40,6 +40,9 @@ class TritonTransport:
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         """The model's KServe v2 metadata, asked once per endpoint, model and version."""
         version = version if version is not None else self._defaults.for_request(endpoint, model)
+        return self._metadata_of(endpoint, model, version, attempt)
+
+    def _metadata_of(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         key = (str(endpoint), model, str(version or ""))
         if key not in self._metadata:
             self._metadata[key] = attempt(lambda current: self._call(current, lambda client: client.get_model_metadata(
@@ -92,7 +95,7 @@ class TritonTransport:
 
     def _checked(self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, attempt: Attempt):
         """The model's metadata, its inputs' (datatype, rank), and `inputs` as arrays checked against them."""
-        metadata = self.metadata(endpoint, model, version, attempt)
+        metadata = self._metadata_of(endpoint, model, version, attempt)  # `version` already names the default
         key = (str(endpoint), model, str(version or ""))
         if key not in self._declared:
             self._declared[key] = (

@@ -4,6 +4,7 @@ refuses a version. Both read the deployment's record, where its supervisor keeps
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class DefaultVersions:
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[int, dict[str, dict]]] = {}
+        self._record_paths: dict[str, str] = {}  # built once: a path built per request cost more than the stat
 
     def for_request(self, endpoint: Endpoint, model: str) -> int | None:
         """The version to name, or None where the server's own answer is the default."""
@@ -34,8 +36,11 @@ class DefaultVersions:
     def _versions(self, name: str) -> dict[str, dict]:
         from mfn.local import state
 
+        path = self._record_paths.get(name)
+        if path is None:
+            path = self._record_paths[name] = str(state.state_file(name))
         try:
-            changed = state.state_file(name).stat().st_mtime_ns
+            changed = os.stat(path).st_mtime_ns
         except OSError:
             return {}
         seen = self._seen.get(name)
