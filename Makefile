@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.mfn-installed
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test bench soak schema golden clean
+.PHONY: setup system-deps demo test docs bench soak schema golden clean
 
 setup: system-deps $(INSTALLED)
 
@@ -35,6 +35,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The documentation site, built strictly (a warning fails it) into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Never part of CI: about 25 minutes of load on the machine.
 bench: setup

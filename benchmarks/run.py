@@ -3,7 +3,8 @@
 Run with `make bench`. It packages the models (mfn and hand-written, dynamic batching on and off),
 serves them on Triton and then TorchServe, loads each with k6 over HTTP and gRPC at several
 concurrencies (k6 pinned to the last core), measures the in-process ceiling and cold starts, prints one
-table and writes benchmarks/results/latest.json and BENCHMARKS.md.
+table and writes benchmarks/results/latest.json and its section of BENCHMARKS.md (between
+`<!-- throughput:start -->` and `<!-- throughput:end -->`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import base64
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import struct
@@ -39,6 +39,7 @@ MODELS = {
     "text_stats": (f"{ROOT / 'examples/text_stats/handler.py'}:text_stats", {"text": np.array([[b"model functions, served fast"]], dtype=object)}),
     "wide_mlp": (f"{BENCH / 'models/wide_mlp/handler.py'}:WideMLP", {"features": np.full((1, 512), 0.1, np.float32)}),
 }
+THROUGHPUT_START, THROUGHPUT_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
 NO_BATCHING = {"dynamic": False, "max_queue_delay_us": 0, "preferred_batch_sizes": []}
 
 
@@ -382,7 +383,8 @@ def main() -> None:
         print("cold starts", flush=True)
         starts = [] if options.skip_cold_start else cold_starts(work)
     report = {"machine": machine(), "ceilings_rows_per_s": ceilings, "runs": [asdict(r) for r in runs], "cold_starts": starts,
-              "command": "make bench", "duration_s": options.duration, "rounds": options.rounds}
+              "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "duration_s": options.duration,
+              "rounds": options.rounds, "date": time.strftime("%Y-%m-%d")}
     (results_dir / "latest.json").write_text(json.dumps(report, indent=2))
     rendered = table(runs, ceilings)
     print(rendered)
@@ -399,19 +401,17 @@ def write_markdown(report: dict, rendered: str) -> None:
     starts = "\n".join(
         f"| {s['model']} | {s['server']} | {s['artifact_bytes']:,} | {s['package_s']} | {s['deploy_to_first_answer_s']} |"
         for s in report["cold_starts"]
-    )
+    ) or "| not measured in this run (`--skip-cold-start`) | | | | |"
     text = (BENCH / "BENCHMARKS.template.md").read_text().format(
         facts=facts, table=rendered, ceilings=ceilings, starts=starts, duration=report["duration_s"],
-        rounds=report["rounds"], summary=summary,
+        rounds=report["rounds"], summary=summary, date=report.get("date", "date not recorded"),
+        command=report.get("command", "python benchmarks/run.py"),
     )
-    markdown = ROOT / "BENCHMARKS.md"
-    previous = markdown.read_text() if markdown.exists() else ""
-    # Everything after this run's own sections is kept: the sections other benchmarks write between their markers
-    # (images.py, client_overhead.py, cache_latency.py, ...) and the written-up comparisons among them.
-    kept = re.search(r"<!-- \w+:start -->", previous)
-    if kept:
-        text = text.rstrip("\n") + "\n\n" + previous[kept.start():]
-    markdown.write_text(text)
+    # The run's section only, between its markers: the rest of BENCHMARKS.md (the method, the other benchmarks'
+    # sections, what changed) stays as it is.
+    from images import write_section
+
+    write_section(ROOT / "BENCHMARKS.md", text.rstrip("\n"), THROUGHPUT_START, THROUGHPUT_END)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def scale(model, count, model_version, deployment, as_json):
 @json_option
 def set_default(model, version, newest, deployment, as_json):
     """Answer requests to MODEL that name no version with VERSION, a served one, on both servers (on Triton through
-    mfn.Client and `mfn invoke`: see the README's versions section). Newly loaded versions do not take over; the
+    mfn.Client and `mfn invoke`: see Versions in docs/operations.md). Newly loaded versions do not take over; the
     choice is kept for later deployments of the same name."""
     from mfn.local import operations
 
