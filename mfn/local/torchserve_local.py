@@ -88,13 +88,16 @@ def serve_versions(deployment: Deployment, store: Store, model: str, served: Ser
     unregisters every version first and registers the archives as they are now on disk: TorchServe cannot register
     a version twice, so requests in between get 404 (Triton has no gap)."""
     archives = {archive_info(archive).version: archive for archive in store.models[model]}
-    registered = set(served_versions(deployment, model)) if model in _registered(deployment) else set()
+    # The management API answers slowly while other models register (a deploy loads them side by side): give its
+    # lists as long as a registration.
+    wait_s = load_timeout_s(deployment)
+    registered = set(served_versions(deployment, model, wait_s)) if model in _registered(deployment, wait_s) else set()
     if fresh:
         _unregister(deployment, model, registered)
         registered = set()
     for version in sorted(set(served.versions) - registered, reverse=True):  # the first registered is the default
         _register(deployment, archives[version])
-    if len(served.versions) > 1 and served.default is not None and default_version(deployment, model) != served.default:
+    if len(served.versions) > 1 and served.default is not None and default_version(deployment, model, wait_s) != served.default:
         _set_default(deployment, model, served.default)
     _unregister(deployment, model, registered - set(served.versions))  # the default is not among them by now
 
@@ -109,16 +112,16 @@ def _register(deployment: Deployment, archive: Path, workers: int | None = None)
         raise DeployError(f"model {info.name!r} v{info.version} failed to load: {reason}\n{_worker_errors(deployment)}")
 
 
-def _registered(deployment: Deployment) -> set[str]:
+def _registered(deployment: Deployment, timeout_s: float = 10.0) -> set[str]:
     """The models the server has registered (the list call works for every model name)."""
-    code, body = http_json("GET", f"{management_url(deployment)}/models?limit=10000", 10.0, read_key(deployment, "management"))
+    code, body = http_json("GET", f"{management_url(deployment)}/models?limit=10000", timeout_s, read_key(deployment, "management"))
     if code != 200 or not isinstance(body, dict):
         raise DeployError(f"cannot list the models of {deployment.name}: {describe_failure(code, body, deployment)}")
     return {entry["modelName"] for entry in body.get("models", [])}
 
 
-def _descriptions(deployment: Deployment, model: str) -> list[dict]:
-    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}/all", 10.0, read_key(deployment, "management"))
+def _descriptions(deployment: Deployment, model: str, timeout_s: float = 10.0) -> list[dict]:
+    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}/all", timeout_s, read_key(deployment, "management"))
     if code == 404:
         return []
     if code == 400 and model.startswith(TOKEN_PREFIX):
@@ -130,14 +133,14 @@ def _descriptions(deployment: Deployment, model: str) -> list[dict]:
     return body
 
 
-def served_versions(deployment: Deployment, model: str) -> list[int]:
+def served_versions(deployment: Deployment, model: str, timeout_s: float = 10.0) -> list[int]:
     """The versions of `model` registered with the server, oldest first."""
-    return sorted(int(float(entry["modelVersion"])) for entry in _descriptions(deployment, model))
+    return sorted(int(float(entry["modelVersion"])) for entry in _descriptions(deployment, model, timeout_s))
 
 
-def default_version(deployment: Deployment, model: str) -> int | None:
+def default_version(deployment: Deployment, model: str, timeout_s: float = 10.0) -> int | None:
     """The version TorchServe answers requests without a version with."""
-    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}", 10.0, read_key(deployment, "management"))
+    code, body = http_json("GET", f"{management_url(deployment)}/models/{model}", timeout_s, read_key(deployment, "management"))
     if code != 200 or not isinstance(body, list) or not body:
         return None
     return int(float(body[0]["modelVersion"]))
