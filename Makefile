@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.mfn-installed
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test docs bench soak schema golden clean
+.PHONY: setup system-deps demo test test-fast docs bench soak schema golden clean
 
 setup: system-deps $(INSTALLED)
 
@@ -33,8 +33,14 @@ $(INSTALLED): pyproject.toml scripts/install_helm.py scripts/install_nginx.py sc
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh
 
+# Serial: three xdist workers on two cores (`-n 3 --dist loadgroup`, grouped as tests/conftest.py says) took 8-11
+# minutes but made the heaviest server starts time out now and then.
 test: setup
 	$(PY) -m pytest
+
+# The edit loop: every test that starts no server (unit, CLI, chart, monitoring rules), in about a minute.
+test-fast: setup
+	$(PY) -m pytest -m "not integration"
 
 # The documentation site, built strictly (a warning fails it) into site/.
 docs: setup

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +18,46 @@ HANDLERS = Path(__file__).resolve().parent / "handlers"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
+# The modules that start the most servers, longest first. `make test` hands work to parallel workers in collection
+# order (`--dist loadgroup --no-loadscope-reorder`): starting with these lets the workers finish together.
+LONGEST_MODULES = (
+    "integration/test_rollout.py", "integration/test_idle.py", "integration/test_operations.py",
+    "integration/test_supervision.py", "integration/test_malformed.py", "integration/test_versions.py",
+    "k8s/test_pod_locally.py", "integration/test_cache.py", "integration/test_model_formats.py",
+)
+# Modules whose tests each start their own servers (module fixtures only package): their tests may run on different
+# workers. Every other module runs whole on one worker, so its module-scoped deployments start once; so does
+# test_rollout.py, whose tests put load through the proxy and count what arrives, one at a time.
+SPREAD_MODULES = ("integration/test_supervision.py", "integration/test_versions.py", "integration/test_deploy.py",
+                  "integration/test_drain.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move LONGEST_MODULES first, in that order, and keep each other module's tests together on one worker."""
+    here = Path(__file__).parent
+
+    def module(item: pytest.Item) -> str:
+        return item.path.relative_to(here).as_posix() if here in item.path.parents else item.nodeid
+
+    def rank(item: pytest.Item) -> int:
+        return LONGEST_MODULES.index(module(item)) if module(item) in LONGEST_MODULES else len(LONGEST_MODULES)
+
+    items.sort(key=rank)
+    for item in items:
+        if module(item) not in SPREAD_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module(item)))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def mfn_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Keep deployment records of the suite away from the user's own ~/.mfn."""
-    home = tmp_path_factory.mktemp("mfn-home").resolve()
+def mfn_home() -> Iterator[Path]:
+    """Keep deployment records of the suite away from the user's own ~/.mfn; one home per test process (each
+    pytest-xdist worker has its own).
+
+    The path is short on purpose: TorchServe's worker sockets live under it, and a Unix socket's path has at most
+    107 bytes (pytest's own temporary directories, a worker's included, leave too few).
+    """
+    home = Path(tempfile.mkdtemp(prefix="mfn-home-")).resolve()
     previous = os.environ.get("MFN_HOME")
     reaper_env = {key: value for key, value in os.environ.items() if key != "MFN_HOME"}
     os.environ["MFN_HOME"] = str(home)
@@ -32,6 +70,7 @@ def mfn_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield home
     reaper.stdin.close()  # type: ignore[union-attr]
     reaper.wait(timeout=30)
+    shutil.rmtree(home, ignore_errors=True)
     if previous is None:
         del os.environ["MFN_HOME"]
     else:
@@ -45,6 +84,27 @@ def assert_matches_golden(actual: str, golden: Path) -> None:
         golden.write_text(actual)
     assert golden.exists(), f"{golden} is missing: run with MFN_UPDATE_GOLDEN=1 to create it"
     assert actual == golden.read_text(), f"{golden.name} differs; if the change is intended, rerun with MFN_UPDATE_GOLDEN=1"
+
+
+def metric_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample in a Prometheus text page, parsed by prometheus_client as mfn parses it.
+
+    Names are as the page exposes them: the parser appends "_total" to a counter's samples (Triton's counters and
+    mfn's `<histogram>_bucket`/`_sum`/`_count` series have none), and that is taken off again where the page lacks it.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exposed = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"}
+    return [(sample.name if sample.name in exposed else sample.name.removesuffix("_total"), sample.labels, sample.value)
+            for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """metric_samples of the page at a metrics URL."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return metric_samples(response.read().decode())
 
 
 def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.1):

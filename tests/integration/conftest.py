@@ -1,5 +1,9 @@
 """Real tritonserver fixtures: one packaged repository and one deployment shared by the module's tests.
 
+Deployments here and in the modules stop with no drain (`drain_timeout_s=0`): a stop waits for nothing, not even a
+client's kept-alive connection (Triton would wait out its whole exit timeout for one). The default drain stays where
+it is the subject: test_drain.py, test_rollout.py (a canary drains as its primary does) and the test of a server
+stopping by itself when its supervisor dies.
 Every server started here is stopped by its fixture, and the session ends by checking that no
 process or shared-memory region this session's MFN_HOME owns is left behind.
 """
@@ -18,6 +22,14 @@ from tests.processes import kill_owned
 
 MLP = f"{EXAMPLES / 'mlp' / 'handler.py'}:MLP"
 TEXT_STATS = f"{EXAMPLES / 'text_stats' / 'handler.py'}:text_stats"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder starts real servers: mark it, so `-m "not integration"` leaves them out."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,13 +70,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def torchserve_deployment(store: Path) -> Iterator[deployments.Deployment]:
-    deployed = deployments.deploy(store, name="suite-ts", drain_timeout_s=2)  # drain is test_drain.py's subject
+    deployed = deployments.deploy(store, name="suite-ts", drain_timeout_s=0)  # drain is test_drain.py's subject
     yield deployed
     deployments.undeploy("suite-ts")
 
 
 @pytest.fixture(scope="session")
 def deployment(repository: Path) -> Iterator[deployments.Deployment]:
-    deployed = deployments.deploy(repository, name="suite")
+    deployed = deployments.deploy(repository, name="suite", drain_timeout_s=0)
     yield deployed
     deployments.undeploy("suite")

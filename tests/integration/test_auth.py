@@ -46,7 +46,7 @@ def grpc_infer(deployment, key: str | None):
 def open_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[deployments.Deployment]:
     repository = tmp_path_factory.mktemp("no-auth")
     mfn.package(MLP, repository)
-    deployed = deployments.deploy(repository, name="no-auth", auth=False)
+    deployed = deployments.deploy(repository, name="no-auth", auth=False, drain_timeout_s=0)
     yield deployed
     deployments.undeploy("no-auth")
 

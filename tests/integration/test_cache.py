@@ -109,7 +109,7 @@ def served(tmp_path_factory, redis_server) -> Iterator[dict[str, str]]:
             assert redis_server.password not in "".join(path.read_bytes().decode("latin-1")
                                                         for path in output.rglob("*") if path.is_file())
             names[server] = f"cache-{server}"
-            deployments.deploy(output, name=names[server])
+            deployments.deploy(output, name=names[server], drain_timeout_s=0)
     finally:
         os.environ.pop(REDIS_URL_ENV) if previous is None else os.environ.__setitem__(REDIS_URL_ENV, previous)
     try:
@@ -219,7 +219,7 @@ def test_a_model_for_tritons_cache_is_refused_by_a_server_started_without_one(tm
 
     mfn.package(COUNTED, tmp_path, name="uncached", cache="off")
     name = "cache-later"
-    deployments.deploy(tmp_path, name=name)
+    deployments.deploy(tmp_path, name=name, drain_timeout_s=0)
     try:
         mfn.package(COUNTED_FIXED, tmp_path)
         with pytest.raises(MfnError, match="counted_fixed caches answers in Triton's response cache, and cache-later's "
@@ -227,7 +227,7 @@ def test_a_model_for_tritons_cache_is_refused_by_a_server_started_without_one(tm
             operations.load("counted_fixed", deployment=name)
     finally:
         deployments.undeploy(name)
-    deployments.deploy(tmp_path, name=name)  # started with both: sized for the cached one
+    deployments.deploy(tmp_path, name=name, drain_timeout_s=0)  # started with both: sized for the cached one
     try:
         x = np.array([[-3.0, -4.0]], dtype=np.float32)
         assert calls(infer(name, "counted_fixed", x)) == calls(infer(name, "counted_fixed", x))

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.local import deployments
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_for
 from tests.handlers.slow import PREDICT_S
 
 pytestmark = pytest.mark.integration
@@ -39,11 +39,10 @@ def in_flight(metrics_url: str) -> tuple[float, float] | None:
 def test_the_in_flight_gauge_rises_with_load_and_falls_back_to_zero(target, tmp_path):
     mfn.package(f"{HANDLERS / 'slow.py'}:Slow", tmp_path, server=target)
     name = f"inflight-{target}"
-    deployment = deployments.deploy(tmp_path, name=name)
+    deployment = deployments.deploy(tmp_path, name=name, drain_timeout_s=0)
     try:
-        deadline = time.monotonic() + 5
-        while (start := in_flight(deployment.metrics_url)) is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # the first values reach the server with the adapter's first flush
+        # The first values reach the server with the adapter's first flush.
+        start = wait_for(lambda: in_flight(deployment.metrics_url), 5, "the in-flight series", every_s=0.2)
         assert start == (0.0, 0.0)
         sent = threading.Barrier(REQUESTS + 1)
 
@@ -64,11 +63,8 @@ def test_the_in_flight_gauge_rises_with_load_and_falls_back_to_zero(target, tmp_
                 future.result()
         # Batches of at most two, a second each: a flush (one a second) falls inside every batch.
         assert 1.0 <= max(seen) <= 2.0, seen
-        deadline = time.monotonic() + 5
-        while (now := in_flight(deployment.metrics_url))[0] != 0.0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        gauge, request_seconds = now
-        assert gauge == 0.0
+        _, request_seconds = wait_for(lambda: (now := in_flight(deployment.metrics_url))[0] == 0.0 and now, 5,
+                                      "the in-flight gauge back at 0", every_s=0.2)
         # Every request spent at least the predict's second in the model's hands, and none more than the whole run.
         assert REQUESTS * PREDICT_S * 0.95 <= request_seconds <= REQUESTS * (REQUESTS * PREDICT_S + 1.0)
     finally:

@@ -33,7 +33,7 @@ def test_work_dirs_logs_and_shared_memory_are_private(fixture, request):
 
 def test_everything_mfn_writes_is_its_users_alone(repository, torchserve_deployment, mfn_home):
     # A deployment behind the proxy too: its configuration and nginx's logs are mfn's files as well.
-    fronted = deployments.deploy(repository, name="private-proxy", models=["text_stats"], proxy=True)
+    fronted = deployments.deploy(repository, name="private-proxy", models=["text_stats"], proxy=True, drain_timeout_s=0)
     try:
         written = [path for path in mfn_home.rglob("*") if not path.is_symlink() and (path.is_file() or path.is_dir())]
         names = {path.name for path in written}

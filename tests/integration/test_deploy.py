@@ -17,7 +17,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.local import deployments, state
 from mfn.errors import DeployError
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_for
 from tests.integration.conftest import TEXT_STATS
 from tests.processes import owned_processes, owned_shm_regions
 
@@ -36,7 +36,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repository, mfn_home):
-    result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--name", "lifecycle", "--json"])
+    result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--name", "lifecycle", "--json", "--drain-timeout", "0"])
     assert result.exit_code == 0, result.output
     deployed = json.loads(result.output)
     assert deployed["models"] == ["text_stats"]
@@ -79,7 +79,7 @@ def test_a_torchserve_worker_whose_setup_fails_reports_the_handlers_frames_and_e
 
 
 def test_a_running_name_is_not_taken_twice(small_repository):
-    deployments.deploy(small_repository, name="twice")
+    deployments.deploy(small_repository, name="twice", drain_timeout_s=0)
     try:
         with pytest.raises(DeployError, match="'twice' is already running"):
             deployments.deploy(small_repository, name="twice")
@@ -101,12 +101,14 @@ def test_foreground_deploy_stops_cleanly_on_ctrl_c_and_sigterm(small_repository,
     command = [sys.executable, "-m", "mfn.cli.main", "deploy", str(small_repository), "--name", "fg", "--foreground"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (state.load("fg") and state.load("fg").models):
+
+        def deployed_with_models() -> state.Deployment | None:
             assert process.poll() is None, process.communicate()
-            time.sleep(0.1)
-        deployed = state.load("fg")
-        assert deployed and deployed.models == ["text_stats"]
+            deployed = state.load("fg")
+            return deployed if deployed and deployed.models else None
+
+        deployed = wait_for(deployed_with_models, 60, "the foreground deploy to record its models")
+        assert deployed.models == ["text_stats"]
         with mfn.Client("fg") as client:
             assert client.infer("text_stats", {"text": ["x y"]})["n_words"].tolist() == [[2]]
         process.send_signal(stop)
@@ -127,12 +129,12 @@ def test_an_interrupt_while_the_models_load_stops_everything_and_says_so(tmp_pat
     env = {**os.environ, "MFN_TEST_SETUP_DELAY_S": "20"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and state.load("interrupted") is None:
+
+        def recorded_deployment() -> state.Deployment | None:
             assert process.poll() is None, process.communicate()
-            time.sleep(0.05)
-        recorded = state.load("interrupted")
-        assert recorded is not None, "the server never started"
+            return state.load("interrupted")
+
+        recorded = wait_for(recorded_deployment, 60, "the server to start", every_s=0.05)
         process.send_signal(signal.SIGINT)
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)

@@ -18,7 +18,7 @@ from mfn.cli.main import cli
 from mfn.local import deployments, state
 from mfn.local.supervision import read_status
 from mfn.servers.process import is_running
-from tests.conftest import wait_for
+from tests.conftest import scrape, wait_for
 from tests.integration.conftest import TEXT_STATS
 
 pytestmark = pytest.mark.integration
@@ -33,18 +33,16 @@ def idling(request, tmp_path_factory):
     name = f"idle-{server}"
     # Triton's inference open: a stock client reads no key. TorchServe's stays keyed: its open inference goes through
     # mfn's proxy, which cannot follow a sleeping server yet (its new key at every wake is read by mfn.Client).
-    deployment = deployments.deploy(repository, name=name, auth=server != "triton", idle_timeout_s=IDLE_S)
+    deployment = deployments.deploy(repository, name=name, auth=server != "triton", idle_timeout_s=IDLE_S,
+                                    drain_timeout_s=0)
     yield server, deployment
     deployments.undeploy(name)
 
 
 def asleep(deployment: state.Deployment, timeout_s: float = 30.0) -> state.Deployment:
     """Wait for the supervisor to stop the idle server; the status it wrote then."""
-    deadline = time.monotonic() + timeout_s
-    while (status := read_status(deployment)).state != "idle" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status.state == "idle", status
-    return status
+    return wait_for(lambda: (status := read_status(deployment)).state == "idle" and status, timeout_s,
+                    f"{deployment.name}'s supervisor to stop its idle server", every_s=0.2)
 
 
 def stock_http(deployment: state.Deployment, text: str) -> dict:
@@ -116,12 +114,16 @@ def test_requests_arriving_together_while_idle_are_all_answered_after_one_wake(i
     assert read_status(deployment).wakes == before.wakes + 1
 
 
-def metrics_page(deployment: state.Deployment) -> str | None:
+def metric_names(deployment: state.Deployment) -> dict[str, float] | None:
+    """Each sample name on the metrics port with its value summed over labels; None while the port does not answer."""
     try:
-        with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-            return response.read().decode()
+        samples = scrape(deployment.metrics_url)
     except OSError:
         return None
+    totals: dict[str, float] = {}
+    for name, _, value in samples:
+        totals[name] = totals.get(name, 0.0) + value
+    return totals
 
 
 def requests_counted(name: str) -> int:
@@ -138,7 +140,7 @@ def test_asleep_it_still_answers_its_metrics_port_and_stats_keep_counting_across
         for text in ("one", "two words", "three more words"):
             client.infer("text_stats", {"text": [[text]]})
     status = asleep(deployment)
-    page = wait_for(lambda: (text := metrics_page(deployment)) and "mfn_asleep 1" in text and text, 30,
+    page = wait_for(lambda: (totals := metric_names(deployment)) and totals.get("mfn_asleep") == 1 and totals, 30,
                     "the metrics port answering while asleep")
     assert "mfn_requests_total" in page  # the last scrape's counters, not an empty page
     counted = requests_counted(deployment.name)
@@ -178,7 +180,7 @@ def test_a_stock_grpc_client_wakes_it(idling):
 
 def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
     mfn.package(TEXT_STATS, tmp_path, server="triton")
-    deployment = deployments.deploy(tmp_path, name="idle-undeploy", idle_timeout_s=IDLE_S)
+    deployment = deployments.deploy(tmp_path, name="idle-undeploy", idle_timeout_s=IDLE_S, drain_timeout_s=0)
     asleep(deployment)
     undeployed = CliRunner().invoke(cli, ["undeploy", "idle-undeploy", "--json"])
     assert undeployed.exit_code == 0 and json.loads(undeployed.output) == {"stopped": ["idle-undeploy"]}, undeployed.output
@@ -191,7 +193,7 @@ def test_clients_holding_a_key_from_before_the_stop_are_answered_after_the_wake(
     """Inference behind a key: TorchServe makes a new one when it starts again, and mfn.Client reads it."""
     mfn.package(TEXT_STATS, tmp_path, server=server)
     name = f"idle-keyed-{server}"
-    deployment = deployments.deploy(tmp_path, name=name, idle_timeout_s=IDLE_S)
+    deployment = deployments.deploy(tmp_path, name=name, idle_timeout_s=IDLE_S, drain_timeout_s=0)
     try:
         clients = {protocol: mfn.Client(name, protocol=protocol, retries=0, timeout_s=120) for protocol in ("http", "grpc")}
         for client in clients.values():

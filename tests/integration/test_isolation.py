@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import re
 import threading
-import time
-import urllib.request
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.errors import InvokeError
+from tests.conftest import scrape, wait_for
 from tests.handlers.poisonable import MARKER
 
 pytestmark = pytest.mark.integration
@@ -25,22 +23,13 @@ POISONED = set(range(5, REQUESTS, 10))  # 10% of the requests
 
 
 def metric_total(deployment, name: str) -> float:
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and sample.labels.get("model") == "poisonable"
-    )
+    return sum(value for sample, labels, value in scrape(deployment.metrics_url)
+               if sample == name and labels.get("model") == "poisonable")
 
 
 def wait_for_increase(deployment, name: str, before: float) -> float:
     """The metric's new total; Triton's stub flushes mfn metrics once a second, so allow a few."""
-    deadline = time.monotonic() + 10
-    while (total := metric_total(deployment, name)) <= before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return total
+    return wait_for(lambda: (total := metric_total(deployment, name)) > before and total, 10, f"{name} to grow")
 
 
 def send_mixed_traffic(deployment_name: str, protocol: str) -> dict[int, object]:
@@ -98,18 +87,16 @@ def test_the_server_log_holds_the_handlers_own_lines_and_each_failure_with_its_t
     deployment = request.getfixturevalue(SERVERS[server])
     with mfn.Client(deployment.name) as client, pytest.raises(InvokeError):
         client.infer("faulty", {"x": [[3.0, -1.0]]})
-    deadline = time.monotonic() + 10
     wanted = ["faulty v1 set up on cpu",  # ctx.logger.info in setup
               "faulty v1 request ", "predict failed: ValueError: poisoned row in batch", "Traceback (most recent call last)",
               # The handler's own frame (Triton's log escapes the quotes in the source line, so not that).
               "in predict"]
-    while True:
+
+    def log_with_every_line() -> str | None:
         text = Path(deployment.log_file).read_text(errors="replace")
-        missing = [line for line in wanted if line not in text]
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not missing, f"not in {deployment.log_file}: {missing}"
+        return text if all(line in text for line in wanted) else None
+
+    text = wait_for(log_with_every_line, 10, f"every one of {wanted} in {deployment.log_file}", every_s=0.2)
     # Each failure names its request: TorchServe's own id, and on Triton the id mfn.Client sends with each request.
     ids = re.findall(r"faulty v1 request (\S+): ", text)
     assert ids and "-" not in ids and (server == "torchserve" or all(i.startswith("mfn-") for i in ids)), ids

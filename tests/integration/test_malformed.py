@@ -106,7 +106,7 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory):
     store = tmp_path_factory.mktemp("malformed-store")
     # A queue delay long enough that concurrent requests share batches.
     mfn.package(MIXED, store, server="torchserve", batching={"max_batch_size": 8, "max_queue_delay_us": 20_000})
-    yield deployments.deploy(store, name="malformed-ts")
+    yield deployments.deploy(store, name="malformed-ts", drain_timeout_s=0)
     deployments.undeploy("malformed-ts")
 
 
@@ -114,7 +114,7 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory):
 def triton(tmp_path_factory: pytest.TempPathFactory):
     repository = tmp_path_factory.mktemp("malformed-repository")
     mfn.package(MIXED, repository)
-    yield deployments.deploy(repository, name="malformed-tr")
+    yield deployments.deploy(repository, name="malformed-tr", drain_timeout_s=0)
     deployments.undeploy("malformed-tr")
 
 

@@ -34,7 +34,7 @@ def served(request, models, tmp_path_factory) -> Iterator[tuple[Deployment, dict
     for kind, (path, _) in models.items():
         spec = mfn.package(str(path), output, server=server, batching={"max_batch_size": 16}, inputs=DECLARED_INPUTS.get(kind)).spec
         names[kind] = spec.name
-    deployment = deployments.deploy(output, name=f"formats-{server}", auth=False)
+    deployment = deployments.deploy(output, name=f"formats-{server}", auth=False, drain_timeout_s=0)
     try:
         yield deployment, names
     finally:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.cli.main import cli
-from mfn.local import state
 from mfn.errors import InvokeError
+from mfn.local import state
 from mfn.monitoring.render import dashboard_expressions
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, scrape, wait_for
 from tests.integration.conftest import TEXT_STATS
 
 pytestmark = pytest.mark.integration
@@ -37,13 +35,13 @@ def query(prometheus_url: str, expr: str) -> list[dict]:
     return answer["data"]["result"]
 
 
-def wait_for(prometheus_url: str, expr: str, predicate, timeout_s: float = 45.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+def query_until(prometheus_url: str, expr: str, predicate, timeout_s: float = 45.0) -> list[dict]:
+    """Prometheus's answer to `expr` once `predicate` accepts it (scrapes come every second, the first after a few)."""
+    def accepted() -> tuple[list[dict]] | None:
         result = query(prometheus_url, expr)
-        if predicate(result) or time.monotonic() > deadline:
-            return result
-        time.sleep(0.5)
+        return (result,) if predicate(result) else None
+
+    return wait_for(accepted, timeout_s, f"Prometheus's answer to {expr!r}", every_s=0.5)[0]
 
 
 def send_known_traffic(name: str) -> None:
@@ -69,20 +67,18 @@ def monitored(request, tmp_path_factory):
     for ref in (TEXT_STATS, FAULTY, STREAMER, COUNTED):
         mfn.package(ref, models, server=server)
     name = f"monitored-{server}"
-    result = CliRunner().invoke(cli, ["deploy", str(models), "--name", name, "--prometheus", "--json"])
+    result = CliRunner().invoke(cli, ["deploy", str(models), "--name", name, "--prometheus", "--json",
+                                      "--drain-timeout", "0"])
     assert result.exit_code == 0, result.output
     deployment = state.get(name)
     prometheus_url = json.loads(result.output)["endpoints"]["prometheus"]
-    up = wait_for(prometheus_url, "up", lambda r: r and r[0]["value"][1] == "1")
+    up = query_until(prometheus_url, "up", lambda r: r and r[0]["value"][1] == "1")
     assert up and up[0]["metric"]["job"] == f"mfn-{name}", up
     send_known_traffic(name)
     yield server, deployment, prometheus_url
     prometheus_pid = int(deployment.extra["prometheus_pid"])
     assert CliRunner().invoke(cli, ["undeploy", name]).exit_code == 0
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{prometheus_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not Path(f"/proc/{prometheus_pid}").exists(), "undeploy left Prometheus running"
+    wait_for(lambda: not Path(f"/proc/{prometheus_pid}").exists(), 10, "undeploy to stop Prometheus")
 
 
 def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored):
@@ -96,7 +92,7 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
     def counts(result):
         return {(r["metric"]["model"], r["metric"]["outcome"]): float(r["value"][1]) for r in result}
 
-    result = wait_for(prometheus_url, "mfn_requests_total", lambda r: counts(r) == expected)
+    result = query_until(prometheus_url, "mfn_requests_total", lambda r: counts(r) == expected)
     assert counts(result) == expected
     for series in result:
         labels = series["metric"]
@@ -104,7 +100,7 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
         assert (labels["deployment"], labels["server"], labels["job"]) == (deployment.name, server, f"mfn-{deployment.name}")
     # One request at a time: every predict call saw one row, so the le=1 bucket holds them all.
     calls = 'mfn_batch_size_count{model="text_stats"}'
-    batches = wait_for(prometheus_url, calls, lambda r: r and float(r[0]["value"][1]) == 7.0)
+    batches = query_until(prometheus_url, calls, lambda r: r and float(r[0]["value"][1]) == 7.0)
     assert batches and float(batches[0]["value"][1]) == 7.0
     single = query(prometheus_url, 'mfn_batch_size_bucket{model="text_stats", le=~"1|1[.]0"}')
     assert [float(series["value"][1]) for series in single] == [7.0]
@@ -113,7 +109,7 @@ def test_prometheus_holds_the_mfn_series_with_exact_counts_and_labels(monitored)
 
 def test_a_handlers_own_metric_reaches_prometheus_with_model_labels(monitored):
     _, _, prometheus_url = monitored
-    result = wait_for(prometheus_url, "faulty_poisoned_batches_total", lambda r: r and float(r[0]["value"][1]) == 3.0)
+    result = query_until(prometheus_url, "faulty_poisoned_batches_total", lambda r: r and float(r[0]["value"][1]) == 3.0)
     assert result, "the handler's ctx.metrics counter never reached Prometheus"
     (series,) = result
     assert float(series["value"][1]) == 3.0
@@ -126,38 +122,32 @@ def test_prometheus_also_holds_the_servers_own_metrics(monitored):
         expr, label = 'nv_inference_request_success{model="text_stats"}', "model"
     else:
         expr, label = 'ts_inference_requests_total{model_name="text_stats"}', "model_name"
-    result = wait_for(prometheus_url, expr, lambda r: r and float(r[0]["value"][1]) == 7.0)
+    result = query_until(prometheus_url, expr, lambda r: r and float(r[0]["value"][1]) == 7.0)
     assert result and result[0]["metric"][label] == "text_stats" and float(result[0]["value"][1]) == 7.0
 
 
 def test_every_dashboard_expression_parses_and_returns_data(monitored):
     _, _, prometheus_url = monitored
     for expr in dashboard_expressions():
-        result = wait_for(prometheus_url, expr, bool, timeout_s=30)
+        result = query_until(prometheus_url, expr, bool, timeout_s=30)
         assert result, f"no data for dashboard query: {expr}"
 
 
 def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
     _, deployment, _ = monitored
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        samples = {
-            sample.name.removesuffix("_total")
-            for family in text_string_to_metric_families(response.read().decode())
-            for sample in family.samples
-        }
+    samples = {name.removesuffix("_total") for name, _, _ in scrape(deployment.metrics_url)}
     for histogram in ("mfn_batch_size", "mfn_predict_duration_seconds"):
         assert {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"} <= samples
     assert "mfn_requests" in samples
     # Triton's adapter applies metric updates once a second: give the last ones time to land.
-    deadline = time.monotonic() + 5
-    while True:
+    def landed() -> dict | None:
         result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
         assert result.exit_code == 0, result.output
         rows = {row["model"]: row for row in json.loads(result.output)}
-        if (rows.get("faulty", {}).get("requests") == 5 and rows.get("counted_fixed", {}).get("cache", {}).get("hit")) \
-                or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        complete = rows.get("faulty", {}).get("requests") == 5 and rows.get("counted_fixed", {}).get("cache", {}).get("hit")
+        return rows if complete else None
+
+    rows = wait_for(landed, 5, "mfn stats to count every request sent", every_s=0.2)
     assert rows["text_stats"]["requests"] == 7 and rows["text_stats"]["error_rate"] == 0.0
     assert rows["faulty"]["outcomes"] == {"error": 3, "invalid": 0, "success": 2}
     assert rows["faulty"]["error_rate"] == pytest.approx(0.6)

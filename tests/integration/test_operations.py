@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from mfn.cli.main import cli
 from mfn.local import deployments, state
 from mfn.errors import DeployError, InvokeError
 from mfn.servers.process import free_ports
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_for
 from tests.integration.conftest import TEXT_STATS
 
 pytestmark = pytest.mark.integration
@@ -64,7 +63,7 @@ def served(packaged, fixed_ports) -> Iterator[dict[str, deployments.Deployment]]
     try:
         for server in SERVERS:
             deployed[server] = deployments.deploy(packaged[server][0], name=NAMES[server], models=["versioned"],
-                                            ports=fixed_ports[server])
+                                            ports=fixed_ports[server], drain_timeout_s=0)
         yield deployed
     finally:
         for server in SERVERS:
@@ -161,7 +160,8 @@ def test_set_default_works_on_both_servers_and_survives_a_redeploy(served, packa
     refused = CliRunner().invoke(cli, ["set-default", "versioned", "1", "--deployment", name])
     assert refused.exit_code != 0 and "v1: that version is packaged but not loaded (it serves v2, v3" in refused.output
     deployments.undeploy(name)
-    served[server] = deployments.deploy(packaged[server][0], name=name, models=["versioned"], ports=fixed_ports[server])
+    served[server] = deployments.deploy(packaged[server][0], name=name, models=["versioned"], ports=fixed_ports[server],
+                                        drain_timeout_s=0)
     assert (described(name)["default_version"], served_by(name)) == (2, 2)
     run("set-default", "versioned", "--newest", "--deployment", name)
     assert served_by(name) == 3
@@ -177,17 +177,18 @@ def test_logs_follow_prints_lines_as_the_server_writes_them(served, server):
     try:
         assert json.loads(lines.get(timeout=30))["deployment"] == name  # the last line, then new ones
         run("load", "text_stats", "--deployment", name)
-        deadline = time.monotonic() + 30
         seen = []
-        while time.monotonic() < deadline and not any("text_stats" in line for line in seen):
-            try:
-                seen.append(json.loads(lines.get(timeout=1))["line"])
-            except queue.Empty:
-                continue
-        assert any("text_stats" in line for line in seen), seen[-5:]
+
+        def logged_the_load() -> bool:
+            while not lines.empty():
+                seen.append(json.loads(lines.get_nowait())["line"])
+            return any("text_stats" in line for line in seen)
+
+        wait_for(logged_the_load, 30, "`mfn logs -f` to print the server's lines about loading text_stats", every_s=0.2)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
+        process.stderr.close()
         run("unload", "text_stats", "--deployment", name)
     assert process.returncode == 0
 

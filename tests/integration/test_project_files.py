@@ -39,7 +39,7 @@ def served(request, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     path = tmp_path_factory.mktemp(f"projects-{server}")
     package_both(path, server)
     name = f"projects-{server}"
-    deployments.deploy(path, name=name)
+    deployments.deploy(path, name=name, drain_timeout_s=0)
     yield name, path
     deployments.undeploy(name)
 
@@ -82,7 +82,7 @@ def test_a_new_version_packaged_into_the_served_directory_verifies_untouched_and
     assert result.exit_code == 0, result.output
     assert tree(path) == before
     deployments.undeploy(name)
-    deployments.deploy(path, name=name)  # verifies every package first
+    deployments.deploy(path, name=name, drain_timeout_s=0)  # verifies every package first
     with mfn.Client(name) as client:
         np.testing.assert_allclose(client.infer("labeler", {"x": X})["y"], X * 2 + 200)
         np.testing.assert_allclose(client.infer("tripler", {"x": X})["y"], X * 3 + 0.5)

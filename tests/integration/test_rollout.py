@@ -23,7 +23,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.local import deployments, rollout, routes, state
 from mfn.errors import MfnError
-from tests.conftest import HANDLERS, wait_for
+from tests.conftest import HANDLERS, scrape, wait_for
 from tests.handlers.tracked import HANG_S
 
 TRACKED = f"{HANDLERS / 'tracked.py'}:Tracked"
@@ -163,13 +163,13 @@ def test_abort_answers_the_requests_in_flight_and_sends_all_traffic_back(primary
 def received(server: str, deployment_name: str) -> float:
     """Requests the deployment has received, as its metrics show them: TorchServe counts each on arrival; on Triton,
     those not finished yet are queued or in a model's hands."""
-    from mfn.servers.http import request
-
-    status, text = request("GET", state.get(deployment_name).metrics_url, 5.0)
     names = ("ts_inference_requests_total",) if server == "torchserve" else \
         ("nv_inference_pending_request_count", "mfn_inflight_requests")
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.split("{", 1)[0] in names) if status == 200 else 0.0
+    try:
+        samples = scrape(state.get(deployment_name).metrics_url)
+    except OSError:
+        return 0.0
+    return sum(value for name, _, value in samples if name in names)
 
 
 def test_a_release_that_fails_every_request_is_rolled_back_by_itself(primary, packages):

@@ -105,7 +105,7 @@ def test_deploy_refuses_a_tampered_package_and_starts_nothing(packages):
 def test_deploy_checks_signatures_with_a_public_key_and_no_verify_overrides(packages, tmp_path):
     private, public = key_pair(tmp_path)
     assert run("sign", packages["triton"], "--key", private).exit_code == 0
-    deployed = deployments.deploy(packages["triton"], name="signed", public_key=public)
+    deployed = deployments.deploy(packages["triton"], name="signed", public_key=public, drain_timeout_s=0)
     try:
         assert deployed.models == ["text_stats"]
     finally:
@@ -113,7 +113,7 @@ def test_deploy_checks_signatures_with_a_public_key_and_no_verify_overrides(pack
     (packages["triton"] / "text_stats" / "1" / "handler" / "notes.txt").write_text("added\n")
     with pytest.raises(MfnError, match="text_stats/1/handler/notes.txt was added after packaging"):
         deployments.deploy(packages["triton"], name="signed", public_key=public)
-    deployed = deployments.deploy(packages["triton"], name="unverified", verify=False)
+    deployed = deployments.deploy(packages["triton"], name="unverified", verify=False, drain_timeout_s=0)
     deployments.undeploy("unverified")
     assert deployed.models == ["text_stats"]
 
@@ -130,7 +130,7 @@ def test_bytecode_caches_are_not_compared_verify_leaves_them_and_deploy_removes_
     result = run("verify", packages["triton"], "--key", public)
     assert result.exit_code == 0, result.output
     assert compiled.read_bytes() == b"planted" and stray.read_bytes() == b"planted"
-    deployed = deployments.deploy(packages["triton"], name="cleaned", public_key=public)
+    deployed = deployments.deploy(packages["triton"], name="cleaned", public_key=public, drain_timeout_s=0)
     try:
         assert deployed.models == ["text_stats"]
         assert not stray.exists()

@@ -17,7 +17,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.local import deployments
 from mfn.errors import InvokeError
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 STREAMER = f"{HANDLERS / 'streamer.py'}:Streamer"
@@ -47,7 +47,7 @@ def served(outputs, logs) -> Iterator[dict[str, deployments.Deployment]]:
             mfn.package(STREAMER, output, server=server)
             # The server's model processes inherit the environment: the handler notes its steps in this file.
             os.environ["MFN_TEST_STREAM_LOG"] = str(logs[server])
-            deployed[server] = deployments.deploy(output, name=NAMES[server])
+            deployed[server] = deployments.deploy(output, name=NAMES[server], drain_timeout_s=0)
         yield deployed
     finally:
         os.environ.pop("MFN_TEST_STREAM_LOG", None)
@@ -86,9 +86,7 @@ def test_a_cancelled_stream_on_triton_stops_predict_between_chunks(served, logs)
         chunks = client.stream("streamer", {"steps": [[40]], "delay_ms": [[100]]})
         assert [next(chunks)["step"].item(), next(chunks)["step"].item()] == [1, 2]
         chunks.close()
-    deadline = time.monotonic() + 10
-    while "closed" not in logs["triton"].read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: "closed" in logs["triton"].read_text(), 10, "the handler to note the stream closed")
     noted = logs["triton"].read_text().splitlines()
     assert noted[-1] == "closed" and len(noted) - 1 < 10, noted  # stopped long before step 40
 
@@ -110,21 +108,15 @@ def test_invoke_stream_prints_one_json_object_per_chunk(served, server):
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_streaming_metrics_count_chunks_and_time_to_first_chunk(served, server):
-    from prometheus_client.parser import text_string_to_metric_families
-    import urllib.request
-
     timed_chunks(NAMES[server], "grpc", steps=3, delay_ms=0)
-    deadline = time.monotonic() + 5
-    while True:
-        with urllib.request.urlopen(served[server].metrics_url, timeout=10) as response:
-            samples = {sample.name.removesuffix("_total"): sample.value
-                       for family in text_string_to_metric_families(response.read().decode())
-                       for sample in family.samples if sample.labels.get("model") == "streamer"
-                       and not sample.labels.get("le")}
-        if samples.get("mfn_stream_chunks_count", 0) > 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert samples["mfn_stream_chunks_count"] > 0 and samples["mfn_first_chunk_seconds_count"] > 0
+
+    def streamer_counts() -> dict[str, float] | None:
+        samples = {name: value for name, labels, value in scrape(served[server].metrics_url)
+                   if labels.get("model") == "streamer" and not labels.get("le")}
+        return samples if samples.get("mfn_stream_chunks_count", 0) > 0 else None
+
+    samples = wait_for(streamer_counts, 5, "the stream's chunks in the metrics", every_s=0.2)
+    assert samples["mfn_first_chunk_seconds_count"] > 0
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -69,16 +69,21 @@ def quick_health(monkeypatch):
 def answers(name: str, timeout_s: float) -> float:
     """Seconds until text_stats answers correctly through the deployment, failing after `timeout_s`."""
     started = time.monotonic()
-    last_error = None
-    while time.monotonic() - started < timeout_s:
+    errors: list[MfnError] = []
+
+    def answered() -> bool:
         try:
             with mfn.Client(name, timeout_s=5.0, retries=0) as client:
-                if client.infer("text_stats", {"text": ["a b"]})["n_words"].tolist() == [[2]]:
-                    return time.monotonic() - started
+                return client.infer("text_stats", {"text": ["a b"]})["n_words"].tolist() == [[2]]
         except MfnError as error:
-            last_error = error
-        time.sleep(0.2)
-    raise AssertionError(f"{name} did not answer within {timeout_s} s: {last_error}")
+            errors.append(error)
+            return False
+
+    try:
+        wait_for(answered, timeout_s, f"{name} to answer text_stats", every_s=0.2)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; the last error: {errors[-1] if errors else None}") from None
+    return time.monotonic() - started
 
 
 def server_pid(deployment) -> int:
@@ -86,7 +91,7 @@ def server_pid(deployment) -> int:
 
 
 def test_a_killed_triton_stub_is_detected_and_its_model_reloaded(text_repository):
-    deployment = deployments.deploy(text_repository, name="stub-kill")
+    deployment = deployments.deploy(text_repository, name="stub-kill", drain_timeout_s=0)
     try:
         stubs = [pid for pid, (_, command) in children(server_pid(deployment)).items() if "text_stats" in " ".join(command)]
         assert len(stubs) == 1
@@ -112,7 +117,7 @@ def crash_triton(deployment) -> None:
 
 
 def test_a_request_that_crashes_triton_is_followed_by_a_restart_on_the_same_ports(text_repository, mfn_home):
-    deployment = deployments.deploy(text_repository, name="crash")
+    deployment = deployments.deploy(text_repository, name="crash", drain_timeout_s=0)
     try:
         first_server = server_pid(deployment)
         first_stubs = {pid: process_start_time(pid) for pid in children(first_server)}
@@ -139,7 +144,7 @@ def restarted(deployment, count: int):
 
 
 def test_a_crash_loop_keeps_restarting_and_the_status_says_why(text_repository, short_backoff):
-    deployment = deployments.deploy(text_repository, name="crash-loop")
+    deployment = deployments.deploy(text_repository, name="crash-loop", drain_timeout_s=0)
     try:
         crashes = 6  # one more than the restarts the supervisor used to give up after
         for crash in range(1, crashes + 1):
@@ -172,7 +177,7 @@ def zombies(pid: int) -> list[int]:
 
 
 def test_a_killed_torchserve_frontend_is_restarted_with_its_models(text_store):
-    deployment = deployments.deploy(text_store, name="ts-crash")
+    deployment = deployments.deploy(text_store, name="ts-crash", drain_timeout_s=0)
     try:
         frontend = java(server_pid(deployment))
         os.kill(frontend, signal.SIGKILL)
@@ -191,7 +196,7 @@ def test_a_killed_torchserve_frontend_is_restarted_with_its_models(text_store):
 
 def test_a_torchserve_killed_while_its_restart_waits_for_its_models_is_restarted_at_once(slow_store, monkeypatch):
     monkeypatch.setenv("MFN_TEST_SETUP_DELAY_S", "5")  # read by slow_setup's workers, started by each restart
-    deployment = deployments.deploy(slow_store, name="ts-ready-kill")
+    deployment = deployments.deploy(slow_store, name="ts-ready-kill", drain_timeout_s=0)
     try:
         first = server_pid(deployment)
         os.kill(java(first), signal.SIGKILL)
@@ -232,6 +237,7 @@ def group_members(group: int) -> set[int]:
 
 @pytest.mark.parametrize("target", ["triton", "torchserve"])
 def test_a_killed_supervisor_takes_its_whole_server_with_it(target, text_repository, text_store):
+    # The default drain: with none, Triton's own exit on SIGTERM leaves its stubs behind for longer than this waits.
     deployment = deployments.deploy(text_repository if target == "triton" else text_store, name=f"orphan-{target}")
     server = server_pid(deployment)
     assert len(group_members(server)) >= 2  # the server and its stubs, or TorchServe's launcher, Java and worker
@@ -245,7 +251,7 @@ def test_a_killed_supervisor_takes_its_whole_server_with_it(target, text_reposit
 def test_a_server_that_stops_answering_is_recorded_as_unresponsive_and_no_model_is_reloaded(
         target, text_repository, text_store, quick_health):
     name = f"paused-{target}"
-    deployment = deployments.deploy(text_repository if target == "triton" else text_store, name=name)
+    deployment = deployments.deploy(text_repository if target == "triton" else text_store, name=name, drain_timeout_s=0)
     try:
         server = server_pid(deployment)
         # Stopped, every process of the server keeps its ports: connections complete in the kernel's backlog and
@@ -271,7 +277,7 @@ def test_a_server_that_stops_answering_is_recorded_as_unresponsive_and_no_model_
 
 
 def test_a_model_the_answering_server_says_is_not_ready_is_reloaded(text_repository, quick_health):
-    deployment = deployments.deploy(text_repository, name="unloaded")
+    deployment = deployments.deploy(text_repository, name="unloaded", drain_timeout_s=0)
     try:
         key = {"Authorization": f"Bearer {state.read_key(deployment, 'management')}"}
         code, body = request("POST", f"{deployment.http_url}/v2/repository/models/text_stats/unload", timeout_s=30.0,

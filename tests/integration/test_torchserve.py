@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 import urllib.error
@@ -17,10 +16,11 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
+from mfn.errors import InvokeError
 from mfn.local import deployments
 from mfn.local.torchserve_local import management_url, read_key
-from mfn.errors import InvokeError
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
+from tests.conftest import scrape, wait_for
 from tests.integration.conftest import MLP, TEXT_STATS
 from tests.integration.test_triton import in_process
 from tests.processes import as_another_user, readable_by_another_user
@@ -29,31 +29,10 @@ pytestmark = pytest.mark.integration
 PROTOCOLS = ["http", "grpc"]
 
 
-def exposed_samples(deployment) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample on the live metrics port, names as exposed.
-
-    Read by hand: prometheus_client's parser renames counter samples (it appends "_total"), and mfn's
-    histogram series are counters named `<name>_bucket`, `_sum` and `_count`.
-    """
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    samples = []
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            labels = dict(LABEL.findall(match["labels"] or ""))
-            samples.append((match["name"], labels, float(match["value"])))
-    return samples
-
-
-SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
 def metric_samples(deployment, name: str) -> dict[str, float]:
     """Sum of a metric's samples by sample name (e.g. _sum, _count) for model mlp."""
     totals: dict[str, float] = {}
-    for sample, labels, value in exposed_samples(deployment):
+    for sample, labels, value in scrape(deployment.metrics_url):
         if sample.startswith(name) and labels.get("model") == "mlp":
             totals[sample] = totals.get(sample, 0.0) + value
     return totals
@@ -72,7 +51,7 @@ def settled_samples(deployment, name: str) -> dict[str, float]:
 
 def bucket_bounds(deployment, name: str) -> list[str]:
     """The `le` bounds a bucket series has for model mlp, in increasing order."""
-    bounds = {labels["le"] for sample, labels, _ in exposed_samples(deployment) if sample == name and labels.get("model") == "mlp"}
+    bounds = {labels["le"] for sample, labels, _ in scrape(deployment.metrics_url) if sample == name and labels.get("model") == "mlp"}
     return sorted(bounds, key=float)
 
 
@@ -107,10 +86,12 @@ def test_32_concurrent_requests_are_correct_and_metrics_show_batches(torchserve_
         answers = list(pool.map(lambda row: client.infer("mlp", {"features": row[None]})["probs"][0], rows))
     np.testing.assert_allclose(np.stack(answers), expected, rtol=1e-5, atol=1e-6)
     # The worker applies metric updates once a second.
-    deadline, after = time.monotonic() + 10, before
-    while after.get("mfn_batch_size_sum", 0) - before.get("mfn_batch_size_sum", 0) < 32 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        after = metric_samples(torchserve_deployment, "mfn_batch_size")
+
+    def all_rows_counted() -> dict[str, float] | None:
+        now = metric_samples(torchserve_deployment, "mfn_batch_size")
+        return now if now.get("mfn_batch_size_sum", 0) - before.get("mfn_batch_size_sum", 0) >= 32 else None
+
+    after = wait_for(all_rows_counted, 10, "the 32 rows in the batch-size metric")
     rows_predicted = after["mfn_batch_size_sum"] - before.get("mfn_batch_size_sum", 0)
     predict_calls = after["mfn_batch_size_count"] - before.get("mfn_batch_size_count", 0)
     assert rows_predicted == 32
@@ -162,14 +143,14 @@ def ready_worker_pids(deployment, model: str) -> list[int]:
     """The pids of a model's workers once all are READY (a worker restarting from an earlier kill is not)."""
     token = read_key(deployment, "management")
     request = urllib.request.Request(f"{management_url(deployment)}/models/{model}", headers={"Authorization": f"Bearer {token}"})
-    deadline = time.monotonic() + 30
-    while True:
+
+    def ready_workers() -> list[dict] | None:
         with urllib.request.urlopen(request, timeout=10) as response:
             (description,) = json.load(response)
         workers = description["workers"]
-        if workers and all(worker["status"] == "READY" for worker in workers) or time.monotonic() > deadline:
-            return [int(worker["pid"]) for worker in workers]
-        time.sleep(0.2)
+        return workers if workers and all(worker["status"] == "READY" for worker in workers) else None
+
+    return [int(worker["pid"]) for worker in wait_for(ready_workers, 30, f"every worker of {model} to be READY")]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -186,7 +167,7 @@ def test_a_killed_worker_is_survived_by_a_bounded_retry(torchserve_deployment, p
 
 def test_no_auth_opens_inference_and_nothing_else_even_to_another_user(tmp_path):
     mfn.package(TEXT_STATS, tmp_path, server="torchserve")
-    deployment = deployments.deploy(tmp_path, name="ts-open", auth=False)
+    deployment = deployments.deploy(tmp_path, name="ts-open", auth=False, drain_timeout_s=0)
     try:
         public = f"http://127.0.0.1:{deployment.public_port('http')}/predictions/text_stats"
         assert public != f"{deployment.http_url}/predictions/text_stats"  # served through the proxy

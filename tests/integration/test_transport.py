@@ -20,7 +20,7 @@ from mfn.runtime.codec.binary import HEADER_LENGTH
 from mfn.runtime.codec.client import encode_binary_request, read_binary_answer
 from mfn.runtime.codec.limits import MIB
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_for
 from tests.integration.test_triton import in_process
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, deplo
     mfn.package(IMAGES, repository, name="warm")
     mfn.package(IMAGES, store, server="torchserve", name="warm")
     mfn.package(MIXED, store, server="torchserve", name="wide", max_request_mb=WIDE_REQUEST_MB)
-    deployed = {"triton": deployments.deploy(repository, name="transport"), "torchserve": deployments.deploy(store, name="transport-ts")}
+    deployed = {"triton": deployments.deploy(repository, name="transport", drain_timeout_s=0),
+                "torchserve": deployments.deploy(store, name="transport-ts", drain_timeout_s=0)}
     yield deployed
     for deployment in deployed.values():
         deployments.undeploy(deployment.name)
@@ -190,9 +191,7 @@ def model_series(deployment, model: str) -> dict[tuple[str, str], float]:
 @pytest.mark.parametrize("server", SERVERS)
 def test_outcome_series_start_at_zero_and_warm_up_is_not_traffic_on_both_servers(served, server):
     """`warm` ran three warm-up requests before it was ready, and no client has called it yet (see the next test)."""
-    deadline = time.monotonic() + 5 * FLUSH_INTERVAL_S
-    while not (series := model_series(served[server], "warm")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    series = wait_for(lambda: model_series(served[server], "warm"), 5 * FLUSH_INTERVAL_S, "warm's series", every_s=0.2)
     requests = {outcome: value for (name, outcome), value in series.items() if name.startswith("mfn_requests_total")}
     assert requests == {"success": 0.0, "invalid": 0.0, "error": 0.0}
     assert not any(name.startswith(("mfn_batch_size", "mfn_predict_duration_seconds")) and value

@@ -57,7 +57,7 @@ def workflow(server: str, tmp_path: Path):
     """v1 packaged (policy: all) and deployed; undeployed afterwards whatever happened."""
     name = f"versions-{server}"
     mfn.package(VERSIONED, tmp_path, server=server, version=1)
-    deployments.deploy(tmp_path, name=name)
+    deployments.deploy(tmp_path, name=name, drain_timeout_s=0)
     try:
         yield name, tmp_path
     finally:
@@ -124,7 +124,7 @@ def test_the_version_rule_holds_on_both_servers_through_load_unload_set_default_
 
     # A redeploy serves what the package says; the chosen default applies again once it is served.
     deployments.undeploy(name)
-    deployments.deploy(store, name=name)
+    deployments.deploy(store, name=name, drain_timeout_s=0)
     assert (serving(name), served_by(name)) == (([3], 3), 3)
     cli_ok("load", "versioned", "--version", "1", "--deployment", name)
     assert (serving(name), served_by(name)) == (([1, 3], 1), 1)

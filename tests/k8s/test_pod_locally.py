@@ -13,12 +13,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.local.launching import remove_shm_regions
@@ -27,7 +26,7 @@ from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers import torchserve, triton
 from mfn.servers.http import request
 from mfn.servers.process import descendants, free_ports, process_start_time, start_detached, stop_process_group
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, metric_samples, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -104,23 +103,16 @@ def run_probe(pod: LocalPod, env: dict[str, str], name: str) -> subprocess.Compl
 
 
 def wait_probe(pod: LocalPod, env: dict[str, str], name: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess:
-    deadline = time.monotonic() + timeout_s
-    result = run_probe(pod, env, name)
-    while result.returncode != 0 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        result = run_probe(pod, env, name)
-    return result
+    """The probe's first passing run, or its last run when none passed within `timeout_s` (its output says why)."""
+    runs = []
+    with suppress(AssertionError):
+        wait_for(lambda: runs.append(run_probe(pod, env, name)) or runs[-1].returncode == 0, timeout_s, name, every_s=0.5)
+    return runs[-1]
 
 
 def wait_ok(url: str, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    code = 0
-    while time.monotonic() < deadline:
-        code, _ = request("GET", url, timeout_s=2.0)
-        if code == 200:
-            return code
-        time.sleep(0.2)
-    return code
+    return wait_for(lambda: request("GET", url, timeout_s=2.0)[0] == 200 and 200, timeout_s, f"{url} to answer 200",
+                    every_s=0.2)
 
 
 def kill_below(pid: int, matches: Callable[[list[str]], bool]) -> list[int]:
@@ -164,7 +156,7 @@ def running_pod(pod: LocalPod, command: list[str], env: dict[str, str], tmp_path
         assert wait_ok(metrics_url, timeout_s=15.0) == 200, f"{metrics_url} never answered"
         code, text = request("GET", metrics_url, timeout_s=5.0)
         assert code == 200, text
-        assert list(text_string_to_metric_families(text)), "the metrics port served no Prometheus text"
+        assert metric_samples(text), "the metrics port served no Prometheus text"
         yield process
     finally:
         stop_process_group(process.pid, process_start_time(process.pid), grace_s=15.0)

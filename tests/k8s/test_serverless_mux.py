@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import mfn
 from mfn.local import deployments, state
 from mfn.kubernetes.helm import chart_path, values_for
 from mfn.servers.process import free_ports
+from tests.conftest import wait_for
 from tests.integration.conftest import TEXT_STATS
 
 pytestmark = pytest.mark.integration
@@ -44,14 +44,9 @@ def rendered_caddyfile(repository: Path, tmp_path: Path, http: int, grpc: int, p
     return config_map["data"]["Caddyfile"]
 
 
-def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
+def listens(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize("server", ["triton", "torchserve"])
@@ -60,7 +55,7 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
     mfn.package(TEXT_STATS, repository, server=server)
     name = f"mux-{server}"
     # Keyed, as the chart's pods are by default: the mux sits in front of the server's own ports.
-    deployment = deployments.deploy(repository, name=name)
+    deployment = deployments.deploy(repository, name=name, drain_timeout_s=0)
     key = state.read_key(deployment, "inference")
     (port,) = free_ports(1)
     config = tmp_path / "Caddyfile"
@@ -68,7 +63,7 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
     mux = subprocess.Popen([caddy(), "run", "--config", str(config), "--adapter", "caddyfile"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     try:
-        wait_for_port(port)
+        wait_for(lambda: listens(port), 20, f"a listener on port {port}")
         # HTTP/1.1, as a stock client sends it, and mfn.Client over both protocols, all to the one port.
         if server == "triton":
             url = f"http://127.0.0.1:{port}/v2/models/text_stats/infer"
@@ -88,4 +83,5 @@ def test_http_and_grpc_reach_the_server_through_the_one_serverless_port(server, 
     finally:
         mux.terminate()
         mux.wait(timeout=10)
+        mux.stderr.close()  # else a later test, whichever it is, gets its ResourceWarning when it is collected
         deployments.undeploy(name)

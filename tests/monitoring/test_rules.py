@@ -30,10 +30,23 @@ def rules_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_rules_and_dashboard_match_golden():
-    assert_matches_golden(render.to_yaml(render.alert_rules()), GOLDEN / "monitoring" / "rules.yml")
-    assert_matches_golden(render.to_json(render.dashboard()), GOLDEN / "monitoring" / "dashboard.json")
-    assert_matches_golden(render.to_yaml(render.scrape_config(TARGETS, 15, ["rules.yml"])), GOLDEN / "monitoring" / "prometheus.yml")
+def test_rules_and_dashboard_match_golden_and_parse_back():
+    rules_text = render.to_yaml(render.alert_rules())
+    dashboard_text = render.to_json(render.dashboard())
+    scrape_text = render.to_yaml(render.scrape_config(TARGETS, 15, ["rules.yml"]))
+    assert_matches_golden(rules_text, GOLDEN / "monitoring" / "rules.yml")
+    assert_matches_golden(dashboard_text, GOLDEN / "monitoring" / "dashboard.json")
+    assert_matches_golden(scrape_text, GOLDEN / "monitoring" / "prometheus.yml")
+    (group,) = yaml.safe_load(rules_text)["groups"]
+    alerts = [rule for rule in group["rules"] if "alert" in rule]
+    assert alerts and all(rule["expr"] and rule["labels"]["severity"] and rule["annotations"]["summary"] for rule in alerts)
+    panels = json.loads(dashboard_text)["panels"]
+    assert panels and all(target["expr"] for panel in panels for target in panel["targets"])
+    scrape = yaml.safe_load(scrape_text)
+    assert scrape["global"]["scrape_interval"] == "15s" and scrape["rule_files"] == ["rules.yml"]
+    assert [(job["job_name"], job["static_configs"][0]["targets"], job["static_configs"][0]["labels"]["server"])
+            for job in scrape["scrape_configs"]] == [
+        (f"mfn-{target.deployment}", [target.address], target.server) for target in TARGETS]
 
 
 def test_promtool_accepts_the_config_and_the_rules(rules_dir):

@@ -29,8 +29,13 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_model_config_matches_golden(case):
-    assert_matches_golden(render_model_config(CASES[case]), GOLDEN / "torchserve" / f"{case}.model-config.yaml")
+def test_model_config_matches_golden_and_parses_back_to_the_spec(case):
+    spec = CASES[case]
+    text = render_model_config(spec)
+    assert_matches_golden(text, GOLDEN / "torchserve" / f"{case}.model-config.yaml")
+    config = yaml.safe_load(text)
+    assert config["minWorkers"] == config["maxWorkers"] == spec.worker_count
+    assert config["batchSize"] == (spec.batching.max_batch_size if spec.batching.dynamic else 1)  # no server-side batching
 
 
 def test_batching_and_workers_come_from_the_spec():

@@ -39,7 +39,11 @@ def config(server: str, routing: Routing, directory: str = "/srv/mfn/route", gua
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_strategy_renders_its_golden_configuration(case):
     server, routing = CASES[case]
-    assert_matches_golden(render(config(server, routing)), GOLDEN / "proxy" / f"{case}.nginx.conf")
+    text = render(config(server, routing))
+    assert_matches_golden(text, GOLDEN / "proxy" / f"{case}.nginx.conf")
+    # Both of the primary's ports are upstreams, and the canary's exactly when a rollout has one.
+    assert "127.0.0.1:9101" in text and "127.0.0.1:9102" in text
+    assert ("127.0.0.1:9103" in text and "127.0.0.1:9104" in text) == (case != "no-rollout")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
