@@ -161,13 +161,14 @@ class Supervisor:
                 continue
             time.sleep(WATCH_INTERVAL_S)
 
-    def drain_and_stop(self, final_state: str = "stopped") -> None:
-        """Let the server answer what it has accepted (SIGTERM, within the drain timeout), then stop it."""
+    def drain_and_stop(self, final_state: str = "stopped", drain: bool = True) -> None:
+        """Let the server answer what it has accepted (SIGTERM, within the drain timeout), then stop it; at once
+        without `drain`."""
         process = self.process
         if process is not None and process.poll() is None:
             self.status.state = "draining"
             self.save_status()
-            if self.deployment is not None:
+            if drain and self.deployment is not None:
                 self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
             stop_process_group(process.pid, None, grace_s=0.0)  # stubs or workers may outlive the server's exit
             process.wait()
@@ -373,7 +374,8 @@ def _supervise(supervisor: Supervisor, request_stop) -> int:
     try:
         supervisor.start(lambda message: report("progress", message))
     except (MfnError, OSError) as error:
-        supervisor.drain_and_stop()
+        # Nobody was told it is ready; a drain would wait for a model still loading (Triton finishes a load first).
+        supervisor.drain_and_stop(drain=False)
         report("failed", str(error))
         return 1
     signal.signal(signal.SIGTERM, request_stop)

@@ -30,6 +30,9 @@ RELOAD_PARAMETER = "mfn_generation"
 # Logged by tritonserver 2.51 once no inference is in flight during shutdown; only unloading is left then.
 UNLOADING_MARKER = "All models are stopped, unloading models"
 UNLOAD_GRACE_S = 3.0
+# Queries made between loads: while other models load (each stub importing its framework on every core), Triton's
+# HTTP threads answer even these late, and a deploy must not fail for it.
+QUERY_TIMEOUT_S = 30.0
 
 USES_SHARED_MEMORY = True
 
@@ -115,7 +118,7 @@ def serve_versions(deployment: Deployment, store: Store, model: str, served: Ser
     config = triton_config(store.models[model][0] / CONFIG_FILE)
     config["version_policy"] = {"specific": {"versions": list(served.versions)}}
     _load_with(deployment, model, config, ", ".join(f"v{version}" for version in served.versions))
-    code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=5.0)
+    code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=QUERY_TIMEOUT_S)
     if code != 200:
         raise DeployError(f"model {model!r} loaded but is not ready: {describe_failure(code, body, deployment)}")
 
@@ -127,7 +130,7 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
     which requests get 404. Loading the model's own config with a new `mfn_generation` parameter makes Triton
     build new instances and switch to them only once they are ready.
     """
-    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0,
+    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=QUERY_TIMEOUT_S,
                              token=read_key(deployment, "management"))
     if code != 200 or not isinstance(config, dict):
         code, body = http_json("POST", f"{deployment.http_url}/v2/repository/models/{model}/load",
@@ -139,7 +142,7 @@ def reload_model(deployment: Deployment, store: Store, model: str) -> None:
 
 
 def _config(deployment: Deployment, model: str) -> dict:
-    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=10.0,
+    code, config = http_json("GET", f"{deployment.http_url}/v2/models/{model}/config", timeout_s=QUERY_TIMEOUT_S,
                              token=read_key(deployment, "management"))
     if code != 200 or not isinstance(config, dict):
         raise DeployError(f"model {model!r} is not loaded in {deployment.name}: {describe_failure(code, config, deployment)}")
@@ -158,7 +161,7 @@ def _load_with(deployment: Deployment, model: str, config: dict, what: str) -> N
 
 def served_versions(deployment: Deployment, model: str) -> list[int]:
     """The versions of `model` the server has ready, oldest first."""
-    code, index = http_json("POST", f"{deployment.http_url}/v2/repository/index", timeout_s=10.0, body=b"{}",
+    code, index = http_json("POST", f"{deployment.http_url}/v2/repository/index", timeout_s=QUERY_TIMEOUT_S, body=b"{}",
                             token=read_key(deployment, "management"))
     if code != 200 or not isinstance(index, list):
         raise DeployError(f"cannot list the models of {deployment.name}: {describe_failure(code, index, deployment)}")
