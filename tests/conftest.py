@@ -18,23 +18,25 @@ HANDLERS = Path(__file__).resolve().parent / "handlers"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-# The modules that start the most servers, longest first. `make test` hands work to parallel workers in collection
-# order (`--dist loadgroup --no-loadscope-reorder`): starting with these lets the workers finish together.
+# `make test` hands work to parallel workers in collection order (`--dist loadgroup --no-loadscope-reorder`): one
+# module's tests that share its deployments go to one worker as one unit, largest first, and the tests that start
+# servers of their own fill the gaps, longest modules first, so that the workers finish together.
 LONGEST_MODULES = (
-    "integration/test_rollout.py", "integration/test_idle.py", "integration/test_operations.py",
-    "integration/test_supervision.py", "integration/test_malformed.py", "integration/test_versions.py",
-    "k8s/test_pod_locally.py", "integration/test_cache.py", "integration/test_model_formats.py",
+    "integration/test_idle.py", "integration/test_operations.py", "integration/test_model_formats.py",
+    "integration/test_malformed.py", "integration/test_cache.py", "integration/test_monitoring.py",
+    "integration/test_rollout.py", "integration/test_supervision.py", "integration/test_versions.py",
+    "k8s/test_pod_locally.py", "integration/test_drain.py", "integration/test_tune.py",
 )
-# Modules whose tests each start their own servers (module fixtures only package): their tests may run on different
-# workers. Every other module runs whole on one worker, so its module-scoped deployments start once; so does
-# test_rollout.py, whose tests put load through the proxy and count what arrives, one at a time.
-SPREAD_MODULES = ("integration/test_supervision.py", "integration/test_versions.py", "integration/test_deploy.py",
-                  "integration/test_drain.py")
+# Modules whose tests each start their own servers (their module fixtures only package): each test is a unit.
+SPREAD_MODULES = ("integration/test_rollout.py", "integration/test_supervision.py", "integration/test_versions.py",
+                  "integration/test_deploy.py", "integration/test_drain.py", "k8s/test_pod_locally.py",
+                  "integration/test_tune.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move LONGEST_MODULES first, in that order, and keep each other module's tests together on one worker."""
+    """Move LONGEST_MODULES first, in that order, and keep the tests that share a module's deployment on one worker:
+    one unit per module, or per server where the module's deployment is made once for each."""
     here = Path(__file__).parent
 
     def module(item: pytest.Item) -> str:
@@ -46,7 +48,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
     for item in items:
         if module(item) not in SPREAD_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module(item)))
+            item.add_marker(pytest.mark.xdist_group(module(item) + "".join(f"[{value}]" for value in _module_params(item))))
+
+
+def _module_params(item: pytest.Item) -> list[object]:
+    """The values this test gives to parametrized module-scoped fixtures: tests that differ in them share nothing."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    definitions = item._fixtureinfo.name2fixturedefs if hasattr(item, "_fixtureinfo") else {}
+    return [params[name] for name in sorted(params)
+            if name in definitions and definitions[name][-1].scope == "module"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -151,7 +151,10 @@ def test_the_metrics_endpoint_parses_and_mfn_stats_summarises_it(monitored):
         result = CliRunner().invoke(cli, ["stats", deployment.name, "--json"])
         assert result.exit_code == 0, result.output
         rows = {row["model"]: row for row in json.loads(result.output)}
-        complete = rows.get("faulty", {}).get("requests") == 5 and rows.get("counted_fixed", {}).get("cache", {}).get("hit")
+        # Each model's counts land on their own (TorchServe: each worker's flush): wait for every one of them.
+        complete = (rows.get("faulty", {}).get("requests") == 5 and rows.get("text_stats", {}).get("requests") == 7
+                    and rows.get("counted_fixed", {}).get("cache", {}).get("hit")
+                    and rows.get("streamer", {}).get("mean_chunks") is not None)
         return rows if complete else None
 
     rows = wait_for(landed, 30, "mfn stats to count every request sent", every_s=0.2)
