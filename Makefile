@@ -33,14 +33,17 @@ $(INSTALLED): pyproject.toml scripts/install_helm.py scripts/install_nginx.py sc
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh
 
-# Serial: three xdist workers on two cores (`-n 3 --dist loadgroup`, grouped as tests/conftest.py says) took 8-11
-# minutes but made the heaviest server starts time out now and then.
-test: setup
-	$(PY) -m pytest
+# Two xdist workers, one per core, grouped as tests/conftest.py says: 9:12 on a 2-core machine where the serial run
+# takes 15-16 minutes (three workers took as long, with more server starts slowed past their time-outs).
+# `$(PY) -m pytest` alone runs the same tests serially.
+PARALLEL := -n 2 --dist loadgroup --no-loadscope-reorder
 
-# The edit loop: every test that starts no server (unit, CLI, chart, monitoring rules), in about a minute.
+test: setup
+	$(PY) -m pytest $(PARALLEL)
+
+# The edit loop: every test that starts no server (unit, CLI, chart, monitoring rules), in under a minute.
 test-fast: setup
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration" $(PARALLEL)
 
 # The documentation site, built strictly (a warning fails it) into site/.
 docs: setup
