@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -391,9 +390,5 @@ for _command in (*operate.COMMANDS, rollout, tune.tune):
     cli.add_command(_command)
 
 
-def main() -> None:
-    cli(prog_name="mfn")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(prog_name="mfn")

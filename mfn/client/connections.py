@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
-
-
-class Closable(Protocol):
-    def close(self) -> None: ...
+from typing import Any
 
 
 class Connections:

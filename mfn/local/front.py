@@ -38,6 +38,7 @@ class _Relay:
         self.protocol = protocol
         self.client_writer = client_writer
         self.server_writer: asyncio.StreamWriter | None = None
+        # Held, never awaited: the event loop keeps only a weak reference to a task, which could vanish mid-relay.
         self.server_pump: asyncio.Task | None = None
         # The client spoke last: on HTTP/1.1 (one request at a time per connection) an answer is owed.
         self.answer_owed = False

@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TRACKS = ("primary", "canary")
 STRATEGIES = ("canary", "blue-green", "ab", "shadow")
 TRACK_HEADER = "X-Mfn-Track"
 # The header each server reads a gRPC caller's key from (Triton prefixes a restricted protocol's header).

@@ -19,7 +19,7 @@ from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
 
-ACTIVE = ("progressing", "paused", "promoting")
+ACTIVE = ("progressing", "promoting")
 GUARD_SCRIPT = Path(__file__).with_name("proxy_guard.js")
 JS_MODULE = "ngx_http_js_module.so"
 

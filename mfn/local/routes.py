@@ -48,7 +48,7 @@ class Rollout:
     max_p99_ms: float | None = None
     header: str | None = None
     header_value: str | None = None
-    state: str = "progressing"  # progressing, paused, promoting, promoted, rolled back
+    state: str = "progressing"  # progressing, promoting, promoted, rolled back
     why: str = ""
     started_at: float = 0.0
     last_step_at: float = 0.0
