@@ -18,32 +18,36 @@ HANDLERS = Path(__file__).resolve().parent / "handlers"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-# `make test` hands work to parallel workers in collection order (`--dist loadgroup --no-loadscope-reorder`): one
-# module's tests that share its deployments go to one worker as one unit, largest first, and the tests that start
-# servers of their own fill the gaps, longest modules first, so that the workers finish together.
-LONGEST_MODULES = (
+# `make test` hands work to parallel workers in collection order (`--dist loadgroup --no-loadscope-reorder`), so the
+# order below lets the workers finish together: first the units of tests that share a module's deployment (one unit
+# per module, or per server where it deploys once for each), largest first; then the tests that start servers of
+# their own, each a unit, longest modules first; last the tests that start no server, small units that fill the tail.
+LONGEST_SHARED = (
     "integration/test_idle.py", "integration/test_operations.py", "integration/test_model_formats.py",
     "integration/test_malformed.py", "integration/test_cache.py", "integration/test_monitoring.py",
-    "integration/test_rollout.py", "integration/test_supervision.py", "integration/test_versions.py",
-    "k8s/test_pod_locally.py", "integration/test_drain.py", "integration/test_tune.py",
 )
-# Modules whose tests each start their own servers (their module fixtures only package): each test is a unit.
+# Modules whose tests each start their own servers (their module fixtures only package), longest first.
 SPREAD_MODULES = ("integration/test_rollout.py", "integration/test_supervision.py", "integration/test_versions.py",
-                  "integration/test_deploy.py", "integration/test_drain.py", "k8s/test_pod_locally.py",
-                  "integration/test_tune.py")
+                  "k8s/test_pod_locally.py", "integration/test_drain.py", "integration/test_tune.py",
+                  "integration/test_deploy.py")
+STARTING_SERVERS = ("integration/", "k8s/")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move LONGEST_MODULES first, in that order, and keep the tests that share a module's deployment on one worker:
-    one unit per module, or per server where the module's deployment is made once for each."""
+    """Order the tests as said above, and keep the tests that share a module's deployment on one worker."""
     here = Path(__file__).parent
 
     def module(item: pytest.Item) -> str:
         return item.path.relative_to(here).as_posix() if here in item.path.parents else item.nodeid
 
-    def rank(item: pytest.Item) -> int:
-        return LONGEST_MODULES.index(module(item)) if module(item) in LONGEST_MODULES else len(LONGEST_MODULES)
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = module(item)
+        if name in LONGEST_SHARED:
+            return 0, LONGEST_SHARED.index(name)
+        if name in SPREAD_MODULES:
+            return 2, SPREAD_MODULES.index(name)
+        return (1, 0) if name.startswith(STARTING_SERVERS) else (3, 0)
 
     items.sort(key=rank)
     for item in items:
