@@ -91,6 +91,16 @@ def mfn_home() -> Iterator[Path]:
         os.environ["MFN_HOME"] = previous
 
 
+@pytest.fixture
+def empty_mfn_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An MFN_HOME of the test's own, with no deployment in it: the session's home may hold the session-scoped
+    deployments of tests that ran before on the same worker."""
+    home = Path(tempfile.mkdtemp(prefix="mfn-home-")).resolve()
+    monkeypatch.setenv("MFN_HOME", str(home))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def assert_matches_golden(actual: str, golden: Path) -> None:
     """Compare with a golden file; MFN_UPDATE_GOLDEN=1 rewrites it instead (review the diff)."""
     if os.environ.get("MFN_UPDATE_GOLDEN") == "1":

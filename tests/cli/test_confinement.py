@@ -37,7 +37,7 @@ def snapshot(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "Upper", "under_score", "-dash", "x" * 64, ""])
-def test_deploy_refuses_a_name_that_is_not_a_dns_label_before_touching_anything(tmp_path, name):
+def test_deploy_refuses_a_name_that_is_not_a_dns_label_before_touching_anything(tmp_path, name, empty_mfn_home):
     repository = tmp_path / "repo"
     assert run("package", MLP, "--output", repository).exit_code == 0
     before = snapshot(tmp_path)

@@ -169,7 +169,7 @@ def test_missing_artifact_is_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_status_without_a_kubeconfig_says_nothing_of_kubernetes_unless_asked(monkeypatch, tmp_path):
+def test_status_without_a_kubeconfig_says_nothing_of_kubernetes_unless_asked(monkeypatch, tmp_path, empty_mfn_home):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 0
