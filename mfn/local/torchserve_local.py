@@ -45,6 +45,7 @@ def start(
     archives = [archive.name for model in preload for archive in served_archives(store, model)]
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
+    torchserve.check_socket_room(workdir / "tmp")
     for directory in ("tmp", "logs"):
         (workdir / directory).mkdir(exist_ok=True)
     (workdir / "log4j2.xml").write_text(torchserve.LOG_CONFIG)

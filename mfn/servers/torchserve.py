@@ -179,6 +179,25 @@ def server_settings(tmp_dir: str, log_dir: str) -> dict[str, str]:
             "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+# TorchServe's frontend and workers meet on Unix sockets in its TMPDIR, named .ts.sock.9000 upwards; a socket's
+# path holds at most 107 bytes (sun_path is 108 with its NUL), and past that TorchServe fails only once a worker starts.
+WORKER_SOCKET_NAME = "/.ts.sock.10000"
+UNIX_SOCKET_PATH_MAX = 107
+
+
+def check_socket_room(tmp_dir: Path) -> None:
+    """Refuse a TMPDIR too long for TorchServe's worker sockets, naming what to shorten.
+
+    Raises:
+        DeployError: the sockets' paths would pass UNIX_SOCKET_PATH_MAX.
+    """
+    length = len(os.fsencode(tmp_dir)) + len(WORKER_SOCKET_NAME)
+    if length > UNIX_SOCKET_PATH_MAX:
+        raise DeployError(f"TorchServe's worker sockets would have {length}-byte paths under {tmp_dir}, and a Unix "
+                          f"socket's path holds at most {UNIX_SOCKET_PATH_MAX}: use a deployment name "
+                          f"{length - UNIX_SOCKET_PATH_MAX} characters shorter, or set MFN_HOME to a shorter directory")
+
+
 def server_environment(java_home: Path, workdir: Path) -> dict[str, str]:
     """This process's environment with Java first on PATH, this interpreter's bin next (TorchServe starts
     workers with `python`), and `server_settings` in the deployment's work directory."""

@@ -187,3 +187,15 @@ def test_no_auth_opens_inference_and_nothing_else_even_to_another_user(tmp_path)
             assert status in ("400", "401") and "Token Authorization failed" in body, (method, url, curl)
     finally:
         deployments.undeploy("ts-open")
+
+
+def test_a_deploy_whose_worker_sockets_would_not_fit_is_refused_before_torchserve_starts(tmp_path, monkeypatch):
+    """A long MFN_HOME and deployment name would put TorchServe's worker sockets past a Unix socket's 107 bytes."""
+    mfn.package(TEXT_STATS, tmp_path / "store", server="torchserve")
+    home = tmp_path / ("h" * 40)
+    home.mkdir()
+    monkeypatch.setenv("MFN_HOME", str(home))
+    result = CliRunner().invoke(cli, ["deploy", str(tmp_path / "store"), "--name", "n" * 63])
+    assert result.exit_code == 1, result.output
+    assert "TorchServe's worker sockets would have" in result.output and "set MFN_HOME to a shorter directory" in result.output
+    assert not list((home / "deployments").glob("*.json"))

@@ -1,6 +1,7 @@
 """What mfn tells a user whose machine lacks a piece TorchServe needs."""
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,13 @@ def test_config_properties_binds_loopback_with_auth_and_prometheus_metrics():
     assert properties["disable_token_authorization"] == "false"
     assert properties["metrics_mode"] == "prometheus"
     assert "disable_token_authorization=true" in torchserve.config_properties(torchserve.Ports(1, 2, 3, 4, 5), "/m", auth=False)
+
+
+def test_a_tmpdir_too_long_for_the_worker_sockets_is_refused_naming_what_to_shorten(tmp_path):
+    fits = tmp_path / ("d" * (torchserve.UNIX_SOCKET_PATH_MAX - len(str(tmp_path)) - len(torchserve.WORKER_SOCKET_NAME) - 1))
+    torchserve.check_socket_room(fits)  # exactly at the limit
+    with pytest.raises(DeployError) as caught:
+        torchserve.check_socket_room(Path(str(fits) + "dd"))
+    message = str(caught.value)
+    assert f"holds at most {torchserve.UNIX_SOCKET_PATH_MAX}" in message
+    assert "a deployment name 2 characters shorter, or set MFN_HOME to a shorter directory" in message
