@@ -166,9 +166,9 @@ class Supervisor:
         without `drain`."""
         process = self.process
         if process is not None and process.poll() is None:
-            self.status.state = "draining"
-            self.save_status()
             if drain and self.deployment is not None:
+                self.status.state = "draining"
+                self.save_status()
                 self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
             stop_process_group(process.pid, None, grace_s=0.0)  # stubs or workers may outlive the server's exit
             process.wait()

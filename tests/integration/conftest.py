@@ -2,8 +2,8 @@
 
 Deployments here and in the modules stop with no drain (`drain_timeout_s=0`): a stop waits for nothing, not even a
 client's kept-alive connection (Triton would wait out its whole exit timeout for one). The default drain stays where
-it is the subject: test_drain.py, test_rollout.py (a canary drains as its primary does) and the test of a server
-stopping by itself when its supervisor dies.
+it is the subject: test_drain.py, test_rollout.py's abort and blue-green tests (a canary drains as its primary does)
+and the test of a server stopping by itself when its supervisor dies.
 Every server started here is stopped by its fixture, and the session ends by checking that no
 process or shared-memory region this session's MFN_HOME owns is left behind.
 """
