@@ -52,7 +52,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
     for item in items:
         if module(item) not in SPREAD_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module(item) + "".join(f"[{value}]" for value in _module_params(item))))
+            item.add_marker(pytest.mark.xdist_group(group_name(module(item), _module_params(item))))
+
+
+def group_name(module: str, module_params: list[object]) -> str:
+    """The pytest-xdist group of a module's tests that share its deployments: no brackets, since xdist reads the
+    group of a node id only after the id's last "]" (a parametrized test's)."""
+    return ":".join([module, *map(str, module_params)])
 
 
 def _module_params(item: pytest.Item) -> list[object]:
@@ -142,3 +148,19 @@ def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.1):
             return value
         time.sleep(every_s)
     raise AssertionError(f"timed out waiting for {what} ({timeout_s} s)")
+
+
+def settled(read, every_s: float, what: str, tries: int = 20):
+    """`read()` once two reads `every_s` apart agree (nothing still on its way, e.g. a metrics flush); AssertionError
+    naming `what` if it keeps changing for about `tries` intervals."""
+    import time
+
+    last = [read()]
+
+    def unchanged() -> tuple | None:
+        time.sleep(every_s)
+        current = read()
+        same, last[0] = current == last[0], current
+        return (current,) if same else None
+
+    return wait_for(unchanged, every_s * tries, f"{what} to stop changing", every_s=0)[0]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.local import deployments
-from tests.conftest import HANDLERS, wait_for
+from tests.conftest import HANDLERS, scrape, wait_for
 from tests.handlers.slow import PREDICT_S
 
 pytestmark = pytest.mark.integration
@@ -22,14 +20,8 @@ REQUESTS = 4
 def in_flight(metrics_url: str) -> tuple[float, float] | None:
     """The slow model's in-flight gauge and request-seconds counter, as the metrics port shows them now (None
     before the adapter's first flush)."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    values = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.labels.get("model") == "slow" and sample.name.startswith("mfn_inflight")
-    }
+    values = {name: value for name, labels, value in scrape(metrics_url)
+              if labels.get("model") == "slow" and name.startswith("mfn_inflight")}
     if "mfn_inflight_requests" not in values:
         return None
     return values["mfn_inflight_requests"], values["mfn_inflight_request_seconds_total"]

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import mfn
 from mfn.local import launching, deployments
 from mfn.local.supervision import read_status
-from tests.conftest import HANDLERS, wait_for
+from tests.conftest import HANDLERS, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 IN_FLIGHT = 6  # three batches of two on a one-second model: the last is answered about 3 s after undeploy
@@ -23,12 +21,12 @@ LONG_IN_FLIGHT = 8  # one batch of sleepy's
 # What each server shows of the requests that reached it. TorchServe counts each when it accepts it. Triton
 # shows the queued ones and the finished ones at once, and those in the model at mfn's next metrics flush: a
 # request finished meanwhile may count twice, but none finishes before the first predict (a second or more
-# here) has ended, long after all of them arrived. Counters are named as prometheus_client's parser names them
-# (with "_total", which Triton's lack).
+# here) has ended, long after all of them arrived. Names as the servers expose them (Triton's counters have no
+# "_total").
 ARRIVED = {
     "torchserve": ("ts_inference_requests_total",),
-    "triton": ("nv_inference_pending_request_count", "nv_inference_request_success_total",
-               "nv_inference_request_failure_total", "mfn_inflight_requests"),
+    "triton": ("nv_inference_pending_request_count", "nv_inference_request_success",
+               "nv_inference_request_failure", "mfn_inflight_requests"),
 }
 
 
@@ -95,11 +93,8 @@ def test_torchserve_undeploy_with_nothing_in_flight_is_prompt(tmp_path):
 
 def arrived(deployment) -> float:
     """How many requests have reached the deployment's server so far, by its metrics (see ARRIVED)."""
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        text = response.read().decode()
     names = ARRIVED[deployment.server]
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name in names)
+    return sum(value for name, _, value in scrape(deployment.metrics_url) if name in names)
 
 
 def deployment_drain_limit_s() -> float:

@@ -11,7 +11,6 @@ import json
 import random
 import socket
 import struct
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -34,7 +33,7 @@ from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
 from mfn.runtime.codec.limits import MAX_BYTES_ELEMENT, nesting_depth
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
-from tests.conftest import HANDLERS, wait_for
+from tests.conftest import HANDLERS, scrape, settled, wait_for
 
 pytestmark = pytest.mark.integration
 MIXED = f"{HANDLERS / 'mixed.py'}:Mixed"
@@ -304,23 +303,13 @@ def test_triton_refuses_a_shape_that_overflows_with_400_over_http_and_grpc(trito
 
 
 def requests_by_outcome(deployment) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
-    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name == "mfn_requests_total" and sample.labels.get("model") == "mixed"}
+    return {labels["outcome"]: value for name, labels, value in scrape(deployment.metrics_url)
+            if name == "mfn_requests_total" and labels.get("model") == "mixed"}
 
 
 def settled_outcomes(deployment) -> dict[str, float]:
     """mfn_requests_total once a flush interval has passed without it changing: earlier tests' requests all counted."""
-    counts = requests_by_outcome(deployment)
-    for _ in range(20):
-        time.sleep(FLUSH_INTERVAL_S * 1.5)
-        counts, previous = requests_by_outcome(deployment), counts
-        if counts == previous:
-            return counts
-    raise AssertionError(f"mfn_requests_total kept changing: {counts}")
+    return settled(lambda: requests_by_outcome(deployment), FLUSH_INTERVAL_S * 1.5, "mfn_requests_total of mixed")
 
 
 def test_a_shape_that_overflows_is_counted_invalid_not_error(torchserve):

@@ -219,6 +219,10 @@ def test_a_release_that_fails_every_request_is_rolled_back_by_itself(primary, pa
     assert f"canary ({rollout.canary_name(name)})" not in shown.output
 
 
+# Routing rules are nginx's and the same for either server behind it: blue-green, shadow and A/B are checked on Triton
+# alone, the cheaper to start. Each server's own part (its paths, keys, metrics, drain) is checked on both by the
+# canary's start and promotion, the abort with requests in flight, the automatic rollback and the restarted track.
+@pytest.mark.parametrize("draining_primary", ["triton"], indirect=True)
 def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(draining_primary, packages):
     server, name = draining_primary
     # The first rollout puts the proxy in front (the endpoints move once); the load starts on the proxy's.
@@ -256,6 +260,7 @@ def test_blue_green_switches_and_promotes_under_load_without_a_failed_request(dr
     assert counts(name, "grpc", 20) == Counter({2: 20})
 
 
+@pytest.mark.parametrize("primary", ["triton"], indirect=True)  # a routing rule: see blue-green's test
 def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothing(primary, packages):
     server, name = primary
     rollout.start(name, rollout.plan("shadow", packages[server, 3], name))
@@ -275,9 +280,7 @@ def test_shadow_callers_see_only_the_primary_and_mirrored_failures_change_nothin
     assert canary_row["outcomes"]["error"] == canary_row["requests"], canary_row
 
 
-# Routing rules are nginx's and the same for either server behind it: they are checked on Triton alone, the cheaper
-# to start; each server's own part (its paths, keys, metrics, drain) is checked by the tests that run on both.
-@pytest.mark.parametrize("server", ["triton"])
+@pytest.mark.parametrize("server", ["triton"])  # a routing rule: see blue-green's test
 def test_a_hanging_shadow_neither_delays_nor_fails_a_caller(server, tmp_path):
     """Every copy hangs on the shadow for HANG_S; callers on kept connections, who would wait for each copy's end
     if the mirror waited for the shadow's answer, all get theirs within a client timeout far below it."""
@@ -300,7 +303,7 @@ def _canary_requests(name: str) -> int:
     return sum(row.get("requests", 0) for row in rollout.status(name)["tracks"]["canary"]["models"])
 
 
-@pytest.mark.parametrize("primary", ["triton"], indirect=True)  # a routing rule: see the hanging shadow's test
+@pytest.mark.parametrize("primary", ["triton"], indirect=True)  # a routing rule: see blue-green's test
 def test_ab_routes_by_header_and_a_hashed_key_keeps_each_caller_on_one_track(primary, packages):
     server, name = primary
     rollout.start(name, rollout.plan("ab", packages[server, 2], name, header="X-Group", header_value="beta"))

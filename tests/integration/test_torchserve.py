@@ -20,7 +20,7 @@ from mfn.errors import InvokeError
 from mfn.local import deployments
 from mfn.local.torchserve_local import management_url, read_key
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
-from tests.conftest import scrape, wait_for
+from tests.conftest import scrape, settled, wait_for
 from tests.integration.conftest import MLP, TEXT_STATS
 from tests.integration.test_triton import in_process
 from tests.processes import as_another_user, readable_by_another_user
@@ -40,13 +40,7 @@ def metric_samples(deployment, name: str) -> dict[str, float]:
 
 def settled_samples(deployment, name: str) -> dict[str, float]:
     """metric_samples once a flush interval has passed without a change: no update is still on its way."""
-    current = metric_samples(deployment, name)
-    for _ in range(10):
-        time.sleep(FLUSH_INTERVAL_S * 1.5)
-        current, previous = metric_samples(deployment, name), current
-        if current == previous:
-            break
-    return current
+    return settled(lambda: metric_samples(deployment, name), FLUSH_INTERVAL_S * 1.5, f"{name} of mlp")
 
 
 def bucket_bounds(deployment, name: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mfn.runtime.codec.binary import HEADER_LENGTH
 from mfn.runtime.codec.client import encode_binary_request, read_binary_answer
 from mfn.runtime.codec.limits import MIB
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
-from tests.conftest import HANDLERS, wait_for
+from tests.conftest import HANDLERS, scrape, settled, wait_for
 from tests.integration.test_triton import in_process
 
 pytestmark = pytest.mark.integration
@@ -177,15 +176,8 @@ def test_torchserve_batch_delay_is_what_mfn_meant(served):
 
 def model_series(deployment, model: str) -> dict[tuple[str, str], float]:
     """(sample name, outcome or le) -> value of mfn's series for `model` on the server's metrics port."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(deployment.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    return {(sample.name, sample.labels.get("outcome") or sample.labels.get("le", "")): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples
-            if sample.name.startswith("mfn_") and sample.labels.get("model") == model}
+    return {(name, labels.get("outcome") or labels.get("le", "")): value for name, labels, value in scrape(deployment.metrics_url)
+            if name.startswith("mfn_") and labels.get("model") == model}
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -208,13 +200,7 @@ def test_warm_up_runs_before_the_first_request_on_both_servers(served, server):
 
 def settled_size(log: Path) -> int:
     """The log's size once a metric flush interval has passed without it growing."""
-    size = log.stat().st_size
-    for _ in range(20):
-        time.sleep(FLUSH_INTERVAL_S * 1.5)
-        size, previous = log.stat().st_size, size
-        if size == previous:
-            break
-    return size
+    return settled(lambda: log.stat().st_size, FLUSH_INTERVAL_S * 1.5, f"{log.name}'s size")
 
 
 def test_torchserve_logs_nothing_per_request_and_sizes_its_heap_for_the_limit(served):
