@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
 from mfn.local import deployments, state  # noqa: E402
-from mfn.local.proxy_config import GRPC_KEY_HEADER  # noqa: E402
+from mfn.proxy.nginx_config import GRPC_KEY_HEADER  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- client:start -->", "<!-- client:end -->"
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)

@@ -1,6 +1,6 @@
-"""The guard in front of Triton's HTTP endpoint (mfn/local/proxy_guard.js): what it adds to a request.
+"""The guard in front of Triton's HTTP endpoint (mfn/proxy/guard.js): what it adds to a request.
 
-The proxy's own configuration (mfn.local.proxy_config.render) in front of a stub upstream (nginx answering 200 at
+The proxy's own configuration (mfn.proxy.nginx_config.render) in front of a stub upstream (nginx answering 200 at
 once), rendered with and without the guard, so the difference is the guard alone: nginx's njs reading the body,
 the checks, and the internal redirect. One request at a time over a kept connection, binary (the KServe binary
 extension: only the JSON header is parsed) and JSON bodies of a few sizes; rounds alternate between the two.
@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mfn.local import proxying  # noqa: E402
-from mfn.local.proxy_config import ProxyConfig, Routing, Track, render  # noqa: E402
-from mfn.local.routes import nginx_binary  # noqa: E402
+from mfn.proxy import fronting  # noqa: E402
+from mfn.proxy.nginx_config import ProxyConfig, Routing, Track, render  # noqa: E402
+from mfn.proxy.routes import nginx_binary  # noqa: E402
 from mfn.servers.process import free_ports  # noqa: E402
 
 ROUNDS = 10
@@ -105,7 +105,7 @@ def main() -> None:
         try:
             processes.append(start(root / "stub", stub_config(root / "stub", stub_port)))
             primary = Track(f"127.0.0.1:{stub_port}", f"127.0.0.1:{stub_port}", "primary-key")
-            for port, grpc_port, guard in ((guarded_port, grpc_a, proxying.guard()), (plain_port, grpc_b, None)):
+            for port, grpc_port, guard in ((guarded_port, grpc_a, fronting.guard()), (plain_port, grpc_b, None)):
                 directory = root / str(port)
                 directory.mkdir()
                 config = ProxyConfig("triton", "127.0.0.1", port, grpc_port, None, 64 << 20, str(directory), primary, None,

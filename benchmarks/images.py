@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import mfn  # noqa: E402
 from mfn.local import deployments, state  # noqa: E402
-from mfn.local.proxy_config import GRPC_KEY_HEADER  # noqa: E402
+from mfn.proxy.nginx_config import GRPC_KEY_HEADER  # noqa: E402
 
 IMAGE = (3, 224, 224)
 MAX_BATCH = 8
@@ -175,7 +175,7 @@ def hand_triton_caller(deployment: deployments.Deployment, protocol: str) -> tup
 
 
 def hand_torchserve_caller(deployment: deployments.Deployment, protocol: str) -> tuple[Callable, Callable]:
-    from mfn.local.torchserve_local import read_key
+    from mfn.servers.torchserve.admin import read_key
 
     token = read_key(deployment, "inference")
     if protocol == "grpc":

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))  # the chart's pod test holds the path and port ma
 import mfn  # noqa: E402
 from mfn.local.launching import remove_shm_regions  # noqa: E402
 from mfn.local.state import home_tag  # noqa: E402
-from mfn.servers import torchserve, triton  # noqa: E402
+from mfn.servers.torchserve import launch as torchserve  # noqa: E402
+from mfn.servers.triton import launch as triton  # noqa: E402
 from mfn.servers.http import request  # noqa: E402
 from mfn.servers.process import free_ports, process_start_time, start_detached, stop_process_group  # noqa: E402
 from tests.k8s.test_pod_locally import NO_INDEX, LocalPod  # noqa: E402

@@ -28,7 +28,7 @@ import numpy as np
 
 import mfn
 from mfn.local import deployments, state
-from mfn.local.proxy_config import GRPC_KEY_HEADER
+from mfn.proxy.nginx_config import GRPC_KEY_HEADER
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
 

@@ -30,7 +30,7 @@ class Checked:
 
 def package_units(path: Path) -> list[Path]:
     """The units in a repository, model store, model directory or archive."""
-    from mfn.local.store import discover
+    from mfn.store import discover
 
     store = discover(Path(path))
     return [unit for units in store.models.values() for unit in units]

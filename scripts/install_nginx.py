@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 
-# nginx, and njs for the guard mfn's proxy runs in front of Triton (mfn/local/proxy_guard.js).
+# nginx, and njs for the guard mfn's proxy runs in front of Triton (mfn/proxy/guard.js).
 PACKAGES = ("nginx", "libnginx-mod-http-js")
 
 

@@ -1,4 +1,4 @@
-"""`mfn rollout start|status|promote|abort`: a thin layer over mfn.local.rollout."""
+"""`mfn rollout start|status|promote|abort`: a thin layer over mfn.proxy.rollout."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, m
 
     The first rollout of a deployment puts nginx in front of it: its endpoints become the proxy's (printed, and
     found by name by mfn.Client and `mfn invoke`) and stay through this and later rollouts."""
-    from mfn.local import rollout as rollouts
+    from mfn.proxy import rollout as rollouts
 
     try:
         planned = rollouts.plan(strategy, path, name, weight, steps, step_interval, max_error_ratio, max_p99_ms, *header)
@@ -124,7 +124,7 @@ def status_command(name, target, namespace, as_json):
         report = {"name": name, "namespace": namespace, "rollout": values}
         click.echo(json.dumps(report) if as_json else format_release_status(report))
         return
-    from mfn.local import rollout as rollouts
+    from mfn.proxy import rollout as rollouts
 
     report = rollouts.status(name)
     click.echo(json.dumps(report) if as_json else format_status(report))
@@ -192,7 +192,7 @@ def _clock(at: float) -> str:
 def promote(name, target, namespace, as_json):
     """The new track takes all traffic; the deployment is started again from the new package, the old track is
     drained and stopped. No request is lost."""
-    from mfn.local import rollout as rollouts
+    from mfn.proxy import rollout as rollouts
 
     if target == "kubernetes":
         from mfn.kubernetes import rollout as kubernetes
@@ -211,7 +211,7 @@ def promote(name, target, namespace, as_json):
 @json_option
 def abort(name, target, namespace, as_json):
     """All traffic back on the deployment at once; the new track is drained and stopped."""
-    from mfn.local import rollout as rollouts
+    from mfn.proxy import rollout as rollouts
 
     if target == "kubernetes":
         from mfn.kubernetes import rollout as kubernetes

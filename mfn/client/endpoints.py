@@ -104,7 +104,7 @@ def resolve(model: str, target: str | None, protocol: str, server: str, given: C
         return Endpoint(protocol, target, server, given)
     from mfn.local import state
 
-    from mfn.local import routes
+    from mfn.proxy import routes
 
     deployment = state.get(target) if target else state.find_serving(
         model, choose='mfn.Client("{name}") (with `mfn invoke`: --deployment {name})',

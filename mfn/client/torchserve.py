@@ -116,7 +116,7 @@ def _archive_declaration(
     repository: str, model: str, version: int | None
 ) -> tuple[dict[str, tuple[str, int]] | None, bool]:
     from mfn.archiver.reading import SPEC_FILE, archive_info, archive_spec, read_member
-    from mfn.local.store import discover
+    from mfn.store import discover
 
     try:
         archives = discover(Path(repository)).models.get(model, [])

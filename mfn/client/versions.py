@@ -75,7 +75,7 @@ def version_hint(model: str, message: str, endpoint: Endpoint) -> str:
 def _known_versions(endpoint: Endpoint, model: str) -> tuple[list[int], list[int]] | None:
     """(served, packaged) versions of `model` in a local deployment, or None where mfn cannot know them."""
     from mfn.local import state
-    from mfn.local.store import discover
+    from mfn.store import discover
 
     record = state.load(endpoint.deployment) if endpoint.deployment else None
     if record is None or endpoint.repository is None:

@@ -7,16 +7,14 @@ is reported; nothing is written if the export fails or the outputs disagree beyo
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mfn.files import SHARED, written_atomically
 from mfn.errors import MfnError
 from mfn.kinds import EXPORT_FORMATS
 from mfn.handlers.declarations import Tensor
@@ -59,7 +57,7 @@ def export_tensorflow(path: Path, output: Path, fmt: str, opset: int = DEFAULT_O
 
     if fmt not in TENSORFLOW_FORMATS:
         raise MfnError(f"{path}: a TensorFlow model exports to {' or '.join(TENSORFLOW_FORMATS)}, not {fmt}")
-    with tempfile.TemporaryDirectory(prefix="mfn-export-") as scratch, written_atomically(Path(output)) as temporary:
+    with tempfile.TemporaryDirectory(prefix="mfn-export-") as scratch, written_atomically(Path(output), SHARED) as temporary:
         saved = tf_convert.as_saved_model(path, Path(scratch))
         sample = tf_convert.random_sample(saved)
         expected = tf_convert.savedmodel_runner(saved)(sample)
@@ -89,20 +87,6 @@ def _largest_difference(path: Path, expected: dict[str, np.ndarray], got: dict[s
     return max(float(np.max(np.abs(expected[name].astype(np.float64) - got[name].astype(np.float64)))) for name in expected)
 
 
-@contextmanager
-def written_atomically(output: Path) -> Iterator[Path]:
-    """A temporary file beside `output`, moved onto it only if the block succeeds."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the model from a server running as another user
-        os.replace(temporary, output)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
 def export_torch(
     ref: str, inputs: list[dict], output: Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = 1e-4
 ) -> ExportResult:
@@ -116,7 +100,7 @@ def export_torch(
     sample = [torch.from_numpy(array) for array in sample_arrays(declared, rows=2).values()]
     with torch.inference_mode():
         expected = flatten_outputs(module(*sample))
-    with written_atomically(Path(output)) as temporary:
+    with written_atomically(Path(output), SHARED) as temporary:
         if fmt == "onnx":
             got = _to_onnx(module, sample, declared, len(expected), temporary, opset)
         else:

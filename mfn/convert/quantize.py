@@ -56,7 +56,7 @@ def quantize(
         MfnError: for an unsupported model, an unreadable sample, or a difference over the threshold
             (then nothing is written).
     """
-    from mfn.convert.export import written_atomically
+    from mfn.files import SHARED, written_atomically
     from mfn.convert.tensorflow import is_tensorflow_model
     from mfn.kinds import QUANTIZATIONS
 
@@ -64,7 +64,7 @@ def quantize(
     tensorflow = is_tensorflow_model(model)
     if method is not None and not (tensorflow and method in QUANTIZATIONS):
         raise MfnError(f"--method {method} applies to TensorFlow models, as one of {', '.join(QUANTIZATIONS)}")
-    with written_atomically(Path(output)) as temporary, _library_messages() as messages:
+    with written_atomically(Path(output), SHARED) as temporary, _library_messages() as messages:
         if tensorflow:
             method, size_before, run_before, run_after = _tflite(Path(model), inputs, temporary, method or QUANTIZATIONS[0])
         elif model.endswith(".onnx") and ":" not in model:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mfn.local.store import discover
+from mfn.store import discover
 from mfn.errors import DeployError, MfnError
 from mfn.kubernetes.values import chart_values
 

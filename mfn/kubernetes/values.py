@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import mfn
-from mfn.local.store import Store
+from mfn.store import Store
 from mfn.environment import ENV_ARCHIVE, WHEEL_DIR, canonical, wheel_name
 from mfn.errors import MfnError
 from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.runtime.bundle import REQUIREMENTS_FILE
 from mfn.monitoring import render
 from mfn.runtime.codec.limits import body_limit
-from mfn.servers import torchserve, triton
+from mfn.servers.torchserve import launch as torchserve
+from mfn.servers.triton import launch as triton
 from mfn.spec import ModelSpec
 
 CHART_NAME = "mfn"

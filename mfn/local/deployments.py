@@ -21,7 +21,7 @@ from mfn.local.launching import (
 )
 from mfn.local.servers import local_server
 from mfn.local.state import Deployment
-from mfn.local.store import Store, discover
+from mfn.store import Store, discover
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import stop_process_group
@@ -66,7 +66,7 @@ def deploy(
             has no such setting); raised where a model needs more for a full batch (see
             mfn.runtime.codec.limits.body_limit).
         jvm_heap_mb: TorchServe's frontend heap; default: sized for the body limit
-            (mfn.servers.torchserve.default_jvm_heap_mb).
+            (mfn.servers.torchserve.launch.default_jvm_heap_mb).
         verify: Check each model's package against its digest manifest first (see mfn.signing).
         public_key: Also check each package's signature with this public key (PEM).
         host: Address the server listens on (default loopback only; "0.0.0.0" for every interface, with auth on).
@@ -100,10 +100,10 @@ def deploy(
         deployment = _deploy_locked(store, Path(path), name, chosen, auth or proxy, monitor, progress, drain_timeout_s,
                                     max_request_bytes, jvm_heap_mb, host, ports, load_timeout_s, idle_timeout_s)
     if proxy:
-        from mfn.local import proxying
+        from mfn.proxy import fronting
 
         try:
-            deployment.proxy = dict(proxying.open_route(name, public, callers_need_key=auth).ports)
+            deployment.proxy = dict(fronting.open_route(name, public, callers_need_key=auth).ports)
         except BaseException:
             undeploy(name)
             raise
@@ -229,7 +229,7 @@ def undeploy(name: str) -> Deployment:
 
 def _undeploy_locked(name: str, keep_route: bool = False) -> Deployment:
     """Stop `name`; with its route (the rollout proxy, and the canary track a rollout left), unless `keep_route`."""
-    from mfn.local import routes
+    from mfn.proxy import routes
     from mfn.local.supervision import read_status
     from mfn.monitoring.local import stop_prometheus
 
@@ -264,7 +264,7 @@ def undeploy_all() -> list[Deployment]:
 def callers_key(name: str) -> str | None:
     """The key callers of deployment `name` present: the proxy's own where one fronts it, else the server's inference
     key; None where inference is open."""
-    from mfn.local import routes
+    from mfn.proxy import routes
 
     deployment = state.get(name)
     route = routes.with_proxy(deployment)
@@ -273,7 +273,7 @@ def callers_key(name: str) -> str | None:
 
 def public_url(name: str) -> str:
     """Where deployment `name` takes HTTP requests: its proxy, its idle front or its server."""
-    from mfn.local import routes
+    from mfn.proxy import routes
 
     deployment = state.get(name)
     routes.with_proxy(deployment)
@@ -282,7 +282,7 @@ def public_url(name: str) -> str:
 
 def status() -> list[Deployment]:
     """Every local deployment, with its rollout proxy's endpoints where it has one."""
-    from mfn.local import routes
+    from mfn.proxy import routes
 
     deployments = state.all_deployments()
     for deployment in deployments:

@@ -37,7 +37,7 @@ def history(workdir: Path | str) -> str:
 
 def add_to_history(workdir: Path | str, last_scrape: str) -> None:
     """Add the counters of a run that ended (its server's last scrape) to the history."""
-    from mfn.convert.export import written_atomically
+    from mfn.files import written_atomically
 
     if not last_scrape.strip():
         return
@@ -48,19 +48,16 @@ def add_to_history(workdir: Path | str, last_scrape: str) -> None:
 
 def summed_counters(texts: list[str]) -> str:
     """The counter, histogram and summary samples of Prometheus texts, equal names and labels added up, as
-    untyped Prometheus text (sample names as prometheus_client's parser gives them: counters end in `_total`)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    untyped Prometheus text (sample names as the pages expose them)."""
+    from mfn.prometheus_text import samples
 
     totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for text in texts:
-        for family in text_string_to_metric_families(text):
-            if family.type not in _SUMMED_TYPES:
+        for sample in samples(text):
+            if sample.kind not in _SUMMED_TYPES or sample.name.endswith("_created") or "quantile" in sample.labels:
                 continue
-            for sample in family.samples:
-                if sample.name.endswith("_created") or "quantile" in sample.labels:
-                    continue
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                totals[key] = totals.get(key, 0.0) + sample.value
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            totals[key] = totals.get(key, 0.0) + sample.value
     lines = []
     for (name, labels), value in sorted(totals.items()):
         rendered = ",".join(f'{label}="{_escaped(text)}"' for label, text in labels)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mfn.polling import poll
 from mfn.local import state
 from mfn.local.state import Deployment
 from mfn.errors import DeployError
@@ -150,15 +151,14 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
 def wait_ports_released(host: str, ports: dict[str, int], timeout_s: float = PORT_RELEASE_S) -> None:
     """Wait until a stopped server's ports can be bound again: the JVM closes its sockets while its threads end,
     after the process itself is reported gone. Returns at the timeout; the start's own check then names the port."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def released() -> bool:
         try:
             check_ports_free(host, ports)
-            return
         except DeployError:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
+            return False
+        return True
+
+    poll(released, timeout_s)
 
 
 def log_tail(deployment: Deployment, lines: int = LOG_TAIL_LINES) -> str:
@@ -217,15 +217,11 @@ def make_shm_regions_private(prefix: str) -> None:
 def _wait_live(
     deployment: Deployment, process: subprocess.Popen, live_path: str, live_token: Callable[[], str | None]
 ) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        code, _ = http_json("GET", f"{deployment.http_url}{live_path}", timeout_s=1.0, token=live_token())
-        if code == 200:
-            return True
-        time.sleep(0.05)
-    return False
+    def ended_or_live() -> bool:
+        return process.poll() is not None or \
+            http_json("GET", f"{deployment.http_url}{live_path}", timeout_s=1.0, token=live_token())[0] == 200
+
+    return bool(poll(ended_or_live, START_TIMEOUT_S)) and process.poll() is None
 
 
 def serialized(progress: Progress) -> Progress:

@@ -8,20 +8,19 @@ it restarts a crashed server. A request is a file in the work directory; the rep
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mfn.files import write_json
 from mfn.local import state
 from mfn.local.launching import Progress, load_timeout_s, with_progress
 from mfn.local.servers import local_server
 from mfn.local.state import Deployment
-from mfn.local.store import discover
+from mfn.store import discover
 from mfn.local.supervision import ModelHealth
 from mfn.local.versions import check_packaged, check_served, choices_of, listing, plan_for, save_versions, serve
 from mfn.errors import DeployError, MfnError
@@ -94,10 +93,7 @@ def perform(deployment: Deployment, operation: Operation, progress: Progress = l
     directory = Path(deployment.workdir) / OPERATIONS_DIR
     directory.mkdir(exist_ok=True, mode=0o700)
     ident = f"{time.time_ns()}-{secrets.token_hex(3)}"
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(operation), handle)
-    os.replace(temp, directory / f"{ident}.request.json")
+    write_json(directory / f"{ident}.request.json", asdict(operation), indent=None)
     reply_file = directory / f"{ident}.reply.json"
     started = time.monotonic()
     deadline = started + load_timeout_s(deployment) + REPLY_MARGIN_S
@@ -245,10 +241,7 @@ def serve_requests(workdir: Path, carry_out) -> None:
             reply = {"result": carry_out(operation)}
         except (MfnError, TypeError, ValueError) as error:
             reply = {"error": str(error)}
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(reply, handle)
-        os.replace(temp, request_file.with_name(request_file.name.replace(".request.", ".reply.")))
+        write_json(request_file.with_name(request_file.name.replace(".request.", ".reply.")), reply, indent=None)
         request_file.unlink(missing_ok=True)
 
 

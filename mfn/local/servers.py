@@ -1,6 +1,6 @@
 """One interface for the servers mfn runs on this machine, and the registry that picks one by name.
 
-Each server kind has one module implementing `LocalServer` (mfn.local.triton_local, mfn.local.torchserve_local);
+Each server kind has one module implementing `LocalServer` (mfn.servers.triton.admin, mfn.servers.torchserve.admin);
 the supervisor and the deploy commands reach them only through `local_server(name)`.
 """
 
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
     from mfn.local.launching import Progress
     from mfn.local.state import Deployment
-    from mfn.local.store import Store
+    from mfn.store import Store
     from mfn.local.versions import ServedVersions
 
-SERVER_MODULES = {"triton": "mfn.local.triton_local", "torchserve": "mfn.local.torchserve_local"}
+SERVER_MODULES = {"triton": "mfn.servers.triton.admin", "torchserve": "mfn.servers.torchserve.admin"}
 assert tuple(SERVER_MODULES) == SERVERS, "a LocalServer for every server mfn knows"
 
 

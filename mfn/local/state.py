@@ -7,12 +7,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mfn.files import write_json
 from mfn.errors import MfnError
 from mfn.servers.process import is_running
 
@@ -93,7 +93,7 @@ class Deployment:
     # Public ports of the front that owns them when the server stops while idle (mfn.local.front); `ports` are
     # then the server's own, which only mfn talks to.
     front: dict[str, int] = field(default_factory=dict)
-    # The rollout proxy's ports once the deployment has had a rollout (mfn.local.routes): filled in when the
+    # The rollout proxy's ports once the deployment has had a rollout (mfn.proxy.routes): filled in when the
     # record is read for callers (mfn.local.deployments.status), never saved by the supervisor.
     proxy: dict[str, int] = field(default_factory=dict)
     # model -> {"versions": [...], "default_version": N}: what mfn's version rule serves (mfn.local.versions), written
@@ -184,12 +184,7 @@ def state_file(name: str) -> Path:
 
 def save(deployment: Deployment) -> None:
     """Write the record atomically, so a reader never sees half a file."""
-    directory = deployments_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{deployment.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(deployment), handle, indent=2, sort_keys=True)
-    os.replace(temp, state_file(deployment.name))
+    write_json(state_file(deployment.name), asdict(deployment))
 
 
 def load(name: str) -> Deployment | None:
@@ -242,7 +237,7 @@ def read_key(deployment: Deployment, api: str) -> str | None:
     return entry.get("key") if isinstance(entry, dict) else None
 
 
-# In a canary track's record: the deployment whose rollout it serves (mfn.local.rollout).
+# In a canary track's record: the deployment whose rollout it serves (mfn.proxy.rollout).
 TRACK_OF = "track_of"
 
 
@@ -300,7 +295,4 @@ def record_default(name: str, model: str, version: int | None) -> None:
         defaults[model] = version
     path = defaults_file(name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(defaults, handle, indent=2, sort_keys=True)
-    os.replace(temp, path)
+    write_json(path, defaults)

@@ -10,12 +10,12 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mfn.files import write_json
 from mfn.local import state
 from mfn.local.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
 from mfn.local.state import Deployment
@@ -236,10 +236,7 @@ def raise_open_file_limit() -> None:
 
 def write_status(workdir: Path, status: Status) -> None:
     """Write status.json atomically, so `mfn status` never reads half of it."""
-    fd, temp = tempfile.mkstemp(dir=workdir, prefix=".status.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(status.to_json(), handle, indent=2, sort_keys=True)
-    os.replace(temp, workdir / STATUS_FILE)
+    write_json(workdir / STATUS_FILE, status.to_json())
 
 
 def read_status(deployment: Deployment) -> Status:

@@ -9,7 +9,7 @@ progress from a pipe until the models are loaded. From then on the supervisor
 - reloads a model whose worker died (Triton's Python stubs) or that the server says is not ready, none while it is unresponsive;
 - records its view in `status.json` beside the server log: state, restarts, the last exit and why (see
   mfn.servers.process.ExitWatch), crashes in a row, the next attempt, per-model health;
-- starts the controller of the deployment's rollout proxy again if it is not running (mfn.local.routes);
+- starts the controller of the deployment's rollout proxy again if it is not running (mfn.proxy.routes);
 - carries out operator requests (load, unload, reload, scale, set-default; see mfn.local.operations) between its
   health checks, and applies them again after a restart;
 - on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
@@ -35,14 +35,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
-from mfn.local import routes, state, supervision
+from mfn.polling import poll
+from mfn.local import state, supervision
+from mfn.proxy import routes
 from mfn.local.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
 from mfn.local.idling import FRONTED, Idling
 from mfn.local.operations import Operation, carry_out, has_requests, restore, serve_requests
 from mfn.local.servers import LocalServer, local_server
 from mfn.local.supervision import ModelHealth, Plan, RestartPace, Status, report, stop_reporting, write_status
-from mfn.local.store import Store, discover
+from mfn.store import Store, discover
 from mfn.local.versions import VersionChoices, serve
 from mfn.runtime import cold_start
 from mfn.local.state import Deployment
@@ -343,9 +345,7 @@ class Supervisor:
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless a stop is requested meanwhile; True when it was."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self.stop_requested:
-            time.sleep(0.1)
+        poll(lambda: self.stop_requested, seconds, every_s=0.1)
         return self.stop_requested
 
 

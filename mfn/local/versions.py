@@ -4,7 +4,7 @@ answers requests that name none.
 Deploy, `mfn load`, `mfn unload --version`, `mfn reload`, `mfn set-default` and a server restart all compute what to
 serve with `plan_versions`, from what the package says now (its versions and version policy) and what the operator
 chose (`VersionChoices`); `serve` has the deployment's server make it so (`serve_versions` of
-mfn.local.triton_local and mfn.local.torchserve_local) and notes it in the deployment's record, where mfn's clients
+mfn.servers.triton.admin and mfn.servers.torchserve.admin) and notes it in the deployment's record, where mfn's clients
 read the default (mfn.client.versions).
 """
 

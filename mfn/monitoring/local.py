@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
+from mfn.polling import poll
 from mfn.local import state
 from mfn.local.state import Deployment
 from mfn.errors import DeployError
@@ -56,11 +56,9 @@ def start_prometheus(deployment: Deployment) -> str:
         prometheus_url=url,
     )
     state.save(deployment)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
-        if request("GET", f"{url}/-/ready", timeout_s=1.0)[0] == 200:
-            return url
-        time.sleep(0.1)
+    if poll(lambda: process.poll() is not None or request("GET", f"{url}/-/ready", timeout_s=1.0)[0] == 200,
+            READY_TIMEOUT_S, every_s=0.1) and process.poll() is None:
+        return url
     stop_prometheus(deployment)
     log = (directory / "prometheus.log").read_text(errors="replace")[-2000:]
     raise DeployError(f"Prometheus did not become ready:\n{log}")

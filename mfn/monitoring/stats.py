@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from mfn.local.state import Deployment
 from mfn.errors import MfnError
+from mfn.prometheus_text import samples
 from mfn.runtime.metrics import BATCH_SIZE, FIRST_CHUNK_SECONDS, PREDICT_SECONDS, REQUESTS, STREAM_CHUNKS
 
 CACHE_REQUESTS = "mfn_cache_requests"
@@ -65,8 +66,6 @@ def deployment_stats(deployment: Deployment) -> list[ModelStats]:
 
 def summarise(text: str, server: str) -> list[ModelStats]:
     """Compute the figures from Prometheus text exposition."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     outcomes: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     batch = defaultdict(lambda: [0.0, 0.0])  # sum, count
     buckets: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
@@ -74,30 +73,29 @@ def summarise(text: str, server: str) -> list[ModelStats]:
     chunks = defaultdict(lambda: [0.0, 0.0])  # sum, count
     queue = defaultdict(lambda: [0.0, 0.0])  # microseconds, requests
     cache: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            mfn_key = (labels.get("model", ""), labels.get("version", ""))
-            # The parser adds `_total` to counters whose exposed name lacks it (Triton's and TorchServe's do).
-            name = sample.name.removesuffix("_total")
-            if name == REQUESTS.removesuffix("_total"):
-                outcomes[mfn_key][labels["outcome"]] += sample.value
-            elif name == f"{BATCH_SIZE}_sum":
-                batch[mfn_key][0] += sample.value
-            elif name == f"{BATCH_SIZE}_count":
-                batch[mfn_key][1] += sample.value
-            elif name == f"{PREDICT_SECONDS}_bucket":
-                buckets[mfn_key][float(labels["le"])] += sample.value
-            elif name == f"{FIRST_CHUNK_SECONDS}_bucket":
-                first_chunk[mfn_key][float(labels["le"])] += sample.value
-            elif name in (f"{STREAM_CHUNKS}_sum", f"{STREAM_CHUNKS}_count"):
-                chunks[mfn_key][name.endswith("_count")] += sample.value
-            elif name == CACHE_REQUESTS:
-                cache[mfn_key][labels["result"]] += sample.value
-            elif name in TRITON_CACHE:
-                cache[mfn_key][TRITON_CACHE[name]] += sample.value
-            else:
-                _queue_sample(name, labels, sample.value, queue)
+    for sample in samples(text):
+        labels = sample.labels
+        mfn_key = (labels.get("model", ""), labels.get("version", ""))
+        # Compared without `_total`: Triton's counters expose none, mfn's and TorchServe's do.
+        name = sample.name.removesuffix("_total")
+        if name == REQUESTS.removesuffix("_total"):
+            outcomes[mfn_key][labels["outcome"]] += sample.value
+        elif name == f"{BATCH_SIZE}_sum":
+            batch[mfn_key][0] += sample.value
+        elif name == f"{BATCH_SIZE}_count":
+            batch[mfn_key][1] += sample.value
+        elif name == f"{PREDICT_SECONDS}_bucket":
+            buckets[mfn_key][float(labels["le"])] += sample.value
+        elif name == f"{FIRST_CHUNK_SECONDS}_bucket":
+            first_chunk[mfn_key][float(labels["le"])] += sample.value
+        elif name in (f"{STREAM_CHUNKS}_sum", f"{STREAM_CHUNKS}_count"):
+            chunks[mfn_key][name.endswith("_count")] += sample.value
+        elif name == CACHE_REQUESTS:
+            cache[mfn_key][labels["result"]] += sample.value
+        elif name in TRITON_CACHE:
+            cache[mfn_key][TRITON_CACHE[name]] += sample.value
+        else:
+            _queue_sample(name, labels, sample.value, queue)
     rows = []
     for key in sorted(set(outcomes) | set(batch) | set(cache)):
         counts = {outcome: int(value) for outcome, value in sorted(outcomes[key].items())}

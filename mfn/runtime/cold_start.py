@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+from mfn.files import write_json
 
 ENV = "MFN_COLD_START_DIR"
 PHASES = ("adapter_s", "handler_import_s", "setup_s", "warm_up_s")
@@ -28,11 +28,8 @@ def record(model: str, version: int, phases: dict[str, float]) -> None:
     directory = os.environ.get(ENV)
     if not directory:
         return
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"model": model, "version": version, **{name: round(phases.get(name, 0.0), 4) for name in PHASES}},
-                  handle)
-    os.replace(temp, Path(directory) / f"{model}-{version}-{os.getpid()}.json")
+    write_json(Path(directory) / f"{model}-{version}-{os.getpid()}.json",
+               {"model": model, "version": version, **{name: round(phases.get(name, 0.0), 4) for name in PHASES}}, indent=None)
 
 
 def with_adapter_share(timings: dict[str, float], total_s: float) -> dict[str, float]:

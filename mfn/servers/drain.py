@@ -139,16 +139,15 @@ def read_accounts(metrics_url: str) -> tuple[float, float] | None:
     every port, scrapes of this endpoint included, and no gRPC answer), so the answered side is mfn's: what its
     handlers ran (`mfn_requests_total`, every outcome) and what their response cache answered (hits).
     """
-    from prometheus_client.parser import text_string_to_metric_families
+    from mfn.prometheus_text import samples
 
     status, text = request("GET", metrics_url, timeout_s=2.0)
     if status != 200:
         return None
     received = answered = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == _RECEIVED:
-                received += sample.value
-            elif sample.name == REQUESTS or (sample.name == CACHE_REQUESTS and sample.labels.get("result") == "hit"):
-                answered += sample.value
+    for sample in samples(text):
+        if sample.name == _RECEIVED:
+            received += sample.value
+        elif sample.name == REQUESTS or (sample.name == CACHE_REQUESTS and sample.labels.get("result") == "hit"):
+            answered += sample.value
     return received, answered

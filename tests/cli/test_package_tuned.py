@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from mfn.cli.main import cli
-from mfn.local.store import discover
+from mfn.store import discover
 from mfn.tuning.tuned import PROVENANCE_PARAMETER, Settings, Tuned, save
 from tests.conftest import EXAMPLES
 

@@ -28,7 +28,7 @@ from mfn.client.triton import GRPC_AUTH_HEADER
 from mfn.errors import MfnError
 from mfn.local import deployments
 from mfn.local.supervision import read_status
-from mfn.local.torchserve_local import management_url, read_key
+from mfn.servers.torchserve.admin import management_url, read_key
 from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM
 from mfn.runtime.codec.limits import MAX_BYTES_ELEMENT, nesting_depth

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.local import deployments, rollout, routes, state
+from mfn.local import deployments, state
+from mfn.proxy import rollout, routes
 from mfn.local.launching import DRAIN_TIMEOUT_S
 from mfn.errors import MfnError
 from tests.conftest import HANDLERS, scrape, wait_for

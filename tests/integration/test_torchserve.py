@@ -18,7 +18,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.errors import InvokeError
 from mfn.local import deployments
-from mfn.local.torchserve_local import management_url, read_key
+from mfn.servers.torchserve.admin import management_url, read_key
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 from tests.conftest import scrape, settled, wait_for
 from tests.integration.conftest import MLP, TEXT_STATS

@@ -13,7 +13,7 @@ import pytest
 import mfn
 from mfn.local import deployments
 from mfn.local.launching import http_json
-from mfn.local.torchserve_local import management_url, read_key
+from mfn.servers.torchserve.admin import management_url, read_key
 from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH
 from mfn.runtime.codec.client import encode_binary_request, read_binary_answer

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mfn.cli.main import cli
-from mfn.local.store import discover
+from mfn.store import discover
 from mfn.tuning.run import own_settings, tune
 from mfn.tuning.tuned import PROVENANCE_PARAMETER, Settings, load
 from tests.conftest import EXAMPLES

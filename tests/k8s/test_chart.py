@@ -271,7 +271,7 @@ def restricted(container: dict) -> dict[str, list[str]]:
 
 
 def test_triton_admin_and_inference_apis_need_keys_from_a_secret_by_default(packaged, tmp_path):
-    from mfn.servers import triton
+    from mfn.servers.triton import launch as triton
 
     values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
     documents = render(values)
@@ -290,7 +290,7 @@ def test_triton_admin_and_inference_apis_need_keys_from_a_secret_by_default(pack
 
 
 def test_triton_inference_opens_with_auth_off_but_the_admin_apis_never_do(packaged, tmp_path):
-    from mfn.servers import triton
+    from mfn.servers.triton import launch as triton
 
     values = write_values(packaged, "triton", tmp_path, gpu=False, delivery="uri")
     documents = render(values, "auth.inference=false", "auth.secretName=my-keys")
@@ -391,7 +391,7 @@ def test_the_values_file_documents_every_top_level_key_of_the_schema():
 
 
 def test_torchserve_pods_get_the_environment_local_deploys_use(packaged, tmp_path):
-    from mfn.servers import torchserve
+    from mfn.servers.torchserve import launch as torchserve
 
     values = write_values(packaged, "torchserve", tmp_path, gpu=False, delivery="uri")
     _, container = server_container(render(values))

@@ -23,7 +23,8 @@ import mfn
 from mfn.local.launching import remove_shm_regions
 from mfn.local.state import home_tag
 from mfn.kubernetes.helm import chart_path, values_for
-from mfn.servers import torchserve, triton
+from mfn.servers.torchserve import launch as torchserve
+from mfn.servers.triton import launch as triton
 from mfn.servers.http import request
 from mfn.servers.process import descendants, free_ports, process_start_time, start_detached, stop_process_group
 from tests.conftest import EXAMPLES, metric_samples, wait_for

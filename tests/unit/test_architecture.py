@@ -14,14 +14,17 @@ import pytest
 LAYERS = (
     ("mfn.cli",),
     ("mfn.client",),
-    ("mfn.local", "mfn.kubernetes", "mfn.monitoring", "mfn.signing", "mfn.tuning"),
+    # A server's admin module drives a local deployment through that server's APIs, so it sits with the local
+    # runtime; its launch module (command line, configuration) serves pods too and sits below.
+    ("mfn.local", "mfn.proxy", "mfn.servers.triton.admin", "mfn.servers.torchserve.admin", "mfn.kubernetes",
+     "mfn.monitoring", "mfn.signing", "mfn.tuning"),
     ("mfn.servers",),
-    ("mfn.packaging", "mfn.model_files", "mfn.convert"),
+    ("mfn.packaging", "mfn.model_files", "mfn.convert", "mfn.store"),
     ("mfn.model_repository", "mfn.archiver"),
     ("mfn.runtime",),
     ("mfn.handlers",),
     ("mfn.spec", "mfn.handlers.declarations", "mfn.handlers.dtypes"),
-    ("mfn.errors", "mfn.environment", "mfn.manifest", "mfn.kinds"),
+    ("mfn.errors", "mfn.environment", "mfn.manifest", "mfn.kinds", "mfn.files", "mfn.polling", "mfn.prometheus_text"),
 )
 __doc__ += "\n".join(f"    {index + 1}. {', '.join(layer)}" for index, layer in enumerate(LAYERS))
 MAX_MODULE_LINES = 400

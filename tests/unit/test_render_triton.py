@@ -151,7 +151,7 @@ def test_version_policy_specific():
 
 def test_tritons_response_cache_only_for_fixed_shapes_and_one_output_and_the_server_is_sized_for_them():
     from mfn.model_repository.render import response_cache_bytes
-    from mfn.servers import triton
+    from mfn.servers.triton import launch as triton
 
     assert parse(render_config(CASES["local_cache"])).response_cache.enable
     assert not parse(render_config(CASES["redis_cache"])).HasField("response_cache")

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from mfn.local import proxying, rollout
-from mfn.local.proxy_config import Guard, ProxyConfig, Routing, Track, check_routing, render
-from mfn.local.rollout_analysis import Figures, breach, totals, window
-from mfn.local.routes import nginx_binary
+from mfn.proxy import fronting, rollout
+from mfn.proxy.nginx_config import Guard, ProxyConfig, Routing, Track, check_routing, render
+from mfn.proxy.analysis import Figures, breach, totals, window
+from mfn.proxy.routes import nginx_binary
 from mfn.errors import MfnError
 from tests.conftest import GOLDEN, assert_matches_golden
 
@@ -25,7 +25,7 @@ CASES = {
 
 
 # Where a packaged mfn and Debian's njs module would be; `nginx -t` gets the real ones.
-GOLDEN_GUARD = Guard(module="/usr/lib/nginx/modules/ngx_http_js_module.so", script="/srv/mfn/local/proxy_guard.js")
+GOLDEN_GUARD = Guard(module="/usr/lib/nginx/modules/ngx_http_js_module.so", script="/srv/mfn/proxy/guard.js")
 
 
 def config(server: str, routing: Routing, directory: str = "/srv/mfn/route", guard: Guard | None = GOLDEN_GUARD) -> ProxyConfig:
@@ -51,7 +51,7 @@ def test_nginx_itself_accepts_each_rendered_configuration(case, tmp_path):
     server, routing = CASES[case]
     (tmp_path / "temp").mkdir()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render(config(server, routing, str(tmp_path), guard=proxying.guard())))
+    conf.write_text(render(config(server, routing, str(tmp_path), guard=fronting.guard())))
     checked = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
 

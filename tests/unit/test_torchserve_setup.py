@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mfn.errors import DeployError
-from mfn.servers import torchserve
+from mfn.servers.torchserve import launch as torchserve
 
 
 def test_missing_java_names_what_to_install(monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 from mfn.monitoring.stats import histogram_quantile
+from mfn.prometheus_text import samples
 from mfn.runtime.metrics import PREDICT_SECONDS, REQUESTS
 
 # Fewer canary requests than this in a window say nothing yet; the rule waits for more.
@@ -39,17 +40,13 @@ class Figures:
 
 
 def totals(text: str) -> Totals:
-    from prometheus_client.parser import text_string_to_metric_families
-
     outcomes: dict[str, float] = defaultdict(float)
     buckets: dict[float, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name.removesuffix("_total")
-            if name == REQUESTS.removesuffix("_total"):
-                outcomes[sample.labels["outcome"]] += sample.value
-            elif name == f"{PREDICT_SECONDS}_bucket":
-                buckets[float(sample.labels["le"])] += sample.value
+    for sample in samples(text):
+        if sample.name.removesuffix("_total") == REQUESTS.removesuffix("_total"):
+            outcomes[sample.labels["outcome"]] += sample.value
+        elif sample.name == f"{PREDICT_SECONDS}_bucket":
+            buckets[float(sample.labels["le"])] += sample.value
     return Totals(dict(outcomes), dict(buckets))
 
 

@@ -2,14 +2,14 @@
 
 The deployment keeps its name and is the `primary` track; the new package runs as the `canary` track, a
 deployment of its own named `NAME-canary`, started with the primary's options. The first rollout of a
-deployment puts a proxy in front of it (mfn.local.proxy_config): from then on its HTTP and gRPC endpoints are
+deployment puts a proxy in front of it (mfn.proxy.nginx_config): from then on its HTTP and gRPC endpoints are
 nginx's and stay, through this rollout and later ones; `mfn.Client(NAME)` and `mfn invoke` find them by name.
 
 A promotion works as Flagger's does: all traffic to the canary, the primary started again from the new package,
 all traffic back to the primary, the canary drained and stopped. An abort sends all traffic to the primary and
 drains and stops the canary. nginx changes its routing gracefully (SIGHUP: old workers finish what they hold),
 so neither loses a request. Stepping and the automatic analysis run in the route's controller process
-(mfn.local.rollout_controller), which also owns nginx and starts it again if it dies.
+(mfn.proxy.controller), which also owns nginx and starts it again if it dies.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mfn.local import routes, state
+from mfn.local import state
+from mfn.proxy import routes
 from mfn.local.launching import Progress
-from mfn.local.proxy_config import ProxyConfig, Track, check_routing, render
-from mfn.local.proxying import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
-from mfn.local.routes import Rollout, Route
+from mfn.proxy.nginx_config import ProxyConfig, Track, check_routing, render
+from mfn.proxy.fronting import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
+from mfn.proxy.routes import Rollout, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 

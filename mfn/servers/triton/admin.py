@@ -14,12 +14,13 @@ from pathlib import Path
 from mfn.local import state
 from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.local.state import Deployment, read_key
-from mfn.local.store import Store, triton_config
+from mfn.store import Store, triton_config
 from mfn.local.versions import ServedVersions
 from mfn.errors import DeployError, MfnError
 from mfn.model_repository.layout import CONFIG_FILE
 from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
-from mfn.servers import secret_args, triton
+from mfn.servers import secret_args
+from mfn.servers.triton import launch as triton
 from mfn.servers.process import children
 
 STUB_SCRIPT = "model.py"

@@ -1,6 +1,6 @@
 """The rollout proxy's nginx configuration, rendered from one typed `ProxyConfig` by a pure function.
 
-nginx stands in front of a deployment during and after a rollout (mfn.local.rollout): one HTTP and one gRPC
+nginx stands in front of a deployment during and after a rollout (mfn.proxy.rollout): one HTTP and one gRPC
 listener (HTTP/2, cleartext) route each request to the `primary` track (the deployment itself) or the `canary`
 track (the new package) by the strategy, and every answer carries `X-Mfn-Track` naming the track that produced
 it. Why nginx: of the proxies installable here it is the one with weighted and header routing, consistent
@@ -12,7 +12,7 @@ key, so tracks keep their own keys (TorchServe makes new ones at every start) an
 Health (Triton's `/v2/health/*` and gRPC ServerLive/ServerReady/ModelReady, TorchServe's `/ping` and gRPC Ping)
 stays open, as on the servers themselves.
 
-Guard: in front of Triton's HTTP endpoint, nginx runs mfn/local/proxy_guard.js (njs) on each request's body
+Guard: in front of Triton's HTTP endpoint, nginx runs mfn/proxy/guard.js (njs) on each request's body
 before passing it on: tritonserver 2.51 aborts on some bodies (shapes whose element count overflows memory, deep
 JSON, gzip that expands without bound) and has no setting to refuse them. The guard answers those with a 4xx.
 """
@@ -120,7 +120,7 @@ def render(config: ProxyConfig) -> str:
     tracks = {"primary": config.primary, **({"canary": config.canary} if config.canary else {})}
     directory = config.directory
     lines = [
-        "# Rendered by mfn (mfn.local.proxy_config); `mfn rollout` writes it again at every change.",
+        "# Rendered by mfn (mfn.proxy.nginx_config); `mfn rollout` writes it again at every change.",
         *([f"load_module {config.guard.module};"] if config.guard else []),
         *([f"user {config.worker_user};"] if config.worker_user else []),
         "worker_processes 1;",

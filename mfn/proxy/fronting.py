@@ -3,8 +3,8 @@
 A deployment is fronted from the start with `mfn deploy --proxy` (its ports then stay the same through every
 rollout), and always when it serves open inference (`--no-auth`, unless an idle Triton): the server keeps its keys
 and the proxy speaks to it with them, so nobody goes around the proxy. In front of Triton the proxy guards HTTP
-bodies (mfn.local.proxy_config); TorchServe's one authorization switch would also have opened its management
-APIs. Rollouts (mfn.local.rollout) put a canary track behind the same proxy.
+bodies (mfn.proxy.nginx_config); TorchServe's one authorization switch would also have opened its management
+APIs. Rollouts (mfn.proxy.rollout) put a canary track behind the same proxy.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mfn.local import routes, state
-from mfn.local.proxy_config import Guard, ProxyConfig, Routing, Track, render
-from mfn.local.routes import Rollout, Route
+from mfn.local import state
+from mfn.proxy import routes
+from mfn.proxy.nginx_config import Guard, ProxyConfig, Routing, Track, render
+from mfn.proxy.routes import Rollout, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
 
 ACTIVE = ("progressing", "promoting")
-GUARD_SCRIPT = Path(__file__).with_name("proxy_guard.js")
+GUARD_SCRIPT = Path(__file__).with_name("guard.js")
 JS_MODULE = "ngx_http_js_module.so"
 
 

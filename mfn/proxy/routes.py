@@ -1,5 +1,5 @@
 """A deployment's route: the nginx proxy that owns its public endpoints once it has had a rollout, and the
-rollout's record (mfn.local.rollout).
+rollout's record (mfn.proxy.rollout).
 
 The route lives in its own directory beside the deployments (`.routes/NAME/`), not in the deployment's work
 directory: a promotion starts the deployment again from the new package, which gives it a new work directory,
@@ -14,13 +14,13 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mfn.polling import poll
+from mfn.files import write_json
 from mfn.local import state
 from mfn.errors import MfnError
 from mfn.servers.process import PRIVATE_UMASK, children, find_tool, is_running, process_start_time, start_detached
@@ -53,7 +53,7 @@ class Rollout:
     started_at: float = 0.0
     last_step_at: float = 0.0
     history: list[dict] = field(default_factory=list)
-    # The controller's last comparison of the tracks over the current step's window (mfn.local.rollout_analysis).
+    # The controller's last comparison of the tracks over the current step's window (mfn.proxy.analysis).
     analysis: dict = field(default_factory=dict)
 
 
@@ -109,7 +109,7 @@ def load(name: str) -> Route | None:
 
 
 def save(route: Route) -> None:
-    _write_private(route.directory / ROUTE_FILE, json.dumps(asdict(route), indent=2, sort_keys=True))
+    write_json(route.directory / ROUTE_FILE, asdict(route))
 
 
 def create(name: str, server: str, host: str, ports: dict[str, int], with_key: bool) -> Route:
@@ -119,7 +119,7 @@ def create(name: str, server: str, host: str, ports: dict[str, int], with_key: b
     for private in (directory.parent, directory, directory / "temp"):  # mkdir's mode covers only the last part
         private.mkdir(exist_ok=True, mode=0o700)
     key_file = directory / KEY_FILE
-    _write_private(key_file, json.dumps({"inference": {"key": secrets.token_urlsafe(24)}} if with_key else {}))
+    write_json(key_file, {"inference": {"key": secrets.token_urlsafe(24)}} if with_key else {}, indent=None)
     route = Route(name=name, server=server, host=host, ports=ports, key_file=str(key_file))
     save(route)
     return route
@@ -142,15 +142,7 @@ def callers_key(route: Route) -> str | None:
     return (json.loads(Path(route.key_file).read_text()).get("inference") or {}).get("key")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Atomically, readable by the user alone (the file may hold keys)."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temp, path)
-
-
-# The proxy process: nginx in the foreground, owned by the route's controller (mfn.local.rollout_controller).
+# The proxy process: nginx in the foreground, owned by the route's controller (mfn.proxy.controller).
 
 def nginx_binary() -> str:
     return find_tool("nginx", "nginx is not installed: `make setup` puts Debian's nginx into the environment "
@@ -192,14 +184,14 @@ def start_nginx(route: Route, parent_death_signal: int | None = None) -> subproc
     command = [nginx_binary(), "-p", str(route.directory), "-c", str(route.directory / CONFIG_FILE), "-g", "daemon off;"]
     process = start_detached(command, dict(os.environ), route.directory / "nginx.log", route.directory,
                              parent_death_signal=parent_death_signal)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def started() -> bool:
         if process.poll() is not None:
             log = (route.directory / "nginx.log").read_text()[-2000:]
             raise MfnError(f"nginx stopped at start ({process.returncode}): {log}")
-        if nginx_pid(route) == process.pid:
-            return process
-        time.sleep(0.02)
+        return nginx_pid(route) == process.pid
+
+    if poll(started, START_TIMEOUT_S, every_s=0.02):
+        return process
     raise MfnError(f"nginx did not start within {START_TIMEOUT_S:g} s; its log: {route.directory / 'nginx.log'}")
 
 
@@ -221,15 +213,15 @@ def reload_nginx(route: Route) -> None:
     # Applied once a worker started after the signal runs and every older one has stopped accepting: the master
     # tells old workers to shut down only about 100 ms after starting the new ones, and until then they still
     # take new connections. An old worker that finishes requests it holds is titled "... is shutting down".
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def applied() -> bool:
         workers = children(pid)
         started = any(letter != "Z" for child, (letter, _) in workers.items() if child not in before)
         old_accepting = [child for child in before if child in workers and workers[child][0] != "Z"
                          and "shutting down" not in " ".join(workers[child][1])]
-        if started and not old_accepting:
-            return
-        time.sleep(0.01)
+        return started and not old_accepting
+
+    if poll(applied, START_TIMEOUT_S, every_s=0.01):
+        return
     raise MfnError(f"the proxy of {route.name} did not take its new configuration; see {route.directory / 'error.log'}")
 
 
@@ -254,21 +246,21 @@ def stop(name: str) -> str | None:
 
 
 def start_controller(route: Route) -> None:
-    """Start the route's controller (mfn.local.rollout_controller), which starts nginx; the caller holds the lock."""
+    """Start the route's controller (mfn.proxy.controller), which starts nginx; the caller holds the lock."""
     import sys
 
-    process = start_detached([sys.executable, "-m", "mfn.local.rollout_controller", route.name], dict(os.environ),
+    process = start_detached([sys.executable, "-m", "mfn.proxy.controller", route.name], dict(os.environ),
                              route.directory / "controller.log", route.directory)
-    deadline = time.monotonic() + CONTROLLER_START_S
-    while time.monotonic() < deadline:
+    def started() -> bool:
         if process.poll() is not None:
             log = (route.directory / "controller.log").read_text()[-3000:]
             raise MfnError(f"the rollout controller of {route.name} stopped at start:\n{log}")
-        if nginx_pid(route) is not None:
-            route.controller_pid, route.controller_start_time = process.pid, process_start_time(process.pid)
-            save(route)
-            return
-        time.sleep(0.02)
+        return nginx_pid(route) is not None
+
+    if poll(started, CONTROLLER_START_S, every_s=0.02):
+        route.controller_pid, route.controller_start_time = process.pid, process_start_time(process.pid)
+        save(route)
+        return
     raise MfnError(f"the proxy of {route.name} did not start within {CONTROLLER_START_S:g} s; "
                    f"see {route.directory / 'controller.log'}")
 

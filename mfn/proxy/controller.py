@@ -1,12 +1,12 @@
 """The owner of one deployment's route: runs its nginx, and steps and judges its rollout.
 
-`mfn rollout start` spawns it (`python -m mfn.local.rollout_controller NAME`) at a deployment's first rollout;
+`mfn rollout start` spawns it (`python -m mfn.proxy.controller NAME`) at a deployment's first rollout;
 `mfn undeploy NAME` stops it. It
 
 - runs nginx in the foreground as its child (the parent-death signal ends nginx with it) and starts it again
   if it dies, with the configuration the rollout commands last wrote;
 - while a rollout progresses with `--steps` or a rule (`--max-error-ratio`, `--max-p99-ms`): scrapes both tracks'
-  metrics every second, compares them over the current step's window (mfn.local.rollout_analysis), rolls back
+  metrics every second, compares them over the current step's window (mfn.proxy.analysis), rolls back
   at once when the canary breaks the rule, and otherwise moves to the next step after `--step-interval`,
   promoting at 100.
 
@@ -20,9 +20,11 @@ import signal
 import sys
 import time
 
-from mfn.local import proxying, rollout, rollout_analysis, routes, state
-from mfn.local.proxy_config import render
-from mfn.local.rollout_analysis import Totals
+from mfn.polling import poll
+from mfn.local import state
+from mfn.proxy import analysis, fronting, rollout, routes
+from mfn.proxy.nginx_config import render
+from mfn.proxy.analysis import Totals
 from mfn.errors import MfnError
 
 TICK_S = 1.0
@@ -69,13 +71,13 @@ class Controller:
         """Write the proxy's configuration again when a track changed under it: a restarted server may have new
         ports, and TorchServe makes new keys at every start."""
         try:
-            wanted = render(proxying.proxy_config(route))
+            wanted = render(fronting.proxy_config(route))
             if wanted == (route.directory / routes.CONFIG_FILE).read_text():
                 return
             with routes.exclusive(self.name):
                 current = routes.load(self.name)
                 if current is not None:
-                    proxying.apply(current)
+                    fronting.apply(current)
                     _log("a track changed (ports or keys): the proxy's configuration was written again")
         except (OSError, MfnError) as error:  # a track between stop and start: the next tick looks again
             _log(f"tracks not followed yet: {error}")
@@ -83,12 +85,12 @@ class Controller:
     def judge(self, route: routes.Route) -> None:
         active = route.rollout
         tracks = {"canary": state.get(active.canary), "primary": state.get(self.name)}
-        now = {track: rollout_analysis.scrape(deployment.metrics_url) for track, deployment in tracks.items()}
+        now = {track: analysis.scrape(deployment.metrics_url) for track, deployment in tracks.items()}
         if self.window_of != active.last_step_at:
             self.window_of, self.baselines = active.last_step_at, now
             return
-        figures = {track: rollout_analysis.window(self.baselines[track], now[track]) for track in tracks}
-        why = rollout_analysis.breach(figures["canary"], figures["primary"], active.max_error_ratio, active.max_p99_ms)
+        figures = {track: analysis.window(self.baselines[track], now[track]) for track in tracks}
+        why = analysis.breach(figures["canary"], figures["primary"], active.max_error_ratio, active.max_p99_ms)
         with routes.exclusive(self.name):
             current = routes.load(self.name)
             if current is None or current.rollout is None or current.rollout.state != "progressing":
@@ -117,9 +119,7 @@ class Controller:
                 self.nginx.kill()
 
     def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: self.stopping, seconds)
 
 
 def _log(message: str) -> None:

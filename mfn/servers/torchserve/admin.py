@@ -14,11 +14,11 @@ from mfn.archiver.reading import archive_info
 from mfn.archiver.render import TOKEN_PREFIX
 from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
 from mfn.local.state import Deployment, read_key
-from mfn.local.store import Store
+from mfn.store import Store
 from mfn.local.versions import ServedVersions, plan_versions
 from mfn.errors import DeployError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
-from mfn.servers import torchserve
+from mfn.servers.torchserve import launch as torchserve
 from mfn.servers.drain import wait_until_answered
 from mfn.servers.process import group_on_parent_death
 

@@ -1,0 +1,1 @@
+"""TorchServe: its command line and configuration (launch), and a local deployment driven through its APIs (admin)."""

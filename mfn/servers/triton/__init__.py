@@ -1,0 +1,1 @@
+"""Triton: its command line and configuration (launch), and a local deployment driven through its APIs (admin)."""
