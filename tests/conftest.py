@@ -117,16 +117,10 @@ def assert_matches_golden(actual: str, golden: Path) -> None:
 
 
 def metric_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample in a Prometheus text page, parsed by prometheus_client as mfn parses it.
+    """(name, labels, value) of every sample in a Prometheus text page, read as mfn reads it (names as exposed)."""
+    from mfn.prometheus_text import samples
 
-    Names are as the page exposes them: the parser appends "_total" to a counter's samples (Triton's counters and
-    mfn's `<histogram>_bucket`/`_sum`/`_count` series have none), and that is taken off again where the page lacks it.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    exposed = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"}
-    return [(sample.name if sample.name in exposed else sample.name.removesuffix("_total"), sample.labels, sample.value)
-            for family in text_string_to_metric_families(text) for sample in family.samples]
+    return [(sample.name, sample.labels, sample.value) for sample in samples(text)]
 
 
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
@@ -139,15 +133,12 @@ def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
 
 def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.1):
     """`condition()`'s first truthy value, asked every `every_s` until `timeout_s`; AssertionError naming `what`."""
-    import time
+    from mfn.polling import poll
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out waiting for {what} ({timeout_s} s)")
+    value = poll(condition, timeout_s, every_s)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what} ({timeout_s} s)")
+    return value
 
 
 def settled(read, every_s: float, what: str, tries: int = 20):
