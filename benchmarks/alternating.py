@@ -21,7 +21,7 @@ def per_call_s(client: mfn.Client, model: str, inputs: dict, calls: int) -> floa
     return (time.perf_counter() - started) / calls
 
 
-def added_cost(path: str, through: mfn.Client, direct: mfn.Client, model: str, inputs: dict, calls: int) -> dict[str, float]:
+def added_cost(path: str, through: mfn.Client, direct: mfn.Client, model: str, inputs: dict, calls: int) -> dict[str, float]:  # noqa: PLR0913
     """Median µs per call through `path` and direct, over ROUNDS alternating rounds of calls // ROUNDS each."""
     for client in (through, direct):
         per_call_s(client, model, inputs, WARM_CALLS)  # connections made, caches warm

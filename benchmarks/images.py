@@ -237,7 +237,7 @@ def throughput(call: Callable, image: np.ndarray, duration_s: float) -> float:
             while time.perf_counter() < stop:
                 call(image)
                 done[index] += 1
-        except BaseException as error:  # reported below: a failed run must not pass for a slow one
+        except BaseException as error:  # noqa: BLE001 - reported below: a failed run must not pass for a slow one
             errors.append(error)
 
     started = time.perf_counter()
@@ -279,7 +279,7 @@ def timed(call: Callable) -> float:
     return time.perf_counter() - started
 
 
-def measure_server(server: str, deployment: deployments.Deployment, rounds: int, sequential: int, duration_s: float,
+def measure_server(server: str, deployment: deployments.Deployment, rounds: int, sequential: int, duration_s: float,  # noqa: PLR0913
                    reference: np.ndarray, image: np.ndarray, ceiling: Callable[[], dict[str, float]]) -> list[dict]:
     """Rows per protocol and implementation; the in-process ceiling is measured in every round as well, so
     that its ratios compare measurements taken minutes, not a quarter of an hour, apart."""

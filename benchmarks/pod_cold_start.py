@@ -151,7 +151,7 @@ def torchserve_key(pod: LocalPod) -> str:
     return json.loads(key_file.read_text())["inference"]["key"] if key_file.is_file() else ""
 
 
-def start_server(server: str, pod: LocalPod, container: dict, files: dict[str, str], scratch: Path, env_dir: Path):
+def start_server(server: str, pod: LocalPod, container: dict, files: dict[str, str], scratch: Path, env_dir: Path):  # noqa: PLR0913
     if server == "triton":
         install = triton.find_triton()
         backend = triton.prepare_backend_directory(install, scratch / "backends")

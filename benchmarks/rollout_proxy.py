@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import mfn  # noqa: E402
 from benchmarks.alternating import added_cost  # noqa: E402
 from mfn.local import deployments, state  # noqa: E402
-from mfn.proxy import rollout
+from mfn.proxy import rollout  # noqa: E402
 
 HANDLER = f"{ROOT / 'examples/text_stats/handler.py'}:text_stats"
 INPUTS = {"text": [["through the proxy"]]}

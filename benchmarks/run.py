@@ -174,7 +174,7 @@ def k6(env: dict[str, str], concurrency: int, duration_s: float, work: Path) -> 
     return json.loads(summary.read_text())["metrics"]
 
 
-def measure(
+def measure(  # noqa: PLR0913
     deployment, server: str, names: dict[str, str], concurrencies: list[int], duration_s: float, rounds: int, work: Path
 ) -> list[Run]:
     """Each cell alternates mfn and hand-written in `rounds` short runs, so drift on a shared machine hits both alike."""
@@ -205,7 +205,7 @@ def measure(
     return runs
 
 
-def k6_env(deployment, server: str, name: str, model: str, protocol: str, protosets: dict, work: Path) -> dict[str, str]:
+def k6_env(deployment, server: str, name: str, model: str, protocol: str, protosets: dict, work: Path) -> dict[str, str]:  # noqa: PLR0913
     files = payloads(model, server, name, work)
     key = {"TOKEN": state.read_key(deployment, "inference") or "", "GRPC_KEY_HEADER": GRPC_KEY_HEADER[server]}
     if protocol == "http":
@@ -217,7 +217,7 @@ def k6_env(deployment, server: str, name: str, model: str, protocol: str, protos
             "PROTOSET": str(protosets[server]), "METHOD": method, **key}
 
 
-def summarise_rounds(model, server, implementation, batching, protocol, concurrency, rounds: list[dict]) -> Run:
+def summarise_rounds(model, server, implementation, batching, protocol, concurrency, rounds: list[dict]) -> Run:  # noqa: PLR0913
     """The median round by throughput, keeping every round's rate for paired ratios."""
     key = "http_req_duration" if protocol == "http" else "grpc_req_duration"
     rates = [metrics["iterations"]["rate"] for metrics in rounds]
@@ -229,7 +229,7 @@ def summarise_rounds(model, server, implementation, batching, protocol, concurre
     )
 
 
-def serve_and_measure(
+def serve_and_measure(  # noqa: PLR0913
     path: Path, server: str, concurrencies: list[int], duration_s: float, rounds: int, work: Path
 ) -> list[Run]:
     names = {variant(m, i, b): m for m in MODELS for i in ("mfn", "hand") for b in (True, False)}

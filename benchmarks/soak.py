@@ -83,7 +83,7 @@ def kill_a_worker(deployment, server: str) -> bool:
     return True
 
 
-def _kill_on_schedule(deployment, server: str, result: SoakResult, duration_s: float, kill_every_s: float, deadline: float) -> None:
+def _kill_on_schedule(deployment, server: str, result: SoakResult, duration_s: float, kill_every_s: float, deadline: float) -> None:  # noqa: PLR0913
     """Kill a worker every `kill_every_s` and the server once half-way, until `deadline`."""
     started = time.monotonic()
     next_kill = started + kill_every_s

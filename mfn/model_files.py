@@ -100,6 +100,6 @@ def builtin_source(path: Path, **overrides: object) -> Source:
     cls = getattr(module, kind.handler)
     fields = {"name": model_name_from(path.stem), **declarations, "artifacts": {"model": path.name}, "requirements": list(kind.requirements)}
     fields.update({key: value for key, value in overrides.items() if value is not None})
-    handler_file = Path(module.__file__).resolve()
+    handler_file = Path(str(module.__file__)).resolve()
     spec = spec_from_handler(cls, Entrypoint(file=handler_file.name, attribute=cls.__name__), **fields)
     return Source(cls, handler_file, spec, path.parent)

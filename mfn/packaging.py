@@ -43,7 +43,7 @@ class PackageResult:
         return self.server
 
 
-def package(
+def package(  # noqa: PLR0913
     ref: str,
     output: Path | str,
     server: str = "triton",

@@ -227,7 +227,7 @@ _HANDLER_FIELDS = (
 )
 
 
-def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: object) -> ModelSpec:
+def spec_from_handler(cls: type[Handler], entrypoint: Entrypoint, **overrides: object) -> ModelSpec:  # noqa: C901
     """Build and validate the spec a handler class declares.
 
     Args:

@@ -45,7 +45,7 @@ def build_time() -> float:
     return float(os.environ.get("SOURCE_DATE_EPOCH", 315532800))
 
 
-def build_archive(
+def build_archive(  # noqa: PLR0913
     spec: ModelSpec, handler_file: Path, staging: Path, archive_format: str, artifact_root: Path | None = None,
     bundle_env: bool = False, project: Project | None = None,
 ) -> Path:

@@ -140,7 +140,7 @@ class MfnHandler(BaseHandler):
             return self.codec.decode(body, _request_header(context, index))
         except RequestFailure as failure:
             return failure
-        except Exception as error:  # a fault in mfn itself: it fails this request, not the whole batch
+        except Exception as error:  # noqa: BLE001 - a fault in mfn itself: it fails this request, not the whole batch
             return RequestFailure(f"could not decode the request: {type(error).__name__}: {error}", status=500)
 
     def _encode(self, index, item, outcome, context):
@@ -155,7 +155,7 @@ class MfnHandler(BaseHandler):
                 return body
             except RequestFailure as failure:
                 outcome = failure
-            except Exception as error:  # a fault in mfn itself: it fails this answer, not the whole batch
+            except Exception as error:  # noqa: BLE001 - a fault in mfn itself: it fails this answer, not the whole batch
                 outcome = RequestFailure(f"could not encode the answer: {type(error).__name__}: {error}", status=500)
         self._fail(index, outcome, context)
         log_failure(_LOGGER, self.model.spec, context.get_request_id(index), outcome)

@@ -46,7 +46,7 @@ def cli() -> None:
 @tuned_option
 @cache_option
 @json_option
-def package(refs, server, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, cache, as_json):
+def package(refs, server, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, cache, as_json):  # noqa: PLR0913
     """Package each REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite. Several REFs package
@@ -104,7 +104,7 @@ def deploy(path, target, public_key, no_verify, as_json, **options):
         _deploy_local(path, as_json, verify=not no_verify, public_key=public_key, **scoped(options, "local"))
 
 
-def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, pvc, sets, dry_run):
+def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, pvc, sets, dry_run):  # noqa: PLR0913
     from mfn.kubernetes import helm
 
     if not release:
@@ -112,7 +112,7 @@ def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, 
     click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run, verify=verify, public_key=public_key), nl=False)
 
 
-def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,
+def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,  # noqa: PLR0913
                   max_request_mb, jvm_heap_mb, host, http_port, grpc_port, metrics_port, load_timeout_s, idle_timeout_s,
                   proxy):
     from mfn.local import deployments
@@ -290,7 +290,7 @@ def stats(name, as_json):
 @module_inputs_option
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest output difference accepted.")
-def export(ref, fmt, output, inputs, opset, tolerance):
+def export(ref, fmt, output, inputs, opset, tolerance):  # noqa: PLR0913
     """Export REF and check the result on a sample against the original.
 
     REF is a torch module factory (path/to/file.py:factory; give --input) → ONNX or TorchScript, or a
@@ -312,7 +312,7 @@ def export(ref, fmt, output, inputs, opset, tolerance):
               help="TensorFlow models → TFLite: dynamic-range (int8 weights; default) or int8 (full integer, "
                    "calibrated on --sample).")
 @json_option
-def quantize(model, sample, output, max_abs_diff, method, as_json):
+def quantize(model, sample, output, max_abs_diff, method, as_json):  # noqa: PLR0913
     """Quantize MODEL and report size and output change on SAMPLE; refuse past --max-abs-diff.
 
     MODEL is an .onnx file (onnxruntime dynamic int8), a torch module factory path/to/file.py:factory
@@ -349,7 +349,7 @@ def quantize(model, sample, output, max_abs_diff, method, as_json):
               help="How tensors travel: raw bytes (KServe v2 binary tensor data) or KServe v2 JSON.")
 @click.option("--stream", "streamed", is_flag=True, help="A streaming model: print each chunk as it arrives.")
 @json_option
-def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, streamed, as_json):
+def invoke(model, data, protocol, model_version, url, deployment, server, token, timeout_s, tensors, streamed, as_json):  # noqa: PLR0913
     """Run one request against MODEL and print its outputs (--stream: each chunk as it comes)."""
     from mfn.cli.options import outputs_to_json
     from mfn.client import Client

@@ -29,7 +29,7 @@ class JsonError(click.ClickException):
 
     def __init__(self, error: click.ClickException) -> None:
         super().__init__(error.format_message())
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click declares it on the class; this error keeps the one it wraps
 
     def show(self, file: Any = None) -> None:
         click.echo(json.dumps({"error": self.message, "exit_code": self.exit_code}))

@@ -76,7 +76,7 @@ def rollout():
 @click.option("--dry-run", is_flag=True, help="local: print the proxy configuration the rollout would use; kubernetes: "
               "helm's own dry run of the upgrade (it reads the release from the cluster). Start nothing.")
 @json_option
-def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, max_p99_ms, header, target, http_port,
+def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, max_p99_ms, header, target, http_port,  # noqa: PLR0913
           grpc_port, model_uri, pvc, namespace, gateways, engine, values_only, dry_run, as_json):
     """Serve the package at PATH as the new track of deployment NAME and route traffic to it by the strategy.
 
@@ -139,7 +139,7 @@ def format_release_status(report: dict) -> str:
             f"{values.get('engine')}, {values.get('weight', 0):g}% to the new track{steps}")
 
 
-def format_status(report: dict) -> str:
+def format_status(report: dict) -> str:  # noqa: C901
     active = report["rollout"]
     lines = [f"{report['name']}: proxy {'running' if report['proxy_running'] else 'NOT running'}, "
              + ", ".join(f"{protocol} {url}" for protocol, url in report["endpoints"].items())]

@@ -45,7 +45,7 @@ def tuned_overrides(tuned: Path, refs: tuple[str, ...], name: str | None, server
 @click.option("--output", "-o", type=click.Path(path_type=Path), default="tuned.json", show_default=True,
               help="The tuned file (`mfn package --tuned` reads it); a PNG plot goes beside it.")
 @json_option
-def tune(ref, server, latency_budget_ms, percentile, concurrency, sample, max_minutes, rounds, round_seconds, output, as_json):
+def tune(ref, server, latency_budget_ms, percentile, concurrency, sample, max_minutes, rounds, round_seconds, output, as_json):  # noqa: PLR0913
     """Measure REF on the real server under a small grid of batch sizes, queue delays and instance counts, and
     choose the highest throughput within the latency budget; every other setting gets its reason."""
     from mfn.tuning.run import tune as run_tune

@@ -9,7 +9,7 @@ the open connections.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,7 +52,7 @@ class Client:
             need none, mfn reads their keys.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         target: str | None = None,
         *,
@@ -71,8 +71,9 @@ class Client:
         self._retry = RetryPolicy(retries)
         self._connections = Connections()
         self._answered: set[str] = set()  # endpoints that have answered this client at least once
+        self._triton = TritonTransport(self._connections, timeout_s, binary)
         self._transports: dict[str, TritonTransport | TorchServeTransport] = {
-            "triton": TritonTransport(self._connections, timeout_s, binary),
+            "triton": self._triton,
             "torchserve": TorchServeTransport(self._connections, timeout_s, binary, mfn_home() / "cache"),
         }
 
@@ -128,11 +129,11 @@ class Client:
         endpoint = self.endpoint(model)
         return self._transports[endpoint.server].stream(endpoint, model, inputs, version, self._attempt(model, endpoint))
 
-    def _attempt(self, model: str, endpoint: Endpoint):
+    def _attempt(self, model: str, endpoint: Endpoint) -> Callable[[Callable[[Endpoint], T]], T]:
         """Run a call with the model's current endpoint under the retry policy: a refused key is read again once;
         after a failed connection a local deployment is looked up again, as a redeploy may have moved it."""
 
-        def attempt(call):
+        def attempt(call: Callable[[Endpoint], T]) -> T:
             def known() -> Endpoint:
                 return self._endpoints.peek(model, endpoint)
 
@@ -160,7 +161,7 @@ class Client:
 
         return attempt
 
-    def _once(self, call, endpoint: Endpoint):
+    def _once(self, call: Callable[[Endpoint], T], endpoint: Endpoint) -> T:
         """One attempt. A URL that refuses the connection before it ever answered this client fails at once (no
         retries: nothing listens there); a local deployment, or a URL that has answered, may be restarting."""
         try:
@@ -184,7 +185,7 @@ class Client:
         if _UNKNOWN_MODEL.search(message):
             return f"; {self._served_models(model, endpoint)}"
         if (endpoint.server == "torchserve" and not endpoint.local and error.status in ("404", "UNIMPLEMENTED")
-                and self._transports["triton"].speaks_triton(endpoint)):
+                and self._triton.speaks_triton(endpoint)):
             return ("; the server there answers like Triton (KServe v2), not TorchServe: pass --server triton "
                     "(mfn.Client(url, server='triton'))")
         return ""
@@ -201,7 +202,7 @@ class Client:
             deployment = state.load(endpoint.deployment)
             served = deployment.models if deployment is not None else None
         elif endpoint.server == "triton":
-            served = self._transports["triton"].served_models(endpoint)
+            served = self._triton.served_models(endpoint)
         if served is not None:
             return f"no model {model!r} there ({served_names_hint(model, served)})"
         if endpoint.server == "torchserve":

@@ -27,7 +27,7 @@ STREAM_END = "end"
 SSE_DATA = b"data: "
 
 
-def triton_grpc(endpoint: Endpoint, model: str, arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str],
+def triton_grpc(endpoint: Endpoint, model: str, arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str],  # noqa: PLR0913
                 version: int | None, timeout_s: float, headers: dict[str, str] | None) -> Iterator[dict[str, np.ndarray]]:
     """Chunks of one request over ModelStreamInfer (`headers`: the key, as the transport sends it); each arrives
     when Triton sends it."""
@@ -64,7 +64,7 @@ def triton_grpc(endpoint: Endpoint, model: str, arrays: Mapping[str, np.ndarray]
         client.close()
 
 
-def triton_http(endpoint: Endpoint, model: str, arrays: Mapping[str, np.ndarray], metadata: dict,
+def triton_http(endpoint: Endpoint, model: str, arrays: Mapping[str, np.ndarray], metadata: dict,  # noqa: PLR0913
                 version: int | None, timeout_s: float) -> Iterator[dict[str, np.ndarray]]:
     """Chunks of one request through generate_stream; one row per request (its inputs are flat JSON values)."""
     rows = {array.shape[0] for array in arrays.values()}
@@ -80,7 +80,7 @@ def triton_http(endpoint: Endpoint, model: str, arrays: Mapping[str, np.ndarray]
         yield {name: _shaped(document[name], datatypes[name], shapes[name]) for name in shapes if name in document}
 
 
-def torchserve(endpoint: Endpoint, channel: Any, model: str, body: Any, version: int | None,
+def torchserve(endpoint: Endpoint, channel: Any, model: str, body: Any, version: int | None,  # noqa: PLR0913
                timeout_s: float) -> Iterator[dict[str, np.ndarray]]:
     """Chunks of one request to a streaming mfn model on TorchServe, over REST or gRPC."""
     from mfn.runtime.codec.client import answer_outputs
@@ -130,7 +130,7 @@ def _sse_documents(endpoint: Endpoint, path: str, data: bytes, timeout_s: float,
         connection.close()  # early: Triton cancels the request, and the model sees it between chunks
 
 
-def _open(endpoint: Endpoint, method: str, path: str, data: bytes, headers: dict[str, str], timeout_s: float,
+def _open(endpoint: Endpoint, method: str, path: str, data: bytes, headers: dict[str, str], timeout_s: float,  # noqa: PLR0913
           model: str) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     token = endpoint.token()
     if token:

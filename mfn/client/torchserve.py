@@ -31,7 +31,7 @@ class TorchServeTransport:
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         raise MfnError(f"{model} at {endpoint}: TorchServe publishes no tensor metadata; see the handler's declaration")
 
-    def infer(
+    def infer(  # noqa: PLR0913
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
@@ -54,7 +54,8 @@ class TorchServeTransport:
         def send(current: Endpoint) -> tuple[bytes, int | None]:
             if current.protocol == "grpc":
                 return self._grpc_channel(current).infer(model, body, version, current.token(), self.timeout_s), None
-            return self._rest_connections(current).infer(model, body, version, current.token())
+            answer: tuple[bytes, int | None] = self._rest_connections(current).infer(model, body, version, current.token())
+            return answer
 
         reply, header_length = attempt(send)
         if reply.startswith(CHUNK_START):

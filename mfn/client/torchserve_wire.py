@@ -224,7 +224,7 @@ class GrpcChannel:
         message = self._message(model, body, version)
         metadata = [("authorization", f"Bearer {token}")] if token else None
         try:
-            return self._predictions(message, timeout=timeout_s, metadata=metadata).prediction
+            return bytes(self._predictions(message, timeout=timeout_s, metadata=metadata).prediction)
         except grpc.RpcError as error:
             code = error.code()
             if code == grpc.StatusCode.CANCELLED and "Stream removed" in (error.details() or ""):
@@ -238,7 +238,7 @@ class GrpcChannel:
         self.channel.close()
 
 
-def message_classes(cache_dir: Path) -> tuple[type, type]:
+def message_classes(cache_dir: Path) -> tuple[Any, Any]:
     """PredictionsRequest and PredictionResponse, built from the server's own proto."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -247,10 +247,11 @@ def message_classes(cache_dir: Path) -> tuple[type, type]:
     for proto_file in file_set.file:
         pool.Add(proto_file)
     package = SERVICE.rpartition(".")[0]
-    return tuple(  # type: ignore[return-value]
+    request_type, response_type = (
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
         for name in ("PredictionsRequest", "PredictionResponse")
     )
+    return request_type, response_type
 
 
 def protoset(cache_dir: Path) -> Path:

@@ -49,7 +49,7 @@ class TritonTransport:
                 model, str(version or ""), **self._kwargs(current, as_json=True))))
         return self._metadata[key]
 
-    def infer(
+    def infer(  # noqa: PLR0913
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
@@ -93,7 +93,8 @@ class TritonTransport:
             return streams.triton_grpc(endpoint, model, arrays, datatypes, version, self.timeout_s, headers)
         return streams.triton_http(endpoint, model, arrays, metadata, version, self.timeout_s)
 
-    def _checked(self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, attempt: Attempt):
+    def _checked(self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None,
+                 attempt: Attempt) -> tuple[dict, dict[str, tuple[str, int]], dict[str, np.ndarray]]:
         """The model's metadata, its inputs' (datatype, rank), and `inputs` as arrays checked against them."""
         metadata = self._metadata_of(endpoint, model, version, attempt)  # `version` already names the default
         key = (str(endpoint), model, str(version or ""))

@@ -35,7 +35,7 @@ class ExportResult:
     opset: int | None
 
 
-def export_model(
+def export_model(  # noqa: PLR0913
     ref: str, inputs: list[dict], output: Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = 1e-4
 ) -> ExportResult:
     """Export a torch module factory, a TF SavedModel directory or a Keras file; checked against the original."""
@@ -87,7 +87,7 @@ def _largest_difference(path: Path, expected: dict[str, np.ndarray], got: dict[s
     return max(float(np.max(np.abs(expected[name].astype(np.float64) - got[name].astype(np.float64)))) for name in expected)
 
 
-def export_torch(
+def export_torch(  # noqa: PLR0913
     ref: str, inputs: list[dict], output: Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET, tolerance: float = 1e-4
 ) -> ExportResult:
     """Export the module `ref` builds; inputs are declared per row (NAME, DTYPE, DIMS) in call order."""
@@ -134,7 +134,7 @@ def flatten_outputs(result: Any) -> list[np.ndarray]:
     return [value.detach().numpy() for value in values]
 
 
-def _to_onnx(module, sample, declared, outputs: int, path: Path, opset: int) -> list[np.ndarray]:
+def _to_onnx(module, sample, declared, outputs: int, path: Path, opset: int) -> list[np.ndarray]:  # noqa: PLR0913
     import onnxruntime
     import torch
 
@@ -152,7 +152,7 @@ def _to_torchscript(module, sample, path: Path) -> list[np.ndarray]:
 
     try:
         scripted = torch.jit.script(module)
-    except Exception:
+    except Exception:  # noqa: BLE001
         scripted = torch.jit.trace(module, tuple(sample))  # modules with Python-only constructs still trace
     scripted.save(str(path))
     with torch.inference_mode():

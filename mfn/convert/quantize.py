@@ -140,7 +140,7 @@ def _onnx(path: Path, inputs: dict[str, np.ndarray], target: Path) -> tuple[str,
         raise MfnError(f"model file {path} does not exist")
     try:
         quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise MfnError(f"{path}: onnxruntime could not quantize it: {first_line(error)}") from None
 
     def runner(model_path: Path) -> Runner:
@@ -226,7 +226,7 @@ def _load_sample(sample: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _compare(method: str, output: str, size_before: int, size_after: int, before: list, after: list) -> QuantizeReport:
+def _compare(method: str, output: str, size_before: int, size_after: int, before: list, after: list) -> QuantizeReport:  # noqa: PLR0913
     differences = np.concatenate([np.abs(np.asarray(b, np.float64) - np.asarray(a, np.float64)).ravel() for b, a in zip(before, after)])
     first_before, first_after = np.asarray(before[0]), np.asarray(after[0])
     top1 = None

@@ -353,7 +353,7 @@ def _fits(value: object, annotation: object) -> bool:
     if models:
         return isinstance(value, models)
     try:
-        TypeAdapter(annotation).validate_python(tuple(value) if isinstance(value, list) else value, strict=True)
+        TypeAdapter(typing.cast(typing.Any, annotation)).validate_python(tuple(value) if isinstance(value, list) else value, strict=True)
     except (ValidationError, TypeError):
         return False
     return True

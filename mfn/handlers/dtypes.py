@@ -35,7 +35,7 @@ _SPELLINGS = {**{name.lower(): name for name in TRITON_TO_NUMPY},
               **{str(dtype): name for name, dtype in TRITON_TO_NUMPY.items() if name != "BYTES"}, "string": "BYTES"}
 
 
-def canonical_dtype(value: object) -> str:
+def canonical_dtype(value: object) -> str:  # noqa: C901
     """Return Triton's name for a dtype given as a Triton name, a numpy dtype or a numpy type name.
 
     Raises:

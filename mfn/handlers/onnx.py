@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mfn.errors import MfnError, first_line
 from mfn.handlers.base import Arrays, Context, Handler
@@ -31,7 +32,7 @@ class OnnxModel(Handler):
     def setup(self, ctx: Context) -> None:
         import onnxruntime
 
-        providers = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
         if ctx.device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(ctx.device.partition(":")[2] or 0)}))
         self.session = onnxruntime.InferenceSession(ctx.artifact("model"), providers=providers)
@@ -53,7 +54,7 @@ def onnx_declarations(path: Path) -> dict:
         raise MfnError("serving ONNX models needs onnxruntime: pip install 'mfn-serve[onnx]'") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise MfnError(f"{path} is not a model onnxruntime can load: {first_line(error)}") from None
     return {
         "inputs": [_tensor(path, item) for item in session.get_inputs()],
@@ -61,7 +62,7 @@ def onnx_declarations(path: Path) -> dict:
     }
 
 
-def _tensor(path: Path, item) -> Tensor:
+def _tensor(path: Path, item: Any) -> Tensor:  # an onnxruntime NodeArg
     if item.type not in ONNX_TYPES:
         raise MfnError(f"{path}: tensor {item.name!r} has type {item.type}, which mfn does not serve yet")
     batch, *per_row = item.shape or [None]

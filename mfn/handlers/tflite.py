@@ -24,7 +24,7 @@ def interpreter_class() -> Any:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         try:
-            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+            from tensorflow.lite import Interpreter
         except ImportError:
             raise MfnError("serving TFLite models needs LiteRT: pip install 'mfn-serve[tflite]'") from None
     return Interpreter
@@ -52,7 +52,7 @@ def tflite_declarations(path: Path) -> dict:
         interpreter = interpreter_class()(model_path=str(path))
     except MfnError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise MfnError(f"{path} is not a model LiteRT can load: {first_line(error)}") from None
     runner = interpreter.get_signature_runner(_signature_key(interpreter, path))
     return {
@@ -66,7 +66,7 @@ def _signature_key(interpreter: Any, path: Path | None = None) -> str:
     if SIGNATURE in signatures:
         return SIGNATURE
     if len(signatures) == 1:
-        return next(iter(signatures))
+        return str(next(iter(signatures)))
     where = f"{path}: " if path else ""
     raise MfnError(
         f"{where}expected one signature or {SIGNATURE!r}, found {sorted(signatures) or 'none'}; convert with "

@@ -31,7 +31,7 @@ class TorchScriptModel(Handler):
 
         self.torch = torch
         self.device = ctx.device
-        self.model = torch.jit.load(ctx.artifact("model"), map_location=ctx.device).eval()
+        self.model = torch.jit.load(ctx.artifact("model"), map_location=ctx.device).eval()  # type: ignore[no-untyped-call]
 
     def predict(self, inputs: Arrays) -> Arrays:
         torch = self.torch
@@ -61,14 +61,14 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
 
     declared = [item if isinstance(item, Tensor) else Tensor(**item) for item in inputs]
     try:
-        model = torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as error:
+        model = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+    except Exception as error:  # noqa: BLE001
         raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {first_line(error)}") from None
     sample = sample_batch(declared, rows=2)
     try:
         with torch.inference_mode():
             outputs = name_outputs(model(*sample))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001
         raise MfnError(f"{path.name}: running it on zeros of the declared inputs failed: {error}") from None
     return {"inputs": declared, "outputs": output_declarations(outputs)}
 

@@ -62,7 +62,7 @@ def values_for(path: Path, release: str, model_uri: str | None, pvc: str | None)
     return chart_values(store, store.specs(), release, model_uri, pvc)
 
 
-def deploy(
+def deploy(  # noqa: PLR0913
     path: Path,
     release: str,
     namespace: str = "default",

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         requests = load_or_build(args.cache, args.server, args.models_dir, args.model)
         token = inference_token(args.key_file, args.key_env)
-    except Exception as error:  # any failure to prepare is a failed probe, reported in one line
+    except Exception as error:  # noqa: BLE001 - any failure to prepare is a failed probe, reported in one line
         print(f"mfn probe: cannot prepare the sample requests: {error}")
         return 1
     failures = check(requests, args.port, args.timeout_s, token)

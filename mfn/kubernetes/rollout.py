@@ -19,7 +19,7 @@ from mfn.kubernetes.helm import chart_path, check_kubeconfig, find_helm, values_
 ENGINES = ("mfn", "argo")
 
 
-def rollout_values(
+def rollout_values(  # noqa: PLR0913
     path: Path, release: str, model_uri: str | None, pvc: str | None, strategy: str = "canary", weight: float = 10.0,
     header: str | None = None, header_value: str | None = None, gateways: tuple[str, ...] = (), engine: str = "mfn",
     steps: list[float] | None = None, step_interval_s: float = 30.0, max_error_ratio: float | None = None,

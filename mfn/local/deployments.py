@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mfn.local.supervision import Status as SupervisorStatus
 
 
-def deploy(
+def deploy(  # noqa: PLR0913
     path: Path | str,
     name: str | None = None,
     models: list[str] | None = None,
@@ -141,7 +141,7 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
     return max([requested, *(body_limit(spec) for spec in store.specs(models))])
 
 
-def _deploy_locked(
+def _deploy_locked(  # noqa: PLR0913
     store: Store, path: Path, name: str, chosen: list[str], auth: bool, monitor: bool, progress: Progress,
     drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
     ports: dict[str, int] | None = None, load_timeout_s: float = LOAD_TIMEOUT_S, idle_timeout_s: float | None = None,

@@ -25,6 +25,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 CHUNK_BYTES = 256 * 1024
 CONNECT_RETRY_S = 0.05
@@ -57,7 +58,7 @@ class Front:
         reattached: Protocols whose client connections outlive a server stop (HTTP/1.1).
     """
 
-    def __init__(self, host: str, ports: dict[str, int], server_ports: Callable[[], dict[str, int]],
+    def __init__(self, host: str, ports: dict[str, int], server_ports: Callable[[], dict[str, int]],  # noqa: PLR0913
                  awake: Callable[[], bool], wake: Callable[[], None], hold_timeout_s: float, reattached: frozenset[str] = frozenset({"http"})) -> None:
         self.host = host
         self.hold_timeout_s = hold_timeout_s
@@ -83,7 +84,7 @@ class Front:
             asyncio.set_event_loop(self._loop)
             try:
                 self._loop.run_until_complete(self._listen())
-            except BaseException as error:  # reported to start()'s caller
+            except BaseException as error:  # noqa: BLE001 - reported to start()'s caller
                 failure.append(error)
                 ready.set()
                 return
@@ -111,14 +112,14 @@ class Front:
 
     def hold(self) -> None:
         """Stop relaying client bytes (they wait in the front) until `resume()`; server answers still pass."""
-        self._call(lambda: self._open.clear())
+        self._call(lambda: self._open.clear() if self._open else None)
 
     def detach(self) -> None:
         """The server is gone: drop server connections, keep reattachable client connections, close the rest."""
         self._call(self._detach_all)
 
     def resume(self) -> None:
-        self._call(lambda: self._open.set())
+        self._call(lambda: self._open.set() if self._open else None)
 
     def close(self) -> None:
         if self._thread is None:
@@ -177,9 +178,7 @@ class Front:
         self._open = asyncio.Event()
         self._open.set()
         for protocol, port in self.ports.items():
-            server = await asyncio.start_server(
-                lambda reader, writer, protocol=protocol: self._serve(protocol, reader, writer),
-                self.host, port, reuse_address=True)
+            server = await asyncio.start_server(partial(self._serve, protocol), self.host, port, reuse_address=True)
             self._servers.append(server)
             self.ports[protocol] = server.sockets[0].getsockname()[1]
 
@@ -187,6 +186,8 @@ class Front:
         relay = _Relay(protocol, writer)
         self._relays.add(relay)
         self.touch()
+        opened = self._open
+        assert opened is not None  # made by start() before any server listens
         try:
             while True:
                 data = await reader.read(CHUNK_BYTES)
@@ -194,11 +195,10 @@ class Front:
                     break
                 self.touch()
                 relay.answer_owed = True
-                await self._open.wait()
-                if relay.server_writer is None:
-                    await self._attach(relay)
-                relay.server_writer.write(data)
-                await relay.server_writer.drain()
+                await opened.wait()
+                server_writer = relay.server_writer or await self._attach(relay)
+                server_writer.write(data)
+                await server_writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -207,8 +207,8 @@ class Front:
             self._drop_server(relay)
             writer.close()
 
-    async def _attach(self, relay: _Relay) -> None:
-        """Connect `relay` to the server, waking it first when it is stopped."""
+    async def _attach(self, relay: _Relay) -> asyncio.StreamWriter:
+        """Connect `relay` to the server, waking it first when it is stopped; the writer towards the server."""
         deadline = time.monotonic() + self.hold_timeout_s
         while True:
             if not self._awake():
@@ -222,6 +222,7 @@ class Front:
                 await asyncio.sleep(CONNECT_RETRY_S)  # restarting after a crash
         relay.server_writer = writer
         relay.server_pump = asyncio.ensure_future(self._pump_answers(relay, reader, writer))
+        return writer
 
     @property
     def host_for_server(self) -> str:

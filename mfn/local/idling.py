@@ -102,6 +102,7 @@ class Idling:
         started = time.monotonic()
         supervisor.status.state = "waking"
         supervisor.save_status()
+        assert self.front is not None  # started with the deployment, before it could idle
         self.front.stop_page()  # the server takes its metrics port back
         if supervisor.deployment is not None:
             idle_metrics.add_to_history(supervisor.deployment.workdir, self.last_scrape)

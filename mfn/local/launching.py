@@ -71,7 +71,7 @@ def interrupts_held() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def launch(
+def launch(  # noqa: PLR0913
     name: str,
     server: str,
     workdir: Path,
@@ -173,11 +173,11 @@ def http_json(
     method: str, url: str, timeout_s: float, token: str | None = None, body: bytes | None = None
 ) -> tuple[int, dict | str]:
     """Call a server's REST API; the body comes back parsed when it is JSON."""
-    code, body = request(method, url, timeout_s=timeout_s, body=body, headers={"Authorization": f"Bearer {token}"} if token else None)
+    code, text = request(method, url, timeout_s=timeout_s, body=body, headers={"Authorization": f"Bearer {token}"} if token else None)
     try:
-        return code, json.loads(body)
+        return code, json.loads(text)
     except ValueError:
-        return code, body
+        return code, text
 
 
 def describe_failure(code: int, body: dict | str, deployment: Deployment) -> str:
@@ -243,7 +243,7 @@ def with_progress(call: Callable[[], None], progress: Progress, note: str, timeo
     def run() -> None:
         try:
             call()
-        except BaseException as error:  # re-raised in the caller's thread
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             failure.append(error)
 
     worker = threading.Thread(target=run, daemon=True)

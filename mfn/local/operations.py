@@ -245,7 +245,7 @@ def serve_requests(workdir: Path, carry_out) -> None:
         request_file.unlink(missing_ok=True)
 
 
-def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = True) -> dict:
+def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = True) -> dict:  # noqa: C901
     """One operator request, carried out by the deployment's supervisor between its health checks, by the version
     rule of mfn.local.versions; raises MfnError with the reason it was refused."""
     assert supervisor.deployment is not None
@@ -268,6 +268,8 @@ def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = Tru
     if action == "unload" and version is None:
         return _unload(supervisor, model)
     if action == "scale":
+        if operation.count is None:
+            raise MfnError("scale needs a count of instances")
         supervisor.server.scale_model(deployment, model, operation.count, version)
         if remember:
             supervisor.replay.append(operation)

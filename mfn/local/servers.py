@@ -6,6 +6,7 @@ the supervisor and the deploy commands reach them only through `local_server(nam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import importlib
 import subprocess
 from typing import TYPE_CHECKING, Protocol, cast
@@ -31,9 +32,9 @@ class LocalServer(Protocol):
     # Whether its model processes exchange tensors through /dev/shm regions (named per deployment, cleaned up).
     USES_SHARED_MEMORY: bool
 
-    def start(
+    def start(  # noqa: PLR0913
         self, name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
-        drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
+        drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: Sequence[str] = (),
         jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
     ) -> tuple[Deployment, subprocess.Popen]:
         """Start the server and wait until it is live on `host`: on `ports` (all, some or none given; free ones for

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
@@ -113,7 +113,7 @@ class Supervisor:
         self.status.state = "running"
         self.pace.serving()
         self.save_status()
-        if self.idling is not None:  # idle time counts from now, not from while the models loaded
+        if self.idling is not None and self.idling.front is not None:  # idle time counts from now, not from loading
             self.idling.front.touch()
         return deployment
 
@@ -131,7 +131,7 @@ class Supervisor:
                            f"its setup() may need longer; deploy again with a larger --load-timeout") from None
         return cold_start.split(time.monotonic() - started, cold_start.read(phases_dir, model))
 
-    def watch(self) -> None:
+    def watch(self) -> None:  # noqa: C901
         """Keep the server and its models up until a stop is requested or the server can no longer start."""
         next_health = time.monotonic() + self.plan.health_interval_s
         while not self.stop_requested:
@@ -179,7 +179,7 @@ class Supervisor:
         self.status.server_pid = self.status.next_attempt_at = None
         self.save_status()
 
-    def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: list[str] = ()) -> Deployment:
+    def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: Sequence[str] = ()) -> Deployment:
         deployment, process = self.server.start(
             self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
             drain_timeout_s=self.plan.drain_timeout_s, max_request_bytes=self.plan.max_request_bytes, ports=ports,
@@ -384,7 +384,7 @@ def _supervise(supervisor: Supervisor, request_stop) -> int:
     stop_reporting()
     try:
         supervisor.watch()
-    except Exception as error:  # a fault in the supervisor itself: stop the server cleanly, say why
+    except Exception as error:  # noqa: BLE001 - a fault in the supervisor itself: stop the server cleanly, say why
         _log(f"supervisor fault: {error!r}")
         supervisor.status.state = "failed"
         supervisor.status.last_exit = f"supervisor fault: {error!r}"

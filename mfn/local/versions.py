@@ -122,7 +122,7 @@ def serve(supervisor: Supervisor, model: str, choices: VersionChoices | None = N
     supervisor.choices[model] = choices
     deployment.versions[model] = planned.to_json()
     for operation in supervisor.replay if changed else []:
-        if operation.model == model and operation.action == "scale":
+        if operation.model == model and operation.action == "scale" and operation.count is not None:
             supervisor.server.scale_model(deployment, model, operation.count, operation.version)
 
 

@@ -16,7 +16,7 @@ ADAPTER_FILE = "model.py"
 _ADAPTER_SOURCE = Path(__file__).with_name("triton_model.py")
 
 
-def stage_model(
+def stage_model(  # noqa: PLR0913
     spec: ModelSpec, handler_file: Path, staging: Path, artifact_root: Path | None = None, bundle_env: bool = False,
     project: Project | None = None,
 ) -> None:

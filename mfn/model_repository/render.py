@@ -78,7 +78,7 @@ def response_cache_bytes(specs: list[ModelSpec]) -> int:
     largest: dict[str, int] = {}
     for spec in specs:
         if uses_tritons_cache(spec):
-            largest[spec.name] = max(largest.get(spec.name, 0), spec.cache.size_mb)
+            largest[spec.name] = max(largest.get(spec.name, 0), spec.cache.size_mb if spec.cache else 0)
     return sum(largest.values()) << 20
 
 
@@ -88,7 +88,7 @@ def triton_data_type(dtype: str) -> str:
 
 
 def _tensor(tensor: Tensor) -> dict[str, Any]:
-    rendered = {"name": tensor.name, "data_type": triton_data_type(tensor.dtype), "dims": exposed_dims(tensor)}
+    rendered: dict[str, Any] = {"name": tensor.name, "data_type": triton_data_type(tensor.dtype), "dims": exposed_dims(tensor)}
     if not tensor.shape:
         rendered["reshape"] = {"shape": []}
     return rendered

@@ -64,14 +64,14 @@ def deployment_stats(deployment: Deployment) -> list[ModelStats]:
     return summarise(text + "\n" + history(deployment.workdir), deployment.server)
 
 
-def summarise(text: str, server: str) -> list[ModelStats]:
+def summarise(text: str, server: str) -> list[ModelStats]:  # noqa: C901
     """Compute the figures from Prometheus text exposition."""
     outcomes: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    batch = defaultdict(lambda: [0.0, 0.0])  # sum, count
+    batch: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])  # sum, count
     buckets: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     first_chunk: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
-    chunks = defaultdict(lambda: [0.0, 0.0])  # sum, count
-    queue = defaultdict(lambda: [0.0, 0.0])  # microseconds, requests
+    chunks: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])  # sum, count
+    queue: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])  # microseconds, requests
     cache: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for sample in samples(text):
         labels = sample.labels

@@ -17,6 +17,7 @@ the route and its endpoints stay.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 
@@ -35,7 +36,7 @@ class Controller:
     def __init__(self, name: str) -> None:
         self.name = name
         self.stopping = False
-        self.nginx = None
+        self.nginx: subprocess.Popen | None = None
         self.window_of: float | None = None  # the step (its start time) the baselines belong to
         self.baselines: dict[str, Totals] = {}
 
@@ -56,9 +57,9 @@ class Controller:
                 except MfnError as error:  # tried again at the next tick
                     _log(f"nginx did not start: {error}")
             self.follow_tracks(route)
-            progressing = route.rollout is not None and route.rollout.state == "progressing"
-            if progressing and (route.rollout.steps or route.rollout.max_error_ratio is not None
-                                or route.rollout.max_p99_ms is not None):
+            active = route.rollout
+            if active is not None and active.state == "progressing" and (
+                    active.steps or active.max_error_ratio is not None or active.max_p99_ms is not None):
                 try:
                     self.judge(route)
                 except (OSError, MfnError) as error:  # a track restarting, or the operator's command first
@@ -83,7 +84,7 @@ class Controller:
             _log(f"tracks not followed yet: {error}")
 
     def judge(self, route: routes.Route) -> None:
-        active = route.rollout
+        active = route.active
         tracks = {"canary": state.get(active.canary), "primary": state.get(self.name)}
         now = {track: analysis.scrape(deployment.metrics_url) for track, deployment in tracks.items()}
         if self.window_of != active.last_step_at:
@@ -115,7 +116,7 @@ class Controller:
             self.nginx.send_signal(signal.SIGQUIT)  # graceful: requests in flight are answered
             try:
                 self.nginx.wait(routes.STOP_GRACE_S)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 self.nginx.kill()
 
     def _sleep(self, seconds: float) -> None:

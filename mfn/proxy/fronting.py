@@ -34,8 +34,7 @@ def routing_of(rollout: Rollout | None) -> Routing:
 def proxy_config(route: Route) -> ProxyConfig:
     """The proxy's configuration from the route and the tracks' records as they are now."""
     primary = state.get(route.name)
-    active = route.rollout is not None and route.rollout.state in ACTIVE
-    canary = state.load(route.rollout.canary) if active else None
+    canary = state.load(route.rollout.canary) if route.rollout is not None and route.rollout.state in ACTIVE else None
     limits = [int(d.extra.get("max_request_bytes", MAX_BODY_BYTES)) for d in (primary, canary) if d is not None]
     return ProxyConfig(
         server=route.server, host=route.host, http_port=route.ports["http"], grpc_port=route.ports["grpc"],
@@ -93,7 +92,7 @@ def open_route(name: str, ports: dict[str, int | None] | None = None, callers_ne
                               callers_need_key)
         if not route.controller_running:
             apply(route)
-        return routes.load(name)
+        return routes.get(name)
 
 
 def fronted(name: str) -> state.Deployment:

@@ -158,13 +158,12 @@ def render(config: ProxyConfig) -> str:
 
 def _choice(routing: Routing) -> list[str]:
     """`$mfn_track`: the track that answers this request."""
+    variable = "$http_" + (routing.header or "").lower().replace("-", "_")  # A/B routes by a header (check_routing)
     if routing.strategy == "ab" and routing.header_value is not None:
-        variable = "$http_" + routing.header.lower().replace("-", "_")
         return [f"map {variable} $mfn_track {{ \"{routing.header_value}\" canary; default primary; }}"]
     if routing.strategy == "shadow" or routing.weight in (0, 100):
         return [f"map $request_id $mfn_track {{ default {'canary' if routing.weight == 100 and routing.strategy != 'shadow' else 'primary'}; }}"]
     if routing.strategy == "ab":  # sticky: the header's value decides; requests without it are spread at random
-        variable = "$http_" + routing.header.lower().replace("-", "_")
         key = [f"map {variable} $mfn_split_key {{ \"\" $request_id; default {variable}; }}"]
         return key + [f"split_clients \"$mfn_split_key\" $mfn_track {{ {routing.weight:g}% canary; * primary; }}"]
     return [f"split_clients \"$request_id\" $mfn_track {{ {routing.weight:g}% canary; * primary; }}"]
@@ -197,10 +196,12 @@ def _server(config: ProxyConfig, protocol: str) -> list[str]:
               f"            if ($mfn_caller_ok_{protocol} = 0) {{ return 401 \"the proxy's inference key is missing or wrong\\n\"; }}"]
     if config.guard and not grpc:  # the guard passes what it accepts on to @mfn_pass
         lines += ["            js_content mfn_guard.check;", "        }", "        location @mfn_pass {"]
-    if config.routing.strategy == "shadow":
+    shadowed = config.routing.strategy == "shadow" and config.canary is not None
+    if shadowed:
         lines += ["            mirror /_mfn_shadow;", "            mirror_request_body on;"]
     lines += [*_pass(protocol, "$mfn_track", header, "$mfn_track_key"), "        }"]
-    if config.routing.strategy == "shadow":
+    if shadowed:
+        assert config.canary is not None
         canary_key = f"\"{_bearer(config.canary.key)}\""
         lines += ["        location = /_mfn_shadow {", "            internal;"]
         # The mirror subrequest's own URI is /_mfn_shadow: the original path goes upstream (gRPC's :path).
@@ -224,7 +225,7 @@ def _shadow_pass(protocol: str, header: str, key: str, directory: str) -> list[s
     return [" " * 12 + line for line in lines]
 
 
-def _pass(protocol: str, track: str, header: str, key: str, timeout_s: int = READ_TIMEOUT_S, uri: str = "") -> list[str]:
+def _pass(protocol: str, track: str, header: str, key: str, timeout_s: int = READ_TIMEOUT_S, uri: str = "") -> list[str]:  # noqa: PLR0913
     indent = " " * 12
     if protocol == "grpc":
         lines = [f"grpc_pass grpc://mfn_grpc_{track};", f"grpc_set_header {header} {key};",

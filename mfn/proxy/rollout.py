@@ -15,6 +15,7 @@ so neither loses a request. Stepping and the automatic analysis run in the route
 from __future__ import annotations
 
 import time
+from typing import Any
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def canary_name(name: str) -> str:
     return name + CANARY_SUFFIX
 
 
-def plan(strategy: str, path: Path | str, name: str, weight: float | None = None, steps: list[float] | None = None,
+def plan(strategy: str, path: Path | str, name: str, weight: float | None = None, steps: list[float] | None = None,  # noqa: PLR0913
          step_interval_s: float = 30.0, max_error_ratio: float | None = None, max_p99_ms: float | None = None,
          header: str | None = None, header_value: str | None = None) -> Rollout:
     """The rollout asked for, checked (ValueError names the option) before anything starts."""
@@ -91,7 +92,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
                                     history=[{"at": now, "weight": rollout.weight, "note": "started"}])
             routes.save(route)
             apply(route)
-            return routes.load(name)
+            return routes.get(name)
     except BaseException:
         _forget_canary(name, rollout.canary)
         raise
@@ -118,9 +119,9 @@ def _forget_canary(name: str, canary: str) -> None:
 def set_weight(name: str, weight: float, note: str) -> Route:
     with routes.exclusive(name):
         route = _active(name)
-        route.rollout.weight = weight
-        route.rollout.last_step_at = time.time()
-        route.rollout.history.append({"at": route.rollout.last_step_at, "weight": weight, "note": note})
+        route.active.weight = weight
+        route.active.last_step_at = time.time()
+        route.active.history.append({"at": route.active.last_step_at, "weight": weight, "note": note})
         routes.save(route)
         apply(route)
         return route
@@ -133,21 +134,21 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
 
     with routes.exclusive(name):
         route = _active(name)
-        rollout = route.rollout
+        rollout = route.active
         rollout.state, rollout.strategy, rollout.weight = "promoting", "canary", 100.0
         routes.save(route)
         apply(route)
     progress(f"all traffic on {rollout.canary}; starting {name} again from {rollout.path} ...")
     deployments.deploy_like(name, rollout.path, name, progress)
     with routes.exclusive(name):
-        route = routes.load(name)
-        route.rollout.weight = 0.0
+        route = routes.get(name)
+        route.active.weight = 0.0
         apply(route)  # all traffic back on the primary, now the new package
         _end(route, "promoted", "promoted")
         routes.save(route)
     progress(f"draining and stopping {rollout.canary} ...")
     deployments.undeploy(rollout.canary)
-    return routes.load(name)
+    return routes.get(name)
 
 
 def abort(name: str, why: str = "aborted by the operator", progress: Progress = lambda m: None) -> Route:
@@ -159,14 +160,14 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
         _end(route, "rolled back", why)
         apply(route)  # before the record says so: whoever reads "rolled back" sees no more canary answers
         routes.save(route)
-    progress(f"all traffic on {name}; draining and stopping {route.rollout.canary} ...")
-    if state.load(route.rollout.canary) is not None:
-        deployments.undeploy(route.rollout.canary)
-    return routes.load(name)
+    progress(f"all traffic on {name}; draining and stopping {route.active.canary} ...")
+    if state.load(route.active.canary) is not None:
+        deployments.undeploy(route.active.canary)
+    return routes.get(name)
 
 
 def _end(route: Route, final_state: str, why: str) -> None:
-    rollout = route.rollout
+    rollout = route.active
     rollout.state, rollout.why = final_state, why
     rollout.analysis = {}  # the last window compared the tracks while both served: stale once one is gone
     rollout.history.append({"at": time.time(), "weight": 0.0 if final_state == "rolled back" else 100.0, "note": why})
@@ -189,7 +190,7 @@ def status(name: str) -> dict:
     if route is None:
         state.get(name)  # the error for an unknown name
         raise MfnError(f"{name} has had no rollout; start one with `mfn rollout start {name} PATH`")
-    report = {"name": name, "endpoints": {"http": f"http://{route.host}:{route.ports['http']}",
+    report: dict[str, Any] = {"name": name, "endpoints": {"http": f"http://{route.host}:{route.ports['http']}",
                                           "grpc": f"{route.host}:{route.ports['grpc']}"},
               "proxy_running": routes.nginx_pid(route) is not None,
               "rollout": asdict(route.rollout) if route.rollout else None, "tracks": {}}

@@ -73,6 +73,13 @@ class Route:
         return route_dir(self.name)
 
     @property
+    def active(self) -> Rollout:
+        """The rollout, for callers that know there is one (raises MfnError otherwise)."""
+        if self.rollout is None:
+            raise MfnError(f"{self.name} has had no rollout; start one with `mfn rollout start {self.name} PATH`")
+        return self.rollout
+
+    @property
     def controller_running(self) -> bool:
         # A killed controller whose parent (the command that started it) still runs stays a zombie until reaped.
         return (bool(self.controller_pid) and is_running(self.controller_pid, self.controller_start_time)
@@ -97,6 +104,14 @@ def exclusive(name: str) -> Iterator[None]:
     with state.file_lock(state.deployments_dir() / f".{state.check_name(name)}.route.lock",
                          remove_after=lambda: not route_dir(name).exists()):
         yield
+
+
+def get(name: str) -> Route:
+    """The route of a deployment that has one (raises MfnError otherwise)."""
+    route = load(name)
+    if route is None:
+        raise MfnError(f"{name} has no proxy in front of it")
+    return route
 
 
 def load(name: str) -> Route | None:

@@ -45,7 +45,7 @@ def bundled_artifact_path(name: str, declared: str) -> PurePosixPath:
     return PurePosixPath(ARTIFACTS_DIR, name, PurePosixPath(declared).name)
 
 
-def write_bundle(
+def write_bundle(  # noqa: PLR0913
     spec: ModelSpec, handler_file: Path, destination: Path, artifact_root: Path | None = None, bundle_env: bool = False,
     project: Project | None = None,
 ) -> None:
@@ -62,7 +62,7 @@ def write_bundle(
         shutil.copyfile(handler_file, destination / HANDLER_DIR / spec.entrypoint.file)
     for relative in project.files if project else ():
         (destination / HANDLER_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(project.root / relative, destination / HANDLER_DIR / relative)
+        shutil.copyfile(project.root / relative, destination / HANDLER_DIR / relative)  # type: ignore[union-attr]  # project is set
     root = artifact_root or handler_file.parent
     for name, declared in sorted(spec.artifacts.items()):
         source = root / declared

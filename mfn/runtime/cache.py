@@ -119,11 +119,11 @@ class RedisAnswers:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Arrays]:
         """The answers Redis holds for `keys`, in one MGET; raises redis-py's errors."""
-        found = {}
+        found: dict[str, Arrays] = {}
         for key, value in zip(keys, self.client.mget([self.prefix + key for key in keys])):
             if value is not None:
                 try:
-                    found[key] = answer_from_bytes(value)
+                    found[key] = answer_from_bytes(value)  # type: ignore[arg-type]  # bytes: the client does not decode
                 except ValueError:  # not an answer mfn wrote: a miss, overwritten by this request's answer
                     continue
         return found
@@ -186,7 +186,7 @@ class CachedAnswers:
         if looked_up is not None:
             self._count("hit", sum(1 for key in keys if key in found) + len(repeats))
             self._count("miss", len(first_of))
-            self._store({key: outcomes[index] for key, index in first_of.items() if isinstance(outcomes[index], dict)})
+            self._store({key: answer for key, index in first_of.items() if isinstance(answer := outcomes[index], dict)})
         return outcomes  # type: ignore[return-value]
 
     def _lookup(self, keys: list[str], requests: int) -> dict[str, Arrays] | None:
@@ -199,7 +199,7 @@ class CachedAnswers:
             return None
         try:
             return self.store.get_many(keys)
-        except Exception as error:  # any failure of the cache: the answers are computed instead
+        except Exception as error:  # noqa: BLE001 - any failure of the cache: the answers are computed instead
             self._failed("lookup", error)
             self._count("error", requests)
             return None
@@ -209,7 +209,7 @@ class CachedAnswers:
             return
         try:
             self.store.put_many(answers)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             self._failed("store", error)
 
     def _failed(self, step: str, error: Exception) -> None:
@@ -219,7 +219,7 @@ class CachedAnswers:
         self._skip_until = time.monotonic() + REDIS_RETRY_AFTER_S
 
 
-def adapter_cache(spec: ModelSpec, loop: BatchLoop, factory: MetricFactory, server_caches_locally: bool,
+def adapter_cache(spec: ModelSpec, loop: BatchLoop, factory: MetricFactory, server_caches_locally: bool,  # noqa: PLR0913
                   environ: dict[str, str], content: str = "") -> CachedAnswers | None:
     """The cache the adapter runs for `spec`, or None: no cache declared, or a local one the server runs itself.
 

@@ -75,15 +75,15 @@ class BatchLoop:
             return [outcome]
         outcomes: list[Outcome | None] = [None] * len(requests)
         groups, failures = self.groups(requests)
-        for index, failure in failures:
-            outcomes[index] = failure
+        for index, refused in failures:
+            outcomes[index] = refused
         for members in groups:
             for chunk in chunks_by_rows(members, self.max_rows):
                 for index, outcome in zip((i for i, _ in chunk), self._predict([r for _, r in chunk])):
                     outcomes[index] = outcome
         counts = Counter("success" if isinstance(o, dict) else outcome_of(o.status) for o in outcomes)  # type: ignore[union-attr]
-        for outcome, count in counts.items():
-            self.metrics.requests(outcome, count)
+        for label, count in counts.items():
+            self.metrics.requests(label, count)
         return outcomes  # type: ignore[return-value]
 
     def groups(
@@ -204,7 +204,7 @@ class BatchLoop:
             return response
         try:
             return self.handler.postprocess(response)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             return RequestFailure(f"postprocess failed: {type(error).__name__}: {error}", status=500)
 
 

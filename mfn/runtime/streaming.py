@@ -49,7 +49,7 @@ def stream(
             yield from _stream_batch(loop, batch_members, cancelled)
 
 
-def _stream_batch(
+def _stream_batch(  # noqa: C901
     loop: BatchLoop, members: list[tuple[int, Arrays]], cancelled: Callable[[int], bool]
 ) -> Iterator[list[StreamEvent]]:
     live: dict[int, tuple[int, int]] = {}  # request position -> its rows in the batch
@@ -95,11 +95,11 @@ def _stream_batch(
     except RequestFailure as failure:
         if live:
             yield [_end(loop, live, sent, index, failure) for index in list(live)]
-    except Exception as error:
-        failure = RequestFailure(f"predict failed: {type(error).__name__}: {error}", status=500)
-        failure.__cause__ = error
+    except Exception as error:  # noqa: BLE001
+        crashed = RequestFailure(f"predict failed: {type(error).__name__}: {error}", status=500)
+        crashed.__cause__ = error
         if live:
-            yield [_end(loop, live, sent, index, failure) for index in list(live)]
+            yield [_end(loop, live, sent, index, crashed) for index in list(live)]
     finally:
         if generator is not None and hasattr(generator, "close"):
             generator.close()  # runs the handler's finally blocks when every request is gone early

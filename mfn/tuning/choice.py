@@ -79,6 +79,8 @@ def choose(trials: list[Trial], budget_ms: float, percentile: float, baseline: S
             outcome, why = "errors", f"{trial.errors()} failed requests; {figures}"
         elif p[0] > budget_ms:
             outcome, why = "over budget", f"p{percentile:g} {p[0]:.2f} ms is above the budget of {budget_ms:g} ms; {figures}"
+        elif best is None:  # unreachable: a trial with no errors within the budget would be eligible
+            outcome, why = "slower", figures
         elif rps[2] >= best.throughput()[1]:
             outcome, why = "within the noise", f"{figures}: its throughput overlaps the choice's ({best.throughput()[1]:.0f}-{best.throughput()[2]:.0f}); the two are not told apart"
         else:

@@ -24,7 +24,7 @@ def own_settings(ref: str) -> Settings:
                     instances=sum(group.count for group in spec.instances), instance_kind=spec.instances[0].kind)
 
 
-def tune(
+def tune(  # noqa: PLR0913
     ref: str, server: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int | list[int] = 8,
     sample: Path | None = None, max_minutes: float | None = None, round_s: float = 3.0, rounds: int = 3,
     grid: list[Settings] | None = None, output: Path = Path("tuned.json"), progress: Callable[[str], None] = lambda m: None,

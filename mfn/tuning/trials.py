@@ -82,7 +82,7 @@ def request_body(ref: str, sample: Path | None) -> dict:
     return {"inputs": inputs}
 
 
-def load_round(url: str, payload: Path, concurrency: int, duration_s: float, work: Path, token: str) -> Round:
+def load_round(url: str, payload: Path, concurrency: int, duration_s: float, work: Path, token: str) -> Round:  # noqa: PLR0913
     summary = work / "summary.json"
     trend = ",".join(f"p({p})" for p in PERCENTILES)
     command = [k6_binary(), "run", "--quiet", "--no-usage-report", "--vus", str(concurrency), "--duration",
@@ -97,7 +97,7 @@ def load_round(url: str, payload: Path, concurrency: int, duration_s: float, wor
                  errors=int(metrics["checks"].get("fails", 0)))
 
 
-def run_trials(
+def run_trials(  # noqa: PLR0913
     ref: str, server: str, settings: list[Settings], concurrencies: list[int], round_s: float, rounds: int, work: Path,
     sample: Path | None = None, progress: Callable[[str], None] = lambda message: None,
     keep: Callable[[Trial], bool] = lambda trial: True,

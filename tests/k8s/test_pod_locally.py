@@ -87,7 +87,7 @@ class LocalPod:
     def command(self, parts: list[str], env: dict[str, str] | None = None) -> list[str]:
         """A rendered command line with this machine's paths and ports; `python3` is this interpreter.
         $(NAME) is expanded from `env`, as the kubelet does for a container's command and args."""
-        expand = (lambda part: re.sub(r"\$\((\w+)\)", lambda match: (env or {})[match.group(1)], part))
+        expand = (lambda part: re.sub(r"\$\((\w+)\)", lambda match: (env or {})[match.group(1)], part))  # noqa: E731
         return [sys.executable if part == "python3" else expand(self.map(part)) for part in parts]
 
 

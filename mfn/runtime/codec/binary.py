@@ -97,7 +97,7 @@ def tensor_bytes(array: np.ndarray, datatype: str) -> bytes | memoryview:
             parts.append(data)
         return b"".join(parts)
     contiguous = np.ascontiguousarray(array, dtype=_LITTLE_ENDIAN[datatype])
-    return memoryview(contiguous).cast("B")
+    return memoryview(contiguous).cast("B")  # type: ignore[arg-type]  # numpy 1.x's stubs lack the buffer protocol
 
 
 def encode_body(document: dict[str, Any], buffers: list[bytes | memoryview]) -> tuple[bytes, int]:

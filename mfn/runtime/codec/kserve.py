@@ -55,7 +55,7 @@ def entry_datatype(entry: dict, what: str, declared: str | None) -> str:
     return given
 
 
-def decode_entry(entry: dict, what: str, datatype: str, bools_possible: bool = True,
+def decode_entry(entry: dict, what: str, datatype: str, bools_possible: bool = True,  # noqa: PLR0913
                  max_element: int | None = None, max_values: int = sys.maxsize) -> np.ndarray:
     """An entry's "data" as an array of `datatype` in its "shape".
 

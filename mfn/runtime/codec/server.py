@@ -72,6 +72,7 @@ class ServerCodec:
         if header_length is not None:
             return self._decode_binary(self._raw(body), header_length)
         if isinstance(body, dict):
+            max_element: int | None
             document, bools_possible, max_element = body, True, self.limits.max_bytes_element
             max_values = self.limits.max_body_bytes
         else:
@@ -139,7 +140,7 @@ class ServerCodec:
         if not isinstance(entries, list):
             raise RequestFailure(f'"inputs" must be a list of objects with "name", "shape", "datatype" and "data"; '
                                  f"got a JSON {type(entries).__name__}")
-        arrays = {}
+        arrays: Arrays = {}
         for entry in entries:
             name = entry_name(entry, "inputs")
             what, declared, rank = self._input(name, arrays)
@@ -159,7 +160,8 @@ class ServerCodec:
         if not isinstance(entries, list):
             raise RequestFailure('the JSON header of a binary request must be {"inputs": [{"name", "shape", '
                                  '"datatype", "parameters": {"binary_data_size": <bytes>}}, ...]}')
-        arrays, offset = {}, length
+        arrays: Arrays = {}
+        offset = length
         for entry in entries:
             name = entry_name(entry, "inputs")
             what, declared, rank = self._input(name, arrays)
@@ -189,7 +191,7 @@ class ServerCodec:
         return binary.wants_binary(document, [name for name, _, _ in self._outputs])
 
     def _decode_plain(self, document: dict, bools_possible: bool, max_element: int | None) -> Arrays:
-        arrays = {}
+        arrays: Arrays = {}
         for name, value in document.items():
             what, datatype, rank = self._input(name, arrays)
             array = to_array(value, what, datatype, bools_possible, max_element)

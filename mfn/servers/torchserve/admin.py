@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import logging
 import os
@@ -28,10 +29,10 @@ PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 USES_SHARED_MEMORY = False
 
 
-def start(
+def start(  # noqa: PLR0913
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
     drain_timeout_s: float = 30.0, max_request_bytes: int = MAX_BODY_BYTES,
-    ports: dict[str, int] | None = None, preload: list[str] = (), jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None, preload: Sequence[str] = (), jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe; models are registered one by one through the management API afterwards.
 

@@ -62,7 +62,7 @@ def check_installed() -> None:
 TOKEN_EXPIRATION_MIN = 60 * 24 * 7
 
 
-def config_properties(
+def config_properties(  # noqa: PLR0913
     ports: Ports,
     model_store: str,
     auth: bool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import math
 import os
@@ -38,9 +39,9 @@ QUERY_TIMEOUT_S = 30.0
 USES_SHARED_MEMORY = True
 
 
-def start(
+def start(  # noqa: PLR0913
     name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
-    drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: list[str] = (),
+    drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: Sequence[str] = (),
     jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start tritonserver; models are loaded one by one afterwards so each failure has its reason.

@@ -108,7 +108,7 @@ def restricted_args(admin_key: str | None, inference_key: str | None) -> list[st
     return args
 
 
-def server_args(
+def server_args(  # noqa: PLR0913
     repository: str,
     ports: Ports,
     models: list[str],
