@@ -15,18 +15,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mfn.client.connections import Connections
-from mfn.client.endpoints import Credentials, Endpoint, Endpoints
-from mfn.client.retry import RETRY_BACKOFF_S, RetryPolicy, auth_refused, retryable
+from mfn.client.endpoints import Endpoint, Endpoints
+from mfn.client.retry import RetryPolicy
 from mfn.client.torchserve import TorchServeTransport
 from mfn.client.triton import TritonTransport
 from mfn.client.versions import VERSION_REFUSED, version_hint
-from mfn.client.values import coerce_inputs
 from mfn.errors import CallError
 from mfn.kinds import PROTOCOLS, SERVERS
 
-__all__ = [
-    "PROTOCOLS", "RETRY_BACKOFF_S", "SERVERS", "Client", "Credentials", "Endpoint", "auth_refused", "coerce_inputs", "retryable",
-]
+# The public names; the parts' own helpers (retry, values, transports) are imported from their modules.
+__all__ = ["PROTOCOLS", "SERVERS", "Client", "Endpoint"]
 T = TypeVar("T")
 
 

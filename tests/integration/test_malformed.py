@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 import mfn
 from mfn.cli.main import cli
-from mfn.client import retryable
+from mfn.client.retry import retryable
 from mfn.client.triton import GRPC_AUTH_HEADER
 from mfn.errors import MfnError
 from mfn.local import deployments

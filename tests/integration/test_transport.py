@@ -14,6 +14,7 @@ import mfn
 from mfn.local import deployments
 from mfn.local.launching import http_json
 from mfn.servers.torchserve.admin import management_url, read_key
+from mfn.client.retry import retryable
 from mfn.errors import CallError, InvokeError
 from mfn.runtime.codec.binary import HEADER_LENGTH
 from mfn.runtime.codec.client import encode_binary_request, read_binary_answer
@@ -162,7 +163,7 @@ def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_w
         channel.close()
     assert [refusal.status for refusal in refusals] == ["413", "CANCELLED"]
     for refusal in refusals:
-        assert "max_request_size" in str(refusal) and not mfn.client.retryable(refusal)
+        assert "max_request_size" in str(refusal) and not retryable(refusal)
 
 
 def test_torchserve_batch_delay_is_what_mfn_meant(served):
