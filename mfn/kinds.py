@@ -2,6 +2,17 @@
 so the CLI can offer them as choices without importing the layers that act on them), and how a name that is not
 among the ones served is answered."""
 
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    """Names that compare equal to their strings (records hold the strings) and print as them (enum.StrEnum,
+    which this Python may lack)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 SERVERS = ("triton", "torchserve")
 PROTOCOLS = ("http", "grpc")
 DEPLOY_TARGETS = ("local", "kubernetes")

@@ -10,7 +10,7 @@ import click
 from mfn.cli.options import Duration, MfnCommand, MfnSubGroup, json_option
 
 STRATEGIES = ("canary", "blue-green", "ab", "shadow")
-ENDED = ("promoted", "rolled back")
+ENDED = ("promoted", "rolled back")  # RolloutState's ends, named here without importing the proxy
 
 
 def _progress(as_json: bool):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from mfn.local import idle_metrics
 from mfn.local.front import Front
 from mfn.local.launching import wait_ports_released
+from mfn.local.supervision import ServerState
 from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Idling:
         """Whether the running server has been idle for the timeout."""
         assert self.front is not None
         return (not self.asleep and self.front.quiet_for() >= max(self.timeout_s, SETTLED_S)
-                and not self.front.answers_owed() and self.supervisor.status.state == "running"
+                and not self.front.answers_owed() and self.supervisor.status.state == ServerState.RUNNING
                 and not self._server_busy())
 
     def sleep(self) -> bool:
@@ -79,7 +80,7 @@ class Idling:
         self.asleep = True
         # Nothing is in flight: the server's connections can go first, so its drain waits for none of them.
         self.front.detach()
-        self.supervisor.drain_and_stop(final_state="idle")
+        self.supervisor.drain_and_stop(final_state=ServerState.IDLE)
         self.front.resume()  # the next bytes find no server, and wake it (once this returns: wake runs after it)
         self._serve_last_scrape()
         return True
@@ -100,7 +101,7 @@ class Idling:
         """Start the server again; held connections go on once every model is ready."""
         supervisor = self.supervisor
         started = time.monotonic()
-        supervisor.status.state = "waking"
+        supervisor.status.state = ServerState.WAKING
         supervisor.save_status()
         assert self.front is not None  # started with the deployment, before it could idle
         self.front.stop_page()  # the server takes its metrics port back
@@ -111,11 +112,11 @@ class Idling:
         self.wake_requested.clear()
         if problem:
             # Held connections give up at their hold timeout; the next one tries again.
-            supervisor.status.state = "idle"
+            supervisor.status.state = ServerState.IDLE
             supervisor.status.last_exit = f"wake-up failed: {problem}"
             supervisor.save_status()
             return
-        supervisor.status.state = "running"
+        supervisor.status.state = ServerState.RUNNING
         supervisor.status.wakes += 1
         supervisor.status.last_wake_s = round(time.monotonic() - started, 3)
         supervisor.save_status()

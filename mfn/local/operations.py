@@ -1,35 +1,44 @@
-"""Operator controls on a running local deployment: load, unload, reload, scale, set-default and describe.
+"""Operator controls on a running local deployment, the operator's side: load, unload, reload, scale, set-default
+and describe.
 
 Changes go through the deployment's supervisor, which owns the server: it performs them between its own health
 checks (so it never "repairs" a model an operator just unloaded), remembers them, and applies them again after
-it restarts a crashed server. A request is a file in the work directory; the reply is a file beside it.
+it restarts a crashed server (mfn.local.commands). A request is a file in the work directory; the reply is a file
+beside it.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfn.files import write_json
 from mfn.local import state
-from mfn.local.launching import Progress, load_timeout_s, with_progress
+from mfn.local.launching import Progress, load_timeout_s
 from mfn.local.servers import local_server
 from mfn.local.state import Deployment
-from mfn.store import discover
-from mfn.local.supervision import ModelHealth
-from mfn.local.versions import check_packaged, check_served, choices_of, listing, plan_for, save_versions, serve
 from mfn.errors import DeployError, MfnError
+from mfn.kinds import StrEnum
 
 if TYPE_CHECKING:
-    from mfn.local.supervisor import Supervisor
+    pass
 
 OPERATIONS_DIR = "operations"
-OPERATIONS = ("load", "unload", "reload", "scale", "set-default")
+
+
+class Action(StrEnum):
+    LOAD = "load"
+    UNLOAD = "unload"
+    RELOAD = "reload"
+    SCALE = "scale"
+    SET_DEFAULT = "set-default"
+
+
+OPERATIONS = tuple(action.value for action in Action)
 REPLY_MARGIN_S = 30.0
 POLL_S = 0.1
 
@@ -38,7 +47,7 @@ POLL_S = 0.1
 class Operation:
     """One change asked of a supervisor."""
 
-    action: str  # one of OPERATIONS
+    action: str  # an Action's value (the mailbox holds JSON)
     model: str
     version: int | None = None
     count: int | None = None
@@ -220,142 +229,3 @@ def format_description(described: ModelDescription) -> str:
     ]
     lines += [f"  {protocol:10} {url}" for protocol, url in described.endpoints.items()]
     return "\n".join(lines)
-
-
-def has_requests(workdir: Path) -> bool:
-    """Whether an operator request waits for the supervisor."""
-    return any((workdir / OPERATIONS_DIR).glob("*.request.json"))
-
-
-def serve_requests(workdir: Path, carry_out) -> None:
-    """The supervisor's side: carry out each waiting request, oldest first, and write its reply beside it.
-
-    `carry_out(operation)` returns the result, or raises MfnError with a reason for the caller.
-    """
-    directory = workdir / OPERATIONS_DIR
-    if not directory.is_dir():
-        return
-    for request_file in sorted(directory.glob("*.request.json")):
-        try:
-            operation = Operation(**json.loads(request_file.read_text()))
-            reply = {"result": carry_out(operation)}
-        except (MfnError, TypeError, ValueError) as error:
-            reply = {"error": str(error)}
-        write_json(request_file.with_name(request_file.name.replace(".request.", ".reply.")), reply, indent=None)
-        request_file.unlink(missing_ok=True)
-
-
-def carry_out(supervisor: Supervisor, operation: Operation, remember: bool = True) -> dict:  # noqa: C901
-    """One operator request, carried out by the deployment's supervisor between its health checks, by the version
-    rule of mfn.local.versions; raises MfnError with the reason it was refused."""
-    assert supervisor.deployment is not None
-    deployment, model, version, action = supervisor.deployment, operation.model, operation.version, operation.action
-    if action in ("load", "reload"):
-        supervisor.store = discover(Path(supervisor.plan.path))  # it may have been packaged again since
-    if action == "load" and model not in supervisor.store.models:
-        raise MfnError(f"{model} is not in {supervisor.store.root} (it has {', '.join(supervisor.store.models)}); "
-                       f"package it there first")
-    if action != "load" and model not in supervisor.models:
-        raise MfnError(f"{deployment.name} does not serve {model} (it serves {', '.join(supervisor.models) or 'nothing'})")
-    packaged = supervisor.store.packaged_versions(model)
-    if version is not None and action == "load":
-        check_packaged(model, version, packaged, str(supervisor.store.root))
-    elif version is not None:
-        check_served("set the default to" if action == "set-default" else action, model, version,
-                     _served_now(supervisor, model), packaged)
-    supervisor.retire(model)
-    choices = choices_of(supervisor, model)
-    if action == "unload" and version is None:
-        return _unload(supervisor, model)
-    if action == "scale":
-        if operation.count is None:
-            raise MfnError("scale needs a count of instances")
-        supervisor.server.scale_model(deployment, model, operation.count, version)
-        if remember:
-            supervisor.replay.append(operation)
-        supervisor.record_health(model)
-        return _served_reply(supervisor, model)
-    if action == "load" and version is not None:
-        choices = choices.adding(version)
-    elif action == "unload":
-        choices = choices.removing(version)  # type: ignore[arg-type]
-    elif action == "set-default":
-        choices = replace(choices, default=version)
-    if choices.default != choices_of(supervisor, model).default:
-        state.record_default(deployment.name, model, choices.default)
-    if not plan_for(supervisor, model, choices).versions:
-        if model not in supervisor.models:
-            raise MfnError(f"the version policy of {model} names none of its packaged versions ({listing(packaged)}): "
-                           f"package it again with another --version-policy, or `mfn load {model} --version N`")
-        return _unload(supervisor, model)
-    with_progress(lambda: serve(supervisor, model, choices, fresh=action == "reload"), _to_log,
-                  f"{model}: still loading", supervisor.plan.load_timeout_s)
-    if model not in supervisor.models:
-        _serve(supervisor, model, True)
-    save_versions(supervisor)
-    supervisor.record_health(model)
-    return _served_reply(supervisor, model)
-
-
-def restore(supervisor: Supervisor, why: str) -> None:
-    """After a restart: each model's versions and default as the rule says (the server preloaded its policy's),
-    then the instance counts of `mfn scale`."""
-    for model in supervisor.models:
-        try:
-            serve(supervisor, model)
-        except MfnError as error:
-            _to_log(f"after the {why}, serving {model}'s versions failed: {error}")
-    save_versions(supervisor)
-    for operation in supervisor.replay:
-        try:
-            carry_out(supervisor, operation, remember=False)
-        except MfnError as error:
-            _to_log(f"after the {why}, `{operation.describe()}` failed: {error}")
-
-
-def _served_now(supervisor: Supervisor, model: str) -> list[int]:
-    assert supervisor.deployment is not None
-    try:
-        return supervisor.server.served_versions(supervisor.deployment, model)
-    except MfnError:  # the server will not list them (TorchServe's token* names): the record says
-        return supervisor.deployment.versions.get(model, {}).get("versions", [])
-
-
-def _served_reply(supervisor: Supervisor, model: str) -> dict:
-    assert supervisor.deployment is not None
-    default = supervisor.deployment.versions.get(model, {}).get("default_version")
-    return {"versions": _served_now(supervisor, model), "default_version": default}
-
-
-def _unload(supervisor: Supervisor, model: str) -> dict:
-    assert supervisor.deployment is not None
-    supervisor.server.unload_model(supervisor.deployment, model)
-    supervisor.choices.pop(model, None)
-    supervisor.deployment.versions.pop(model, None)
-    _serve(supervisor, model, False)
-    save_versions(supervisor)
-    return {"versions": [], "default_version": None}
-
-
-def _serve(supervisor: Supervisor, model: str, serving: bool) -> None:
-    """Add `model` to (or drop it from) what this deployment serves, in its record and its status."""
-    assert supervisor.deployment is not None
-    if serving:
-        supervisor.models.append(model)
-        supervisor.status.models[model] = ModelHealth()
-    else:
-        supervisor.models.remove(model)
-        supervisor.status.models.pop(model, None)
-        supervisor.replay = [operation for operation in supervisor.replay if operation.model != model]
-    supervisor.deployment.models = list(supervisor.models)
-    # The record on disk may have gained fields since this process wrote it (`mfn deploy --prometheus` adds
-    # its Prometheus): change only the models.
-    record = state.load(supervisor.deployment.name) or supervisor.deployment
-    record.models = list(supervisor.models)
-    state.save(record)
-    supervisor.save_status()
-
-
-def _to_log(message: str) -> None:
-    """The supervisor's stderr is its log file."""
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)

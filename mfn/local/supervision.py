@@ -20,6 +20,7 @@ from mfn.local import state
 from mfn.local.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
 from mfn.local.state import Deployment
 from mfn.errors import DeployError, MfnError
+from mfn.kinds import StrEnum
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.http import request
 from mfn.servers.process import PRIVATE_UMASK, exit_reason
@@ -67,11 +68,30 @@ class Plan:
     health_interval_s: float = HEALTH_INTERVAL_S  # between checks that the server answers and its models are ready
 
 
+class ServerState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    DRAINING = "draining"
+    IDLE = "idle"
+    WAKING = "waking"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Health(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    RELOADING = "reloading"
+    UNAVAILABLE = "unavailable"
+    UNRESPONSIVE = "unresponsive"  # the whole server did not answer
+
+
 @dataclass
 class ModelHealth:
     """One model as the supervisor last saw it."""
 
-    health: str = "loading"  # loading | ready | reloading | unavailable | unresponsive (the whole server did not answer)
+    health: str = Health.LOADING  # a Health (a plain string once read back from status.json)
     reloads: int = 0
     detail: str = ""
 
@@ -80,7 +100,7 @@ class ModelHealth:
 class Status:
     """The supervisor's view of its deployment, written to status.json for `mfn status`."""
 
-    state: str = "starting"  # starting | running | restarting | draining | idle | waking | failed | stopped
+    state: str = ServerState.STARTING  # a ServerState (a plain string once read back from status.json)
     server_pid: int | None = None
     server_start_time: int | None = None
     restarts: int = 0
@@ -113,7 +133,7 @@ class Status:
         self.unresponsive_checks += 1
         detail = f"the server has not answered since {time.strftime('%H:%M:%S', time.localtime(since))}; not reloaded"
         for health in self.models.values():
-            health.health, health.detail = "unresponsive", detail
+            health.health, health.detail = Health.UNRESPONSIVE, detail
         return note
 
     def record_end(self, end: str, ended_at: float, note: str = "") -> None:
@@ -163,12 +183,12 @@ class RestartPace:
         self.status.crashes_in_a_row += 1
         self._end, self._ended_at = end, time.time()
         if self._dead_starts >= DEAD_STARTS_FAILED:
-            self.status.state, self.status.next_attempt_at = "failed", None
+            self.status.state, self.status.next_attempt_at = ServerState.FAILED, None
             self.status.record_end(end, self._ended_at, f"gave up: it did not become live in {self._dead_starts} "
                                                         "restarts in a row")
             return None
         delay = restart_delay_s(self.status.crashes_in_a_row, self.cap_s)
-        self.status.state, self.status.next_attempt_at = "restarting", self._ended_at + delay
+        self.status.state, self.status.next_attempt_at = ServerState.RESTARTING, self._ended_at + delay
         next_attempt = time.strftime("%H:%M:%S", time.localtime(self._ended_at + delay))
         self.status.record_end(end, self._ended_at, f"next attempt at {next_attempt}" if delay else "restarting at once")
         return delay
@@ -176,7 +196,7 @@ class RestartPace:
     def restarted(self) -> None:
         """A restart brought every model back."""
         self.status.restarts += 1
-        self.status.state, self.status.next_attempt_at = "running", None
+        self.status.state, self.status.next_attempt_at = ServerState.RUNNING, None
         self.status.record_end(self._end, self._ended_at)
         self.serving()
 

@@ -10,7 +10,7 @@ progress from a pipe until the models are loaded. From then on the supervisor
 - records its view in `status.json` beside the server log: state, restarts, the last exit and why (see
   mfn.servers.process.ExitWatch), crashes in a row, the next attempt, per-model health;
 - starts the controller of the deployment's rollout proxy again if it is not running (mfn.proxy.routes);
-- carries out operator requests (load, unload, reload, scale, set-default; see mfn.local.operations) between its
+- carries out operator requests (load, unload, reload, scale, set-default; see mfn.local.commands) between its
   health checks, and applies them again after a restart;
 - on SIGTERM (`mfn undeploy`) lets the server finish the requests it has accepted, within the drain timeout.
 
@@ -25,6 +25,7 @@ config format beside the loop below.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -35,15 +36,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
+from mfn import process_log
 from mfn.polling import poll
 from mfn.local import state, supervision
 from mfn.proxy import routes
 from mfn.local.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
 from mfn.local.idling import FRONTED, Idling
-from mfn.local.operations import Operation, carry_out, has_requests, restore, serve_requests
+from mfn.local.commands import Operation, carry_out, has_requests, restore, serve_requests
 from mfn.local.servers import LocalServer, local_server
-from mfn.local.supervision import ModelHealth, Plan, RestartPace, Status, report, stop_reporting, write_status
+from mfn.local.supervision import Health, ModelHealth, Plan, RestartPace, ServerState, Status, report, stop_reporting, write_status
 from mfn.store import Store, discover
 from mfn.local.versions import VersionChoices, serve
 from mfn.runtime import cold_start
@@ -52,6 +54,7 @@ from mfn.errors import MfnError
 from mfn.servers.process import ExitWatch, process_start_time, rotate_log, stop_process_group
 
 WATCH_INTERVAL_S = 0.5
+_log = logging.getLogger(__name__).info
 READY_TIMEOUT_S = 120.0
 KILL_GRACE_S = 5.0
 PARALLEL_LOADS = 4
@@ -106,11 +109,11 @@ class Supervisor:
                 deployment.cold_start["models"][model] = split
                 deployment.models = [name for name in self.plan.models if name in deployment.cold_start["models"]]
                 state.save(deployment)
-                self._model(model, "ready")
+                self._model(model, Health.READY)
                 say(f"{model} ready ({cold_start.describe(split)})")
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
         make_shm_regions_private(self.plan.shm_prefix)
-        self.status.state = "running"
+        self.status.state = ServerState.RUNNING
         self.pace.serving()
         self.save_status()
         if self.idling is not None and self.idling.front is not None:  # idle time counts from now, not from loading
@@ -163,13 +166,13 @@ class Supervisor:
                 continue
             time.sleep(WATCH_INTERVAL_S)
 
-    def drain_and_stop(self, final_state: str = "stopped", drain: bool = True) -> None:
+    def drain_and_stop(self, final_state: ServerState = ServerState.STOPPED, drain: bool = True) -> None:
         """Let the server answer what it has accepted (SIGTERM, within the drain timeout), then stop it; at once
         without `drain`."""
         process = self.process
         if process is not None and process.poll() is None:
             if drain and self.deployment is not None:
-                self.status.state = "draining"
+                self.status.state = ServerState.DRAINING
                 self.save_status()
                 self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
             stop_process_group(process.pid, None, grace_s=0.0)  # stubs or workers may outlive the server's exit
@@ -210,7 +213,7 @@ class Supervisor:
         end, became_live = self._bury(), True
         while (delay := self.pace.ended(end, became_live)) is not None:
             for model in self.models:
-                self._model(model, "unavailable", f"server {end}")
+                self._model(model, Health.UNAVAILABLE, f"server {end}")
             self.save_status()
             _log(f"{self.plan.server}: {self.status.last_exit}")
             if self._sleep(delay):
@@ -283,11 +286,11 @@ class Supervisor:
         _log(f"{model}: {why}; reloading")
         self.retire(model)
         self.status.models[model].reloads += 1
-        self._model(model, "reloading", why)
+        self._model(model, Health.RELOADING, why)
         try:
             self.server.reload_model(self.deployment, self.store, model)
         except MfnError as error:
-            self._model(model, "unavailable", str(error).splitlines()[0])
+            self._model(model, Health.UNAVAILABLE, str(error).splitlines()[0])
             return
         self.record_health(model)
 
@@ -308,7 +311,7 @@ class Supervisor:
             _log(f"{self.plan.server} {note}")
         self.save_status()
         for model, problem in (problems or {}).items():
-            self._model(model, "ready" if problem is None else "unavailable", problem or "")
+            self._model(model, Health.READY if problem is None else Health.UNAVAILABLE, problem or "")
             if problem is not None:
                 self._reload(model, "the server says it is not ready")
         try:  # the rollout proxy in front of this deployment, if it has one, is kept running too
@@ -331,7 +334,7 @@ class Supervisor:
     def record_health(self, model: str) -> str | None:
         assert self.deployment is not None
         problem = self.server.model_problem(self.deployment, model)
-        self._model(model, "ready" if problem is None else "unavailable", problem or "")
+        self._model(model, Health.READY if problem is None else Health.UNAVAILABLE, problem or "")
         return problem
 
     def _model(self, model: str, health: str, detail: str = "") -> None:
@@ -349,12 +352,9 @@ class Supervisor:
         return self.stop_requested
 
 
-def _log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
 def main(plan_file: str) -> int:
     """Run a supervisor for the plan in `plan_file` (written by `spawn`)."""
+    process_log.configure()
     supervision.raise_open_file_limit()
     plan = Plan(**json.loads(Path(plan_file).read_text()))
     workdir = Path(plan_file).parent
@@ -386,11 +386,11 @@ def _supervise(supervisor: Supervisor, request_stop) -> int:
         supervisor.watch()
     except Exception as error:  # noqa: BLE001 - a fault in the supervisor itself: stop the server cleanly, say why
         _log(f"supervisor fault: {error!r}")
-        supervisor.status.state = "failed"
+        supervisor.status.state = ServerState.FAILED
         supervisor.status.last_exit = f"supervisor fault: {error!r}"
-    if supervisor.status.state == "failed":
+    if supervisor.status.state == ServerState.FAILED:
         _log(f"giving up: {supervisor.status.last_exit}\n{log_tail(supervisor.deployment) if supervisor.deployment else ''}")
-        supervisor.drain_and_stop(final_state="failed")
+        supervisor.drain_and_stop(final_state=ServerState.FAILED)
         return 1
     supervisor.drain_and_stop()
     return 0

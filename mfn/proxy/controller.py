@@ -16,18 +16,22 @@ the route and its endpoints stay.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
 import time
 
+from mfn import process_log
 from mfn.polling import poll
 from mfn.local import state
 from mfn.proxy import analysis, fronting, rollout, routes
 from mfn.proxy.nginx_config import render
 from mfn.proxy.analysis import Totals
+from mfn.proxy.routes import RolloutState
 from mfn.errors import MfnError
 
+_log = logging.getLogger(__name__).info
 TICK_S = 1.0
 NGINX_RESTART_BACKOFF_S = 1.0
 
@@ -58,7 +62,7 @@ class Controller:
                     _log(f"nginx did not start: {error}")
             self.follow_tracks(route)
             active = route.rollout
-            if active is not None and active.state == "progressing" and (
+            if active is not None and active.state == RolloutState.PROGRESSING and (
                     active.steps or active.max_error_ratio is not None or active.max_p99_ms is not None):
                 try:
                     self.judge(route)
@@ -94,7 +98,7 @@ class Controller:
         why = analysis.breach(figures["canary"], figures["primary"], active.max_error_ratio, active.max_p99_ms)
         with routes.exclusive(self.name):
             current = routes.load(self.name)
-            if current is None or current.rollout is None or current.rollout.state != "progressing":
+            if current is None or current.rollout is None or current.rollout.state != RolloutState.PROGRESSING:
                 return
             current.rollout.analysis = {"window_s": round(time.time() - active.last_step_at, 1),
                                         **{track: value.to_json() for track, value in figures.items()}}
@@ -123,11 +127,8 @@ class Controller:
         poll(lambda: self.stopping, seconds)
 
 
-def _log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", flush=True)
-
-
 def main(name: str) -> int:
+    process_log.configure()
     controller = Controller(name)
 
     def request_stop(signum: int, frame: object) -> None:

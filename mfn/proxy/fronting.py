@@ -15,12 +15,12 @@ from pathlib import Path
 from mfn.local import state
 from mfn.proxy import routes
 from mfn.proxy.nginx_config import Guard, ProxyConfig, Routing, Track, render
-from mfn.proxy.routes import Rollout, Route
+from mfn.proxy.routes import Rollout, RolloutState, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
 
-ACTIVE = ("progressing", "promoting")
+ACTIVE = (RolloutState.PROGRESSING, RolloutState.PROMOTING)
 GUARD_SCRIPT = Path(__file__).with_name("guard.js")
 JS_MODULE = "ngx_http_js_module.so"
 

@@ -24,7 +24,7 @@ from mfn.proxy import routes
 from mfn.local.launching import Progress
 from mfn.proxy.nginx_config import ProxyConfig, Track, check_routing, render
 from mfn.proxy.fronting import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
-from mfn.proxy.routes import Rollout, Route
+from mfn.proxy.routes import Rollout, RolloutState, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 
@@ -100,11 +100,11 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
 
 def _check_ready(deployment: state.Deployment) -> None:
     """Every model of the track answers its readiness check (deploy already waited for setup and warm-up)."""
-    from mfn.local.supervision import read_status
+    from mfn.local.supervision import Health, read_status
 
     models = read_status(deployment).models
     unready = {model: models[model].health if model in models else "not loaded"
-               for model in deployment.models if model not in models or models[model].health != "ready"}
+               for model in deployment.models if model not in models or models[model].health != Health.READY}
     if unready:
         raise MfnError(f"the canary track {deployment.name} is not ready: {unready}")
 
@@ -135,7 +135,7 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
     with routes.exclusive(name):
         route = _active(name)
         rollout = route.active
-        rollout.state, rollout.strategy, rollout.weight = "promoting", "canary", 100.0
+        rollout.state, rollout.strategy, rollout.weight = RolloutState.PROMOTING, "canary", 100.0
         routes.save(route)
         apply(route)
     progress(f"all traffic on {rollout.canary}; starting {name} again from {rollout.path} ...")
@@ -144,7 +144,7 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
         route = routes.get(name)
         route.active.weight = 0.0
         apply(route)  # all traffic back on the primary, now the new package
-        _end(route, "promoted", "promoted")
+        _end(route, RolloutState.PROMOTED, "promoted")
         routes.save(route)
     progress(f"draining and stopping {rollout.canary} ...")
     deployments.undeploy(rollout.canary)
@@ -157,7 +157,7 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
 
     with routes.exclusive(name):
         route = _active(name)
-        _end(route, "rolled back", why)
+        _end(route, RolloutState.ROLLED_BACK, why)
         apply(route)  # before the record says so: whoever reads "rolled back" sees no more canary answers
         routes.save(route)
     progress(f"all traffic on {name}; draining and stopping {route.active.canary} ...")
@@ -166,11 +166,11 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
     return routes.get(name)
 
 
-def _end(route: Route, final_state: str, why: str) -> None:
+def _end(route: Route, final_state: RolloutState, why: str) -> None:
     rollout = route.active
     rollout.state, rollout.why = final_state, why
     rollout.analysis = {}  # the last window compared the tracks while both served: stale once one is gone
-    rollout.history.append({"at": time.time(), "weight": 0.0 if final_state == "rolled back" else 100.0, "note": why})
+    rollout.history.append({"at": time.time(), "weight": 0.0 if final_state == RolloutState.ROLLED_BACK else 100.0, "note": why})
 
 
 def _active(name: str) -> Route:

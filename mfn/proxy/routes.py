@@ -23,6 +23,7 @@ from mfn.polling import poll
 from mfn.files import write_json
 from mfn.local import state
 from mfn.errors import MfnError
+from mfn.kinds import StrEnum
 from mfn.servers.process import PRIVATE_UMASK, children, find_tool, is_running, process_start_time, start_detached
 
 ROUTE_FILE = "route.json"
@@ -32,6 +33,13 @@ START_TIMEOUT_S = 10.0
 CONTROLLER_START_S = 15.0
 # nginx's graceful stop (SIGQUIT) lets requests in flight finish; after this, the rest is cut.
 STOP_GRACE_S = 30.0
+
+
+class RolloutState(StrEnum):
+    PROGRESSING = "progressing"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled back"
 
 
 @dataclass
@@ -48,7 +56,7 @@ class Rollout:
     max_p99_ms: float | None = None
     header: str | None = None
     header_value: str | None = None
-    state: str = "progressing"  # progressing, promoting, promoted, rolled back
+    state: str = RolloutState.PROGRESSING  # a RolloutState (a plain string once read back from route.json)
     why: str = ""
     started_at: float = 0.0
     last_step_at: float = 0.0

@@ -88,3 +88,12 @@ def test_a_version_that_is_not_served_is_refused_with_the_versions_there_are():
 def test_a_version_the_server_does_not_serve_is_not_retried(message):
     assert not retryable(CallError(message, message.split()[1].rstrip(":")))
     assert retryable(CallError("gRPC UNAVAILABLE: failed to connect to all addresses", "UNAVAILABLE"))
+
+
+def test_every_operator_action_has_its_function_and_the_mailbox_names_them_all():
+    from mfn.local.commands import _CARRIED_OUT
+    from mfn.local.operations import OPERATIONS, Action
+
+    assert set(_CARRIED_OUT) == set(Action)
+    assert OPERATIONS == ("load", "unload", "reload", "scale", "set-default")
+    assert Action("set-default") == "set-default" and str(Action.SET_DEFAULT) == "set-default"
