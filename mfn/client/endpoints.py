@@ -109,10 +109,9 @@ def resolve(model: str, target: str | None, protocol: str, server: str, given: C
     deployment = state.get(target) if target else state.find_serving(
         model, choose='mfn.Client("{name}") (with `mfn invoke`: --deployment {name})',
         elsewhere='a URL: mfn.Client("http://host:port") (with `mfn invoke`: --url)')
-    limit = deployment.extra.get("max_request_bytes")
     route = routes.with_proxy(deployment)  # behind the rollout proxy, callers present the proxy's own key
     credentials = Credentials((lambda: routes.callers_key(route)) if route is not None
                               else (lambda: state.read_key(deployment, "inference")))
     return Endpoint(protocol, f"{deployment.host}:{deployment.public_port(protocol)}", deployment.server, credentials,
-                    int(limit) if limit else None, local=True, repository=deployment.repository,
+                    deployment.max_request_bytes, local=True, repository=deployment.repository,
                     deployment=deployment.name)

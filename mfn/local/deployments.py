@@ -241,7 +241,7 @@ def _undeploy_locked(name: str, keep_route: bool = False) -> Deployment:
                 if state.load(canary) is not None:  # an abort may have stopped it meanwhile
                     _undeploy_locked(canary)
     stop_prometheus(deployment)
-    drain_s = float(deployment.extra.get("drain_timeout_s", DRAIN_TIMEOUT_S))
+    drain_s = deployment.drain_timeout_s if deployment.drain_timeout_s is not None else DRAIN_TIMEOUT_S
     stop_process_group(deployment.pid, deployment.start_time, grace_s=drain_s + STOP_GRACE_S)
     # A supervisor killed outright leaves its server to the kernel's SIGTERM; make sure it is gone.
     status = read_status(deployment)

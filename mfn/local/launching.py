@@ -27,7 +27,7 @@ LOAD_TIMEOUT_S = 300.0
 
 def load_timeout_s(deployment: Deployment) -> float:
     """How long one model's load may take in this deployment (`mfn deploy --load-timeout`)."""
-    return float(deployment.extra.get("load_timeout_s", LOAD_TIMEOUT_S))
+    return deployment.load_timeout_s if deployment.load_timeout_s is not None else LOAD_TIMEOUT_S
 STOP_GRACE_S = 15.0
 DRAIN_TIMEOUT_S = 30.0
 PORT_ATTEMPTS = 3

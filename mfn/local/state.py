@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mfn.files import write_json
@@ -73,6 +73,15 @@ def inside_home(path: Path) -> Path:
 
 
 @dataclass
+class Prometheus:
+    """The Prometheus a deployment started for itself (mfn.monitoring.local)."""
+
+    pid: int
+    start_time: int | None
+    url: str
+
+
+@dataclass
 class Deployment:
     """One running server and the models it serves."""
 
@@ -87,7 +96,15 @@ class Deployment:
     log_file: str
     workdir: str
     shm_prefix: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    # The servers' key file (one layout for both: read_key), "" where inference and management need no key.
+    key_file: str = ""
+    # The settings the deployment was made with, for later commands (None: the default of the version that reads it).
+    drain_timeout_s: float | None = None
+    load_timeout_s: float | None = None
+    max_request_bytes: int | None = None  # the server's body limit, where it has one (TorchServe)
+    response_cache_bytes: int = 0  # Triton's server-wide response cache
+    track_of: str | None = None  # a canary track's record: the deployment whose rollout it serves (mfn.proxy.rollout)
+    prometheus: Prometheus | None = None  # `mfn deploy --prometheus`
     # Where the first start's time went: server_start_s, and per model its load split (see mfn.runtime.cold_start).
     cold_start: dict = field(default_factory=dict)
     # Public ports of the front that owns them when the server stops while idle (mfn.local.front); `ports` are
@@ -126,8 +143,8 @@ class Deployment:
     def endpoints(self) -> dict[str, str]:
         endpoints = {"http": f"http://{self.host}:{self.public_port('http')}", "grpc": f"{self.host}:{self.public_port('grpc')}",
                      "metrics": self.metrics_url}
-        if "prometheus_url" in self.extra:
-            endpoints["prometheus"] = self.extra["prometheus_url"]
+        if self.prometheus is not None:
+            endpoints["prometheus"] = self.prometheus.url
         return endpoints
 
     def to_json(self) -> dict:
@@ -189,9 +206,37 @@ def save(deployment: Deployment) -> None:
 
 def load(name: str) -> Deployment | None:
     try:
-        return Deployment(**json.loads(state_file(name).read_text()))
+        return from_record(json.loads(state_file(name).read_text()), state_file(name))
     except FileNotFoundError:
         return None
+
+
+# Settings an older mfn kept as strings in the record's "extra" map, and the typed field each is now.
+_EXTRA_FIELDS = {"key_file": str, "drain_timeout_s": float, "load_timeout_s": float, "max_request_bytes": int,
+                 "response_cache_bytes": int, "track_of": str}
+
+
+def from_record(document: dict, path: Path) -> Deployment:
+    """A deployment record as written by this mfn or an older one (typed settings then travelled as strings in
+    "extra"); a record with fields this mfn does not know is refused, naming them and the file.
+
+    Raises:
+        MfnError: a record from a newer or foreign writer.
+    """
+    extra = document.pop("extra", None) or {}
+    for key, kind in _EXTRA_FIELDS.items():
+        if extra.get(key) not in (None, ""):
+            document[key] = kind(extra[key])
+    if extra.get("prometheus_pid"):
+        document["prometheus"] = {"pid": int(extra["prometheus_pid"]), "url": extra.get("prometheus_url", ""),
+                                  "start_time": int(extra["prometheus_start_time"]) if extra.get("prometheus_start_time") else None}
+    if isinstance(document.get("prometheus"), dict):
+        document["prometheus"] = Prometheus(**document["prometheus"])
+    unknown = sorted(set(document) - {f.name for f in fields(Deployment)})
+    if unknown:
+        raise MfnError(f"{path} has fields this mfn does not know ({', '.join(unknown)}): it was written by a newer "
+                       f"mfn; manage that deployment with the mfn that made it, or undeploy it there")
+    return Deployment(**document)
 
 
 def remove(name: str) -> None:
@@ -202,7 +247,7 @@ def all_deployments() -> list[Deployment]:
     directory = deployments_dir()
     if not directory.is_dir():
         return []
-    return [Deployment(**json.loads(path.read_text())) for path in sorted(directory.glob("*.json"))]
+    return [from_record(json.loads(path.read_text()), path) for path in sorted(directory.glob("*.json"))]
 
 
 def get(name: str) -> Deployment:
@@ -227,7 +272,7 @@ def read_key(deployment: Deployment, api: str) -> str | None:
     Both servers keep them in a key file of one layout: TorchServe writes its own (new keys on every start),
     mfn writes Triton's once per deployment.
     """
-    key_file = deployment.extra.get("key_file")
+    key_file = deployment.key_file
     if not key_file:
         return None
     try:
@@ -235,10 +280,6 @@ def read_key(deployment: Deployment, api: str) -> str | None:
     except (OSError, ValueError, AttributeError) as error:
         raise MfnError(f"cannot read the deployment's key file {key_file}: {error}") from None
     return entry.get("key") if isinstance(entry, dict) else None
-
-
-# In a canary track's record: the deployment whose rollout it serves (mfn.proxy.rollout).
-TRACK_OF = "track_of"
 
 
 def find_serving(model: str, choose: str = "--deployment {name}", elsewhere: str = "--url") -> Deployment:
@@ -252,7 +293,7 @@ def find_serving(model: str, choose: str = "--deployment {name}", elsewhere: str
     from mfn.kinds import served_names_hint
 
     # A rollout's canary track serves the model too; callers reach it through the deployment it belongs to.
-    running = [d for d in all_deployments() if d.running and TRACK_OF not in d.extra]
+    running = [d for d in all_deployments() if d.running and d.track_of is None]
     serving = [d for d in running if model in d.models]
     if not serving:
         served = sorted({name for d in running for name in d.models})

@@ -94,10 +94,9 @@ class Supervisor:
         deployment = self._start_server(progress, ports=server_ports)
         deployment.front = front_ports
         deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
-        deployment.extra["drain_timeout_s"] = str(self.plan.drain_timeout_s)
-        deployment.extra["load_timeout_s"] = str(self.plan.load_timeout_s)
+        deployment.drain_timeout_s, deployment.load_timeout_s = self.plan.drain_timeout_s, self.plan.load_timeout_s
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
-            deployment.extra["max_request_bytes"] = str(self.plan.max_request_bytes)
+            deployment.max_request_bytes = self.plan.max_request_bytes
         state.save(deployment)
         # Models load side by side (a load is mostly a process start and imports); the record keeps the plan's order.
         say = serialized(progress)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mfn.polling import poll
 from mfn.local import state
-from mfn.local.state import Deployment
+from mfn.local.state import Deployment, Prometheus
 from mfn.errors import DeployError
 from mfn.monitoring import render
 from mfn.servers import prometheus
@@ -50,11 +50,7 @@ def start_prometheus(deployment: Deployment) -> str:
     command = prometheus.server_command(binary, directory / CONFIG_FILE, directory / "data", port)
     process = start_detached(command, dict(os.environ), directory / "prometheus.log", directory)
     url = f"http://127.0.0.1:{port}"
-    deployment.extra.update(
-        prometheus_pid=str(process.pid),
-        prometheus_start_time=str(process_start_time(process.pid) or ""),
-        prometheus_url=url,
-    )
+    deployment.prometheus = Prometheus(pid=process.pid, start_time=process_start_time(process.pid), url=url)
     state.save(deployment)
     if poll(lambda: process.poll() is not None or request("GET", f"{url}/-/ready", timeout_s=1.0)[0] == 200,
             READY_TIMEOUT_S, every_s=0.1) and process.poll() is None:
@@ -66,8 +62,6 @@ def start_prometheus(deployment: Deployment) -> str:
 
 def stop_prometheus(deployment: Deployment) -> None:
     """Stop the deployment's Prometheus, if it has one."""
-    pid = deployment.extra.pop("prometheus_pid", None)
-    start_time = deployment.extra.pop("prometheus_start_time", None)
-    deployment.extra.pop("prometheus_url", None)
-    if pid:
-        stop_process_group(int(pid), int(start_time) if start_time else None, grace_s=10.0)
+    started, deployment.prometheus = deployment.prometheus, None
+    if started is not None:
+        stop_process_group(started.pid, started.start_time, grace_s=10.0)

@@ -35,7 +35,7 @@ def proxy_config(route: Route) -> ProxyConfig:
     """The proxy's configuration from the route and the tracks' records as they are now."""
     primary = state.get(route.name)
     canary = state.load(route.rollout.canary) if route.rollout is not None and route.rollout.state in ACTIVE else None
-    limits = [int(d.extra.get("max_request_bytes", MAX_BODY_BYTES)) for d in (primary, canary) if d is not None]
+    limits = [d.max_request_bytes or MAX_BODY_BYTES for d in (primary, canary) if d is not None]
     return ProxyConfig(
         server=route.server, host=route.host, http_port=route.ports["http"], grpc_port=route.ports["grpc"],
         key=routes.callers_key(route), body_limit_bytes=max(limits), directory=str(route.directory),

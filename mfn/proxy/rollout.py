@@ -83,7 +83,7 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
     canary = deployments.deploy_like(name, rollout.path, rollout.canary, progress)
     try:
         with state.exclusive(rollout.canary):
-            state.save(replace(canary, extra={**canary.extra, state.TRACK_OF: name}))
+            state.save(replace(canary, track_of=name))
         _check_ready(state.get(rollout.canary))
         with routes.exclusive(name):
             route = routes.load(name) or new_route(primary, ports or {})
@@ -219,7 +219,7 @@ def run_dry(name: str, rollout: Rollout) -> str:
     key = routes.callers_key(route) if route else ("<generated>" if state.read_key(primary, "inference") else None)
     ports = route.ports if route else {"http": 0, "grpc": 0}
     config = ProxyConfig(server=primary.server, host=primary.host, http_port=ports["http"], grpc_port=ports["grpc"],
-                         key=key, body_limit_bytes=int(primary.extra.get("max_request_bytes", MAX_BODY_BYTES)),
+                         key=key, body_limit_bytes=primary.max_request_bytes or MAX_BODY_BYTES,
                          directory=str(routes.route_dir(name)), primary=track_of(primary),
                          canary=Track(f"{primary.host}:0", f"{primary.host}:0", "<canary's key>"),
                          routing=routing_of(rollout), guard=guard() if primary.server == "triton" else None)

@@ -82,7 +82,7 @@ def test_no_auth_opens_inference_only_and_the_key_file_is_private(open_inference
     assert request("POST", f"{deployments.public_url('no-auth')}/v2/models/mlp/infer", 10, INFER)[0] == 200
     # Served through the guarding proxy: the server itself keeps its inference key, so nobody goes around it.
     assert request("POST", f"{open_inference.http_url}/v2/models/mlp/infer", 10, INFER)[0] == 403
-    key_file = Path(open_inference.extra["key_file"])
+    key_file = Path(open_inference.key_file)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 

@@ -76,7 +76,7 @@ def monitored(request, tmp_path_factory):
     assert up and up[0]["metric"]["job"] == f"mfn-{name}", up
     send_known_traffic(name)
     yield server, deployment, prometheus_url
-    prometheus_pid = int(deployment.extra["prometheus_pid"])
+    prometheus_pid = deployment.prometheus.pid
     assert CliRunner().invoke(cli, ["undeploy", name]).exit_code == 0
     wait_for(lambda: not Path(f"/proc/{prometheus_pid}").exists(), 10, "undeploy to stop Prometheus")
 

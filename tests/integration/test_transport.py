@@ -131,7 +131,7 @@ def test_torchserve_limits_follow_the_spec_and_an_oversized_request_is_refused_w
     config = (Path(deployment.workdir) / "config.properties").read_text()
     limit = WIDE_REQUEST_MB * MIB  # the largest any of its models needs: `wide` declares it
     assert f"max_request_size={limit}\n" in config and f"max_response_size={limit}\n" in config
-    assert deployment.extra["max_request_bytes"] == str(limit)
+    assert deployment.max_request_bytes == limit
 
     rows = limit // (3 * 224 * 224 * 4) + 1
     oversized = {"image": np.zeros((rows, 3, 224, 224), dtype=np.float32)}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from mfn.local.deployments import describe
-from mfn.local.state import Deployment
+from mfn.local.state import Deployment, Prometheus
 from mfn.local.supervision import ModelHealth, Status
 
 
-def deployment(**extra: str) -> Deployment:
+def deployment(**fields: object) -> Deployment:
     return Deployment(name="demo", server="triton", pid=0, start_time=None, host="127.0.0.1",
                       ports={"http": 8000, "grpc": 8001, "metrics": 8002}, models=["m"], repository="/models",
-                      log_file="server.log", workdir="/nowhere", extra=dict(extra))
+                      log_file="server.log", workdir="/nowhere", **fields)
 
 
 def test_one_wake_one_restart_and_one_reload_are_singular_and_the_wake_time_is_rounded():
@@ -22,7 +22,7 @@ def test_one_wake_one_restart_and_one_reload_are_singular_and_the_wake_time_is_r
 
 
 def test_every_endpoint_url_starts_in_the_same_column_with_prometheus_among_them():
-    text = describe(deployment(prometheus_url="http://127.0.0.1:9090"), Status())
+    text = describe(deployment(prometheus=Prometheus(pid=1, start_time=None, url="http://127.0.0.1:9090")), Status())
     rows = [line for line in text.splitlines()[1:] if not line.startswith("  model ")]
     assert [line.split()[0] for line in rows] == ["http", "grpc", "metrics", "prometheus"], text
     assert len({line.index(line.split()[-1]) for line in rows}) == 1, text

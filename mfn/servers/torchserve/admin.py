@@ -73,7 +73,7 @@ def start(  # noqa: PLR0913
         name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports,
         parent_death_signal=signal.SIGHUP, host=host,
     )
-    deployment.extra["key_file"] = str(key_file)
+    deployment.key_file = str(key_file)
     return deployment, process
 
 

@@ -77,8 +77,8 @@ def start(  # noqa: PLR0913
         name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix,
         ports=ports, host=host,
     )
-    deployment.extra["key_file"] = str(workdir / KEY_FILE)
-    deployment.extra["response_cache_bytes"] = str(cache_bytes)
+    deployment.key_file = str(workdir / KEY_FILE)
+    deployment.response_cache_bytes = cache_bytes
     return deployment, process
 
 
@@ -111,7 +111,7 @@ def serve_versions(deployment: Deployment, store: Store, model: str, served: Ser
         DeployError: the server's reason; or the model asks for Triton's response cache and the server started
             without one (Triton would serve it uncached without a word; the cache is sized when the server starts).
     """
-    if not int(deployment.extra.get("response_cache_bytes", 0)) and any(uses_tritons_cache(spec) for spec in store.specs([model])):
+    if not deployment.response_cache_bytes and any(uses_tritons_cache(spec) for spec in store.specs([model])):
         raise DeployError(f"{model} caches answers in Triton's response cache, and {deployment.name}'s server started "
                           f"without one (it is sized from the models a server starts with): deploy again "
                           f"(`mfn deploy {store.root} --name {deployment.name}`) to serve it with its cache")
