@@ -122,7 +122,7 @@ def _serve_choices(supervisor: Supervisor, model: str, choices: VersionChoices, 
                            f"--version-policy, or `mfn load {model} --version N`")
         return _unload(supervisor, model)
     with_progress(lambda: serve(supervisor, model, choices, fresh=fresh), _to_log,
-                  f"{model}: still loading", supervisor.plan.load_timeout_s)
+                  f"{model}: still loading", supervisor.plan.options.load_timeout_s)
     if model not in supervisor.models:
         _serve(supervisor, model, True)
     save_versions(supervisor)

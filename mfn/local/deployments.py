@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import stop_process_group
 
 if TYPE_CHECKING:
+    from mfn.local.supervision import DeployOptions
     from mfn.local.supervision import Status as SupervisorStatus
 
 
@@ -95,10 +97,16 @@ def deploy(  # noqa: PLR0913
     from mfn.signing import prepare_for_serving
 
     prepare_for_serving([unit for model in chosen for unit in store.models[model]], public_key, verify)
+    from mfn.local.supervision import DeployOptions
+
+    # Behind the proxy, the server keeps its keys whoever the proxy lets in: nobody bypasses it.
+    options = DeployOptions(auth=auth or proxy, drain_timeout_s=drain_timeout_s, max_request_bytes=max_request_bytes,
+                            jvm_heap_mb=jvm_heap_mb, host=host, ports={key: port for key, port in ports.items() if port},
+                            load_timeout_s=load_timeout_s, idle_timeout_s=idle_timeout_s)
     with state.exclusive(name), _gpu_hint(store, chosen):
-        # Behind the proxy, the server keeps its keys whoever the proxy lets in: nobody bypasses it.
-        deployment = _deploy_locked(store, Path(path), name, chosen, auth or proxy, monitor, progress, drain_timeout_s,
-                                    max_request_bytes, jvm_heap_mb, host, ports, load_timeout_s, idle_timeout_s)
+        deployment = _deploy_locked(store, Path(path), name, chosen, options, progress)
+        if monitor:
+            _monitor(deployment, progress)
     if proxy:
         from mfn.proxy import fronting
 
@@ -142,9 +150,7 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
 
 
 def _deploy_locked(  # noqa: PLR0913
-    store: Store, path: Path, name: str, chosen: list[str], auth: bool, monitor: bool, progress: Progress,
-    drain_timeout_s: float, max_request_bytes: int, jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
-    ports: dict[str, int] | None = None, load_timeout_s: float = LOAD_TIMEOUT_S, idle_timeout_s: float | None = None,
+    store: Store, path: Path, name: str, chosen: list[str], options: DeployOptions, progress: Progress,
 ) -> Deployment:
     _claim_name(name)
     workdir = state.work_dir(name)
@@ -157,15 +163,8 @@ def _deploy_locked(  # noqa: PLR0913
         path=str(path.resolve()),
         server=store.server,
         models=chosen,
-        auth=auth,
-        drain_timeout_s=drain_timeout_s,
-        max_request_bytes=_body_limit(store, chosen, max_request_bytes),
+        options=replace(options, max_request_bytes=_body_limit(store, chosen, options.max_request_bytes)),
         shm_prefix=new_shm_prefix() if local_server(store.server).USES_SHARED_MEMORY else "",
-        jvm_heap_mb=jvm_heap_mb,
-        host=host,
-        ports={name: port for name, port in (ports or {}).items() if port},
-        load_timeout_s=load_timeout_s,
-        idle_timeout_s=idle_timeout_s,
     )
     try:
         deployment = supervision.spawn(plan, workdir, progress)
@@ -176,15 +175,18 @@ def _deploy_locked(  # noqa: PLR0913
             remove_shm_regions(plan.shm_prefix)
             shutil.rmtree(workdir, ignore_errors=True)
         raise
-    if monitor:
-        try:
-            from mfn.monitoring.local import start_prometheus
-
-            progress(f"Prometheus at {start_prometheus(deployment)}")
-        except BaseException:
-            _undeploy_locked(name)
-            raise
     return deployment
+
+
+def _monitor(deployment: Deployment, progress: Progress) -> None:
+    """Start the deployment's own Prometheus; the deployment goes if it cannot (the caller holds its lock)."""
+    try:
+        from mfn.monitoring.local import start_prometheus
+
+        progress(f"Prometheus at {start_prometheus(deployment)}")
+    except BaseException:
+        _undeploy_locked(deployment.name)
+        raise
 
 
 def deploy_like(template: str, path: Path | str, name: str, progress: Progress = lambda message: None) -> Deployment:
@@ -197,24 +199,23 @@ def deploy_like(template: str, path: Path | str, name: str, progress: Progress =
     """
     import json
 
-    from mfn.local.supervision import PLAN_FILE
+    from mfn.local.supervision import PLAN_FILE, Plan
 
-    plan = json.loads((Path(state.get(template).workdir) / PLAN_FILE).read_text())
+    plan = Plan.from_json(json.loads((Path(state.get(template).workdir) / PLAN_FILE).read_text()))
     store = discover(Path(path))
     from mfn.signing import prepare_for_serving
 
     prepare_for_serving([unit for model in store.models for unit in store.models[model]])
-    if store.server != plan["server"]:
-        raise MfnError(f"{path} is packaged for {store.server}, while {template} runs {plan['server']}: "
-                       f"package it with --server {plan['server']}")
+    if store.server != plan.server:
+        raise MfnError(f"{path} is packaged for {store.server}, while {template} runs {plan.server}: "
+                       f"package it with --server {plan.server}")
     with state.exclusive(name):
         if name == template:
             with interrupts_held():
                 _undeploy_locked(name, keep_route=True)
         # Not while interrupts are held: signals ignored here would stay ignored in the servers started below.
-        return _deploy_locked(store, Path(path), name, list(store.models), plan["auth"], False, progress,
-                              plan["drain_timeout_s"], plan["max_request_bytes"], plan["jvm_heap_mb"], plan["host"],
-                              {}, plan["load_timeout_s"], None)
+        return _deploy_locked(store, Path(path), name, list(store.models),
+                              replace(plan.options, ports={}, idle_timeout_s=None), progress)
 
 
 def undeploy(name: str) -> Deployment:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from mfn.local.launching import Progress
     from mfn.local.state import Deployment
+    from mfn.local.supervision import Plan
     from mfn.store import Store
     from mfn.local.versions import ServedVersions
 
@@ -32,13 +33,12 @@ class LocalServer(Protocol):
     # Whether its model processes exchange tensors through /dev/shm regions (named per deployment, cleaned up).
     USES_SHARED_MEMORY: bool
 
-    def start(  # noqa: PLR0913
-        self, name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
-        drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: Sequence[str] = (),
-        jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
+    def start(
+        self, plan: Plan, store: Store, workdir: Path, progress: Progress, preload: Sequence[str] = (),
     ) -> tuple[Deployment, subprocess.Popen]:
-        """Start the server and wait until it is live on `host`: on `ports` (all, some or none given; free ones for
-        the rest), the same again after a crash, with the `preload` models loaded before the ports open."""
+        """Start the server as `plan` says and wait until it is live on its options' host and ports (all, some or
+        none given; free ones for the rest), the same again after a crash, with the `preload` models loaded before
+        the ports open. A server reads the options it has a setting for."""
 
     def serve_versions(self, deployment: Deployment, store: Store, model: str, served: ServedVersions, fresh: bool = False) -> None:
         """Serve exactly these versions of a model (loading it if needed), its default answering requests without a

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,21 @@ ANSWER_PROBES = {
 
 
 @dataclass(frozen=True)
+class DeployOptions:
+    """How a deployment's server runs: what `mfn deploy` takes beyond the package and its models, kept in the plan
+    so a rollout's tracks and a promoted primary start the same way."""
+
+    auth: bool = True
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
+    max_request_bytes: int = MAX_BODY_BYTES
+    jvm_heap_mb: int | None = None  # TorchServe's frontend heap
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
+    load_timeout_s: float = LOAD_TIMEOUT_S
+    idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.local.idling)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What `mfn deploy` asks of a supervisor."""
 
@@ -55,17 +70,21 @@ class Plan:
     path: str
     server: str
     models: list[str]
-    auth: bool
-    drain_timeout_s: float = DRAIN_TIMEOUT_S
-    max_request_bytes: int = MAX_BODY_BYTES
+    options: DeployOptions = field(default_factory=DeployOptions)
     shm_prefix: str = ""
-    jvm_heap_mb: int | None = None
-    host: str = "127.0.0.1"
-    ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
-    load_timeout_s: float = LOAD_TIMEOUT_S
-    idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.local.idling)
     restart_backoff_cap_s: float = RESTART_BACKOFF_CAP_S  # the longest wait between restarts in a row
     health_interval_s: float = HEALTH_INTERVAL_S  # between checks that the server answers and its models are ready
+
+    def with_ports(self, ports: dict[str, int] | None) -> Plan:
+        return replace(self, options=replace(self.options, ports=dict(ports or {})))
+
+    @classmethod
+    def from_json(cls, document: dict) -> Plan:
+        """A plan as `spawn` wrote it, or as an older mfn did (the options then at its top level)."""
+        options = document.pop("options", None)
+        if options is None:
+            options = {name: document.pop(name) for name in [f.name for f in fields(DeployOptions)] if name in document}
+        return cls(**document, options=DeployOptions(**options))
 
 
 class ServerState(StrEnum):

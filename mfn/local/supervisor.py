@@ -79,7 +79,7 @@ class Supervisor:
         self.stubs: dict[int, str] = {}
         self.retired: set[int] = set()
         self.stop_requested = False
-        self.idling = Idling(self, plan.idle_timeout_s, plan.load_timeout_s + READY_TIMEOUT_S) if plan.idle_timeout_s else None
+        self.idling = Idling(self, plan.options.idle_timeout_s, plan.options.load_timeout_s + READY_TIMEOUT_S) if plan.options.idle_timeout_s else None
 
     def start(self, progress: Progress) -> Deployment:
         """Start the server and load every model; the first deployment record is written here."""
@@ -87,16 +87,16 @@ class Supervisor:
         phases_dir.mkdir(exist_ok=True)
         os.environ[cold_start.ENV] = str(phases_dir)  # the server's model processes inherit it
         started = time.monotonic()
-        server_ports, front_ports = self.plan.ports, {}
+        server_ports, front_ports = self.plan.options.ports, {}
         if self.idling is not None:  # the front takes the public ports; the server gets free ones
-            front_ports = self.idling.open_front(self.plan.host, self.plan.ports)
-            server_ports = {key: port for key, port in self.plan.ports.items() if key not in FRONTED}
+            front_ports = self.idling.open_front(self.plan.options.host, self.plan.options.ports)
+            server_ports = {key: port for key, port in self.plan.options.ports.items() if key not in FRONTED}
         deployment = self._start_server(progress, ports=server_ports)
         deployment.front = front_ports
         deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
-        deployment.drain_timeout_s, deployment.load_timeout_s = self.plan.drain_timeout_s, self.plan.load_timeout_s
+        deployment.drain_timeout_s, deployment.load_timeout_s = self.plan.options.drain_timeout_s, self.plan.options.load_timeout_s
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
-            deployment.max_request_bytes = self.plan.max_request_bytes
+            deployment.max_request_bytes = self.plan.options.max_request_bytes
         state.save(deployment)
         # Models load side by side (a load is mostly a process start and imports); the record keeps the plan's order.
         say = serialized(progress)
@@ -125,11 +125,11 @@ class Supervisor:
         started = time.monotonic()
         try:
             with_progress(lambda: serve(self, model), progress,
-                          f"{model}: still loading", self.plan.load_timeout_s)
+                          f"{model}: still loading", self.plan.options.load_timeout_s)
         except MfnError:
-            if time.monotonic() - started < self.plan.load_timeout_s:
+            if time.monotonic() - started < self.plan.options.load_timeout_s:
                 raise
-            raise MfnError(f"{model} did not finish loading within {self.plan.load_timeout_s:g} s (--load-timeout): "
+            raise MfnError(f"{model} did not finish loading within {self.plan.options.load_timeout_s:g} s (--load-timeout): "
                            f"its setup() may need longer; deploy again with a larger --load-timeout") from None
         return cold_start.split(time.monotonic() - started, cold_start.read(phases_dir, model))
 
@@ -173,7 +173,7 @@ class Supervisor:
             if drain and self.deployment is not None:
                 self.status.state = ServerState.DRAINING
                 self.save_status()
-                self.server.drain(self.deployment, process, self.plan.drain_timeout_s)
+                self.server.drain(self.deployment, process, self.plan.options.drain_timeout_s)
             stop_process_group(process.pid, None, grace_s=0.0)  # stubs or workers may outlive the server's exit
             process.wait()
         remove_shm_regions(self.plan.shm_prefix)
@@ -182,11 +182,7 @@ class Supervisor:
         self.save_status()
 
     def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: Sequence[str] = ()) -> Deployment:
-        deployment, process = self.server.start(
-            self.plan.name, self.store, self.workdir, self.plan.auth, progress, shm_prefix=self.plan.shm_prefix,
-            drain_timeout_s=self.plan.drain_timeout_s, max_request_bytes=self.plan.max_request_bytes, ports=ports,
-            preload=preload, jvm_heap_mb=self.plan.jvm_heap_mb, host=self.plan.host,
-        )
+        deployment, process = self.server.start(self.plan.with_ports(ports), self.store, self.workdir, progress, preload)
         self.process = process
         if self.exits is not None:
             self.exits.close()
@@ -236,7 +232,7 @@ class Supervisor:
         only `keep_ports` (the others are chosen afresh)."""
         assert self.deployment is not None
         ports = {name: port for name, port in self.deployment.ports.items() if keep_ports is None or name in keep_ports}
-        wait_ports_released(self.plan.host, ports)
+        wait_ports_released(self.plan.options.host, ports)
         try:
             self._start_server(_log, ports=ports, preload=self.models)
         except MfnError as error:
@@ -355,7 +351,7 @@ def main(plan_file: str) -> int:
     """Run a supervisor for the plan in `plan_file` (written by `spawn`)."""
     process_log.configure()
     supervision.raise_open_file_limit()
-    plan = Plan(**json.loads(Path(plan_file).read_text()))
+    plan = Plan.from_json(json.loads(Path(plan_file).read_text()))
     workdir = Path(plan_file).parent
     supervisor = Supervisor(plan, workdir)
 

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+from typing import TYPE_CHECKING
 import urllib.parse
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from mfn.local.state import Deployment, read_key
 from mfn.store import Store
 from mfn.local.versions import ServedVersions, plan_versions
 from mfn.errors import DeployError
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.torchserve import launch as torchserve
 from mfn.servers.drain import wait_until_answered
 from mfn.servers.process import group_on_parent_death
+
+if TYPE_CHECKING:
+    from mfn.local.supervision import Plan
 
 STOP_WAIT_S = 10.0
 PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
@@ -29,20 +32,19 @@ PORT_NAMES = ("http", "management", "metrics", "grpc", "grpc_management")
 USES_SHARED_MEMORY = False
 
 
-def start(  # noqa: PLR0913
-    name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str = "",
-    drain_timeout_s: float = 30.0, max_request_bytes: int = MAX_BODY_BYTES,
-    ports: dict[str, int] | None = None, preload: Sequence[str] = (), jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
+def start(
+    plan: Plan, store: Store, workdir: Path, progress: Progress, preload: Sequence[str] = (),
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe; models are registered one by one through the management API afterwards.
 
     A restart passes `preload`: TorchServe then registers those models' archives before it opens its ports,
     so clients that reconnect are queued for a worker instead of answered 'model not found'.
 
-    Token authorization is on whatever `auth` says: TorchServe's one switch also opens the management APIs,
-    which register and run code. A deployment whose inference is open (`auth` off) is served through mfn's proxy,
+    Token authorization is on whatever the options' `auth` says: TorchServe's one switch also opens the management
+    APIs, which register and run code. A deployment whose inference is open (`auth` off) is served through mfn's proxy,
     which speaks to the server with its key (mfn.local.deployments.deploy).
     """
+    name, options = plan.name, plan.options
     archives = [archive.name for model in preload for archive in served_archives(store, model)]
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
@@ -53,8 +55,8 @@ def start(  # noqa: PLR0913
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         config = torchserve.config_properties(
-            torchserve.Ports(**_rename(ports)), str(store.root), auth=True, max_request_bytes=max_request_bytes,
-            load_models=",".join(archives) or None, jvm_heap_mb=jvm_heap_mb, address=host, management_host="127.0.0.1",
+            torchserve.Ports(**_rename(ports)), str(store.root), auth=True, max_request_bytes=options.max_request_bytes,
+            load_models=",".join(archives) or None, jvm_heap_mb=options.jvm_heap_mb, address=options.host, management_host="127.0.0.1",
         )
         (workdir / "config.properties").write_text(config)
         command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))
@@ -70,8 +72,8 @@ def start(  # noqa: PLR0913
             return None
 
     deployment, process = launch(
-        name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=ports,
-        parent_death_signal=signal.SIGHUP, host=host,
+        name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=options.ports,
+        parent_death_signal=signal.SIGHUP, host=options.host,
     )
     deployment.key_file = str(key_file)
     return deployment, process

@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import subprocess
+from typing import TYPE_CHECKING
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.servers import secret_args
 from mfn.servers.triton import launch as triton
 from mfn.servers.process import children
+
+if TYPE_CHECKING:
+    from mfn.local.supervision import Plan
 
 STUB_SCRIPT = "model.py"
 KEY_FILE = "keys.json"
@@ -39,21 +43,20 @@ QUERY_TIMEOUT_S = 30.0
 USES_SHARED_MEMORY = True
 
 
-def start(  # noqa: PLR0913
-    name: str, store: Store, workdir: Path, auth: bool, progress: Progress, shm_prefix: str,
-    drain_timeout_s: float, max_request_bytes: int, ports: dict[str, int] | None = None, preload: Sequence[str] = (),
-    jvm_heap_mb: int | None = None, host: str = "127.0.0.1",
+def start(
+    plan: Plan, store: Store, workdir: Path, progress: Progress, preload: Sequence[str] = (),
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start tritonserver; models are loaded one by one afterwards so each failure has its reason.
 
     A restart passes `preload`: Triton then loads those models before it opens its ports, so clients that
-    reconnect find them instead of 'unknown model'. On SIGTERM Triton answers the requests it has accepted for up to `drain_timeout_s` before it exits.
-    tritonserver 2.51 has no setting for a body limit, so `max_request_bytes` is not enforced by the server;
-    `jvm_heap_mb` is TorchServe's alone.
+    reconnect find them instead of 'unknown model'. On SIGTERM Triton answers the requests it has accepted for up
+    to the options' `drain_timeout_s` before it exits. tritonserver 2.51 has no setting for a body limit, so
+    `max_request_bytes` is not enforced by the server; `jvm_heap_mb` is TorchServe's alone.
     """
+    name, shm_prefix, options = plan.name, plan.shm_prefix, plan.options
     install = triton.find_triton()
     backend_dir = triton.prepare_backend_directory(install, workdir / "backends")
-    keys = _keys(workdir / KEY_FILE, auth)
+    keys = _keys(workdir / KEY_FILE, options.auth)
     secrets_library = secret_args.preload_library(state.mfn_home() / PRIVATE_LIBRARIES)
     restrictions = triton.restricted_args(keys["management"]["key"], keys.get("inference", {}).get("key"))
     cache_bytes = response_cache_bytes(store.specs())
@@ -66,8 +69,8 @@ def start(  # noqa: PLR0913
             backend_directory=str(backend_dir),
             cache_directory=str(install.caches),
             shm_prefix=shm_prefix,
-            exit_timeout_s=math.ceil(drain_timeout_s),
-            address=host,
+            exit_timeout_s=math.ceil(options.drain_timeout_s),
+            address=options.host,
             response_cache_bytes=cache_bytes,
         )
         env = secret_args.hide(triton.server_environment(install), restrictions, workdir / SECRET_ARGS_FILE, secrets_library)
@@ -75,7 +78,7 @@ def start(  # noqa: PLR0913
 
     deployment, process = launch(
         name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix,
-        ports=ports, host=host,
+        ports=options.ports, host=options.host,
     )
     deployment.key_file = str(workdir / KEY_FILE)
     deployment.response_cache_bytes = cache_bytes
