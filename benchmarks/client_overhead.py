@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import mfn  # noqa: E402
 from mfn.local import deployments, state  # noqa: E402
 from mfn.proxy.nginx_config import GRPC_KEY_HEADER  # noqa: E402
+from provenance import stamp  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- client:start -->", "<!-- client:end -->"
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
@@ -112,7 +113,7 @@ def main() -> None:
         SECTION_START,
         "## Client overhead: mfn.Client against the stock tritonclient (Triton, example `mlp`)",
         "",
-        f"Command: `python benchmarks/client_overhead.py` ({time.strftime('%Y-%m-%d')}); {args.rounds} alternating rounds of "
+        f"Command: `python benchmarks/client_overhead.py` ({stamp()}); {args.rounds} alternating rounds of "
         f"{args.calls} sequential one-row calls; medians; the difference is the median of per-round differences.",
         "",
         "| protocol | mfn.Client µs/call | tritonclient µs/call | difference µs | mfn.Client CPU µs/call | tritonclient CPU µs/call | difference µs |",

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import mfn  # noqa: E402
 from mfn.local import deployments, state  # noqa: E402
 from mfn.proxy.nginx_config import GRPC_KEY_HEADER  # noqa: E402
+from provenance import stamp  # noqa: E402
 
 IMAGE = (3, 224, 224)
 MAX_BATCH = 8
@@ -391,7 +392,7 @@ def main() -> None:
     result = {
         "command": "python benchmarks/images.py" + "".join(f" {arg}" for arg in sys.argv[1:]),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "sequential": args.sequential,
+        "date": stamp(), "rounds": args.rounds, "sequential": args.sequential,
         "duration_s": args.duration, "rows": rows,
     }
     section = render(result)

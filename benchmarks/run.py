@@ -31,6 +31,7 @@ from mfn.local import deployments, state
 from mfn.proxy.nginx_config import GRPC_KEY_HEADER
 from mfn.packaging import build_spec
 from mfn.runtime.bundle import load_in_process
+from provenance import stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -384,7 +385,7 @@ def main() -> None:
         starts = [] if options.skip_cold_start else cold_starts(work)
     report = {"machine": machine(), "ceilings_rows_per_s": ceilings, "runs": [asdict(r) for r in runs], "cold_starts": starts,
               "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "duration_s": options.duration,
-              "rounds": options.rounds, "date": time.strftime("%Y-%m-%d")}
+              "rounds": options.rounds, "date": stamp()}
     (results_dir / "latest.json").write_text(json.dumps(report, indent=2))
     rendered = table(runs, ceilings)
     print(rendered)

@@ -29,12 +29,14 @@ import mfn
 from mfn.local import deployments
 from mfn.local.state import read_key
 from mfn.packaging import build_spec
+from provenance import stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 STEPS = f"{BENCH / 'models/steps/handler.py'}:Steps"
 ROUNDS = 4
 WARM_UP_STREAMS = 20
+SECTION_START, SECTION_END = "<!-- streaming:start -->", "<!-- streaming:end -->"
 
 
 def package(work: Path) -> tuple[Path, Path]:
@@ -151,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=400, help="Streams per implementation and server.")
     parser.add_argument("--chunks", type=int, default=32, help="Chunks per stream.")
+    parser.add_argument("--no-write", action="store_true", help="Print the section without writing BENCHMARKS.md.")
     options = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="mfn-stream-bench-") as scratch:
@@ -168,9 +171,45 @@ def main() -> None:
     for row in results:
         print(f"{row['server']:11} {row['implementation']:5} {row['first_chunk_p50_ms']:13.3f} ms "
               f"{row['first_chunk_p90_ms']:6.3f} ms {row['per_chunk_p50_us']:11.1f} µs")
+    command = " ".join(["python", "benchmarks/streaming.py", *sys.argv[1:]])
     output = BENCH / "results" / "streaming.json"
-    output.write_text(json.dumps({"command": " ".join(["python", "benchmarks/streaming.py", *sys.argv[1:]]),
-                                  "results": results}, indent=2) + "\n")
+    output.write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
+    from images import publish
+
+    publish(section(results, command, options.streams, options.chunks), not options.no_write, SECTION_START, SECTION_END)
+
+
+def section(results: list[dict], command: str, streams: int, chunks: int) -> str:
+    """The BENCHMARKS.md section for one run: the method, the table, and what mfn adds on each server."""
+    names = {"triton": "Triton", "torchserve": "TorchServe"}
+    rows = [f"| {names[row['server']]} | {'mfn' if row['implementation'] == 'mfn' else 'hand-written'} | "
+            f"{row['first_chunk_p50_ms']:.2f} ms | {row['first_chunk_p90_ms']:.2f} ms | {row['per_chunk_p50_us']:.0f} µs |"
+            for row in results]
+    by = {(row["server"], row["implementation"]): row for row in results}
+    added = "; ".join(
+        f"{names[server]}: {by[server, 'mfn']['first_chunk_p50_ms'] - by[server, 'hand']['first_chunk_p50_ms']:+.2f} ms to "
+        f"the first chunk, {by[server, 'mfn']['per_chunk_p50_us'] - by[server, 'hand']['per_chunk_p50_us']:+.0f} µs per later chunk"
+        for server in names if (server, "mfn") in by and (server, "hand") in by)
+    return "\n".join([
+        SECTION_START,
+        f"## Streaming: time to first chunk and cost per chunk ({stamp()})",
+        "",
+        f"Command: `{command}` (also run by `make bench`). Model `benchmarks/models/steps`: {chunks} chunks of one "
+        "token per row, no compute between them, batching on (max 8, 100 µs queue delay), so the figures are the "
+        "servers' and adapters' own cost. mfn's adapters against a hand-written decoupled `TritonPythonModel` "
+        "(`benchmarks/handwritten/triton_streaming.py`) and a hand-written TorchServe handler sending intermediate "
+        "responses (`benchmarks/handwritten/torchserve_streaming.py`), same config, same server, one stream at a "
+        f"time, {WARM_UP_STREAMS} warm-up streams each, then {ROUNDS} alternating rounds of {streams // ROUNDS} "
+        "streams. One client per server reads both: Triton over gRPC (`ModelStreamInfer`, tritonclient), "
+        "TorchServe over REST (chunked JSON lines).",
+        "",
+        "| server | implementation | first chunk p50 | first chunk p90 | per later chunk p50 |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"What mfn adds (medians, mfn minus hand-written): {added}.",
+        SECTION_END,
+    ])
 
 
 if __name__ == "__main__":
