@@ -384,7 +384,7 @@ def main() -> None:
         print("cold starts", flush=True)
         starts = [] if options.skip_cold_start else cold_starts(work)
     report = {"machine": machine(), "ceilings_rows_per_s": ceilings, "runs": [asdict(r) for r in runs], "cold_starts": starts,
-              "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "duration_s": options.duration,
+              "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]), "duration_s": options.duration,
               "rounds": options.rounds, "date": stamp()}
     (results_dir / "latest.json").write_text(json.dumps(report, indent=2))
     rendered = table(runs, ceilings)
