@@ -140,7 +140,7 @@ def _onnx(path: Path, inputs: dict[str, np.ndarray], target: Path) -> tuple[str,
         raise MfnError(f"model file {path} does not exist")
     try:
         quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - onnxruntime's errors, of any class, become one naming the file
         raise MfnError(f"{path}: onnxruntime could not quantize it: {first_line(error)}") from None
 
     def runner(model_path: Path) -> Runner:

@@ -117,7 +117,7 @@ def to_tflite(saved: Path, quantization: str | None = None, representative: dict
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
         return converter.convert()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - the converter's errors, of any class, become one naming the file
         raise MfnError(f"{saved}: the TFLite converter failed: {_last_line(error)}") from None
 
 

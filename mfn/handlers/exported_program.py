@@ -57,7 +57,7 @@ def check_pickles(path: Path) -> None:
         for name in sorted(set(candidates) & set(names)):
             try:
                 torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - torch's errors, of any class, become one naming the file
                 raise MfnError(f"{path.name}: {name} holds pickled objects beyond tensors ({first_line(error)[:160]}); "
                                f"{PICKLE_HINT}") from None
 
@@ -95,7 +95,7 @@ def exported_program_declarations(path: Path, allow_pickle: bool = False) -> dic
         check_pickles(path)
     try:
         program = torch.export.load(str(path))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - torch's errors, of any class, become one naming the file
         raise MfnError(f"{path} is not a torch.export program torch.export.load can read: {first_line(error)}") from None
     inputs = [_input(path, program, node) for node in _user_input_nodes(program)]
     module = program.module()
@@ -105,7 +105,7 @@ def exported_program_declarations(path: Path, allow_pickle: bool = False) -> dic
         try:
             with torch.inference_mode():
                 outputs = name_outputs(module(*sample))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - the model's own errors, of any class, become one naming the file
             raise MfnError(f"{path.name}: running it on a {rows}-row batch failed ({first_line(error)}); {BATCH_HINT}") from None
     return {"inputs": inputs, "outputs": output_declarations(outputs)}
 

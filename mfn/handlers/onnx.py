@@ -54,7 +54,7 @@ def onnx_declarations(path: Path) -> dict:
         raise MfnError("serving ONNX models needs onnxruntime: pip install 'mfn-serve[onnx]'") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - onnxruntime's errors, of any class, become one naming the file
         raise MfnError(f"{path} is not a model onnxruntime can load: {first_line(error)}") from None
     return {
         "inputs": [_tensor(path, item) for item in session.get_inputs()],

@@ -95,7 +95,7 @@ def savedmodel_declarations(path: Path) -> dict:
     tf = import_tensorflow()
     try:
         loaded = tf.saved_model.load(str(path))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - TensorFlow's errors, of any class, become one naming the file
         raise MfnError(f"{path} is not a SavedModel TensorFlow can load: {first_line(error)}") from None
     if SIGNATURE not in loaded.signatures:
         found = ", ".join(loaded.signatures) or "none"
@@ -122,7 +122,7 @@ def load_keras(path: Path) -> Any:
 
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - Keras's errors, of any class, become one naming the file
         reason = first_line(error)
         if "safe_mode" in str(error):
             raise MfnError(f"{path.name} holds Python code (a Lambda layer) that Keras runs on load; mfn loads Keras "

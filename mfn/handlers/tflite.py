@@ -52,7 +52,7 @@ def tflite_declarations(path: Path) -> dict:
         interpreter = interpreter_class()(model_path=str(path))
     except MfnError:
         raise
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - LiteRT's errors, of any class, become one naming the file
         raise MfnError(f"{path} is not a model LiteRT can load: {first_line(error)}") from None
     runner = interpreter.get_signature_runner(_signature_key(interpreter, path))
     return {

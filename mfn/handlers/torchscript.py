@@ -62,13 +62,13 @@ def torchscript_declarations(path: Path, inputs: Sequence[Any] | None) -> dict:
     declared = [item if isinstance(item, Tensor) else Tensor(**item) for item in inputs]
     try:
         model = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - torch's errors, of any class, become one naming the file
         raise MfnError(f"{path} is not a TorchScript model torch.jit.load can read: {first_line(error)}") from None
     sample = sample_batch(declared, rows=2)
     try:
         with torch.inference_mode():
             outputs = name_outputs(model(*sample))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - the model's own errors, of any class, become one naming the file
         raise MfnError(f"{path.name}: running it on zeros of the declared inputs failed: {error}") from None
     return {"inputs": declared, "outputs": output_declarations(outputs)}
 

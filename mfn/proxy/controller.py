@@ -120,7 +120,7 @@ class Controller:
             self.nginx.send_signal(signal.SIGQUIT)  # graceful: requests in flight are answered
             try:
                 self.nginx.wait(routes.STOP_GRACE_S)
-            except Exception:  # noqa: BLE001
+            except subprocess.TimeoutExpired:
                 self.nginx.kill()
 
     def _sleep(self, seconds: float) -> None:

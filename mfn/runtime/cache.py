@@ -209,7 +209,7 @@ class CachedAnswers:
             return
         try:
             self.store.put_many(answers)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - a store that fails (Redis gone, a refused value) must not fail the answers
             self._failed("store", error)
 
     def _failed(self, step: str, error: Exception) -> None:

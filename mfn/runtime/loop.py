@@ -204,7 +204,7 @@ class BatchLoop:
             return response
         try:
             return self.handler.postprocess(response)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - a handler's postprocess error fails its request, not the batch
             return RequestFailure(f"postprocess failed: {type(error).__name__}: {error}", status=500)
 
 

@@ -95,7 +95,7 @@ def _stream_batch(  # noqa: C901
     except RequestFailure as failure:
         if live:
             yield [_end(loop, live, sent, index, failure) for index in list(live)]
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - a handler's error fails the streams it was serving, not the stub
         crashed = RequestFailure(f"predict failed: {type(error).__name__}: {error}", status=500)
         crashed.__cause__ = error
         if live:
