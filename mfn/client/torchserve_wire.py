@@ -224,7 +224,8 @@ class GrpcChannel:
         message = self._message(model, body, version)
         metadata = [("authorization", f"Bearer {token}")] if token else None
         try:
-            return bytes(self._predictions(message, timeout=timeout_s, metadata=metadata).prediction)
+            prediction: bytes = self._predictions(message, timeout=timeout_s, metadata=metadata).prediction
+            return prediction
         except grpc.RpcError as error:
             code = error.code()
             if code == grpc.StatusCode.CANCELLED and "Stream removed" in (error.details() or ""):

@@ -307,8 +307,7 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
         DeployError: with the server's reason when the server or a model failed; nothing is left running.
     """
     plan_file = workdir / PLAN_FILE
-    with os.fdopen(os.open(plan_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write(json.dumps(asdict(plan), indent=2))
+    write_json(plan_file, asdict(plan))
     with os.fdopen(os.open(workdir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         # Everything the supervisor writes (server configs, work directories) is its user's alone.
         process = subprocess.Popen(
