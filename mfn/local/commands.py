@@ -186,11 +186,7 @@ def _serve(supervisor: Supervisor, model: str, serving: bool) -> None:
         supervisor.status.models.pop(model, None)
         supervisor.replay = [operation for operation in supervisor.replay if operation.model != model]
     supervisor.deployment.models = list(supervisor.models)
-    # The record on disk may have gained fields since this process wrote it (`mfn deploy --prometheus` adds
-    # its Prometheus): change only the models.
-    record = state.load(supervisor.deployment.name) or supervisor.deployment
-    record.models = list(supervisor.models)
-    state.save(record)
+    state.save(supervisor.deployment)
     supervisor.save_status()
 
 

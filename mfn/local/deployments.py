@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfn.local import state
+from mfn.local import locking, state
 from mfn.local.launching import (
     DRAIN_TIMEOUT_S,
     LOAD_TIMEOUT_S,
@@ -103,7 +103,7 @@ def deploy(  # noqa: PLR0913
     options = DeployOptions(auth=auth or proxy, drain_timeout_s=drain_timeout_s, max_request_bytes=max_request_bytes,
                             jvm_heap_mb=jvm_heap_mb, host=host, ports={key: port for key, port in ports.items() if port},
                             load_timeout_s=load_timeout_s, idle_timeout_s=idle_timeout_s)
-    with state.exclusive(name), _gpu_hint(store, chosen):
+    with locking.exclusive(name), _gpu_hint(store, chosen):
         deployment = _deploy_locked(store, Path(path), name, chosen, options, progress)
         if monitor:
             _monitor(deployment, progress)
@@ -189,10 +189,12 @@ def _monitor(deployment: Deployment, progress: Progress) -> None:
         raise
 
 
-def deploy_like(template: str, path: Path | str, name: str, progress: Progress = lambda message: None) -> Deployment:
+def deploy_like(template: str, path: Path | str, name: str, progress: Progress = lambda message: None,
+                track_of: str | None = None) -> Deployment:
     """Deploy `path` as `name` with the options deployment `template` was started with (auth, host, timeouts,
     body limit, heap), on free ports and without an idle timeout: a rollout's canary track, or the primary track
-    started again from the promoted package (the template then being `name` itself, replaced in place).
+    started again from the promoted package (the template then being `name` itself, replaced in place). A canary
+    track names the deployment whose rollout it serves in `track_of`.
 
     Raises:
         DeployError, MfnError: as `deploy`; the template's own deployment is left as it was when `name` differs.
@@ -209,13 +211,13 @@ def deploy_like(template: str, path: Path | str, name: str, progress: Progress =
     if store.server != plan.server:
         raise MfnError(f"{path} is packaged for {store.server}, while {template} runs {plan.server}: "
                        f"package it with --server {plan.server}")
-    with state.exclusive(name):
+    with locking.exclusive(name):
         if name == template:
             with interrupts_held():
                 _undeploy_locked(name, keep_route=True)
         # Not while interrupts are held: signals ignored here would stay ignored in the servers started below.
         return _deploy_locked(store, Path(path), name, list(store.models),
-                              replace(plan.options, ports={}, idle_timeout_s=None), progress)
+                              replace(plan.options, ports={}, idle_timeout_s=None, track_of=track_of), progress)
 
 
 def undeploy(name: str) -> Deployment:
@@ -224,7 +226,7 @@ def undeploy(name: str) -> Deployment:
     The supervisor drains (requests already accepted are answered) within the deployment's drain timeout;
     whatever still runs after that and a short grace is killed.
     """
-    with state.exclusive(name), interrupts_held():
+    with locking.exclusive(name), interrupts_held():
         return _undeploy_locked(name)
 
 
@@ -238,7 +240,7 @@ def _undeploy_locked(name: str, keep_route: bool = False) -> Deployment:
     if not keep_route:
         canary = routes.stop(name)
         if canary is not None:
-            with state.exclusive(canary):
+            with locking.exclusive(canary):
                 if state.load(canary) is not None:  # an abort may have stopped it meanwhile
                     _undeploy_locked(canary)
     stop_prometheus(deployment)
@@ -256,7 +258,7 @@ def undeploy_all() -> list[Deployment]:
     # A deployment's undeploy also stops its rollout's canary track, which is then gone from the list.
     stopped = []
     for deployment in state.all_deployments():
-        with state.exclusive(deployment.name), interrupts_held():
+        with locking.exclusive(deployment.name), interrupts_held():
             if state.load(deployment.name) is not None:
                 stopped.append(_undeploy_locked(deployment.name))
     return stopped

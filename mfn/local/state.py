@@ -1,14 +1,24 @@
-"""The record of local deployments, one JSON file each, so any shell can find, query and stop them."""
+"""The records of local deployments, so any shell can find, query and stop them.
+
+Each deployment has one directory, `$MFN_HOME/deployments/NAME/`, and one lock (`lock` in it):
+
+- `deployment.json`: the record, written by the deployment's supervisor alone;
+- `prometheus.json`: the Prometheus `mfn deploy --prometheus` started for it (mfn.monitoring.local);
+- `defaults.json`: the operator's default versions, kept across redeploys (mfn.local.versions);
+- `route/`: the rollout proxy's record, key, configuration and logs (mfn.proxy.routes), kept across the
+  restart a promotion makes;
+- `server/`: what one server start owns (plan, status, logs, operator mailbox, cold-start phases, server keys
+  and configs), made new by each deploy.
+
+The directory goes with the last of the record, the route and the defaults.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -55,9 +65,28 @@ def name_from(text: str) -> str:
     return name or "mfn"
 
 
-def work_dir(name: str) -> Path:
-    """The deployment's own directory under $MFN_HOME, which only mfn writes and deletes."""
+RECORD_FILE = "deployment.json"
+PROMETHEUS_FILE = "prometheus.json"
+DEFAULTS_FILE = "defaults.json"
+LOCK_FILE = "lock"
+ROUTE_DIR = "route"
+SERVER_DIR = "server"
+
+
+def deployment_dir(name: str) -> Path:
+    """Everything of deployment `name`, under $MFN_HOME, which only mfn writes and deletes."""
     return inside_home(deployments_dir() / check_name(name))
+
+
+def work_dir(name: str) -> Path:
+    """What one server start of deployment `name` owns; a deploy makes it new."""
+    return deployment_dir(name) / SERVER_DIR
+
+
+def lasts(name: str) -> bool:
+    """Whether the deployment's directory holds anything that outlives a lock holder: record, route or defaults."""
+    directory = deployments_dir() / name
+    return any((directory / part).exists() for part in (RECORD_FILE, ROUTE_DIR, DEFAULTS_FILE))
 
 
 def inside_home(path: Path) -> Path:
@@ -151,64 +180,73 @@ class Deployment:
         return {**asdict(self), "endpoints": self.endpoints(), "running": self.running}
 
 
-@contextmanager
-def exclusive(name: str) -> Iterator[None]:
-    """Hold the deployment's lock: deploy and undeploy of one name from two shells take turns. The lock file goes
-    when the deployment does (no record left), so names used once do not leave lock files behind."""
-    with file_lock(deployments_dir() / f".{check_name(name)}.lock", remove_after=lambda: not state_file(name).exists()):
-        yield
-
-
-@contextmanager
-def file_lock(path: Path, remove_after: Callable[[], bool] = lambda: False) -> Iterator[None]:
-    """Hold an exclusive lock on `path`, created 0600 (in a 0700 directory) if it is not there.
-
-    `path` is deleted on the way out when `remove_after()` says so, while the lock is still held. A process that
-    was waiting on the deleted file then holds a lock nobody else can find; so after acquiring, each holder checks
-    that `path` is still the file it locked (same inode) and otherwise locks the new one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    while True:
-        lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except BaseException:
-            lock.close()
-            raise
-        if _same_file(path, lock.fileno()):
-            break
-        lock.close()
-    with lock:
-        try:
-            yield
-        finally:
-            if remove_after():
-                path.unlink(missing_ok=True)
-
-
-def _same_file(path: Path, fd: int) -> bool:
-    try:
-        on_disk = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
-
-
 def state_file(name: str) -> Path:
-    return deployments_dir() / f"{check_name(name)}.json"
+    return deployment_dir(name) / RECORD_FILE
+
+
+# Kept elsewhere or filled in for callers, never in the record: the Prometheus has its own file and writer, the
+# proxy's ports are the route's.
+_NOT_RECORDED = ("prometheus", "proxy")
 
 
 def save(deployment: Deployment) -> None:
-    """Write the record atomically, so a reader never sees half a file."""
-    write_json(state_file(deployment.name), asdict(deployment))
+    """Write the record atomically, so a reader never sees half a file; only the deployment's supervisor does."""
+    record = asdict(deployment)
+    for key in _NOT_RECORDED:
+        record.pop(key)
+    _private_dir(deployment.name)
+    write_json(state_file(deployment.name), record)
+
+
+def _private_dir(name: str) -> Path:
+    """The deployment's directory, made 0700 (with $MFN_HOME's) where it is not there yet."""
+    directory = deployment_dir(name)
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(exist_ok=True, mode=0o700)  # mkdir's mode covers only the last part
+    return directory
+
+
+def save_prometheus(name: str, prometheus: Prometheus | None) -> None:
+    """Record (or with None forget) the Prometheus started for deployment `name`."""
+    path = deployment_dir(name) / PROMETHEUS_FILE
+    if prometheus is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json(path, asdict(prometheus))
 
 
 def load(name: str) -> Deployment | None:
+    refuse_older_layout(name)
+    return _read(deployments_dir() / check_name(name))
+
+
+def _read(directory: Path) -> Deployment | None:
+    path = directory / RECORD_FILE
     try:
-        return from_record(json.loads(state_file(name).read_text()), state_file(name))
+        deployment = from_record(json.loads(path.read_text()), path)
     except FileNotFoundError:
         return None
+    try:
+        deployment.prometheus = Prometheus(**json.loads((directory / PROMETHEUS_FILE).read_text()))
+    except FileNotFoundError:
+        pass
+    return deployment
+
+
+def refuse_older_layout(name: str | None = None) -> None:
+    """Refuse to act beside records an older mfn wrote (one `NAME.json` beside each deployment's directory, routes
+    under `.routes/`): its running supervisors would keep writing there.
+
+    Raises:
+        MfnError: naming the record and what to do.
+    """
+    directory = deployments_dir()
+    older = [directory / f"{name}.json"] if name is not None else sorted(directory.glob("*.json"))
+    for path in older:
+        if path.is_file():
+            raise MfnError(f"{path} is a deployment record written by an older mfn, which laid out {directory} "
+                           f"differently: undeploy {path.stem!r} with that mfn (`mfn undeploy {path.stem}`), or, if "
+                           f"its processes are gone, delete {path} and {directory / path.stem}")
 
 
 # Settings an older mfn kept as strings in the record's "extra" map, and the typed field each is now.
@@ -240,6 +278,7 @@ def from_record(document: dict, path: Path) -> Deployment:
 
 
 def remove(name: str) -> None:
+    """Forget the deployment's record (the caller holds its lock and stopped its processes)."""
     state_file(name).unlink(missing_ok=True)
 
 
@@ -247,7 +286,9 @@ def all_deployments() -> list[Deployment]:
     directory = deployments_dir()
     if not directory.is_dir():
         return []
-    return [from_record(json.loads(path.read_text()), path) for path in sorted(directory.glob("*.json"))]
+    refuse_older_layout()
+    found = (_read(child) for child in sorted(directory.iterdir()) if child.is_dir() and _NAME.fullmatch(child.name))
+    return [deployment for deployment in found if deployment is not None]
 
 
 def get(name: str) -> Deployment:
@@ -307,9 +348,9 @@ def find_serving(model: str, choose: str = "--deployment {name}", elsewhere: str
 
 
 def defaults_file(name: str) -> Path:
-    """Where `mfn set-default` choices of deployment `name` are kept: outside its work directory, so that a
+    """Where `mfn set-default` choices of deployment `name` are kept: outside the server's directory, so that a
     later deployment of the same name (a redeploy) serves the same default versions."""
-    return mfn_home() / "defaults" / f"{check_name(name)}.json"
+    return deployment_dir(name) / DEFAULTS_FILE
 
 
 def answering_version(name: str, model: str) -> int | None:
@@ -320,11 +361,16 @@ def answering_version(name: str, model: str) -> int | None:
 
 
 def recorded_defaults(name: str) -> dict[str, int]:
-    """model -> version chosen with `mfn set-default` for deployment `name`."""
-    try:
-        return {model: int(version) for model, version in json.loads(defaults_file(name).read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    """model -> version chosen with `mfn set-default` for deployment `name` (an older mfn kept them in
+    `$MFN_HOME/defaults/NAME.json`, read where the deployment has none of its own yet)."""
+    for path in (defaults_file(name), mfn_home() / "defaults" / f"{name}.json"):
+        try:
+            return {model: int(version) for model, version in json.loads(path.read_text()).items()}
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, AttributeError):
+            return {}
+    return {}
 
 
 def record_default(name: str, model: str, version: int | None) -> None:
@@ -335,5 +381,8 @@ def record_default(name: str, model: str, version: int | None) -> None:
     else:
         defaults[model] = version
     path = defaults_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_json(path, defaults)
+    if defaults:
+        _private_dir(name)
+        write_json(path, defaults)
+    else:
+        path.unlink(missing_ok=True)

@@ -60,6 +60,7 @@ class DeployOptions:
     ports: dict[str, int] = field(default_factory=dict)  # fixed ones; free ports for the rest
     load_timeout_s: float = LOAD_TIMEOUT_S
     idle_timeout_s: float | None = None  # stop the server after this long idle; the front wakes it (mfn.local.idling)
+    track_of: str | None = None  # a rollout's canary track: the deployment whose rollout it serves (mfn.proxy.rollout)
 
 
 @dataclass(frozen=True)

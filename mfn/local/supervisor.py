@@ -33,12 +33,11 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import replace
 from pathlib import Path
 
 from mfn import process_log
 from mfn.polling import poll
-from mfn.local import state, supervision
+from mfn.local import locking, state, supervision
 from mfn.proxy import routes
 from mfn.local.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
                                   wait_ports_released, with_progress)
@@ -95,6 +94,7 @@ class Supervisor:
         deployment.front = front_ports
         deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
         deployment.drain_timeout_s, deployment.load_timeout_s = self.plan.options.drain_timeout_s, self.plan.options.load_timeout_s
+        deployment.track_of = self.plan.options.track_of
         if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
             deployment.max_request_bytes = self.plan.options.max_request_bytes
         state.save(deployment)
@@ -193,11 +193,10 @@ class Supervisor:
         self.status.server_pid = process.pid
         self.status.server_start_time = process_start_time(process.pid)
         self.save_status()
-        if self.deployment is not None:
-            # A restart keeps the first record, which may have gained fields (a Prometheus); a wake-up moves ports.
+        if self.deployment is not None:  # a restart keeps the first record; a wake-up moves ports
             if deployment.ports != self.deployment.ports:
                 self.deployment.ports = deployment.ports
-                state.save(replace(state.load(self.plan.name) or self.deployment, ports=deployment.ports))
+                state.save(self.deployment)
             deployment = self.deployment
         self.deployment = deployment
         return deployment
@@ -375,6 +374,7 @@ def _supervise(supervisor: Supervisor, request_stop) -> int:
         return 1
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    locking.give_up_when(lambda: supervisor.stop_requested)  # an undeploy holds the lock while it stops us
     report("ready")
     stop_reporting()
     try:

@@ -127,10 +127,8 @@ def serve(supervisor: Supervisor, model: str, choices: VersionChoices | None = N
 
 
 def save_versions(supervisor: Supervisor) -> None:
-    """Write what each model serves to the deployment's record, which may have gained fields since this process
-    wrote it (`mfn deploy --prometheus` adds its Prometheus): only the versions change."""
-    assert supervisor.deployment is not None
-    record = state.load(supervisor.deployment.name) or supervisor.deployment
-    record.versions = {model: supervisor.deployment.versions[model] for model in supervisor.models
-                       if model in supervisor.deployment.versions}
-    state.save(record)
+    """Write what each model serves to the deployment's record."""
+    deployment = supervisor.deployment
+    assert deployment is not None
+    served = {model: deployment.versions[model] for model in supervisor.models if model in deployment.versions}
+    state.save(replace(deployment, versions=served))

@@ -51,7 +51,7 @@ def start_prometheus(deployment: Deployment) -> str:
     process = start_detached(command, dict(os.environ), directory / "prometheus.log", directory)
     url = f"http://127.0.0.1:{port}"
     deployment.prometheus = Prometheus(pid=process.pid, start_time=process_start_time(process.pid), url=url)
-    state.save(deployment)
+    state.save_prometheus(deployment.name, deployment.prometheus)
     if poll(lambda: process.poll() is not None or request("GET", f"{url}/-/ready", timeout_s=1.0)[0] == 200,
             READY_TIMEOUT_S, every_s=0.1) and process.poll() is None:
         return url
@@ -65,3 +65,4 @@ def stop_prometheus(deployment: Deployment) -> None:
     started, deployment.prometheus = deployment.prometheus, None
     if started is not None:
         stop_process_group(started.pid, started.start_time, grace_s=10.0)
+        state.save_prometheus(deployment.name, None)

@@ -24,7 +24,7 @@ import time
 
 from mfn import process_log
 from mfn.polling import poll
-from mfn.local import state
+from mfn.local import locking, state
 from mfn.proxy import analysis, fronting, rollout, routes
 from mfn.proxy.nginx_config import render
 from mfn.proxy.analysis import Totals
@@ -79,7 +79,7 @@ class Controller:
             wanted = render(fronting.proxy_config(route))
             if wanted == (route.directory / routes.CONFIG_FILE).read_text():
                 return
-            with routes.exclusive(self.name):
+            with locking.exclusive(self.name):
                 current = routes.load(self.name)
                 if current is not None:
                     fronting.apply(current)
@@ -96,7 +96,7 @@ class Controller:
             return
         figures = {track: analysis.window(self.baselines[track], now[track]) for track in tracks}
         why = analysis.breach(figures["canary"], figures["primary"], active.max_error_ratio, active.max_p99_ms)
-        with routes.exclusive(self.name):
+        with locking.exclusive(self.name):
             current = routes.load(self.name)
             if current is None or current.rollout is None or current.rollout.state != RolloutState.PROGRESSING:
                 return
@@ -136,6 +136,8 @@ def main(name: str) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # Whoever stops the controller (an undeploy) may hold the deployment's lock it waits for.
+    locking.give_up_when(lambda: controller.stopping)
     return controller.run()
 
 

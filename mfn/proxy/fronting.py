@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mfn.local import state
+from mfn.local import locking, state
 from mfn.proxy import routes
 from mfn.proxy.nginx_config import Guard, ProxyConfig, Routing, Track, render
 from mfn.proxy.routes import Rollout, RolloutState, Route
@@ -85,7 +85,7 @@ def open_route(name: str, ports: dict[str, int | None] | None = None, callers_ne
     its endpoints then stay the same through every later rollout (`mfn deploy --proxy`). Without
     `callers_need_key`, callers reach inference without a key (`mfn deploy --no-auth`)."""
     primary = fronted(name)
-    with routes.exclusive(name):
+    with locking.exclusive(name):
         route = routes.load(name)
         if route is None:
             route = new_route(primary, {protocol: port for protocol, port in (ports or {}).items() if port},

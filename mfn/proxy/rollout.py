@@ -19,7 +19,7 @@ from typing import Any
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mfn.local import state
+from mfn.local import locking, state
 from mfn.proxy import routes
 from mfn.local.launching import Progress
 from mfn.proxy.nginx_config import ProxyConfig, Track, check_routing, render
@@ -74,18 +74,16 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
     from mfn.local import deployments
 
     primary = fronted(name)
-    with routes.exclusive(name):
+    with locking.exclusive(name):
         route = routes.load(name)
         if route is not None and route.rollout is not None and route.rollout.state in ACTIVE:
             raise MfnError(f"{name} is already rolling out {route.rollout.path} ({route.rollout.state}); "
                            f"`mfn rollout promote {name}` or `mfn rollout abort {name}` first")
     progress(f"starting the canary track {rollout.canary} from {rollout.path} ...")
-    canary = deployments.deploy_like(name, rollout.path, rollout.canary, progress)
+    canary = deployments.deploy_like(name, rollout.path, rollout.canary, progress, track_of=name)
     try:
-        with state.exclusive(rollout.canary):
-            state.save(replace(canary, track_of=name))
-        _check_ready(state.get(rollout.canary))
-        with routes.exclusive(name):
+        _check_ready(canary)
+        with locking.exclusive(name):
             route = routes.load(name) or new_route(primary, ports or {})
             now = time.time()
             route.rollout = replace(rollout, started_at=now, last_step_at=now,
@@ -117,7 +115,7 @@ def _forget_canary(name: str, canary: str) -> None:
 
 
 def set_weight(name: str, weight: float, note: str) -> Route:
-    with routes.exclusive(name):
+    with locking.exclusive(name):
         route = _active(name)
         route.active.weight = weight
         route.active.last_step_at = time.time()
@@ -132,7 +130,7 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
     and takes it back, the canary is drained and stopped."""
     from mfn.local import deployments
 
-    with routes.exclusive(name):
+    with locking.exclusive(name):
         route = _active(name)
         rollout = route.active
         rollout.state, rollout.strategy, rollout.weight = RolloutState.PROMOTING, "canary", 100.0
@@ -140,7 +138,7 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
         apply(route)
     progress(f"all traffic on {rollout.canary}; starting {name} again from {rollout.path} ...")
     deployments.deploy_like(name, rollout.path, name, progress)
-    with routes.exclusive(name):
+    with locking.exclusive(name):
         route = routes.get(name)
         route.active.weight = 0.0
         apply(route)  # all traffic back on the primary, now the new package
@@ -155,7 +153,7 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
     """All traffic back on the primary at once; the canary drained and stopped."""
     from mfn.local import deployments
 
-    with routes.exclusive(name):
+    with locking.exclusive(name):
         route = _active(name)
         _end(route, RolloutState.ROLLED_BACK, why)
         apply(route)  # before the record says so: whoever reads "rolled back" sees no more canary answers

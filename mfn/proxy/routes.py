@@ -1,9 +1,9 @@
 """A deployment's route: the nginx proxy that owns its public endpoints once it has had a rollout, and the
 rollout's record (mfn.proxy.rollout).
 
-The route lives in its own directory beside the deployments (`.routes/NAME/`), not in the deployment's work
-directory: a promotion starts the deployment again from the new package, which gives it a new work directory,
-while the proxy and its endpoints stay.
+The route lives in the deployment's directory (`route/`, see mfn.local.state), beside the server's: a promotion
+starts the deployment again from the new package, which gives it a new server directory, while the proxy and its
+endpoints stay. The deployment's lock (mfn.local.locking) guards it too.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfn.polling import poll
 from mfn.files import write_json
-from mfn.local import state
+from mfn.local import locking, state
 from mfn.errors import MfnError
 from mfn.kinds import StrEnum
 from mfn.servers.process import PRIVATE_UMASK, children, find_tool, is_running, process_start_time, start_detached
@@ -102,16 +100,7 @@ def _zombie(pid: int) -> bool:
 
 
 def route_dir(name: str) -> Path:
-    return state.inside_home(state.deployments_dir() / ".routes" / state.check_name(name))
-
-
-@contextmanager
-def exclusive(name: str) -> Iterator[None]:
-    """The route's lock: rollout commands and the rollout controller take turns (a deployment's own lock is
-    taken by the deploy and undeploy a promotion runs, so the route has its own)."""
-    with state.file_lock(state.deployments_dir() / f".{state.check_name(name)}.route.lock",
-                         remove_after=lambda: not route_dir(name).exists()):
-        yield
+    return state.deployment_dir(name) / state.ROUTE_DIR
 
 
 def get(name: str) -> Route:
@@ -253,7 +242,7 @@ def stop(name: str) -> str | None:
     track's deployment name where one may still run, for the caller to undeploy."""
     from mfn.servers.process import stop_process_group
 
-    route = load(name)  # not under the route's lock: the controller may be waiting for it
+    route = load(name)  # the caller holds the lock; a controller waiting for it gives up once told to stop
     if route is None:
         return None
     # First the record: from here on nothing starts the controller again (mfn.local.supervisor asks).
@@ -294,7 +283,7 @@ def ensure_controller(name: str) -> bool:
     route = load(name)
     if route is None or route.controller_running:
         return False
-    with exclusive(name):
+    with locking.exclusive(name):
         route = load(name)
         if route is None or route.controller_running:
             return False

@@ -1,11 +1,12 @@
 """One word for the server (`server=` / `--server`), one for the place (`--target local|kubernetes`); the messages a
-newcomer meets name the thing and the fix; --json commands fail in JSON; lock files go with their deployment."""
+newcomer meets name the thing and the fix; --json commands fail in JSON; a deployment's directory and lock go with it."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 import mfn
 from mfn.cli.main import cli
 from mfn.errors import MfnError
-from mfn.local import state
+from mfn.local import locking, state
 from mfn.servers.process import process_start_time
 from mfn.tuning.tuned import load
 from tests.conftest import HANDLERS
@@ -115,19 +116,19 @@ def test_a_url_where_nothing_listens_fails_at_once_without_retries(home):
                                  "host and port, and that the server runs there")
 
 
-def test_lock_files_go_with_their_deployment_and_waiters_lock_the_file_that_is_there(home):
-    with state.exclusive("gone"):
-        pass
-    assert not (state.deployments_dir() / ".gone.lock").exists()
+def test_a_deployments_directory_goes_with_it_and_waiters_lock_the_file_that_is_there(home):
+    with locking.exclusive("gone"):
+        assert (state.deployment_dir("gone") / "lock").exists()
+    assert not state.deployment_dir("gone").exists()
     record("kept", [])
-    with state.exclusive("kept"):
+    with locking.exclusive("kept"):
         pass
-    assert (state.deployments_dir() / ".kept.lock").exists()
+    assert sorted(path.name for path in state.deployment_dir("kept").iterdir()) == ["deployment.json", "lock"]
     # A waiter on a lock file its holder deletes locks the new file: two holders never overlap.
     inside, overlaps = [], []
 
     def hold() -> None:
-        with state.exclusive("gone"):
+        with locking.exclusive("gone"):
             inside.append(1)
             if len(inside) > 1:
                 overlaps.append(1)
@@ -138,4 +139,46 @@ def test_lock_files_go_with_their_deployment_and_waiters_lock_the_file_that_is_t
         thread.start()
     for thread in threads:
         thread.join()
-    assert overlaps == [] and not (state.deployments_dir() / ".gone.lock").exists()
+    assert overlaps == [] and not state.deployment_dir("gone").exists()
+
+
+def test_the_lock_is_taken_again_by_its_holder_and_a_waiter_can_give_up(home):
+    with locking.exclusive("nested"):
+        with locking.exclusive("nested"):  # a promotion deploys while it holds the route's turn
+            record("nested", [])
+        assert (state.deployment_dir("nested") / "lock").exists()  # the inner exit released nothing
+        outcome = []
+
+        def wait(give_up_after_s: float) -> None:
+            deadline = time.monotonic() + give_up_after_s
+            try:
+                with locking.exclusive("nested", give_up=lambda: time.monotonic() > deadline):
+                    outcome.append("locked")
+            except locking.GaveUp as error:
+                outcome.append(str(error))
+
+        waiter = threading.Thread(target=wait, args=(0.2,))
+        waiter.start()
+        waiter.join(timeout=10)
+    assert outcome == [f"stopped waiting for {state.deployment_dir('nested') / 'lock'}"]
+
+
+def test_records_of_the_older_layout_are_refused_naming_the_file_and_what_to_do(home):
+    older = state.deployments_dir() / "old.json"
+    older.parent.mkdir(parents=True, exist_ok=True)
+    older.write_text("{}")
+    for attempt in (state.all_deployments, lambda: state.load("old"), lambda: locking.exclusive("old").__enter__()):
+        with pytest.raises(MfnError) as caught:
+            attempt()
+        assert str(caught.value).startswith(f"{older} is a deployment record written by an older mfn")
+        assert "`mfn undeploy old`" in str(caught.value) and f"delete {older} and {state.deployments_dir() / 'old'}" in str(caught.value)
+    assert older.exists()
+
+
+def test_default_versions_of_the_older_layout_are_read_until_the_deployment_has_its_own(home):
+    (state.mfn_home() / "defaults").mkdir(parents=True, exist_ok=True)
+    (state.mfn_home() / "defaults" / "kept.json").write_text('{"mlp": 2}')
+    assert state.recorded_defaults("kept") == {"mlp": 2}
+    state.record_default("kept", "mlp", 3)
+    assert state.recorded_defaults("kept") == {"mlp": 3}
+    assert json.loads(state.defaults_file("kept").read_text()) == {"mlp": 3}
