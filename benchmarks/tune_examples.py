@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mfn.tuning.run import own_settings, tune  # noqa: E402
+from mfn.progress import shown_by  # noqa: E402
 
 EXAMPLES = {
     "text_stats": f"{ROOT / 'examples/text_stats/handler.py'}:text_stats",
@@ -35,9 +36,9 @@ def main() -> None:
     rows = []
     for model, ref in EXAMPLES.items():
         for server in ("triton", "torchserve"):
-            tuned, choice = tune(ref, server, options.budget_ms, 95.0, options.concurrency, None, None,
-                                 options.round_seconds, options.rounds, output=out / f"tuned-{model}-{server}.json",
-                                 progress=lambda message: print(f"  {message}", flush=True))
+            with shown_by(lambda message: print(f"  {message}", flush=True)):
+                tuned, choice = tune(ref, server, options.budget_ms, 95.0, options.concurrency, None, None,
+                                     options.round_seconds, options.rounds, output=out / f"tuned-{model}-{server}.json")
             own = own_settings(ref)
             verdicts = {verdict.settings: verdict for verdict in choice.verdicts}
             rows.append({"model": model, "server": server, "own": own.label(), "chosen": tuned.chosen.label(),

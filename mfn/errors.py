@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mfn.kinds import StrEnum
+
 
 class MfnError(Exception):
     """A problem the user can fix; the message says what failed and what to do."""
@@ -29,13 +31,18 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-class CallError(InvokeError):
-    """A call to a server failed; `status` says how, for the client's retry policy.
+class NoAnswer(StrEnum):
+    """How a call failed without an answer from the server: `CallError.status` where no HTTP status or gRPC code came."""
 
-    `status` is the HTTP status ("503") or gRPC code name ("UNAVAILABLE") the server answered with,
-    "connection" when no connection was made or it broke before an answer, "timeout" when no answer
-    came in time (the request may still run), or "client" for a request the client library refused
-    to send.
+    CONNECTION = "connection"  # no connection was made, or it broke before an answer
+    TIMEOUT = "timeout"  # no answer came in time (the request may still run)
+    CLIENT = "client"  # the client library refused to send the request
+    UNREACHABLE = "unreachable"  # a URL that refused the connection before it ever answered this client
+
+
+class CallError(InvokeError):
+    """A call to a server failed; `status` says how, for the client's retry policy: the HTTP status ("503") or
+    gRPC code name ("UNAVAILABLE") the server answered with, or a `NoAnswer`.
     """
 
     def __init__(self, message: str, status: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mfn.errors import HandlerError, MfnError, SpecError
-from mfn.kinds import SERVERS
+from mfn.kinds import SERVERS, Server
 from mfn.handlers.base import Arrays, Handler
 from mfn.model_files import Source
 from mfn.handlers.loading import handler_package, handler_source_file, load_handler
@@ -88,7 +88,7 @@ def package(  # noqa: PLR0913
     if output.exists() and not output.is_dir():
         raise MfnError(f"output {output} is a file; give a directory")
     source = resolve(ref, **overrides)
-    if native and (server != "triton" or source.handler_file.parent != Path(__file__).parent / "handlers"):
+    if native and (server != Server.TRITON or source.handler_file.parent != Path(__file__).parent / "handlers"):
         raise MfnError("--native applies to model files (e.g. model.onnx) packaged for --server triton")
     if native and bundle_env:
         raise MfnError("--bundle-env applies to mfn's adapters; a --native model runs on Triton's own backend, without Python")
@@ -119,7 +119,7 @@ def _hidden_versions(server: str, output: Path, spec: ModelSpec) -> tuple[str, .
     apply the policy; without one only the newest version is served)."""
     from mfn.handlers.declarations import VersionPolicy
 
-    if server == "triton":
+    if server == Server.TRITON:
         versions = [int(child.name) for child in (output / spec.name).iterdir() if child.name.isdigit()]
     else:
         from mfn.archiver.reading import archive_info, store_archives

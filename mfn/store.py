@@ -9,6 +9,7 @@ from mfn.errors import MfnError
 from mfn.handlers.declarations import VersionPolicy
 from mfn.runtime.bundle import SPEC_FILE
 from mfn.spec import ModelSpec
+from mfn.kinds import Server
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Store:
         from mfn.archiver.reading import read_member
 
         units = [unit for model in (models or list(self.models)) for unit in self.models[model]]
-        if self.server == "triton":
+        if self.server == Server.TRITON:
             return [spec_file.parent for unit in units for spec_file in sorted(unit.glob(f"*/{SPEC_FILE}"))]
         return [unit for unit in units if read_member(unit, SPEC_FILE) is not None]
 
@@ -40,7 +41,7 @@ class Store:
 
         if model not in self.models:
             return []
-        if self.server == "triton":
+        if self.server == Server.TRITON:
             return sorted(int(child.name) for child in self.models[model][0].iterdir() if child.is_dir() and child.name.isdigit())
         return sorted({archive_info(archive).version for archive in self.models[model]})
 
@@ -49,7 +50,7 @@ class Store:
         TorchServe's newest archive; the newest version only where it gives none."""
         from mfn.archiver.reading import archive_info
 
-        if self.server == "triton":
+        if self.server == Server.TRITON:
             return _triton_policy(self.models[model][0] / "config.pbtxt")
         newest = max(self.models[model], key=lambda archive: archive_info(archive).version)
         return archive_info(newest).version_policy or VersionPolicy()

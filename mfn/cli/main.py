@@ -11,9 +11,9 @@ import click
 from mfn.cli import operate, tune
 from mfn.cli.rollout import rollout
 from mfn.cli.options import (MfnGroup, cache_option, instances_option, invoke_data, json_option, kubernetes_options,
-                             local_deploy_options, module_inputs_option, refuse_other_scope, scoped, server_option,
+                             local_deploy_options, module_inputs_option, progress_shown, refuse_other_scope, scoped, server_option,
                              tensors_option, tuned_option)
-from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS, QUANTIZATIONS, SERVERS, TENSOR_ENCODINGS
+from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS, QUANTIZATIONS, SERVERS, TENSOR_ENCODINGS, Target
 
 
 @click.group(cls=MfnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,7 +98,7 @@ def package(refs, server, output, archive_format, native, name, model_version, m
 def deploy(path, target, public_key, no_verify, as_json, **options):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     refuse_other_scope(click.get_current_context(), target)
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         _deploy_kubernetes(path, verify=not no_verify, public_key=public_key, **scoped(options, "kubernetes"))
     else:
         _deploy_local(path, as_json, verify=not no_verify, public_key=public_key, **scoped(options, "local"))
@@ -118,11 +118,10 @@ def _deploy_local(path, as_json, verify, public_key, name, models, foreground, n
     from mfn.local import deployments
     from mfn.local.launching import terminate_interrupts
 
-    progress = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     # In the foreground, SIGTERM stops the deployment as Ctrl-C does, also while the models load.
-    with terminate_interrupts() if foreground else contextlib.nullcontext():
+    with terminate_interrupts() if foreground else contextlib.nullcontext(), progress_shown(as_json):
         deployment = deployments.deploy(
-            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus, progress=progress,
+            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus,
             drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
             verify=verify, public_key=public_key, host=host,
             ports={"http": http_port, "grpc": grpc_port, "metrics": metrics_port}, load_timeout_s=load_timeout_s,
@@ -236,7 +235,7 @@ def undeploy(name, everything, target, namespace, as_json):
 
     if bool(name) == everything:
         raise click.UsageError("give a deployment NAME or --all")
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         from mfn.kubernetes import helm
 
         said = helm.undeploy_all(namespace) if everything else helm.undeploy(name, namespace)

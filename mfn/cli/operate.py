@@ -10,14 +10,10 @@ from pathlib import Path
 
 import click
 
-from mfn.cli.options import MfnCommand, json_option
+from mfn.cli.options import MfnCommand, json_option, progress_shown
 
 deployment_option = click.option("--deployment", help="Local deployment (default: the one serving MODEL, or the only one).")
 version_option = click.option("--version", "model_version", type=click.IntRange(min=1), help="Only this version.")
-
-
-def _progress(as_json: bool):
-    return (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
 
 
 def _report(as_json: bool, model: str, action: str, result: dict, deployment: str | None) -> None:
@@ -53,7 +49,8 @@ def load(model, model_version, deployment, as_json):
     Package it into the deployment's repository or store first; no redeploy is needed."""
     from mfn.local import operations
 
-    result = operations.load(model, model_version, deployment, progress=_progress(as_json))
+    with progress_shown(as_json):
+        result = operations.load(model, model_version, deployment)
     _report(as_json, model, "loaded" if model_version is None else f"v{model_version} loaded", result, deployment)
 
 
@@ -80,7 +77,9 @@ def reload(model, deployment, as_json):
     until the new ones are ready; TorchServe unregisters first, so requests in between get 404."""
     from mfn.local import operations
 
-    _report(as_json, model, "reloaded", operations.reload(model, deployment, progress=_progress(as_json)), deployment)
+    with progress_shown(as_json):
+        result = operations.reload(model, deployment)
+    _report(as_json, model, "reloaded", result, deployment)
 
 
 @click.command(cls=MfnCommand)
@@ -94,7 +93,8 @@ def scale(model, count, model_version, deployment, as_json):
     per version on TorchServe. Kept until undeploy, also across server restarts."""
     from mfn.local import operations
 
-    result = operations.scale(model, count, model_version, deployment, progress=_progress(as_json))
+    with progress_shown(as_json):
+        result = operations.scale(model, count, model_version, deployment)
     _report(as_json, model, f"scaled to {count}", result, deployment)
 
 

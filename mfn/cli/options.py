@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -123,6 +124,14 @@ class MfnSubGroup(MfnGroup):
             ["--debug"], is_flag=True, expose_value=False, help="Show tracebacks.",
             callback=lambda ctx, param, value: ctx.meta.__setitem__(_DEBUG, value) if value else None,
         ))
+
+
+def progress_shown(as_json: bool) -> contextlib.AbstractContextManager[None]:
+    """Progress lines (mfn.progress) on stderr while a command runs; none with --json, whose stdout is one document
+    and whose stderr stays quiet."""
+    from mfn.progress import shown_by
+
+    return shown_by(None if as_json else lambda message: click.echo(message, err=True))
 
 
 def server_option(help: str):

@@ -7,14 +7,13 @@ import time
 
 import click
 
-from mfn.cli.options import Duration, MfnCommand, MfnSubGroup, json_option
+from mfn.cli.options import Duration, MfnCommand, MfnSubGroup, json_option, progress_shown
+from mfn.kinds import Target
 
 STRATEGIES = ("canary", "blue-green", "ab", "shadow")
 ENDED = ("promoted", "rolled back")  # RolloutState's ends, named here without importing the proxy
 
 
-def _progress(as_json: bool):
-    return (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
 
 
 def _steps(ctx, param, value: str | None) -> list[float]:
@@ -88,7 +87,7 @@ def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, m
         planned = rollouts.plan(strategy, path, name, weight, steps, step_interval, max_error_ratio, max_p99_ms, *header)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         from pathlib import Path
 
         from mfn.kubernetes import rollout as kubernetes
@@ -100,7 +99,8 @@ def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, m
     if dry_run:
         click.echo(rollouts.run_dry(name, planned), nl=False)
         return
-    route = rollouts.start(name, planned, {"http": http_port, "grpc": grpc_port}, progress=_progress(as_json))
+    with progress_shown(as_json):
+        route = rollouts.start(name, planned, {"http": http_port, "grpc": grpc_port})
     report = rollouts.status(name)
     if as_json:
         click.echo(json.dumps(report))
@@ -117,7 +117,7 @@ def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, m
 def status_command(name, target, namespace, as_json):
     """The rollout's state and why, weights, and each track's requests, error ratio and p50/p99 predict time
     (kubernetes: the rollout values of the release)."""
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         from mfn.kubernetes import rollout as kubernetes
 
         values = kubernetes.current_values(name, namespace).get("rollout") or {}
@@ -194,13 +194,14 @@ def promote(name, target, namespace, as_json):
     drained and stopped. No request is lost."""
     from mfn.proxy import rollout as rollouts
 
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         from mfn.kubernetes import rollout as kubernetes
 
         click.echo(kubernetes.upgrade(name, namespace, kubernetes.promote_values(kubernetes.current_values(name, namespace))))
         return
 
-    rollouts.promote(name, progress=_progress(as_json))
+    with progress_shown(as_json):
+        rollouts.promote(name)
     click.echo(json.dumps(rollouts.status(name)) if as_json else f"{name}: promoted")
 
 
@@ -213,11 +214,12 @@ def abort(name, target, namespace, as_json):
     """All traffic back on the deployment at once; the new track is drained and stopped."""
     from mfn.proxy import rollout as rollouts
 
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         from mfn.kubernetes import rollout as kubernetes
 
         click.echo(kubernetes.upgrade(name, namespace, kubernetes.abort_values()))
         return
 
-    rollouts.abort(name, progress=_progress(as_json))
+    with progress_shown(as_json):
+        rollouts.abort(name)
     click.echo(json.dumps(rollouts.status(name)) if as_json else f"{name}: rolled back")

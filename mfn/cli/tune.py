@@ -50,9 +50,9 @@ def tune(ref, server, latency_budget_ms, percentile, concurrency, sample, max_mi
     choose the highest throughput within the latency budget; every other setting gets its reason."""
     from mfn.tuning.run import tune as run_tune
 
-    with _progress_display(as_json) as progress:
+    with _progress_display(as_json):
         tuned, choice = run_tune(ref, server, latency_budget_ms, float(percentile), concurrency, sample, max_minutes,
-                                 round_seconds, rounds, output=output, progress=progress)
+                                 round_seconds, rounds, output=output)
     if as_json:
         click.echo(json.dumps({**tuned.to_json(), "gain": choice.gain, "output": str(output)}))
         return
@@ -77,9 +77,11 @@ def _levels(value: str, ctx: click.Context, param: click.Parameter) -> list[int]
 def _progress_display(quiet: bool):
     """A live line showing the trial being measured (rich), each finished measurement printed above it."""
     if quiet:
-        yield lambda message: None
+        yield
         return
     from rich.console import Console
+
+    from mfn.progress import shown_by
 
     console = Console(stderr=True)
     with console.status("starting ...") as status:
@@ -87,4 +89,5 @@ def _progress_display(quiet: bool):
             console.print(message, highlight=False, soft_wrap=True)
             status.update(message)
 
-        yield progress
+        with shown_by(progress):
+            yield

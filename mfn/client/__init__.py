@@ -1,7 +1,7 @@
 """mfn.Client: call model functions over KServe v2 HTTP or gRPC (Triton) or TorchServe's REST and gRPC APIs,
 with numpy arrays in and out.
 
-In parts: `endpoints` finds where a model is served (the only part reading mfn's deployment records),
+In parts: `endpoints` finds where a model is served (local deployments through an injected resolver),
 `triton` and `torchserve` speak each server's API, `retry` is the one retry policy, `connections` holds
 the open connections.
 """
@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mfn.client.connections import Connections
-from mfn.client.endpoints import Endpoint, Endpoints
+from mfn.client.endpoints import Endpoint, Endpoints, Resolver
 from mfn.client.retry import RetryPolicy
 from mfn.client.torchserve import TorchServeTransport
 from mfn.client.triton import TritonTransport
 from mfn.client.versions import VERSION_REFUSED, version_hint
-from mfn.errors import CallError
-from mfn.kinds import PROTOCOLS, SERVERS
+from mfn.errors import CallError, NoAnswer
+from mfn.kinds import PROTOCOLS, SERVERS, Server
 
 # The public names; the parts' own helpers (retry, values, transports) are imported from their modules.
 __all__ = ["PROTOCOLS", "SERVERS", "Client", "Endpoint"]
@@ -48,6 +48,8 @@ class Client:
             outputs, on both servers; False sends and receives KServe v2 JSON.
         token: The inference key for a URL target (sent as `authorization: Bearer <token>`); local deployments
             need none, mfn reads their keys.
+        resolver: Where local deployments are looked up (see mfn.client.endpoints.Resolver); default: the
+            records in $MFN_HOME that `mfn deploy` writes.
     """
 
     def __init__(  # noqa: PLR0913
@@ -60,10 +62,11 @@ class Client:
         retries: int = 4,
         binary: bool = True,
         token: str | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
-        from mfn.local.state import mfn_home
+        from mfn.home import mfn_home
 
-        self._endpoints = Endpoints(target, protocol, server, token)
+        self._endpoints = Endpoints(target, protocol, server, token, resolver)
         self.target, self.protocol, self.server = target, protocol, server
         self.timeout_s, self.retries, self.binary = timeout_s, retries, binary
         self._retry = RetryPolicy(retries)
@@ -145,11 +148,11 @@ class Client:
             def after_failure(error: CallError) -> None:
                 now = known()
                 self._transports[now.server].reset(now)
-                if now.local and error.status == "connection":
+                if now.local and error.status == NoAnswer.CONNECTION:
                     self._endpoints.forget(model)
 
             def describe(error: CallError, attempts: int) -> str:
-                if error.status == UNREACHABLE:
+                if error.status == NoAnswer.UNREACHABLE:
                     return f"{model}: {error}"
                 after = f" (after {attempts} attempts)" if attempts > 1 else ""
                 return f"{model} at {known()}: {error}{after}{self._hint(model, error, known())}"
@@ -169,7 +172,7 @@ class Client:
                 self._answered.add(str(endpoint))
             elif not endpoint.local and str(endpoint) not in self._answered and _REFUSED.search(str(error)):
                 raise CallError(f"nothing listens at {endpoint} (connection refused): check the URL's host and port, and "
-                                "that the server runs there", UNREACHABLE) from None
+                                "that the server runs there", NoAnswer.UNREACHABLE) from None
             raise
         self._answered.add(str(endpoint))
         return result
@@ -182,7 +185,7 @@ class Client:
             return hint
         if _UNKNOWN_MODEL.search(message):
             return f"; {self._served_models(model, endpoint)}"
-        if (endpoint.server == "torchserve" and not endpoint.local and error.status in ("404", "UNIMPLEMENTED")
+        if (endpoint.server == Server.TORCHSERVE and not endpoint.local and error.status in ("404", "UNIMPLEMENTED")
                 and self._triton.speaks_triton(endpoint)):
             return ("; the server there answers like Triton (KServe v2), not TorchServe: pass --server triton "
                     "(mfn.Client(url, server='triton'))")
@@ -194,24 +197,20 @@ class Client:
         from mfn.kinds import served_names_hint
 
         served: list[str] | None = None
-        if endpoint.deployment is not None:
-            from mfn.local import state
-
-            deployment = state.load(endpoint.deployment)
-            served = deployment.models if deployment is not None else None
-        elif endpoint.server == "triton":
+        if endpoint.source is not None and endpoint.deployment is not None:
+            served = endpoint.source.served_models(endpoint.deployment)
+        elif endpoint.server == Server.TRITON:
             served = self._triton.served_models(endpoint)
         if served is not None:
             return f"no model {model!r} there ({served_names_hint(model, served)})"
-        if endpoint.server == "torchserve":
+        if endpoint.server == Server.TORCHSERVE:
             return f"no model {model!r} there; TorchServe lists its models on its management API (GET /models)"
         return (f"no model {model!r} there; Triton lists its models at POST /v2/repository/index (with its management "
                 "key where one is set)")
 
 
-UNREACHABLE = "unreachable"  # CallError status: a URL that refused the connection before it ever answered
 # Statuses that may mean no server answered at all.
-_NO_ANSWER = ("connection", "timeout", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+_NO_ANSWER = (NoAnswer.CONNECTION, NoAnswer.TIMEOUT, "UNAVAILABLE", "DEADLINE_EXCEEDED")
 # A socket's ECONNREFUSED, as Python and gRPC say it.
 _REFUSED = re.compile(r"connection refused", re.IGNORECASE)
 # Triton: "Request for unknown model: 'x' is not found"; TorchServe: "Model not found: x" (REST 404, gRPC INTERNAL).
@@ -231,7 +230,7 @@ def _hint(model: str, message: str, endpoint: Endpoint) -> str:
                 f"`mfn invoke {model} --stream` (Triton streams over gRPC, and over HTTP through generate_stream)")
     if VERSION_REFUSED.search(message):
         return version_hint(model, message, endpoint)
-    if _NOT_TRITON.search(message) and endpoint.server == "triton":
+    if _NOT_TRITON.search(message) and endpoint.server == Server.TRITON:
         return ("; the server there does not speak Triton's KServe v2 API: for TorchServe pass --server torchserve "
                 "(mfn.Client(url, server='torchserve'))")
     if _KEY_REFUSED.search(message) and not endpoint.local:

@@ -1,7 +1,7 @@
 """Where mfn.Client sends a model's requests: a URL, a named local deployment, or whichever serves the model.
 
-The only part of the client that reads mfn's deployment records (mfn.local.state): a local deployment's
-address, server, body limit and the key file its credentials come from.
+Local deployments are found through a `Resolver`, the one thing the client asks of wherever they are recorded:
+mfn's own reads the records in $MFN_HOME (mfn.local.resolver), and a caller may give another.
 """
 
 from __future__ import annotations
@@ -9,9 +9,40 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from mfn.errors import MfnError
 from mfn.kinds import PROTOCOLS, SERVERS
+
+if TYPE_CHECKING:
+    from mfn.local.resolver import Located
+    from mfn.spec import ModelSpec
+
+
+class Resolver(Protocol):
+    """What the client asks of the local deployments' records."""
+
+    def locate(self, model: str, deployment: str | None, protocol: str) -> Located:
+        """Deployment `deployment`, or the one that serves `model` (raises MfnError naming the choices)."""
+
+    def served_models(self, deployment: str) -> list[str] | None:
+        """The deployment's models; None for no such deployment."""
+
+    def versions(self, deployment: str) -> dict[str, dict]:
+        """model -> {"versions", "default_version"} as the deployment serves them; called for every request."""
+
+    def packaged_versions(self, deployment: str, model: str) -> list[int] | None:
+        """The versions of `model` packaged for the deployment; None where that cannot be known."""
+
+    def packaged_spec(self, deployment: str, model: str, version: int | None) -> ModelSpec | None:
+        """The spec `model` was packaged with (TorchServe describes no model's inputs); None where it is not known."""
+
+
+def local_deployments() -> Resolver:
+    """mfn's own resolver, over the records in $MFN_HOME."""
+    from mfn.local.resolver import LocalDeployments
+
+    return LocalDeployments()
 
 
 
@@ -39,7 +70,8 @@ class Endpoint:
 
     `max_request_bytes` is the server's body limit where mfn knows it (a local deployment); `local` says the
     endpoint was looked up in the local deployment records (and may move on a redeploy); `repository` is the
-    local deployment's model store, where a TorchServe model's declaration can be read; `deployment` its name.
+    local deployment's model store, where a TorchServe model's declaration can be read; `deployment` its name;
+    `source` the resolver that found it, which knows its versions.
     """
 
     protocol: str
@@ -50,6 +82,7 @@ class Endpoint:
     local: bool = False
     repository: str | None = None
     deployment: str | None = None
+    source: Resolver | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.address}"
@@ -61,7 +94,8 @@ class Endpoint:
 class Endpoints:
     """Each model's endpoint, looked up once and again only after `forget` (a failed connection to a local one)."""
 
-    def __init__(self, target: str | None, protocol: str, server: str, token: str | None) -> None:
+    def __init__(self, target: str | None, protocol: str, server: str, token: str | None,
+                 resolver: Resolver | None = None) -> None:
         if protocol not in PROTOCOLS:
             raise MfnError(f"unknown protocol {protocol!r}: use http or grpc")
         if server not in SERVERS:
@@ -70,11 +104,12 @@ class Endpoints:
         self._given = Credentials(lambda: token) if token else None
         self._found: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
+        self._resolver = resolver  # mfn's own by default, made on first need: a URL needs none
 
     def get(self, model: str) -> Endpoint:
         endpoint = self._found.get(model)
         if endpoint is None:
-            endpoint = resolve(model, self.target, self.protocol, self.server, self._given)
+            endpoint = self._from_url(self.target) if self.target and ":" in self.target else self._local(model)
             with self._lock:
                 self._found[model] = endpoint
         return endpoint
@@ -87,31 +122,23 @@ class Endpoints:
         with self._lock:
             self._found.pop(model, None)
 
+    def _from_url(self, target: str) -> Endpoint:
+        """A URL (`http://`, `grpc://`) or `host:port`.
 
-def resolve(model: str, target: str | None, protocol: str, server: str, given: Credentials | None) -> Endpoint:
-    """The endpoint for `model`: from a URL (`http://`, `grpc://` or `host:port`), a deployment name, or the
-    local deployment that serves the model.
-
-    Raises:
-        MfnError: an unknown URL scheme, or no such deployment.
-    """
-    if target and "://" in target:
+        Raises:
+            MfnError: an unknown URL scheme.
+        """
+        if "://" not in target:
+            return Endpoint(self.protocol, target, self.server, self._given)
         scheme, _, address = target.partition("://")
         if scheme not in PROTOCOLS:
             raise MfnError(f"URL scheme {scheme!r} in {target!r}: use http:// or grpc://")
-        return Endpoint(scheme, address.rstrip("/"), server, given)
-    if target and ":" in target:
-        return Endpoint(protocol, target, server, given)
-    from mfn.local import state
+        return Endpoint(scheme, address.rstrip("/"), self.server, self._given)
 
-    from mfn.proxy import routes
-
-    deployment = state.get(target) if target else state.find_serving(
-        model, choose='mfn.Client("{name}") (with `mfn invoke`: --deployment {name})',
-        elsewhere='a URL: mfn.Client("http://host:port") (with `mfn invoke`: --url)')
-    route = routes.with_proxy(deployment)  # behind the rollout proxy, callers present the proxy's own key
-    credentials = Credentials((lambda: routes.callers_key(route)) if route is not None
-                              else (lambda: state.read_key(deployment, "inference")))
-    return Endpoint(protocol, f"{deployment.host}:{deployment.public_port(protocol)}", deployment.server, credentials,
-                    deployment.max_request_bytes, local=True, repository=deployment.repository,
-                    deployment=deployment.name)
+    def _local(self, model: str) -> Endpoint:
+        """The local deployment named by the target, or the one serving `model`."""
+        if self._resolver is None:
+            self._resolver = local_deployments()
+        found = self._resolver.locate(model, self.target, self.protocol)
+        return Endpoint(self.protocol, found.address, found.server, Credentials(found.read_key), found.max_request_bytes,
+                        local=True, repository=found.repository, deployment=found.deployment, source=self._resolver)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mfn.errors import CallError
+from mfn.errors import CallError, NoAnswer
 
 RETRY_BACKOFF_S = 0.5  # doubled after each attempt
 # Answers that mean the model's worker was (re)starting, as (statuses, the server's own words at the start of
@@ -51,7 +51,7 @@ def retryable(error: CallError) -> bool:
     worker is up, so a timeout is how a restart often shows. A model slower than the timeout is
     therefore tried `retries` + 1 times. Refusals (4xx) and handler errors are never repeated.
     """
-    if error.status in ("connection", "timeout", "DEADLINE_EXCEEDED"):
+    if error.status in (NoAnswer.CONNECTION, NoAnswer.TIMEOUT, "DEADLINE_EXCEEDED"):
         return True
     if error.status == "UNAVAILABLE":
         # gRPC's code for a failed connection; TorchServe also answers a handler's exception with it, and

@@ -101,30 +101,15 @@ class TorchServeTransport:
     def _declaration(
         self, endpoint: Endpoint, model: str, version: int | None
     ) -> tuple[dict[str, tuple[str, int]] | None, bool]:
-        if endpoint.repository is None:
+        if endpoint.source is None or endpoint.deployment is None:
             return None, False
-        key = (endpoint.repository, model, version)
+        key = (endpoint.deployment, model, version)
         if key not in self._declared:
-            self._declared[key] = _archive_declaration(endpoint.repository, model, version)
+            spec = endpoint.source.packaged_spec(endpoint.deployment, model, version)
+            self._declared[key] = ((None, False) if spec is None else
+                                   ({tensor.name: (tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}, spec.streaming))
         return self._declared[key]
 
 
 _STREAMING_HINT = ("{model} at {endpoint} is a streaming model function: read its chunks with Client.stream('{model}', "
                    "...) or `mfn invoke {model} --stream`")
-
-
-def _archive_declaration(
-    repository: str, model: str, version: int | None
-) -> tuple[dict[str, tuple[str, int]] | None, bool]:
-    from mfn.archiver.reading import SPEC_FILE, archive_info, archive_spec, read_member
-    from mfn.store import discover
-
-    try:
-        archives = discover(Path(repository)).models.get(model, [])
-        chosen = [archive for archive in archives if version is None or archive_info(archive).version == version]
-        if not chosen or read_member(chosen[0], SPEC_FILE) is None:
-            return None, False
-        spec = archive_spec(chosen[0])
-    except (OSError, MfnError):
-        return None, False  # the store changed under a running deployment: let the server judge the values
-    return {tensor.name: (tensor.dtype, len(tensor.shape) + 1) for tensor in spec.inputs}, spec.streaming

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mfn.errors import CallError, InvokeError
+from mfn.errors import CallError, InvokeError, NoAnswer
 from mfn.runtime.codec.binary import HEADER_LENGTH, OCTET_STREAM, split_answer
 from mfn.runtime.codec.client import answer_outputs, binary_answer_outputs, encode_binary_request, encode_request, read_answer
 from mfn.runtime.loop import RequestFailure
@@ -115,10 +115,10 @@ class RestConnections:
                 status, reason, reply, length = self._post(connection, path, body.data, headers)
         except TimeoutError:
             connection.close()
-            raise CallError(f"no answer within {self.timeout_s:g} s", "timeout") from None
+            raise CallError(f"no answer within {self.timeout_s:g} s", NoAnswer.TIMEOUT) from None
         except (OSError, http.client.HTTPException) as error:
             connection.close()
-            raise CallError(f"no connection: {error}", "connection") from None
+            raise CallError(f"no connection: {error}", NoAnswer.CONNECTION) from None
         self._give_back(connection)
         if status == 413 and not reply:  # the frontend refused the body before any handler saw it
             raise CallError(f"HTTP 413: a request of {len(body.data):,} bytes is over the server's body limit "
@@ -154,9 +154,9 @@ class RestConnections:
         try:
             connection.connect()
         except TimeoutError:
-            raise CallError(f"no connection within {self.timeout_s:g} s", "timeout") from None
+            raise CallError(f"no connection within {self.timeout_s:g} s", NoAnswer.TIMEOUT) from None
         except OSError as error:
-            raise CallError(f"no connection: {error}", "connection") from None
+            raise CallError(f"no connection: {error}", NoAnswer.CONNECTION) from None
         # Headers and body go out in one send for small requests; no Nagle delay for the last segment.
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection

@@ -13,8 +13,8 @@ import numpy as np
 from mfn.client.connections import Connections
 from mfn.client.endpoints import Endpoint
 from mfn.client.values import arrays_for
-from mfn.client.versions import DefaultVersions
-from mfn.errors import CallError, InvokeError
+from mfn.client.versions import default_version
+from mfn.errors import CallError, InvokeError, NoAnswer
 from mfn.handlers.declarations import Tensor
 from mfn.runtime.loop import tensor_problem
 
@@ -35,11 +35,10 @@ class TritonTransport:
         self._metadata: dict[tuple[str, str, str], dict] = {}
         # Derived once per metadata document: each input's (datatype, rank), and its per-row declaration.
         self._declared: dict[tuple[str, str, str], tuple[dict[str, tuple[str, int]], list[Tensor]]] = {}
-        self._defaults = DefaultVersions()  # a local deployment's `mfn set-default` choice, which Triton cannot make
 
     def metadata(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
         """The model's KServe v2 metadata, asked once per endpoint, model and version."""
-        version = version if version is not None else self._defaults.for_request(endpoint, model)
+        version = version if version is not None else default_version(endpoint, model)
         return self._metadata_of(endpoint, model, version, attempt)
 
     def _metadata_of(self, endpoint: Endpoint, model: str, version: int | None, attempt: Attempt) -> dict:
@@ -53,7 +52,7 @@ class TritonTransport:
         self, endpoint: Endpoint, model: str, inputs: Mapping[str, Any], version: int | None, outputs: list[str] | None,
         attempt: Attempt,
     ) -> dict[str, np.ndarray]:
-        version = version if version is not None else self._defaults.for_request(endpoint, model)
+        version = version if version is not None else default_version(endpoint, model)
         metadata, declared, arrays = self._checked(endpoint, model, inputs, version, attempt)
         module = protocol_module(endpoint.protocol)
         http_api = endpoint.protocol == "http"
@@ -85,7 +84,7 @@ class TritonTransport:
         """A streaming model's chunks: gRPC ModelStreamInfer, or HTTP generate_stream (see mfn.client.streams)."""
         from mfn.client import streams
 
-        version = version if version is not None else self._defaults.for_request(endpoint, model)
+        version = version if version is not None else default_version(endpoint, model)
         metadata, declared, arrays = self._checked(endpoint, model, inputs, version, attempt)
         if endpoint.protocol == "grpc":
             datatypes = {name: datatype for name, (datatype, _) in declared.items()}
@@ -207,16 +206,16 @@ def triton_errors(call: Callable[[], T]) -> T:
         lines, status = (error.message() or "").strip().splitlines(), error.status()
         message = lines[0] if lines else "no reason given"
         if status is None:  # refused by tritonclient itself, before sending
-            raise CallError(message, "client") from None
+            raise CallError(message, NoAnswer.CLIENT) from None
         status = status.removeprefix("StatusCode.")
         # Said the way TorchServe failures are: "HTTP 400: ..." or "gRPC UNAVAILABLE: ...".
         raise CallError(f"{'HTTP' if status.isdigit() else 'gRPC'} {status}: {message}", status) from None
     except TimeoutError:
-        raise CallError("no answer in time", "timeout") from None
+        raise CallError("no answer in time", NoAnswer.TIMEOUT) from None
     except (OSError, http.client.HTTPException) as error:
         # tritonclient.http lets socket errors through (connection refused, reset, unreachable), and its
         # geventhttpclient says "connection closed." with an HTTPException when a server died mid-answer.
-        raise CallError(f"no connection: {error}", "connection") from None
+        raise CallError(f"no connection: {error}", NoAnswer.CONNECTION) from None
 
 
 def protocol_module(protocol: str) -> Any:

@@ -1,53 +1,30 @@
 """Versions in mfn.Client: the default version it sends to a local Triton deployment, and what it says when a server
-refuses a version. Both read the deployment's record, where its supervisor keeps what mfn's version rule serves
-(mfn.local.versions)."""
+refuses a version. Both ask the resolver that found the deployment (mfn.client.endpoints.Resolver), which knows
+what mfn's version rule serves there."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 from mfn.client.endpoints import Endpoint
-from mfn.errors import MfnError
+from mfn.kinds import Server, what_exists
 
 # Triton: "... version 9 is not found" (never packaged), "... version 1 is not at ready state" (not loaded);
 # TorchServe: "Model version: 1 does not exist for model: x".
 VERSION_REFUSED = re.compile(r"version:? (\d+) (?:is not found|is not at ready state|does not exist)", re.IGNORECASE)
 
 
-class DefaultVersions:
-    """The version to send where the caller names none. Triton answers such requests with the newest version it
-    serves and has no switch for another, so where `mfn set-default` chose an older one for a local deployment, the
-    client names it. The record is read again whenever it changes (one stat per request otherwise)."""
+def default_version(endpoint: Endpoint, model: str) -> int | None:
+    """The version to send where the caller names none, or None where the server's own answer is the default.
 
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, dict[str, dict]]] = {}
-        self._record_paths: dict[str, str] = {}  # built once: a path built per request cost more than the stat
-
-    def for_request(self, endpoint: Endpoint, model: str) -> int | None:
-        """The version to name, or None where the server's own answer is the default."""
-        if endpoint.deployment is None or endpoint.server != "triton":
-            return None
-        served = self._versions(endpoint.deployment).get(model) or {}
-        versions, default = served.get("versions") or [], served.get("default_version")
-        return default if versions and default != max(versions) else None
-
-    def _versions(self, name: str) -> dict[str, dict]:
-        from mfn.local import state
-
-        path = self._record_paths.get(name)
-        if path is None:
-            path = self._record_paths[name] = str(state.state_file(name))
-        try:
-            changed = os.stat(path).st_mtime_ns
-        except OSError:
-            return {}
-        seen = self._seen.get(name)
-        if seen is None or seen[0] != changed:
-            record = state.load(name)
-            seen = self._seen[name] = (changed, record.versions if record is not None else {})
-        return seen[1]
+    Triton answers such requests with the newest version it serves and has no switch for another, so where
+    `mfn set-default` chose an older one for a local deployment, the client names it.
+    """
+    if endpoint.source is None or endpoint.deployment is None or endpoint.server != Server.TRITON:
+        return None
+    served = endpoint.source.versions(endpoint.deployment).get(model) or {}
+    versions, default = served.get("versions") or [], served.get("default_version")
+    return default if versions and default != max(versions) else None
 
 
 def version_hint(model: str, message: str, endpoint: Endpoint) -> str:
@@ -61,8 +38,6 @@ def version_hint(model: str, message: str, endpoint: Endpoint) -> str:
     if known is None:
         return (f"; {model} v{version} is not served there: `mfn describe {model}` lists a local deployment's versions, "
                 f"`mfn load {model} --version N` adds one")
-    from mfn.local.versions import what_exists
-
     served, packaged = known
     exists = what_exists(model, served, packaged)
     if version in packaged:
@@ -74,14 +49,9 @@ def version_hint(model: str, message: str, endpoint: Endpoint) -> str:
 
 def _known_versions(endpoint: Endpoint, model: str) -> tuple[list[int], list[int]] | None:
     """(served, packaged) versions of `model` in a local deployment, or None where mfn cannot know them."""
-    from mfn.local import state
-    from mfn.store import discover
-
-    record = state.load(endpoint.deployment) if endpoint.deployment else None
-    if record is None or endpoint.repository is None:
+    if endpoint.source is None or endpoint.deployment is None:
         return None
-    try:
-        packaged = discover(Path(endpoint.repository)).packaged_versions(model)
-    except (OSError, MfnError):
-        packaged = []
-    return record.versions.get(model, {}).get("versions", []), packaged
+    packaged = endpoint.source.packaged_versions(endpoint.deployment, model)
+    if packaged is None:
+        return None
+    return endpoint.source.versions(endpoint.deployment).get(model, {}).get("versions", []), packaged

@@ -22,6 +22,7 @@ from mfn.runtime.codec.limits import body_limit
 from mfn.servers.torchserve import launch as torchserve
 from mfn.servers.triton import launch as triton
 from mfn.spec import ModelSpec
+from mfn.kinds import Server
 
 CHART_NAME = "mfn"
 MODELS_DIR = "/models"
@@ -146,9 +147,9 @@ def pod_sizes(store: Store, specs: list[ModelSpec]) -> dict[str, Any]:
     copies = sum(size * spec.worker_count for size, spec in zip(sizes, specs))
     limit = max((body_limit(spec) for spec in specs), default=0)
     memory_mib = BASE_MEMORY_MIB + -(-copies // MIB) + local_cache_mib(store.server, specs)
-    if store.server == "torchserve":
+    if store.server == Server.TORCHSERVE:
         memory_mib += torchserve.default_jvm_heap_mb(limit)
-    shm_mib = max(SHM_FLOOR_MIB, -(-2 * limit // MIB)) if store.server == "triton" else SHM_FLOOR_MIB
+    shm_mib = max(SHM_FLOOR_MIB, -(-2 * limit // MIB)) if store.server == Server.TRITON else SHM_FLOOR_MIB
     cpus = min(MAX_CPU_REQUEST, max(1, sum(spec.worker_count for spec in specs)))
     return {
         "resources": {"requests": {"cpu": str(cpus), "memory": f"{memory_mib}Mi"}, "limits": {"memory": f"{2 * memory_mib}Mi"}},
@@ -158,10 +159,10 @@ def pod_sizes(store: Store, specs: list[ModelSpec]) -> dict[str, Any]:
 
 def local_cache_mib(server: str, specs: list[ModelSpec]) -> int:
     """Memory the local response caches may fill: Triton's own, once per server, and mfn's LRU per instance or worker."""
-    in_server = response_cache_bytes(specs) // MIB if server == "triton" else 0
+    in_server = response_cache_bytes(specs) // MIB if server == Server.TRITON else 0
     return in_server + sum(spec.cache.size_mb * spec.worker_count for spec in specs
                            if spec.cache is not None and spec.cache.kind == "local"
-                           and not (server == "triton" and uses_tritons_cache(spec)))
+                           and not (server == Server.TRITON and uses_tritons_cache(spec)))
 
 
 def _bundle_bytes(bundle: Path) -> int:

@@ -15,7 +15,8 @@ from mfn.local import state
 from mfn.local.launching import with_progress
 from mfn.local.operations import OPERATIONS_DIR, Action, Operation
 from mfn.local.supervision import ModelHealth
-from mfn.local.versions import check_packaged, check_served, choices_of, listing, plan_for, save_versions, serve
+from mfn.kinds import listing
+from mfn.local.versions import check_packaged, check_served, choices_of, plan_for, save_versions, serve
 from mfn.store import discover
 
 _to_log = logging.getLogger(__name__).info
@@ -121,7 +122,7 @@ def _serve_choices(supervisor: Supervisor, model: str, choices: VersionChoices, 
                            f"({listing(supervisor.store.packaged_versions(model))}): package it again with another "
                            f"--version-policy, or `mfn load {model} --version N`")
         return _unload(supervisor, model)
-    with_progress(lambda: serve(supervisor, model, choices, fresh=fresh), _to_log,
+    with_progress(lambda: serve(supervisor, model, choices, fresh=fresh),
                   f"{model}: still loading", supervisor.plan.options.load_timeout_s)
     if model not in supervisor.models:
         _serve(supervisor, model, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,17 +15,18 @@ from mfn.local.launching import (
     DRAIN_TIMEOUT_S,
     LOAD_TIMEOUT_S,
     STOP_GRACE_S,
-    Progress,
     interrupts_held,
     new_shm_prefix,
     remove_shm_regions,
 )
 from mfn.local.servers import local_server
+from mfn.progress import shown_by, step
 from mfn.local.state import Deployment
 from mfn.store import Store, discover
 from mfn.errors import DeployError, MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import stop_process_group
+from mfn.kinds import Server
 
 if TYPE_CHECKING:
     from mfn.local.supervision import DeployOptions
@@ -38,7 +39,7 @@ def deploy(  # noqa: PLR0913
     models: list[str] | None = None,
     auth: bool = True,
     monitor: bool = False,
-    progress: Progress = lambda message: None,
+    progress: Callable[[str], None] | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     max_request_bytes: int = MAX_BODY_BYTES,
     jvm_heap_mb: int | None = None,
@@ -62,7 +63,7 @@ def deploy(  # noqa: PLR0913
         auth: Inference behind the deployment's key (mfn's clients read the key file). The admin APIs always need
             theirs; TorchServe, whose one switch would open both, serves open inference through the proxy.
         monitor: Also start a Prometheus on 127.0.0.1 that scrapes the server; `undeploy` stops it.
-        progress: Called with one line per step.
+        progress: Also called with each progress line (see mfn.progress, whose logger has them all).
         drain_timeout_s: How long `undeploy` lets in-flight requests finish before stopping the server.
         max_request_bytes: Largest request or response body (TorchServe, REST and gRPC; tritonserver 2.51
             has no such setting); raised where a model needs more for a full batch (see
@@ -103,10 +104,10 @@ def deploy(  # noqa: PLR0913
     options = DeployOptions(auth=auth or proxy, drain_timeout_s=drain_timeout_s, max_request_bytes=max_request_bytes,
                             jvm_heap_mb=jvm_heap_mb, host=host, ports={key: port for key, port in ports.items() if port},
                             load_timeout_s=load_timeout_s, idle_timeout_s=idle_timeout_s)
-    with locking.exclusive(name), _gpu_hint(store, chosen):
-        deployment = _deploy_locked(store, Path(path), name, chosen, options, progress)
+    with shown_by(progress), locking.exclusive(name), _gpu_hint(store, chosen):
+        deployment = _deploy_locked(store, Path(path), name, chosen, options)
         if monitor:
-            _monitor(deployment, progress)
+            _monitor(deployment)
     if proxy:
         from mfn.proxy import fronting
 
@@ -138,7 +139,7 @@ def _open_through_proxy(server: str, auth: bool, idle_timeout_s: float | None) -
     """Open inference is served through mfn's proxy: in front of Triton it refuses the bodies that crash
     tritonserver, and TorchServe, whose one authorization switch would also open its management APIs, keeps its
     keys behind it. An idle Triton, which the proxy cannot follow yet, serves open inference itself."""
-    return not auth and not (server == "triton" and idle_timeout_s)
+    return not auth and not (server == Server.TRITON and idle_timeout_s)
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:
@@ -149,9 +150,7 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
     return max([requested, *(body_limit(spec) for spec in store.specs(models))])
 
 
-def _deploy_locked(  # noqa: PLR0913
-    store: Store, path: Path, name: str, chosen: list[str], options: DeployOptions, progress: Progress,
-) -> Deployment:
+def _deploy_locked(store: Store, path: Path, name: str, chosen: list[str], options: DeployOptions) -> Deployment:
     _claim_name(name)
     workdir = state.work_dir(name)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -167,7 +166,7 @@ def _deploy_locked(  # noqa: PLR0913
         shm_prefix=new_shm_prefix() if local_server(store.server).USES_SHARED_MEMORY else "",
     )
     try:
-        deployment = supervision.spawn(plan, workdir, progress)
+        deployment = supervision.spawn(plan, workdir)
     except BaseException:
         with interrupts_held():
             if state.load(name) is not None:
@@ -178,19 +177,18 @@ def _deploy_locked(  # noqa: PLR0913
     return deployment
 
 
-def _monitor(deployment: Deployment, progress: Progress) -> None:
+def _monitor(deployment: Deployment) -> None:
     """Start the deployment's own Prometheus; the deployment goes if it cannot (the caller holds its lock)."""
     try:
         from mfn.monitoring.local import start_prometheus
 
-        progress(f"Prometheus at {start_prometheus(deployment)}")
+        step(f"Prometheus at {start_prometheus(deployment)}")
     except BaseException:
         _undeploy_locked(deployment.name)
         raise
 
 
-def deploy_like(template: str, path: Path | str, name: str, progress: Progress = lambda message: None,
-                track_of: str | None = None) -> Deployment:
+def deploy_like(template: str, path: Path | str, name: str, track_of: str | None = None) -> Deployment:
     """Deploy `path` as `name` with the options deployment `template` was started with (auth, host, timeouts,
     body limit, heap), on free ports and without an idle timeout: a rollout's canary track, or the primary track
     started again from the promoted package (the template then being `name` itself, replaced in place). A canary
@@ -217,7 +215,7 @@ def deploy_like(template: str, path: Path | str, name: str, progress: Progress =
                 _undeploy_locked(name, keep_route=True)
         # Not while interrupts are held: signals ignored here would stay ignored in the servers started below.
         return _deploy_locked(store, Path(path), name, list(store.models),
-                              replace(plan.options, ports={}, idle_timeout_s=None, track_of=track_of), progress)
+                              replace(plan.options, ports={}, idle_timeout_s=None, track_of=track_of))
 
 
 def undeploy(name: str) -> Deployment:

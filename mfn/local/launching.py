@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mfn.polling import poll
+from mfn.progress import step
 from mfn.local import state
 from mfn.local.state import Deployment
 from mfn.errors import DeployError
@@ -34,7 +35,6 @@ PORT_ATTEMPTS = 3
 PORT_RELEASE_S = 10.0
 LOG_TAIL_LINES = 30
 
-Progress = Callable[[str], None]
 
 
 @contextmanager
@@ -78,7 +78,6 @@ def launch(  # noqa: PLR0913
     port_names: tuple[str, ...],
     make_command: Callable[[dict[str, int]], tuple[list[str], dict[str, str]]],
     live_path: str,
-    progress: Progress,
     repository: Path,
     shm_prefix: str = "",
     live_token: Callable[[], str | None] = lambda: None,
@@ -101,7 +100,7 @@ def launch(  # noqa: PLR0913
     for attempt in range(attempts):
         chosen = {**dict(zip(port_names, free_ports(len(port_names)))), **fixed}
         command, env = make_command(chosen)
-        progress(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
+        step(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
         process = start_detached(command, env, log_file, workdir, parent_death_signal=parent_death_signal)
         deployment = Deployment(
             name=name,
@@ -224,18 +223,7 @@ def _wait_live(
     return bool(poll(ended_or_live, START_TIMEOUT_S)) and process.poll() is None
 
 
-def serialized(progress: Progress) -> Progress:
-    """`progress`, callable from several threads at once (each line written whole)."""
-    lock = threading.Lock()
-
-    def say(message: str) -> None:
-        with lock:
-            progress(message)
-
-    return say
-
-
-def with_progress(call: Callable[[], None], progress: Progress, note: str, timeout_s: float, every_s: float = 10.0) -> None:
+def with_progress(call: Callable[[], None], note: str, timeout_s: float, every_s: float = 10.0) -> None:
     """Run `call` (a model load, which lasts as long as the handler's setup()) and say every `every_s` that it
     still runs, so a slow setup is not mistaken for a hang."""
     failure: list[BaseException] = []
@@ -253,6 +241,6 @@ def with_progress(call: Callable[[], None], progress: Progress, note: str, timeo
         worker.join(every_s)
         if not worker.is_alive():
             break
-        progress(f"{note} ({time.monotonic() - started:.0f} s of at most {timeout_s:.0f} s)")
+        step(f"{note} ({time.monotonic() - started:.0f} s of at most {timeout_s:.0f} s)")
     if failure:
         raise failure[0]

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from mfn.files import write_json
 from mfn.local import state
-from mfn.local.launching import Progress, load_timeout_s
+from mfn.local.launching import load_timeout_s
+from mfn.progress import step
 from mfn.local.servers import local_server
 from mfn.local.state import Deployment
 from mfn.errors import DeployError, MfnError
@@ -91,7 +92,7 @@ def deployment_for(model: str, name: str | None) -> Deployment:
     return deployment
 
 
-def perform(deployment: Deployment, operation: Operation, progress: Progress = lambda message: None) -> dict:
+def perform(deployment: Deployment, operation: Operation) -> dict:
     """Ask the deployment's supervisor to carry out `operation` and wait for its answer.
 
     Raises:
@@ -116,7 +117,7 @@ def perform(deployment: Deployment, operation: Operation, progress: Progress = l
             raise DeployError(f"the supervisor of {deployment.name} did not answer `{operation.describe()}` in "
                               f"{deadline - started:.0f} s; see `mfn logs {deployment.name}`")
         if time.monotonic() >= next_note:
-            progress(f"{operation.describe()}: still working ({time.monotonic() - started:.0f} s)")
+            step(f"{operation.describe()}: still working ({time.monotonic() - started:.0f} s)")
             next_note += 10.0
         time.sleep(POLL_S)
     reply = json.loads(reply_file.read_text())
@@ -126,10 +127,10 @@ def perform(deployment: Deployment, operation: Operation, progress: Progress = l
     return reply.get("result") or {}
 
 
-def load(model: str, version: int | None = None, deployment: str | None = None, progress: Progress = lambda m: None) -> dict:
+def load(model: str, version: int | None = None, deployment: str | None = None) -> dict:
     """Serve `model` as its package says now (the versions its policy names, newly packaged ones included), or add
     `version` beside those; package it into the deployment's repository or store first, no redeploy is needed."""
-    return perform(deployment_for(model, deployment), Operation("load", model, version), progress)
+    return perform(deployment_for(model, deployment), Operation("load", model, version))
 
 
 def unload(model: str, version: int | None = None, deployment: str | None = None) -> dict:
@@ -137,18 +138,17 @@ def unload(model: str, version: int | None = None, deployment: str | None = None
     return perform(deployment_for(model, deployment), Operation("unload", model, version))
 
 
-def reload(model: str, deployment: str | None = None, progress: Progress = lambda m: None) -> dict:
+def reload(model: str, deployment: str | None = None) -> dict:
     """Load `model` again from its files as they are now, versions and version policy included, as a deploy would;
     the operator's choices (loaded and unloaded versions, the default) are kept."""
-    return perform(deployment_for(model, deployment), Operation("reload", model), progress)
+    return perform(deployment_for(model, deployment), Operation("reload", model))
 
 
-def scale(model: str, count: int, version: int | None = None, deployment: str | None = None,
-          progress: Progress = lambda m: None) -> dict:
+def scale(model: str, count: int, version: int | None = None, deployment: str | None = None) -> dict:
     """Run `count` instances (Triton: per instance group) or workers (TorchServe: per version) of `model`."""
     if count < 1:
         raise MfnError(f"scale {model}: the count must be at least 1 (got {count}); `mfn unload {model}` stops it")
-    return perform(deployment_for(model, deployment), Operation("scale", model, version, count), progress)
+    return perform(deployment_for(model, deployment), Operation("scale", model, version, count))
 
 
 def set_default(model: str, version: int | None, deployment: str | None = None) -> Deployment:

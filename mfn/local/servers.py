@@ -17,7 +17,6 @@ from mfn.kinds import SERVERS
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mfn.local.launching import Progress
     from mfn.local.state import Deployment
     from mfn.local.supervision import Plan
     from mfn.store import Store
@@ -34,7 +33,7 @@ class LocalServer(Protocol):
     USES_SHARED_MEMORY: bool
 
     def start(
-        self, plan: Plan, store: Store, workdir: Path, progress: Progress, preload: Sequence[str] = (),
+        self, plan: Plan, store: Store, workdir: Path, preload: Sequence[str] = (),
     ) -> tuple[Deployment, subprocess.Popen]:
         """Start the server as `plan` says and wait until it is live on its options' host and ports (all, some or
         none given; free ones for the rest), the same again after a crash, with the `preload` models loaded before

@@ -17,19 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mfn.files import write_json
+from mfn.home import mfn_home
 from mfn.errors import MfnError
 from mfn.servers.process import is_running
-
-
-def mfn_home() -> Path:
-    """Where mfn keeps deployment records and server work directories (`$MFN_HOME`, else `~/.mfn`)."""
-    return Path(os.environ.get("MFN_HOME") or Path.home() / ".mfn")
 
 
 def home_tag(home: Path | None = None) -> str:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from mfn.files import write_json
 from mfn.local import state
-from mfn.local.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, Progress, interrupts_held
+from mfn.local.launching import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, STOP_GRACE_S, interrupts_held
+from mfn.progress import step
 from mfn.local.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.kinds import StrEnum
@@ -301,8 +302,8 @@ def stop_reporting() -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
-def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
-    """Start a supervisor for `plan` and wait until it has loaded every model.
+def spawn(plan: Plan, workdir: Path) -> Deployment:
+    """Start a supervisor for `plan` and wait until it has loaded every model, passing on its progress lines.
 
     Raises:
         DeployError: with the server's reason when the server or a model failed; nothing is left running.
@@ -324,7 +325,7 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
         for raw in process.stdout:
             kind, _, text = raw.decode().rstrip("\n").partition(" ")
             if kind == "progress":
-                progress(json.loads(text))
+                step(json.loads(text))
             elif kind == "ready":
                 process.stdout.close()
                 return state.get(plan.name)
@@ -336,7 +337,7 @@ def spawn(plan: Plan, workdir: Path, progress: Progress) -> Deployment:
         # caller removes the work directory, so nothing writes there afterwards; if it does not end in time,
         # it is killed (its server dies with it).
         if isinstance(error, KeyboardInterrupt):
-            progress(f"interrupted: stopping {plan.name} (at most {STOP_GRACE_S:g} s) ...")
+            step(f"interrupted: stopping {plan.name} (at most {STOP_GRACE_S:g} s) ...")
         with interrupts_held():
             process.terminate()
             try:

@@ -35,12 +35,12 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from mfn import process_log
+from mfn import process_log, progress
+from mfn.progress import step
 from mfn.polling import poll
 from mfn.local import locking, state, supervision
 from mfn.proxy import routes
-from mfn.local.launching import (Progress, log_tail, make_shm_regions_private, remove_shm_regions, serialized,
-                                  wait_ports_released, with_progress)
+from mfn.local.launching import log_tail, make_shm_regions_private, remove_shm_regions, wait_ports_released, with_progress
 from mfn.local.idling import FRONTED, Idling
 from mfn.local.commands import Operation, carry_out, has_requests, restore, serve_requests
 from mfn.local.servers import LocalServer, local_server
@@ -51,6 +51,7 @@ from mfn.runtime import cold_start
 from mfn.local.state import Deployment
 from mfn.errors import MfnError
 from mfn.servers.process import ExitWatch, process_start_time, rotate_log, stop_process_group
+from mfn.kinds import Server
 
 WATCH_INTERVAL_S = 0.5
 _log = logging.getLogger(__name__).info
@@ -80,7 +81,7 @@ class Supervisor:
         self.stop_requested = False
         self.idling = Idling(self, plan.options.idle_timeout_s, plan.options.load_timeout_s + READY_TIMEOUT_S) if plan.options.idle_timeout_s else None
 
-    def start(self, progress: Progress) -> Deployment:
+    def start(self) -> Deployment:
         """Start the server and load every model; the first deployment record is written here."""
         phases_dir = self.workdir / "cold_start"
         phases_dir.mkdir(exist_ok=True)
@@ -90,18 +91,17 @@ class Supervisor:
         if self.idling is not None:  # the front takes the public ports; the server gets free ones
             front_ports = self.idling.open_front(self.plan.options.host, self.plan.options.ports)
             server_ports = {key: port for key, port in self.plan.options.ports.items() if key not in FRONTED}
-        deployment = self._start_server(progress, ports=server_ports)
+        deployment = self._start_server(ports=server_ports)
         deployment.front = front_ports
         deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
         deployment.drain_timeout_s, deployment.load_timeout_s = self.plan.options.drain_timeout_s, self.plan.options.load_timeout_s
         deployment.track_of = self.plan.options.track_of
-        if self.plan.server == "torchserve":  # tritonserver 2.51 has no body limit to report
+        if self.plan.server == Server.TORCHSERVE:  # tritonserver 2.51 has no body limit to report
             deployment.max_request_bytes = self.plan.options.max_request_bytes
         state.save(deployment)
         # Models load side by side (a load is mostly a process start and imports); the record keeps the plan's order.
-        say = serialized(progress)
         with ThreadPoolExecutor(min(PARALLEL_LOADS, len(self.plan.models) or 1)) as pool:
-            loads = {pool.submit(self._first_load, deployment, model, say, phases_dir): model for model in self.plan.models}
+            loads = {pool.submit(self._first_load, model, phases_dir): model for model in self.plan.models}
             for done in as_completed(loads):
                 model = loads[done]
                 split = done.result()  # the first failure ends the deploy (the server is then stopped)
@@ -109,7 +109,7 @@ class Supervisor:
                 deployment.models = [name for name in self.plan.models if name in deployment.cold_start["models"]]
                 state.save(deployment)
                 self._model(model, Health.READY)
-                say(f"{model} ready ({cold_start.describe(split)})")
+                step(f"{model} ready ({cold_start.describe(split)})")
         self._reload_dead_workers()  # learns each live worker's model before anyone can kill it
         make_shm_regions_private(self.plan.shm_prefix)
         self.status.state = ServerState.RUNNING
@@ -119,12 +119,12 @@ class Supervisor:
             self.idling.front.touch()
         return deployment
 
-    def _first_load(self, deployment: Deployment, model: str, progress: Progress, phases_dir: Path) -> dict[str, float]:
+    def _first_load(self, model: str, phases_dir: Path) -> dict[str, float]:
         """Load one model of the plan; its cold-start split (see mfn.runtime.cold_start)."""
-        progress(f"loading {model} ...")
+        step(f"loading {model} ...")
         started = time.monotonic()
         try:
-            with_progress(lambda: serve(self, model), progress,
+            with_progress(lambda: serve(self, model),
                           f"{model}: still loading", self.plan.options.load_timeout_s)
         except MfnError:
             if time.monotonic() - started < self.plan.options.load_timeout_s:
@@ -181,8 +181,8 @@ class Supervisor:
         self.status.server_pid = self.status.next_attempt_at = None
         self.save_status()
 
-    def _start_server(self, progress: Progress, ports: dict[str, int] | None, preload: Sequence[str] = ()) -> Deployment:
-        deployment, process = self.server.start(self.plan.with_ports(ports), self.store, self.workdir, progress, preload)
+    def _start_server(self, ports: dict[str, int] | None, preload: Sequence[str] = ()) -> Deployment:
+        deployment, process = self.server.start(self.plan.with_ports(ports), self.store, self.workdir, preload)
         self.process = process
         if self.exits is not None:
             self.exits.close()
@@ -233,7 +233,7 @@ class Supervisor:
         ports = {name: port for name, port in self.deployment.ports.items() if keep_ports is None or name in keep_ports}
         wait_ports_released(self.plan.options.host, ports)
         try:
-            self._start_server(_log, ports=ports, preload=self.models)
+            self._start_server(ports=ports, preload=self.models)
         except MfnError as error:
             _log(f"the {why} failed: {error}")
             if self.process is not None and self.process.poll() is None:
@@ -366,7 +366,8 @@ def main(plan_file: str) -> int:
 
 def _supervise(supervisor: Supervisor, request_stop) -> int:
     try:
-        supervisor.start(lambda message: report("progress", message))
+        with progress.shown_by(lambda message: report("progress", message)):  # to the waiting `mfn deploy`
+            supervisor.start()
     except (MfnError, OSError) as error:
         # Nobody was told it is ready; a drain would wait for a model still loading (Triton finishes a load first).
         supervisor.drain_and_stop(drain=False)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mfn.errors import MfnError
+from mfn.kinds import listing, what_exists
 from mfn.handlers.declarations import VersionPolicy
 from mfn.local import state
 
@@ -64,17 +65,6 @@ def plan_versions(packaged: Sequence[int], policy: VersionPolicy, choices: Versi
     return ServedVersions(tuple(sorted(served)), default)
 
 
-def listing(versions: Sequence[int]) -> str:
-    return ", ".join(f"v{version}" for version in sorted(versions)) or "none"
-
-
-def what_exists(model: str, served: Sequence[int], packaged: Sequence[int]) -> str:
-    """`model`'s versions, said for an error: those served and those packaged but not loaded."""
-    waiting = sorted(set(packaged) - set(served))
-    text = f"it serves {listing(served)}"
-    if waiting:
-        text += f"; packaged, not loaded: {listing(waiting)} (`mfn load {model} --version {waiting[-1]}` loads one)"
-    return text
 
 
 def check_served(action: str, model: str, version: int, served: Sequence[int], packaged: Sequence[int]) -> None:

@@ -105,13 +105,13 @@ class Controller:
             routes.save(current)
         if why is not None:
             _log(f"rolling back: {why}")
-            rollout.abort(self.name, why, _log)
+            rollout.abort(self.name, why)
             return
         if active.steps and time.time() >= active.last_step_at + active.step_interval_s:
             later = [step for step in active.steps if step > active.weight]
             if not later or later[0] >= 100:
                 _log("last step passed: promoting")
-                rollout.promote(self.name, _log)
+                rollout.promote(self.name)
             else:
                 rollout.set_weight(self.name, later[0], f"step to {later[0]:g}% after a window that held")
 

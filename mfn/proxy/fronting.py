@@ -19,6 +19,7 @@ from mfn.proxy.routes import Rollout, RolloutState, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
+from mfn.kinds import Server
 
 ACTIVE = (RolloutState.PROGRESSING, RolloutState.PROMOTING)
 GUARD_SCRIPT = Path(__file__).with_name("guard.js")
@@ -41,7 +42,7 @@ def proxy_config(route: Route) -> ProxyConfig:
         key=routes.callers_key(route), body_limit_bytes=max(limits), directory=str(route.directory),
         primary=track_of(primary), canary=track_of(canary) if canary is not None else None,
         routing=routing_of(route.rollout) if canary is not None else Routing("canary", 0.0),
-        worker_user=root_name(), guard=guard() if route.server == "triton" else None,
+        worker_user=root_name(), guard=guard() if route.server == Server.TRITON else None,
     )
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from mfn.local import locking, state
 from mfn.proxy import routes
-from mfn.local.launching import Progress
+from mfn.progress import step
 from mfn.proxy.nginx_config import ProxyConfig, Track, check_routing, render
 from mfn.proxy.fronting import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
 from mfn.proxy.routes import Rollout, RolloutState, Route
 from mfn.errors import MfnError
 from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.kinds import Server
 
 CANARY_SUFFIX = "-canary"
 DEFAULT_WEIGHT = {"canary": 10.0, "ab": 50.0, "blue-green": 100.0, "shadow": 0.0}
@@ -64,7 +65,7 @@ def plan(strategy: str, path: Path | str, name: str, weight: float | None = None
     return rollout
 
 
-def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, progress: Progress = lambda m: None) -> Route:
+def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None) -> Route:
     """Start the canary track and route traffic to it by the rollout's strategy.
 
     Raises:
@@ -79,8 +80,8 @@ def start(name: str, rollout: Rollout, ports: dict[str, int] | None = None, prog
         if route is not None and route.rollout is not None and route.rollout.state in ACTIVE:
             raise MfnError(f"{name} is already rolling out {route.rollout.path} ({route.rollout.state}); "
                            f"`mfn rollout promote {name}` or `mfn rollout abort {name}` first")
-    progress(f"starting the canary track {rollout.canary} from {rollout.path} ...")
-    canary = deployments.deploy_like(name, rollout.path, rollout.canary, progress, track_of=name)
+    step(f"starting the canary track {rollout.canary} from {rollout.path} ...")
+    canary = deployments.deploy_like(name, rollout.path, rollout.canary, track_of=name)
     try:
         _check_ready(canary)
         with locking.exclusive(name):
@@ -125,7 +126,7 @@ def set_weight(name: str, weight: float, note: str) -> Route:
         return route
 
 
-def promote(name: str, progress: Progress = lambda m: None) -> Route:
+def promote(name: str) -> Route:
     """All traffic to the new package: the canary takes it, the primary is started again from the new package
     and takes it back, the canary is drained and stopped."""
     from mfn.local import deployments
@@ -136,20 +137,20 @@ def promote(name: str, progress: Progress = lambda m: None) -> Route:
         rollout.state, rollout.strategy, rollout.weight = RolloutState.PROMOTING, "canary", 100.0
         routes.save(route)
         apply(route)
-    progress(f"all traffic on {rollout.canary}; starting {name} again from {rollout.path} ...")
-    deployments.deploy_like(name, rollout.path, name, progress)
+    step(f"all traffic on {rollout.canary}; starting {name} again from {rollout.path} ...")
+    deployments.deploy_like(name, rollout.path, name)
     with locking.exclusive(name):
         route = routes.get(name)
         route.active.weight = 0.0
         apply(route)  # all traffic back on the primary, now the new package
         _end(route, RolloutState.PROMOTED, "promoted")
         routes.save(route)
-    progress(f"draining and stopping {rollout.canary} ...")
+    step(f"draining and stopping {rollout.canary} ...")
     deployments.undeploy(rollout.canary)
     return routes.get(name)
 
 
-def abort(name: str, why: str = "aborted by the operator", progress: Progress = lambda m: None) -> Route:
+def abort(name: str, why: str = "aborted by the operator") -> Route:
     """All traffic back on the primary at once; the canary drained and stopped."""
     from mfn.local import deployments
 
@@ -158,7 +159,7 @@ def abort(name: str, why: str = "aborted by the operator", progress: Progress = 
         _end(route, RolloutState.ROLLED_BACK, why)
         apply(route)  # before the record says so: whoever reads "rolled back" sees no more canary answers
         routes.save(route)
-    progress(f"all traffic on {name}; draining and stopping {route.active.canary} ...")
+    step(f"all traffic on {name}; draining and stopping {route.active.canary} ...")
     if state.load(route.active.canary) is not None:
         deployments.undeploy(route.active.canary)
     return routes.get(name)
@@ -220,6 +221,6 @@ def run_dry(name: str, rollout: Rollout) -> str:
                          key=key, body_limit_bytes=primary.max_request_bytes or MAX_BODY_BYTES,
                          directory=str(routes.route_dir(name)), primary=track_of(primary),
                          canary=Track(f"{primary.host}:0", f"{primary.host}:0", "<canary's key>"),
-                         routing=routing_of(rollout), guard=guard() if primary.server == "triton" else None)
+                         routing=routing_of(rollout), guard=guard() if primary.server == Server.TRITON else None)
     return render(config)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.progress import step
 from mfn.tuning.choice import Choice, Trial, choose
 from mfn.tuning.trials import default_grid, run_trials
 from mfn.tuning.tuned import Settings, Tuned, save
@@ -27,7 +27,7 @@ def own_settings(ref: str) -> Settings:
 def tune(  # noqa: PLR0913
     ref: str, server: str, latency_budget_ms: float, percentile: float = 95.0, concurrency: int | list[int] = 8,
     sample: Path | None = None, max_minutes: float | None = None, round_s: float = 3.0, rounds: int = 3,
-    grid: list[Settings] | None = None, output: Path = Path("tuned.json"), progress: Callable[[str], None] = lambda m: None,
+    grid: list[Settings] | None = None, output: Path = Path("tuned.json"),
 ) -> tuple[Tuned, Choice]:
     """Measure each setting of `grid` (default: the handler's own and a small grid around it) at each concurrency
     and write the choice at the target concurrency (the last one given) to `output`, with the choices at the
@@ -51,14 +51,14 @@ def tune(  # noqa: PLR0913
             raise MfnError(f"--max-minutes {max_minutes:g} leaves no time for one trial of {rounds} rounds of "
                            f"{round_s:g} s (and about {OVERHEAD_S:g} s to deploy): give more minutes")
         if fitting < len(grid):
-            progress(f"--max-minutes {max_minutes:g}: measuring the first {fitting} of {len(grid)} settings")
+            step(f"--max-minutes {max_minutes:g}: measuring the first {fitting} of {len(grid)} settings")
             grid = grid[:fitting]
 
     def keep(trial: Trial) -> bool:
         return not trial.errors() and trial.latency(percentile)[0] <= 2 * latency_budget_ms
 
     with tempfile.TemporaryDirectory(prefix="mfn-tune-") as work:
-        measured = run_trials(ref, server, grid, concurrencies, round_s, rounds, Path(work), sample, progress, keep)
+        measured = run_trials(ref, server, grid, concurrencies, round_s, rounds, Path(work), sample, keep)
     choices = {level: choose(trials, latency_budget_ms, percentile, own) for level, trials in measured.items()}
     target_concurrency = concurrencies[-1]
     choice = choices[target_concurrency]

@@ -16,9 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.progress import step
 from mfn.servers.process import find_tool
 from mfn.tuning.choice import Round, Trial
 from mfn.tuning.tuned import Settings
+from mfn.kinds import Server
 
 PERCENTILES = (50, 95, 99)
 LOAD_SCRIPT = """
@@ -99,7 +101,7 @@ def load_round(url: str, payload: Path, concurrency: int, duration_s: float, wor
 
 def run_trials(  # noqa: PLR0913
     ref: str, server: str, settings: list[Settings], concurrencies: list[int], round_s: float, rounds: int, work: Path,
-    sample: Path | None = None, progress: Callable[[str], None] = lambda message: None,
+    sample: Path | None = None,
     keep: Callable[[Trial], bool] = lambda trial: True,
 ) -> dict[int, list[Trial]]:
     """Package, deploy once, then at each concurrency `rounds` rounds of `round_s` seconds on every trial, each
@@ -112,13 +114,12 @@ def run_trials(  # noqa: PLR0913
     payload = work / "request.json"
     payload.write_text(json.dumps(request_body(ref, sample)))
     (work / "load.js").write_text(LOAD_SCRIPT)
-    progress(f"deploying {len(settings)} trial settings of {model} on {server} ...")
+    step(f"deploying {len(settings)} trial settings of {model} on {server} ...")
     # Keyed, and loaded on the server's own port: open inference would put mfn's proxy in the measurement.
-    deployment = deployments.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), verify=False,
-                              progress=progress)
+    deployment = deployments.deploy(store, name=f"tune-{model.lower().replace('_', '-')}"[:63].strip("-"), verify=False)
     try:
         token = state.read_key(deployment, "inference") or ""
-        urls = [deployment.http_url + (f"/v2/models/{trial_name(model, i)}/infer" if server == "triton"
+        urls = [deployment.http_url + (f"/v2/models/{trial_name(model, i)}/infer" if server == Server.TRITON
                                        else f"/predictions/{trial_name(model, i)}") for i in range(len(settings))]
         for url in urls:  # warm: first calls pay for lazy initialisation
             load_round(url, payload, 2, 1.0, work, token)
@@ -130,7 +131,7 @@ def run_trials(  # noqa: PLR0913
                 for index in running[round_index % len(running):] + running[:round_index % len(running)]:
                     result = load_round(urls[index], payload, concurrency, round_s, work, token)
                     trials[index].rounds.append(result)
-                    progress(f"concurrency {concurrency}, round {round_index + 1}/{rounds}, {settings[index].label()}: "
+                    step(f"concurrency {concurrency}, round {round_index + 1}/{rounds}, {settings[index].label()}: "
                              f"{result.throughput_rps:.0f} req/s, p95 {result.latency_ms[95.0]:.2f} ms, {result.errors} errors")
                 if round_index == 0:  # early stop: what the first round rules out is not measured again
                     running = [index for index in running if keep(trials[index])] or running[:1]
@@ -152,7 +153,7 @@ def default_grid(own: Settings, server: str = "triton") -> list[Settings]:
                                     preferred_batch_sizes=())
                 if candidate not in grid:
                     grid.append(candidate)
-        if server == "triton" and batch >= 2:
+        if server == Server.TRITON and batch >= 2:
             preferred = replace(own, max_batch_size=batch, max_queue_delay_us=1000, instances=1,
                                 preferred_batch_sizes=(batch // 2, batch))
             if preferred not in grid:

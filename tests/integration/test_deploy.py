@@ -38,7 +38,11 @@ def pid_alive(pid: int) -> bool:
 def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repository, mfn_home):
     result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--name", "lifecycle", "--json", "--drain-timeout", "0"])
     assert result.exit_code == 0, result.output
-    deployed = json.loads(result.output)
+    assert result.stderr == ""  # --json: one document, no progress lines
+    deployed = json.loads(result.stdout)
+    directory = state.deployment_dir("lifecycle")
+    assert sorted(path.name for path in directory.iterdir()) == ["deployment.json", "lock", "server"]
+    assert Path(deployed["workdir"]) == directory / "server" and (directory / "server" / "plan.json").is_file()
     assert deployed["models"] == ["text_stats"]
     assert set(deployed["endpoints"]) == {"http", "grpc", "metrics"}
     assert deployed["cold_start"]["server_start_s"] > 0 and "text_stats" in deployed["cold_start"]["models"]
@@ -51,7 +55,19 @@ def test_deploy_json_then_undeploy_leaves_no_process_or_shared_memory(small_repo
     assert not pid_alive(deployed["pid"])
     assert not {r for r in owned_shm_regions(mfn_home) if r.startswith(deployed["shm_prefix"])}
     assert state.load("lifecycle") is None
-    assert not Path(deployed["workdir"]).exists()
+    assert not directory.exists()
+
+
+def test_deploy_shows_each_step_on_stderr_as_the_supervisor_reports_it(small_repository, mfn_home):
+    result = CliRunner().invoke(cli, ["deploy", str(small_repository), "--name", "shown", "--drain-timeout", "0"])
+    try:
+        assert result.exit_code == 0, result.output
+        steps = result.stderr.splitlines()
+        assert steps[0].startswith("starting triton for shown (http "), steps
+        assert steps[1:] == ["loading text_stats ...", steps[2]] and steps[2].startswith("text_stats ready ("), steps
+        assert result.stdout.startswith("deployed shown: text_stats\n")
+    finally:
+        CliRunner().invoke(cli, ["undeploy", "shown"])
 
 
 def test_a_model_that_fails_to_load_reports_the_reason_and_leaves_nothing_running(tmp_path, mfn_home):

@@ -25,7 +25,7 @@ LAYERS = (
     ("mfn.handlers",),
     ("mfn.spec", "mfn.handlers.declarations", "mfn.handlers.dtypes"),
     ("mfn.errors", "mfn.environment", "mfn.manifest", "mfn.kinds", "mfn.files", "mfn.polling", "mfn.prometheus_text",
-     "mfn.process_log"),
+     "mfn.process_log", "mfn.progress", "mfn.home"),
 )
 __doc__ += "\n".join(f"    {index + 1}. {', '.join(layer)}" for index, layer in enumerate(LAYERS))
 MAX_MODULE_LINES = 400
@@ -76,3 +76,15 @@ def test_no_module_is_over_400_lines():
     long = sorted(f"{path.relative_to(root.parent)}: {lines}" for path in root.rglob("*.py")
                   if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES)
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_the_client_reaches_local_deployments_only_through_its_resolver(graph):
+    """mfn.client asks one injected interface (mfn.client.endpoints.Resolver) about local deployments; mfn's own
+    resolver, made by default, is its only import of the local runtime."""
+    reaching = sorted(
+        f"{module} imports {imported}"
+        for module in graph.modules if module == "mfn.client" or module.startswith("mfn.client.")
+        for imported in graph.find_modules_directly_imported_by(module)
+        if imported.split(".")[:2] in (["mfn", "local"], ["mfn", "proxy"], ["mfn", "store"])
+    )
+    assert reaching == ["mfn.client.endpoints imports mfn.local.resolver"]

@@ -9,6 +9,7 @@ import mfn
 from mfn.client.retry import retryable
 from mfn.errors import CallError, DeployError, MfnError
 from mfn.local.launching import with_progress
+from mfn.progress import LOGGER, shown_by, step
 from mfn.local.versions import ServedVersions, VersionChoices, check_packaged, check_served, plan_versions
 
 
@@ -29,12 +30,26 @@ def test_a_slow_load_reports_progress_until_it_ends_and_its_error_reaches_the_ca
         time.sleep(0.35)
         raise DeployError("setup failed")
 
-    with pytest.raises(DeployError, match="setup failed"):
-        with_progress(slow_failure, notes.append, "m: still loading", timeout_s=5, every_s=0.1)
+    with pytest.raises(DeployError, match="setup failed"), shown_by(notes.append):
+        with_progress(slow_failure, "m: still loading", timeout_s=5, every_s=0.1)
     assert len(notes) >= 2 and all(note.startswith("m: still loading (") and "of at most 5 s" in note for note in notes)
     quiet = []
-    with_progress(lambda: None, quiet.append, "m: still loading", timeout_s=5, every_s=0.1)
+    with shown_by(quiet.append):
+        with_progress(lambda: None, "m: still loading", timeout_s=5, every_s=0.1)
     assert quiet == []
+
+
+def test_progress_reaches_a_listener_through_logging_and_nothing_else_is_changed(caplog):
+    import logging
+
+    level = LOGGER.level
+    seen = []
+    with shown_by(seen.append), caplog.at_level(logging.INFO, logger="mfn.progress"):
+        step("loading mlp ...")
+    assert seen == ["loading mlp ..."] and caplog.messages == ["loading mlp ..."]
+    assert LOGGER.level == level and not any(type(handler).__name__ == "_Forward" for handler in LOGGER.handlers)
+    step("nobody listens")
+    assert seen == ["loading mlp ..."]
 
 
 ALL = mfn.VersionPolicy(kind="all")

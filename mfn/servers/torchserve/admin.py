@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mfn.archiver.reading import archive_info
 from mfn.archiver.render import TOKEN_PREFIX
-from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
+from mfn.local.launching import describe_failure, http_json, launch, load_timeout_s
 from mfn.local.state import Deployment, read_key
 from mfn.store import Store
 from mfn.local.versions import ServedVersions, plan_versions
@@ -33,7 +33,7 @@ USES_SHARED_MEMORY = False
 
 
 def start(
-    plan: Plan, store: Store, workdir: Path, progress: Progress, preload: Sequence[str] = (),
+    plan: Plan, store: Store, workdir: Path, preload: Sequence[str] = (),
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start TorchServe; models are registered one by one through the management API afterwards.
 
@@ -72,7 +72,7 @@ def start(
             return None
 
     deployment, process = launch(
-        name, "torchserve", workdir, PORT_NAMES, command, "/ping", progress, store.root, live_token=ping_token, ports=options.ports,
+        name, "torchserve", workdir, PORT_NAMES, command, "/ping", store.root, live_token=ping_token, ports=options.ports,
         parent_death_signal=signal.SIGHUP, host=options.host,
     )
     deployment.key_file = str(key_file)

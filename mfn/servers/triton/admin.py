@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mfn.local import state
-from mfn.local.launching import Progress, describe_failure, http_json, launch, load_timeout_s
+from mfn.local.launching import describe_failure, http_json, launch, load_timeout_s
 from mfn.local.state import Deployment, read_key
 from mfn.store import Store, triton_config
 from mfn.local.versions import ServedVersions
@@ -44,7 +44,7 @@ USES_SHARED_MEMORY = True
 
 
 def start(
-    plan: Plan, store: Store, workdir: Path, progress: Progress, preload: Sequence[str] = (),
+    plan: Plan, store: Store, workdir: Path, preload: Sequence[str] = (),
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start tritonserver; models are loaded one by one afterwards so each failure has its reason.
 
@@ -77,7 +77,7 @@ def start(
         return [str(install.binary), *args], env
 
     deployment, process = launch(
-        name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", progress, store.root, shm_prefix,
+        name, "triton", workdir, ("http", "grpc", "metrics"), command, "/v2/health/live", store.root, shm_prefix,
         ports=options.ports, host=options.host,
     )
     deployment.key_file = str(workdir / KEY_FILE)
