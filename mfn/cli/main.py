@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import click
 
-from mfn.cli import operate, tune
+from mfn.cli import deploying, operate, tune
 from mfn.cli.rollout import rollout
 from mfn.cli.options import (MfnGroup, cache_option, instances_option, invoke_data, json_option, kubernetes_options,
-                             local_deploy_options, module_inputs_option, progress_shown, refuse_other_scope, scoped, server_option,
+                             local_deploy_options, module_inputs_option, refuse_other_scope, scoped, server_option,
                              tensors_option, tuned_option)
 from mfn.kinds import ARCHIVE_FORMATS, DEPLOY_TARGETS, EXPORT_FORMATS, PROTOCOLS, QUANTIZATIONS, SERVERS, TENSOR_ENCODINGS, Target
 
@@ -46,7 +45,7 @@ def cli() -> None:
 @tuned_option
 @cache_option
 @json_option
-def package(refs, server, output, archive_format, native, name, model_version, max_batch_size, max_queue_delay_us, instances, inputs, version_policy, warmup, execution_env, bundle_env, allow_pickle, tuned, cache, as_json):  # noqa: PLR0913
+def package(refs, server, output, name, as_json, **options):
     """Package each REF into OUTPUT: a handler (path/to/handler.py:Class, package.module:Class) or a model file
     that a built-in handler serves with no handler code: .onnx, TorchScript .pt/.ts (give --input),
     torch.export .pt2, a TensorFlow SavedModel directory, Keras .keras/.h5, or .tflite. Several REFs package
@@ -57,22 +56,24 @@ def package(refs, server, output, archive_format, native, name, model_version, m
 
     if len(refs) > 1 and name:
         raise click.UsageError("--name names one model: leave it out with several REFs (each keeps its declared name)")
-    batching = {key: value for key, value in {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}.items() if value is not None}
+    batching = {key: options[key] for key in ("max_batch_size", "max_queue_delay_us") if options[key] is not None}
     try:
-        policy = VersionPolicy.parse(version_policy) if version_policy else None
+        policy = VersionPolicy.parse(options["version_policy"]) if options["version_policy"] else None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--version-policy") from None
-    parameters = None
-    if tuned is not None:  # the settings a tune chose, in place of the batching and instance options
-        batching, instances, parameters = tune.tuned_overrides(tuned, refs, name, server, bool(batching or instances))
+    instances, parameters = options["instances"], None
+    if options["tuned"] is not None:  # the settings a tune chose, in place of the batching and instance options
+        batching, instances, parameters = tune.tuned_overrides(options["tuned"], refs, name, server, bool(batching or instances))
     done = []
     for ref in refs:
         try:
             result = package_model(
-                ref, output, server=server, archive_format=archive_format, native=native, name=name, version=model_version,
-                batching=batching or None, instances=instances or None, inputs=inputs or None, version_policy=policy,
-                warmup={"batch_size": warmup} if warmup else None, execution_env=execution_env, bundle_env=bundle_env,
-                allow_pickle=True if allow_pickle else None, parameters=parameters, cache=cache,
+                ref, output, server=server, archive_format=options["archive_format"], native=options["native"], name=name,
+                version=options["model_version"], batching=batching or None, instances=instances or None,
+                inputs=options["inputs"] or None, version_policy=policy,
+                warmup={"batch_size": options["warmup"]} if options["warmup"] else None,
+                execution_env=options["execution_env"], bundle_env=options["bundle_env"],
+                allow_pickle=True if options["allow_pickle"] else None, parameters=parameters, cache=options["cache"],
             )
         except MfnError as error:
             if not done:
@@ -99,46 +100,9 @@ def deploy(path, target, public_key, no_verify, as_json, **options):
     """Serve the packaged models in PATH on a local server, or on Kubernetes through mfn's Helm chart."""
     refuse_other_scope(click.get_current_context(), target)
     if target == Target.KUBERNETES:
-        _deploy_kubernetes(path, verify=not no_verify, public_key=public_key, **scoped(options, "kubernetes"))
+        deploying.to_kubernetes(path, not no_verify, public_key, scoped(options, "kubernetes"))
     else:
-        _deploy_local(path, as_json, verify=not no_verify, public_key=public_key, **scoped(options, "local"))
-
-
-def _deploy_kubernetes(path, verify, public_key, release, namespace, model_uri, pvc, sets, dry_run):  # noqa: PLR0913
-    from mfn.kubernetes import helm
-
-    if not release:
-        raise click.UsageError("--target kubernetes needs --release NAME")
-    click.echo(helm.deploy(path, release, namespace, model_uri, pvc, sets, dry_run, verify=verify, public_key=public_key), nl=False)
-
-
-def _deploy_local(path, as_json, verify, public_key, name, models, foreground, no_auth, prometheus, drain_timeout_s,  # noqa: PLR0913
-                  max_request_mb, jvm_heap_mb, host, http_port, grpc_port, metrics_port, load_timeout_s, idle_timeout_s,
-                  proxy):
-    from mfn.local import deployments
-    from mfn.local.launching import terminate_interrupts
-
-    # In the foreground, SIGTERM stops the deployment as Ctrl-C does, also while the models load.
-    with terminate_interrupts() if foreground else contextlib.nullcontext(), progress_shown(as_json):
-        deployment = deployments.deploy(
-            path, name=name, models=list(models) or None, auth=not no_auth, monitor=prometheus,
-            drain_timeout_s=drain_timeout_s, max_request_bytes=int(max_request_mb * 1024 * 1024), jvm_heap_mb=jvm_heap_mb,
-            verify=verify, public_key=public_key, host=host,
-            ports={"http": http_port, "grpc": grpc_port, "metrics": metrics_port}, load_timeout_s=load_timeout_s,
-            idle_timeout_s=idle_timeout_s, proxy=proxy,
-        )
-        if as_json:
-            click.echo(json.dumps(deployment.to_json()))
-        else:
-            click.echo(f"deployed {deployment.name}: {', '.join(deployment.models)}")
-            for protocol, url in deployment.endpoints().items():
-                click.echo(f"  {protocol:8} {url}")
-        if foreground:
-            try:
-                deployments.wait_until_stopped(deployment)
-            except KeyboardInterrupt:
-                click.echo(f"stopping {deployment.name} ...", err=True)
-            deployments.undeploy(deployment.name)
+        deploying.to_local(path, as_json, not no_verify, public_key, scoped(options, "local"))
 
 
 @cli.command()

@@ -75,16 +75,17 @@ def rollout():
 @click.option("--dry-run", is_flag=True, help="local: print the proxy configuration the rollout would use; kubernetes: "
               "helm's own dry run of the upgrade (it reads the release from the cluster). Start nothing.")
 @json_option
-def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, max_p99_ms, header, target, http_port,  # noqa: PLR0913
-          grpc_port, model_uri, pvc, namespace, gateways, engine, values_only, dry_run, as_json):
+def start(name, path, strategy, target, as_json, **options):
     """Serve the package at PATH as the new track of deployment NAME and route traffic to it by the strategy.
 
     The first rollout of a deployment puts nginx in front of it: its endpoints become the proxy's (printed, and
     found by name by mfn.Client and `mfn invoke`) and stay through this and later rollouts."""
     from mfn.proxy import rollout as rollouts
 
+    judged = {key: options[key] for key in ("steps", "step_interval", "max_error_ratio", "max_p99_ms")}
     try:
-        planned = rollouts.plan(strategy, path, name, weight, steps, step_interval, max_error_ratio, max_p99_ms, *header)
+        planned = rollouts.plan(strategy, path, name, options["weight"], judged["steps"], judged["step_interval"],
+                                judged["max_error_ratio"], judged["max_p99_ms"], *options["header"])
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     if target == Target.KUBERNETES:
@@ -92,15 +93,16 @@ def start(name, path, strategy, weight, steps, step_interval, max_error_ratio, m
 
         from mfn.kubernetes import rollout as kubernetes
 
-        values = kubernetes.rollout_values(Path(path), name, model_uri, pvc, strategy, planned.weight, *header, gateways,
-                                           engine, steps, step_interval, max_error_ratio, max_p99_ms)
-        click.echo(json.dumps(values, indent=2, sort_keys=True) if values_only else kubernetes.upgrade(name, namespace, values, dry_run))
+        values = kubernetes.rollout_values(Path(path), name, options["model_uri"], options["pvc"], strategy, planned.weight,
+                                           *options["header"], options["gateways"], options["engine"], *judged.values())
+        click.echo(json.dumps(values, indent=2, sort_keys=True) if options["values_only"]
+                   else kubernetes.upgrade(name, options["namespace"], values, options["dry_run"]))
         return
-    if dry_run:
+    if options["dry_run"]:
         click.echo(rollouts.run_dry(name, planned), nl=False)
         return
     with progress_shown(as_json):
-        route = rollouts.start(name, planned, {"http": http_port, "grpc": grpc_port})
+        route = rollouts.start(name, planned, {"http": options["http_port"], "grpc": options["grpc_port"]})
     report = rollouts.status(name)
     if as_json:
         click.echo(json.dumps(report))
