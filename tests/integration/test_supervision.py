@@ -55,7 +55,7 @@ def short_backoff(monkeypatch):
     """Deployments made in the test wait at most 2 s between restarts in a row (30 s otherwise)."""
     spawn = supervision.spawn
     monkeypatch.setattr(supervision, "spawn",
-                        lambda plan, workdir, progress: spawn(replace(plan, restart_backoff_cap_s=2.0), workdir, progress))
+                        lambda plan, workdir: spawn(replace(plan, restart_backoff_cap_s=2.0), workdir))
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def quick_health(monkeypatch):
     """Deployments made in the test check their server's health every second (every 5 s otherwise)."""
     spawn = supervision.spawn
     monkeypatch.setattr(supervision, "spawn",
-                        lambda plan, workdir, progress: spawn(replace(plan, health_interval_s=1.0), workdir, progress))
+                        lambda plan, workdir: spawn(replace(plan, health_interval_s=1.0), workdir))
 
 
 def answers(name: str, timeout_s: float) -> float:
