@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.mfn-installed
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test test-fast lint docs bench soak schema golden clean
+.PHONY: setup system-deps demo test test-fast lint guard docs bench soak schema golden clean
 
 setup: system-deps $(INSTALLED)
 
@@ -38,8 +38,13 @@ demo: setup
 # `$(PY) -m pytest` alone runs the same tests serially.
 PARALLEL := -n 2 --dist loadgroup --no-loadscope-reorder
 
-test: setup lint
+test: setup lint guard
 	$(PY) -m pytest $(PARALLEL)
+
+# The hot path's guard: mfn's adapters against the hand-written ones, in-process (a few seconds); a doubling of
+# mfn's per-request cost fails, while the servers' throughput is compared in `make bench`.
+guard: setup
+	$(PY) benchmarks/adapter_overhead.py --check
 
 # ruff (with complexity, argument-count and blind-except rules) and mypy (strict on the public API): pyproject.toml.
 lint: setup

@@ -23,6 +23,7 @@ import numpy as np
 from mfn.handlers.base import Arrays
 from mfn.handlers.declarations import REDIS_URL_ENV, Cache
 from mfn.handlers.metrics import MODEL_LABELS, MetricFactory
+from mfn.runtime.metric_batching import frozen_labels
 from mfn.runtime.cache_codec import answer_bytes, answer_from_bytes, answer_size
 from mfn.runtime.loop import BatchLoop, Outcome
 from mfn.spec import ModelSpec
@@ -149,7 +150,7 @@ class CachedAnswers:
         counter = factory.counter(CACHE_REQUESTS, "Requests looked up in mfn's response cache, by result.",
                                   [*MODEL_LABELS, "result"])
         labels = {"model": spec.name, "version": str(spec.version)}
-        self._result_labels = {result: {**labels, "result": result} for result in RESULTS}
+        self._result_labels = {result: frozen_labels({**labels, "result": result}) for result in RESULTS}
         self._count = lambda result, count: counter(count, self._result_labels[result])
         for result in RESULTS:
             self._count(result, 0)

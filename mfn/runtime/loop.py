@@ -66,9 +66,10 @@ class BatchLoop:
 
     def run(self, requests: Sequence[Arrays | Exception]) -> list[Outcome]:
         """Answer every request: outputs for the good ones, a RequestFailure for each failed one."""
-        if len(requests) == 1:  # batching off, or a quiet moment: nothing to group
+        if len(requests) == 1:  # batching off, or a quiet moment: nothing to group, split or isolate
             try:
-                outcome = self._predict([self.prepare(requests[0])])[0]
+                prepared = self.prepare(requests[0])
+                outcome = self.finish(self._predict_batch([prepared], row_count(prepared)))
             except RequestFailure as failure:
                 outcome = failure
             self.metrics.requests("success" if isinstance(outcome, dict) else outcome_of(outcome.status))

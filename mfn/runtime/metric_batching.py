@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from mfn.handlers.metrics import Record
@@ -25,6 +26,12 @@ from mfn.handlers.metrics import Record
 FLUSH_INTERVAL_S = 1.0
 
 LabelKey = tuple[tuple[str, str], ...]
+_FROZEN_KEYS = 256  # per metric: mfn's label sets are a handful per model
+
+
+def frozen_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """`labels` as a read-only copy: recorded often, it is keyed once (any factory takes it as a Mapping)."""
+    return MappingProxyType(dict(labels))
 
 
 def bucket_label(bound: float) -> str:
@@ -70,14 +77,26 @@ class _Family:
         self.buckets = tuple(buckets) if buckets is not None else None
         self.pending: dict[LabelKey, Any] = {}
         self.children: dict[Any, Any] = {}
+        # For label sets nobody can change (mfn's own, frozen: see frozen_labels), by identity: their key, and
+        # the pending update they last went to while that pending map is still the current one. A per-request
+        # record then neither sorts the labels nor hashes the key.
+        self._frozen: dict[int, tuple[Mapping[str, str], LabelKey, dict, Any]] = {}
 
     def record(self, value: float, labels: Mapping[str, str]) -> None:
-        key = tuple(sorted(labels.items()))
+        entry = self._frozen.get(id(labels))
+        if entry is not None and entry[0] is not labels:
+            entry = None
         with self.factory.lock:
+            if entry is not None and entry[2] is self.pending:
+                entry[3].add(value)
+                return
+            key = entry[1] if entry is not None else tuple(sorted(labels.items()))
             update = self.pending.get(key)
             if update is None:
                 update = self.pending[key] = self._new_update()
             update.add(value)
+            if type(labels) is MappingProxyType and (entry is not None or len(self._frozen) < _FROZEN_KEYS):
+                self._frozen[id(labels)] = (labels, key, self.pending, update)  # held: the id stays this object's
 
     def _new_update(self):
         if self.kind == "counter":

@@ -6,6 +6,7 @@ import threading
 import time
 
 from mfn.handlers.metrics import LATENCY_BUCKETS_S, MODEL_LABELS, MetricFactory
+from mfn.runtime.metric_batching import frozen_labels
 
 REQUESTS = "mfn_requests_total"
 BATCH_SIZE = "mfn_batch_size"
@@ -60,9 +61,9 @@ class LoopMetrics:
     """mfn's built-in metrics, recorded by the batch loop."""
 
     def __init__(self, factory: MetricFactory, model: str, version: int, streaming: bool = False) -> None:
-        self._labels = {"model": model, "version": str(version)}
+        self._labels = frozen_labels({"model": model, "version": str(version)})
         outcomes = STREAMING_OUTCOMES if streaming else OUTCOMES
-        self._outcome_labels = {outcome: {**self._labels, "outcome": outcome} for outcome in outcomes}
+        self._outcome_labels = {outcome: frozen_labels({**self._labels, "outcome": outcome}) for outcome in outcomes}
         self._requests = factory.counter(REQUESTS, "Requests the model answered (response cache hits aside), by outcome.",
                                          [*MODEL_LABELS, "outcome"])
         self._batch_size = factory.histogram(BATCH_SIZE, "Rows per predict call.", MODEL_LABELS, BATCH_SIZE_BUCKETS)
