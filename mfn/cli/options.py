@@ -7,13 +7,15 @@ import errno
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from mfn.errors import InvokeError, MfnError
 from mfn.kinds import SERVERS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print machine-readable JSON (an error too: {\"error\": ...} on stdout, exit status 1 or 2).")
@@ -363,6 +365,8 @@ def outputs_to_json(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         try:
             shown[name] = json_values(array, f"output {name!r}", nested=True)
         except RequestFailure:  # binary BYTES, which JSON cannot carry as they are: hex prints anywhere
+            import numpy as np
+
             shown[name] = np.vectorize(_text_or_hex, otypes=[object])(array).tolist()
     return shown
 

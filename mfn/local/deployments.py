@@ -24,7 +24,7 @@ from mfn.progress import shown_by, step
 from mfn.local.state import Deployment
 from mfn.store import Store, discover
 from mfn.errors import DeployError, MfnError
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.sizes import MAX_BODY_BYTES
 from mfn.servers.process import stop_process_group
 from mfn.kinds import Server
 

@@ -22,7 +22,7 @@ from mfn.progress import step
 from mfn.local.state import Deployment
 from mfn.errors import DeployError, MfnError
 from mfn.kinds import StrEnum
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.sizes import MAX_BODY_BYTES
 from mfn.servers.http import request
 from mfn.servers.process import PRIVATE_UMASK, exit_reason
 

@@ -17,7 +17,7 @@ from mfn.proxy import routes
 from mfn.proxy.nginx_config import Guard, ProxyConfig, Routing, Track, render
 from mfn.proxy.routes import Rollout, RolloutState, Route
 from mfn.errors import MfnError
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.sizes import MAX_BODY_BYTES
 from mfn.servers.process import free_ports
 from mfn.kinds import Server
 

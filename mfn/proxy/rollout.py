@@ -26,7 +26,7 @@ from mfn.proxy.nginx_config import ProxyConfig, Track, check_routing, render
 from mfn.proxy.fronting import ACTIVE, apply, fronted, guard, new_route, routing_of, track_of
 from mfn.proxy.routes import Rollout, RolloutState, Route
 from mfn.errors import MfnError
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.sizes import MAX_BODY_BYTES
 from mfn.kinds import Server
 
 CANARY_SUFFIX = "-canary"

@@ -25,7 +25,7 @@ LAYERS = (
     ("mfn.handlers",),
     ("mfn.spec", "mfn.handlers.declarations", "mfn.handlers.dtypes"),
     ("mfn.errors", "mfn.environment", "mfn.manifest", "mfn.kinds", "mfn.files", "mfn.polling", "mfn.prometheus_text",
-     "mfn.process_log", "mfn.progress", "mfn.home"),
+     "mfn.process_log", "mfn.progress", "mfn.home", "mfn.sizes"),
 )
 __doc__ += "\n".join(f"    {index + 1}. {', '.join(layer)}" for index, layer in enumerate(LAYERS))
 MAX_MODULE_LINES = 400

@@ -25,3 +25,16 @@ def test_every_lazy_export_resolves_to_a_callable_or_class():
 
     for name in mfn.__all__:
         assert callable(getattr(mfn, name)) or name == "DONE", name
+
+
+def test_import_mfn_and_the_cli_load_neither_numpy_nor_pydantic_until_a_name_needs_them():
+    """`mfn status`, `mfn invoke --help` and a supervisor's start do not pay for the handler contract."""
+    import subprocess
+    import sys
+
+    script = ("import sys, mfn, mfn.cli.main\n"
+              "print(sorted(name for name in ('numpy', 'pydantic', 'mfn.handlers') if name in sys.modules))\n"
+              "mfn.Tensor('x', 'FP32', [1])\n"
+              "print(sorted(name for name in ('numpy', 'pydantic', 'mfn.handlers') if name in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["[]", "['mfn.handlers', 'numpy', 'pydantic']"]

@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mfn.handlers.dtypes import numpy_dtype
+from mfn.sizes import MAX_BODY_BYTES, MAX_BYTES_ELEMENT, MIB
 from mfn.runtime.loop import RequestFailure
 
 if TYPE_CHECKING:
     from mfn.spec import ModelSpec
 
-MIB = 1024 * 1024
-MAX_BODY_BYTES = 64 * MIB
-MAX_BYTES_ELEMENT = 16 * MIB
 # A KServe v2 body wraps each tensor's data in three levels: {"inputs": [{"data": ...}]}.
 KSERVE_WRAPPER_DEPTH = 3
 # Room for optional nesting the protocol allows around the data, e.g. "parameters" objects.

