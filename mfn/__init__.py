@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 _HANDLER_CONTRACT = ("DONE", "Arrays", "Batching", "Cache", "Context", "Handler", "Instances", "QueuePolicy", "Tensor",
                      "VersionPolicy", "Warmup", "function")
 _LAZY = {
-    **dict.fromkeys(_HANDLER_CONTRACT, "mfn.handlers"),
+    **dict.fromkeys(_HANDLER_CONTRACT, "mfn.handlers"),  # which loads each from its own module
     "Client": "mfn.client",
     "ModelSpec": "mfn.spec",
     "package": "mfn.packaging",
