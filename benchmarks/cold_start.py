@@ -6,6 +6,8 @@ call to the first answer of a one-row request; the split is what `mfn deploy --j
 setup, warm-up). Each deploy runs `--repeat` times; the table shows medians.
 
 Run: `python benchmarks/cold_start.py [--repeat 3]`; results in benchmarks/results/cold_start.json.
+`--timeline SERVER` instead prints, for each deploy of text_stats, when each progress line came (seconds from the
+deploy call), when the deploy returned and when the first answer came.
 """
 
 from __future__ import annotations
@@ -42,10 +44,34 @@ def one_start(path: Path, server: str, model: str, inputs: dict) -> dict[str, fl
     return {"first_answer_s": first_answer_s, "server_start_s": deployment.cold_start["server_start_s"], **split}
 
 
+def timeline(server: str, repeat: int) -> None:
+    from mfn.progress import shown_by
+
+    ref, inputs = MODELS["text_stats"]
+    with tempfile.TemporaryDirectory(prefix="mfn-cold-") as scratch:
+        mfn.package(ref, Path(scratch), server=server)
+        for attempt in range(repeat):
+            print(f"deploy {attempt + 1}:")
+            started = time.perf_counter()
+            with shown_by(lambda line: print(f"  {time.perf_counter() - started:6.3f} s  {line}")):
+                deployment = deployments.deploy(scratch, name=f"timeline-{server}", verify=False)
+            returned = time.perf_counter() - started
+            try:
+                with mfn.Client(deployment.name) as client:
+                    client.infer("text_stats", inputs)
+                print(f"  {returned:6.3f} s  deploy returned\n  {time.perf_counter() - started:6.3f} s  first answer")
+            finally:
+                deployments.undeploy(deployment.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="Deploys per server and model.")
+    parser.add_argument("--timeline", choices=("triton", "torchserve"), help="Only the times of one server's steps.")
     options = parser.parse_args()
+    if options.timeline:
+        timeline(options.timeline, options.repeat)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="mfn-cold-") as scratch:
         for server in ("triton", "torchserve"):
