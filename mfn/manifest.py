@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 MANIFEST = "mfn-manifest.json"
+SPEC_FILE = "mfn.json"  # the spec in every mfn package, beside the handler's bundle (mfn.runtime.bundle)
 SIGNATURE = "mfn-signature.sig"
 FORMAT = 1
 _CHUNK = 1 << 20

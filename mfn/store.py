@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mfn.errors import MfnError
-from mfn.handlers.declarations import VersionPolicy
-from mfn.runtime.bundle import SPEC_FILE
-from mfn.spec import ModelSpec
 from mfn.kinds import Server
+from mfn.manifest import SPEC_FILE
+
+if TYPE_CHECKING:  # loaded where specs are read: a supervisor starts its server before it needs them
+    from mfn.handlers.declarations import VersionPolicy
+    from mfn.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Store:
         """The version policy `model`'s package gives: Triton's config.pbtxt (the one its versions share), or
         TorchServe's newest archive; the newest version only where it gives none."""
         from mfn.archiver.reading import archive_info
+        from mfn.handlers.declarations import VersionPolicy
 
         if self.server == Server.TRITON:
             return _triton_policy(self.models[model][0] / "config.pbtxt")
@@ -58,6 +62,7 @@ class Store:
     def specs(self, models: list[str] | None = None) -> list[ModelSpec]:
         """The spec of every mfn-packaged version of `models` (default: all)."""
         from mfn.archiver.reading import read_member
+        from mfn.spec import ModelSpec
 
         return [ModelSpec.from_json(read_member(bundle, SPEC_FILE).decode())  # type: ignore[union-attr]
                 for bundle in self.version_bundles(models)]
@@ -107,6 +112,8 @@ def triton_config(config_file: Path) -> dict:
 
 
 def _triton_policy(config_file: Path) -> VersionPolicy:
+    from mfn.handlers.declarations import VersionPolicy
+
     policy = triton_config(config_file).get("version_policy", {})
     if "all" in policy:
         return VersionPolicy(kind="all")

@@ -11,11 +11,14 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mfn.errors import MfnError
-from mfn.handlers.declarations import VersionPolicy
-from mfn.runtime.bundle import SPEC_FILE
-from mfn.spec import ModelSpec
+from mfn.manifest import SPEC_FILE
+
+if TYPE_CHECKING:  # read where a spec is: finding a store's archives needs neither
+    from mfn.handlers.declarations import VersionPolicy
+    from mfn.spec import ModelSpec
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 
@@ -50,6 +53,8 @@ def read_member(path: Path, member: str) -> bytes | None:
 
 def archive_spec(path: Path) -> ModelSpec:
     """The ModelSpec inside an archive mfn built."""
+    from mfn.spec import ModelSpec
+
     text = read_member(path, SPEC_FILE)
     if text is None:
         raise MfnError(f"{path} was not built by `mfn package` (no {SPEC_FILE} inside)")

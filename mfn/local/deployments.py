@@ -150,6 +150,15 @@ def _body_limit(store: Store, models: list[str], requested: int) -> int:
     return max([requested, *(body_limit(spec) for spec in store.specs(models))])
 
 
+def _response_cache_bytes(store: Store) -> int | None:
+    """Triton's response cache, from the specs this process has read already (see Plan.response_cache_bytes)."""
+    if store.server != Server.TRITON:
+        return None
+    from mfn.model_repository.render import response_cache_bytes
+
+    return response_cache_bytes(store.specs())
+
+
 def _deploy_locked(store: Store, path: Path, name: str, chosen: list[str], options: DeployOptions) -> Deployment:
     _claim_name(name)
     workdir = state.work_dir(name)
@@ -164,6 +173,7 @@ def _deploy_locked(store: Store, path: Path, name: str, chosen: list[str], optio
         models=chosen,
         options=replace(options, max_request_bytes=_body_limit(store, chosen, options.max_request_bytes)),
         shm_prefix=new_shm_prefix() if local_server(store.server).USES_SHARED_MEMORY else "",
+        response_cache_bytes=_response_cache_bytes(store),
     )
     try:
         deployment = supervision.spawn(plan, workdir)

@@ -4,12 +4,14 @@ until its models have loaded (both ends of the pipe it reports on)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -76,6 +78,9 @@ class Plan:
     shm_prefix: str = ""
     restart_backoff_cap_s: float = RESTART_BACKOFF_CAP_S  # the longest wait between restarts in a row
     health_interval_s: float = HEALTH_INTERVAL_S  # between checks that the server answers and its models are ready
+    # Triton's response cache for the first start, worked out from the specs by the deploying process: the
+    # supervisor then starts the server before it loads the handler contract (later starts read the specs).
+    response_cache_bytes: int | None = None
 
     def with_ports(self, ports: dict[str, int] | None) -> Plan:
         return replace(self, options=replace(self.options, ports=dict(ports or {})))
@@ -87,6 +92,19 @@ class Plan:
         if options is None:
             options = {name: document.pop(name) for name in [f.name for f in fields(DeployOptions)] if name in document}
         return cls(**document, options=DeployOptions(**options))
+
+
+# What loading and serving models needs beyond starting the server (the handler contract, specs, versions).
+_FOR_LOADING = ("mfn.spec", "mfn.archiver.reading", "mfn.model_repository.render", "mfn.local.versions")
+
+
+def load_in_background() -> None:
+    """Import what loading models needs on a thread, so that it loads while the server starts rather than before."""
+    def load() -> None:
+        for module in _FOR_LOADING:
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name="mfn-imports", daemon=True).start()
 
 
 class ServerState(StrEnum):

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -91,7 +92,9 @@ class Supervisor:
         if self.idling is not None:  # the front takes the public ports; the server gets free ones
             front_ports = self.idling.open_front(self.plan.options.host, self.plan.options.ports)
             server_ports = {key: port for key, port in self.plan.options.ports.items() if key not in FRONTED}
+        supervision.load_in_background()  # what loading models needs, while the server starts
         deployment = self._start_server(ports=server_ports)
+        self.plan = replace(self.plan, response_cache_bytes=None)  # later starts read the specs as they are then
         deployment.front = front_ports
         deployment.cold_start = {"server_start_s": round(time.monotonic() - started, 3), "models": {}}
         deployment.drain_timeout_s, deployment.load_timeout_s = self.plan.options.drain_timeout_s, self.plan.options.load_timeout_s

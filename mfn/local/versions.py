@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from mfn.errors import MfnError
 from mfn.kinds import listing, what_exists
-from mfn.handlers.declarations import VersionPolicy
 from mfn.local import state
 
 if TYPE_CHECKING:
+    from mfn.handlers.declarations import VersionPolicy
     from mfn.local.supervisor import Supervisor
 
 

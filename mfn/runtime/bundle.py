@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from mfn.errors import SpecError
+from mfn.manifest import SPEC_FILE
 from mfn.handlers.base import Arrays, Context, Handler
 from mfn.handlers.loading import handler_class, import_entrypoint
 from mfn.handlers.metrics import HandlerMetrics, InMemoryMetrics, MetricFactory
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from mfn.runtime.cache import CachedAnswers
     from mfn.runtime.project import Project
 
-SPEC_FILE = "mfn.json"
 HANDLER_DIR = "handler"
 ARTIFACTS_DIR = "artifacts"
 REQUIREMENTS_FILE = "requirements.txt"

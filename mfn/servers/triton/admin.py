@@ -19,8 +19,6 @@ from mfn.local.state import Deployment, read_key
 from mfn.store import Store, triton_config
 from mfn.local.versions import ServedVersions
 from mfn.errors import DeployError, MfnError
-from mfn.model_repository.layout import CONFIG_FILE
-from mfn.model_repository.render import response_cache_bytes, uses_tritons_cache
 from mfn.servers import secret_args
 from mfn.servers.triton import launch as triton
 from mfn.servers.process import children
@@ -59,7 +57,11 @@ def start(
     keys = _keys(workdir / KEY_FILE, options.auth)
     secrets_library = secret_args.preload_library(state.mfn_home() / PRIVATE_LIBRARIES)
     restrictions = triton.restricted_args(keys["management"]["key"], keys.get("inference", {}).get("key"))
-    cache_bytes = response_cache_bytes(store.specs())
+    cache_bytes = plan.response_cache_bytes
+    if cache_bytes is None:  # a restart: the specs may have changed since the deploy (`mfn load` of a new model)
+        from mfn.model_repository.render import response_cache_bytes
+
+        cache_bytes = response_cache_bytes(store.specs())
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         args = triton.server_args(
@@ -114,13 +116,15 @@ def serve_versions(deployment: Deployment, store: Store, model: str, served: Ser
         DeployError: the server's reason; or the model asks for Triton's response cache and the server started
             without one (Triton would serve it uncached without a word; the cache is sized when the server starts).
     """
+    from mfn.model_repository.render import uses_tritons_cache
+
     if not deployment.response_cache_bytes and any(uses_tritons_cache(spec) for spec in store.specs([model])):
         raise DeployError(f"{model} caches answers in Triton's response cache, and {deployment.name}'s server started "
                           f"without one (it is sized from the models a server starts with): deploy again "
                           f"(`mfn deploy {store.root} --name {deployment.name}`) to serve it with its cache")
     if not fresh and tuple(served_versions(deployment, model)) == served.versions:
         return
-    config = triton_config(store.models[model][0] / CONFIG_FILE)
+    config = triton_config(store.models[model][0] / "config.pbtxt")
     config["version_policy"] = {"specific": {"versions": list(served.versions)}}
     _load_with(deployment, model, config, ", ".join(f"v{version}" for version in served.versions))
     code, body = http_json("GET", f"{deployment.http_url}/v2/models/{model}/ready", timeout_s=QUERY_TIMEOUT_S)
