@@ -29,6 +29,13 @@ def written_atomically(path: Path, mode: int = PRIVATE) -> Iterator[Path]:
         Path(temporary).unlink(missing_ok=True)
 
 
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only this user reads (0700), made where it is not there, with its parents."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(exist_ok=True, mode=0o700)  # mkdir's mode covers only the last part
+    return path
+
+
 def write_text(path: Path, text: str, mode: int = PRIVATE) -> None:
     with written_atomically(path, mode) as temporary:
         temporary.write_text(text)

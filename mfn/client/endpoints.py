@@ -79,10 +79,14 @@ class Endpoint:
     server: str = "triton"
     credentials: Credentials | None = field(default=None, compare=False, repr=False)
     max_request_bytes: int | None = None
-    local: bool = False
     repository: str | None = None
     deployment: str | None = None
     source: Resolver | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def local(self) -> bool:
+        """Found among the local deployments (it may move on a redeploy) rather than given as a URL."""
+        return self.source is not None
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.address}"
@@ -141,4 +145,4 @@ class Endpoints:
             self._resolver = local_deployments()
         found = self._resolver.locate(model, self.target, self.protocol)
         return Endpoint(self.protocol, found.address, found.server, Credentials(found.read_key), found.max_request_bytes,
-                        local=True, repository=found.repository, deployment=found.deployment, source=self._resolver)
+                        repository=found.repository, deployment=found.deployment, source=self._resolver)

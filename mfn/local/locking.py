@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mfn.errors import MfnError
+from mfn.files import private_dir
 from mfn.local import state
 
 _held = threading.local()  # name -> how deep this thread holds the deployment's lock
@@ -50,7 +51,7 @@ def exclusive(name: str, give_up: Callable[[], bool] | None = None) -> Iterator[
         try:
             yield
         finally:
-            depth[name] = 0
+            del depth[name]
 
 
 @contextmanager
@@ -63,8 +64,7 @@ def file_lock(path: Path, remove_after: Callable[[], bool] = lambda: False,
     holder checks that `path` is still the file it locked (same inode) and otherwise locks the new one.
     """
     while True:
-        path.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.parent.mkdir(exist_ok=True, mode=0o700)  # mkdir's mode covers only the last part
+        private_dir(path.parent)
         lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w")
         try:
             _acquire(lock.fileno(), path, give_up)

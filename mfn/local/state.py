@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from mfn.files import write_json
+from mfn.files import private_dir, write_json
 from mfn.home import mfn_home
 from mfn.errors import MfnError
 from mfn.servers.process import is_running
@@ -195,10 +195,7 @@ def save(deployment: Deployment) -> None:
 
 def _private_dir(name: str) -> Path:
     """The deployment's directory, made 0700 (with $MFN_HOME's) where it is not there yet."""
-    directory = deployment_dir(name)
-    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    directory.mkdir(exist_ok=True, mode=0o700)  # mkdir's mode covers only the last part
-    return directory
+    return private_dir(deployment_dir(name))
 
 
 def save_prometheus(name: str, prometheus: Prometheus | None) -> None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfn.polling import poll
-from mfn.files import write_json
+from mfn.files import private_dir, write_json
 from mfn.local import locking, state
 from mfn.errors import MfnError
 from mfn.kinds import StrEnum
@@ -128,8 +128,7 @@ def create(name: str, server: str, host: str, ports: dict[str, int], with_key: b
     """A new route's directory, its callers' key and record (no proxy runs yet)."""
     directory = route_dir(name)
     shutil.rmtree(directory, ignore_errors=True)
-    for private in (directory.parent, directory, directory / "temp"):  # mkdir's mode covers only the last part
-        private.mkdir(exist_ok=True, mode=0o700)
+    private_dir(directory / "temp")
     key_file = directory / KEY_FILE
     write_json(key_file, {"inference": {"key": secrets.token_urlsafe(24)}} if with_key else {}, indent=None)
     route = Route(name=name, server=server, host=host, ports=ports, key_file=str(key_file))

@@ -182,3 +182,15 @@ def test_default_versions_of_the_older_layout_are_read_until_the_deployment_has_
     state.record_default("kept", "mlp", 3)
     assert state.recorded_defaults("kept") == {"mlp": 3}
     assert json.loads(state.defaults_file("kept").read_text()) == {"mlp": 3}
+
+
+def test_mfn_status_beside_an_older_record_says_which_file_and_what_to_do(home):
+    older = state.deployments_dir() / "old.json"
+    older.parent.mkdir(parents=True)
+    older.write_text("{}")
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (line,) = result.output.strip().splitlines()
+    assert line == (f"Error: {older} is a deployment record written by an older mfn, which laid out "
+                    f"{state.deployments_dir()} differently: undeploy 'old' with that mfn (`mfn undeploy old`), or, "
+                    f"if its processes are gone, delete {older} and {state.deployments_dir() / 'old'}")
