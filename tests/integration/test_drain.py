@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 import mfn
+from mfn.errors import InvokeError
 from mfn.local import launching, deployments
 from mfn.local.supervision import read_status
 from tests.conftest import HANDLERS, scrape, wait_for
+from tests.handlers.sleepy import CRASH
 
 pytestmark = pytest.mark.integration
 IN_FLIGHT = 6  # three batches of two on a one-second model: the last is answered about 3 s after undeploy
@@ -89,6 +91,22 @@ def test_torchserve_undeploy_with_nothing_in_flight_is_prompt(tmp_path):
     started = time.monotonic()
     deployments.undeploy(name)
     assert time.monotonic() - started < 5.0  # a quiet window sized by that predict would take 2 s + its 5 s bucket
+
+
+def test_torchserve_undeploy_after_a_request_torchserve_failed_itself_is_prompt(tmp_path):
+    """A request whose worker died is counted as received and never as answered by mfn: the drain must not wait
+    its whole timeout for it."""
+    mfn.package(f"{HANDLERS / 'sleepy.py'}:Sleepy", tmp_path, server="torchserve")
+    name = "drain-failed"
+    deployment = deployments.deploy(tmp_path, name=name)
+    with mfn.Client(name, timeout_s=60.0, retries=0) as client:
+        client.infer("sleepy", {"seconds": [[0.1]]})
+        with pytest.raises(InvokeError, match="Worker died"):
+            client.infer("sleepy", {"seconds": [[CRASH]]})  # the worker exits under it
+    wait_for(lambda: arrived(deployment) >= 2, 10.0, "both requests to be counted")
+    started = time.monotonic()
+    deployments.undeploy(name)
+    assert time.monotonic() - started < launching.DRAIN_TIMEOUT_S / 2
 
 
 def arrived(deployment) -> float:
