@@ -150,6 +150,14 @@ def restore(supervisor: Supervisor, why: str) -> None:
             carry_out(supervisor, operation, remember=False)
         except MfnError as error:
             _to_log(f"after the {why}, `{operation.describe()}` failed: {error}")
+    from mfn.proxy import fronting
+
+    fronted_as = supervisor.plan.options.track_of or supervisor.plan.name  # a canary is behind its primary's proxy
+    try:  # before clients are let in: the proxy in front, if any, must speak to this server with its keys and ports
+        if fronting.follow_tracks(fronted_as, give_up=lambda: supervisor.stop_requested):
+            _to_log(f"after the {why}, the proxy in front was given the server's new keys or ports")
+    except (OSError, MfnError) as error:  # the controller's next tick tries again
+        _to_log(f"after the {why}, the proxy in front did not follow the server: {error}")
 
 
 def _served_now(supervisor: Supervisor, model: str) -> list[int]:

@@ -89,10 +89,13 @@ def deploy(  # noqa: PLR0913
     if unknown:
         raise MfnError(f"models {unknown} are not in {store.root} (it has {', '.join(store.models)})")
     name = state.check_name(name) if name is not None else state.name_from(store.root.name)
-    proxy = proxy or _open_through_proxy(store.server, auth, idle_timeout_s)
-    if proxy and idle_timeout_s:
-        raise MfnError("the proxy cannot follow a server that sleeps yet, so --idle-timeout does not go with --proxy, "
-                       "nor with --no-auth on TorchServe (served through the proxy): choose one")
+    # Open inference is served through mfn's proxy: in front of Triton it refuses the bodies that crash tritonserver,
+    # and TorchServe, whose one authorization switch would also open its management APIs, keeps its keys behind it.
+    proxy = proxy or not auth
+    if proxy and idle_timeout_s and store.server == Server.TORCHSERVE:
+        raise MfnError("TorchServe makes new keys at every start, and requests the proxy sent while it slept carry the "
+                       "old one, so on TorchServe --idle-timeout does not go with --proxy, nor with --no-auth (served "
+                       "through the proxy): choose one")
     ports = dict(ports or {})
     public = {protocol: ports.pop(protocol, None) for protocol in ("http", "grpc")} if proxy else {}
     from mfn.signing import prepare_for_serving
@@ -133,13 +136,6 @@ def _gpu_hint(store: Store, models: list[str]) -> Iterator[None]:
         hint = (f"{', '.join(gpu_models)} asks for GPU instances and this machine has no NVIDIA GPU: package it again "
                 "with `--instances cpu:1` (or declare mfn.Instances(kind=\"auto\"), which takes a GPU where there is one)")
         raise DeployError("\n".join([f"{first.rstrip('; ')}; {hint}", *filter(None, rest)])) from None
-
-
-def _open_through_proxy(server: str, auth: bool, idle_timeout_s: float | None) -> bool:
-    """Open inference is served through mfn's proxy: in front of Triton it refuses the bodies that crash
-    tritonserver, and TorchServe, whose one authorization switch would also open its management APIs, keeps its
-    keys behind it. An idle Triton, which the proxy cannot follow yet, serves open inference itself."""
-    return not auth and not (server == Server.TRITON and idle_timeout_s)
 
 
 def _body_limit(store: Store, models: list[str], requested: int) -> int:

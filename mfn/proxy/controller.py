@@ -26,7 +26,6 @@ from mfn import process_log
 from mfn.polling import poll
 from mfn.local import locking, state
 from mfn.proxy import analysis, fronting, rollout, routes
-from mfn.proxy.nginx_config import render
 from mfn.proxy.analysis import Totals
 from mfn.proxy.routes import RolloutState
 from mfn.errors import MfnError
@@ -73,17 +72,11 @@ class Controller:
         return 0
 
     def follow_tracks(self, route: routes.Route) -> None:
-        """Write the proxy's configuration again when a track changed under it: a restarted server may have new
-        ports, and TorchServe makes new keys at every start."""
+        """Write the proxy's configuration again when a track changed under it (see fronting.follow_tracks); the
+        track's supervisor does so too once it has restarted its server, so this tick catches what it could not."""
         try:
-            wanted = render(fronting.proxy_config(route))
-            if wanted == (route.directory / routes.CONFIG_FILE).read_text():
-                return
-            with locking.exclusive(self.name):
-                current = routes.load(self.name)
-                if current is not None:
-                    fronting.apply(current)
-                    _log("a track changed (ports or keys): the proxy's configuration was written again")
+            if fronting.follow_tracks(self.name):
+                _log("a track changed (ports or keys): the proxy's configuration was written again")
         except (OSError, MfnError) as error:  # a track between stop and start: the next tick looks again
             _log(f"tracks not followed yet: {error}")
 

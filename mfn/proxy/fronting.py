@@ -10,6 +10,7 @@ APIs. Rollouts (mfn.proxy.rollout) put a canary track behind the same proxy.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from mfn.local import locking, state
@@ -67,7 +68,10 @@ def root_name() -> str | None:
 
 
 def track_of(deployment: state.Deployment) -> Track:
-    return Track(http=f"{deployment.host}:{deployment.ports['http']}", grpc=f"{deployment.host}:{deployment.ports['grpc']}",
+    """Where the proxy sends a track's requests: its server, or the idle front that holds them while it sleeps (whose
+    ports, unlike the server's, stay the same across wake-ups)."""
+    ports = deployment.front or deployment.ports
+    return Track(http=f"{deployment.host}:{ports['http']}", grpc=f"{deployment.host}:{ports['grpc']}",
                  key=state.read_key(deployment, "inference"))
 
 
@@ -85,7 +89,7 @@ def open_route(name: str, ports: dict[str, int | None] | None = None, callers_ne
     """Put the proxy in front of deployment `name` without a rollout (all traffic to it), on `ports` where given:
     its endpoints then stay the same through every later rollout (`mfn deploy --proxy`). Without
     `callers_need_key`, callers reach inference without a key (`mfn deploy --no-auth`)."""
-    primary = fronted(name)
+    primary = fronted(name, idle_allowed=True)
     with locking.exclusive(name):
         route = routes.load(name)
         if route is None:
@@ -96,15 +100,31 @@ def open_route(name: str, ports: dict[str, int | None] | None = None, callers_ne
         return routes.get(name)
 
 
-def fronted(name: str) -> state.Deployment:
-    """The running deployment `name`, which a proxy can be put in front of."""
+def fronted(name: str, idle_allowed: bool = False) -> state.Deployment:
+    """The running deployment `name`, which a proxy can be put in front of; one that stops when idle only where
+    `idle_allowed` (the proxy then sends to its front; a rollout's canary is not built to sleep)."""
     primary = state.get(name)
     if not primary.running:
         raise MfnError(f"deployment {name!r} is not running; deploy it first")
-    if primary.front:
-        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), and its server's ports change at each "
-                       "wake-up, which the proxy cannot follow yet: deploy it without --idle-timeout to roll out")
+    if primary.front and not idle_allowed:
+        raise MfnError(f"deployment {name!r} stops when idle (--idle-timeout), which a rollout cannot follow yet: "
+                       "deploy it without --idle-timeout to roll out")
     return primary
+
+
+def follow_tracks(name: str, give_up: Callable[[], bool] | None = None) -> bool:
+    """Write the proxy's configuration again where a track changed under it (a restarted server may have new ports,
+    and TorchServe makes new keys at every start) and make nginx use it; True when it did. `give_up` as for the
+    deployment's lock (mfn.local.locking.exclusive)."""
+    route = routes.load(name)
+    if route is None or render(proxy_config(route)) == (route.directory / routes.CONFIG_FILE).read_text():
+        return False
+    with locking.exclusive(name, give_up):
+        current = routes.load(name)
+        if current is None:
+            return False
+        apply(current)
+        return True
 
 
 def new_route(primary: state.Deployment, ports: dict[str, int], callers_need_key: bool = True) -> Route:

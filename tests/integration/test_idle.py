@@ -17,6 +17,7 @@ import mfn
 from mfn.cli.main import cli
 from mfn.local import deployments, state
 from mfn.local.supervision import read_status
+from mfn.servers.http import request
 from mfn.servers.process import is_running
 from tests.conftest import scrape, wait_for
 from tests.integration.conftest import TEXT_STATS
@@ -31,8 +32,9 @@ def idling(request, tmp_path_factory):
     repository = tmp_path_factory.mktemp(f"idle-{server}")
     mfn.package(TEXT_STATS, repository, server=server)
     name = f"idle-{server}"
-    # Triton's inference open: a stock client reads no key. TorchServe's stays keyed: its open inference goes through
-    # mfn's proxy, which cannot follow a sleeping server yet (its new key at every wake is read by mfn.Client).
+    # Triton's inference open, so a stock client reads no key: served through mfn's guarding proxy, which sends to the
+    # front. TorchServe's stays keyed: its open inference would go through the proxy, and requests held while it sleeps
+    # would carry the key it had before (it makes new ones at every start; mfn.Client reads the new one itself).
     deployment = deployments.deploy(repository, name=name, auth=server != "triton", idle_timeout_s=IDLE_S,
                                     drain_timeout_s=0)
     yield server, deployment
@@ -63,7 +65,9 @@ def test_the_front_owns_the_public_ports_and_the_server_stops_when_idle(idling):
     server, deployment = idling
     assert set(deployment.front) == {"http", "grpc"}
     assert deployment.front["http"] != deployment.ports["http"] and deployment.front["grpc"] != deployment.ports["grpc"]
-    assert deployment.endpoints()["http"].endswith(f":{deployment.front['http']}")
+    # Open inference (Triton here) is guarded by the proxy, which sends to the front; keyed, clients reach the front.
+    assert bool(deployment.proxy) == (server == "triton")
+    assert deployment.endpoints()["http"].endswith(f":{deployment.proxy.get('http') or deployment.front['http']}")
     status = asleep(deployment)
     assert status.server_pid is None
     listed = CliRunner().invoke(cli, ["status"])
@@ -179,6 +183,18 @@ def test_a_stock_grpc_client_wakes_it(idling):
         assert client.infer("text_stats", [text]).as_numpy("n_words").tolist() == [[3]]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("idling", ["triton"], indirect=True)  # open inference
+def test_a_body_that_crashes_tritonserver_is_refused_by_the_guard_without_waking_it(idling):
+    server, deployment = idling
+    before = asleep(deployment)
+    hostile = b'{"inputs":[{"name":"text","shape":[1000000000000,1],"datatype":"BYTES","data":["x"]}]}'
+    status, answer = request("POST", f"{deployments.public_url(deployment.name)}/v2/models/text_stats/infer", 30, hostile)
+    assert status == 400 and "refused by mfn's guard" in answer, (status, answer)
+    after = read_status(deployment)
+    assert after.state == "idle" and after.wakes == before.wakes
+    assert n_words(stock_http(deployment, "still served")) == 2
 
 
 def test_undeploy_of_an_idle_deployment_leaves_nothing(tmp_path):
