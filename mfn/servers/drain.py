@@ -1,13 +1,9 @@
-"""Waiting for a TorchServe to finish the requests it has accepted, read from its metrics.
-
-Two ways: by accounts (`wait_until_answered`: every request received has been answered; local deployments), and
-by quiet (`wait_until_quiet`, below; the chart's preStop hook still waits this way).
+"""Waiting for a TorchServe to answer every request it has accepted, by its accounts read from its metrics:
+local deployments (mfn.servers.torchserve.admin.drain) and the chart's preStop hook (mfn.kubernetes.drain).
 
 TorchServe 0.12 has no drain setting: on SIGTERM it closes every connection at once, failing what is in
-flight ("Worker died"). So whoever stops it first waits until it has been quiet (no inference request
-received or answered) for a moment. Quiet is read from its Prometheus counters:
-`ts_inference_requests_total` moves when a request arrives (REST or gRPC), `ts_inference_latency_microseconds`
-when one is answered.
+flight ("Worker died"). So whoever stops it first waits until every request it received has been answered.
+Waiting for a quiet moment instead cannot tell a predict longer than any before from an idle server.
 """
 
 from __future__ import annotations
@@ -22,91 +18,9 @@ from mfn.runtime.metric_batching import FLUSH_INTERVAL_S
 from mfn.runtime.metrics import IN_FLIGHT_SECONDS, REQUESTS
 from mfn.servers.http import request
 
-ACTIVITY_METRICS = ("ts_inference_requests_total", "ts_inference_latency_microseconds")
-PREDICT_BUCKETS = "mfn_predict_duration_seconds_bucket"
-POLL_S = 0.5
 # As the page may expose the counter: with its "_total" or, as TorchServe's frontend re-exposes a worker's, without.
 IN_FLIGHT_SECONDS_NAMES = (IN_FLIGHT_SECONDS, IN_FLIGHT_SECONDS.removesuffix("_total"))
 _LOGGER = logging.getLogger(__name__)
-
-
-def activity(metrics_text: str) -> tuple[float, ...]:
-    """The sum of each activity counter over all its label sets, from Prometheus text."""
-    totals = dict.fromkeys(ACTIVITY_METRICS, 0.0)
-    for line in metrics_text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in totals:
-            totals[name] += _sample_value(line)
-    return tuple(totals.values())
-
-
-def _sample_value(line: str) -> float:
-    # The value comes after the name or its labels; a timestamp may follow it.
-    after_name = line[line.rfind("}") + 1 :] if "}" in line else line.split(None, 1)[1]
-    return float(after_name.split()[0])
-
-
-def wait_until_quiet(
-    read: Callable[[], tuple[float, ...] | None],
-    timeout_s: float,
-    quiet_s: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bool:
-    """Poll `read` until its value has not changed for `quiet_s`; False when `timeout_s` ran out first.
-
-    `read` returning None means the server no longer answers: nothing is left to wait for.
-    """
-    deadline = clock() + timeout_s
-    last = read()
-    quiet_since = clock()
-    while last is not None and clock() - quiet_since < quiet_s:
-        if clock() >= deadline:
-            return False
-        sleep(POLL_S)
-        current = read()
-        if current != last:
-            last, quiet_since = current, clock()
-    return True
-
-
-def metrics_reader(port: int) -> Callable[[], tuple[float, ...] | None]:
-    """Reads the activity counters from TorchServe's metrics port on 127.0.0.1."""
-
-    def read() -> tuple[float, ...] | None:
-        status, text = request("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=2.0)
-        return activity(text) if status == 200 else None
-
-    return read
-
-
-def slowest_predict_s(metrics_text: str) -> float:
-    """An upper bound on the slowest predict call so far, from mfn's predict-time histogram (0 if none).
-
-    A request whose predict runs longer than the quiet window moves no counter meanwhile, so the window
-    must outlast the slowest predict the model has shown.
-    """
-    cumulative: dict[float, float] = {}
-    for line in metrics_text.splitlines():
-        if line.startswith(PREDICT_BUCKETS + "{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            upper = float("inf") if bound == "+Inf" else float(bound)
-            cumulative[upper] = cumulative.get(upper, 0.0) + _sample_value(line)
-    if not cumulative:
-        return 0.0
-    total = cumulative[max(cumulative)]
-    finite = sorted(upper for upper in cumulative if upper != float("inf"))
-    reached = [upper for upper in finite if cumulative[upper] >= total]
-    return reached[0] if reached else (finite[-1] * 2 if finite else 0.0)
-
-
-def quiet_window_s(port: int, minimum_s: float) -> float:
-    """How long TorchServe at `port` must stay quiet before nothing can be in flight: the minimum, or longer
-    when the model has shown slower predict calls."""
-    status, text = request("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=2.0)
-    return max(minimum_s, slowest_predict_s(text) + minimum_s) if status == 200 else minimum_s
-
-
 # Counted by TorchServe's frontend when it accepts an inference request (REST or gRPC), before any worker has it.
 _RECEIVED = "ts_inference_requests_total"
 # mfn counts a request once the model has run, a moment before the worker hands its answer to the frontend, and

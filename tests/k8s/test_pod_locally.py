@@ -239,7 +239,7 @@ def test_the_torchserve_pod_serves_fails_its_probe_while_workers_die_and_drains(
             pod.command(container["lifecycle"]["preStop"]["exec"]["command"]), env=env, cwd=pod.working_dir,
             capture_output=True, text=True, timeout=60,
         )
-        assert "mfn drain: quiet after" in hook.stdout, hook.stdout + hook.stderr
+        assert "mfn drain: every accepted request answered after" in hook.stdout, hook.stdout + hook.stderr
         process.wait(timeout=30)
         assert time.monotonic() - started < pod_spec["terminationGracePeriodSeconds"]
 
