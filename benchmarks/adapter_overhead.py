@@ -153,13 +153,10 @@ def stand_in_pb_utils() -> types.ModuleType:
 
 
 class Request:
-    """A Triton request as model.py reads it: named input tensors, all outputs requested."""
+    """A Triton request as model.py reads it: named input tensors."""
 
     def __init__(self, pb_utils: types.ModuleType, arrays: dict) -> None:
         self.inputs = {name: pb_utils.Tensor(name, array) for name, array in arrays.items()}
-
-    def requested_output_names(self):
-        return []
 
     def request_id(self):
         return "bench"

@@ -152,8 +152,5 @@ class TritonPythonModel:
         if isinstance(outcome, RequestFailure):
             log_failure(self.logger, self.model.spec, request.request_id(), outcome)
             return pb_utils.InferenceResponse(error=_triton_error(outcome))
-        requested = set(request.requested_output_names())
-        tensors = [
-            pb_utils.Tensor(name, outcome[name]) for name in self.output_names if not requested or name in requested
-        ]
-        return pb_utils.InferenceResponse(output_tensors=tensors)
+        # Every output: Triton's Python backend passes on only those the client asked for.
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, outcome[name]) for name in self.output_names])

@@ -95,6 +95,25 @@ def raw_infer(deployment, model: str, name: str, array: np.ndarray, datatype: st
         client.close()
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_stock_client_that_asks_for_one_output_gets_that_one(deployment, protocol):
+    import tritonclient.grpc as triton_grpc
+
+    module, url = (triton_http, deployment.http_url.removeprefix("http://")) if protocol == "http" else (
+        triton_grpc, f"127.0.0.1:{deployment.ports['grpc']}")
+    key_header = "authorization" if protocol == "http" else "triton-grpc-protocol-authorization"
+    client = module.InferenceServerClient(url)
+    try:
+        text = module.InferInput("text", [1, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[b"one two three"]], dtype=object))
+        answer = client.infer("text_stats", [text], outputs=[module.InferRequestedOutput("n_words")],
+                              headers={key_header: f"Bearer {state.read_key(deployment, 'inference')}"})
+    finally:
+        client.close()
+    assert answer.as_numpy("n_words").tolist() == [[3]]
+    assert answer.as_numpy("upper") is None and answer.as_numpy("n_chars") is None
+
+
 @pytest.mark.parametrize(
     ("array", "datatype", "message"),
     [
