@@ -65,7 +65,10 @@ def file_lock(path: Path, remove_after: Callable[[], bool] = lambda: False,
     """
     while True:
         private_dir(path.parent)
-        lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w")
+        try:
+            lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w")
+        except FileNotFoundError:  # a holder removed the directory between its making and this open
+            continue
         try:
             _acquire(lock.fileno(), path, give_up)
         except BaseException:

@@ -134,12 +134,21 @@ def test_a_deployments_directory_goes_with_it_and_waiters_lock_the_file_that_is_
                 overlaps.append(1)
             inside.pop()
 
-    threads = [threading.Thread(target=hold) for _ in range(8)]
+    entered, failures = [], []
+
+    def counted_hold() -> None:
+        try:
+            hold()
+            entered.append(1)
+        except OSError as error:  # a waiter whose directory was removed under it must lock the new one, not fail
+            failures.append(error)
+
+    threads = [threading.Thread(target=counted_hold) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert overlaps == [] and not state.deployment_dir("gone").exists()
+    assert overlaps == [] and failures == [] and len(entered) == 8 and not state.deployment_dir("gone").exists()
 
 
 def test_the_lock_is_taken_again_by_its_holder_and_a_waiter_can_give_up(home):
