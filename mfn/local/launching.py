@@ -84,6 +84,7 @@ def launch(  # noqa: PLR0913
     ports: dict[str, int] | None = None,
     parent_death_signal: int = signal.SIGTERM,
     host: str = "127.0.0.1",
+    cwd: Path | None = None,
 ) -> tuple[Deployment, subprocess.Popen]:
     """Start a server process that dies with this one, and wait until `live_path` answers 200.
 
@@ -91,7 +92,8 @@ def launch(  # noqa: PLR0913
     gives the bearer token the health endpoint needs, if any, once the server has written it. Without
     fixed `ports` (all or some of `port_names`), free ones are chosen, and chosen again when another process took
     one before the server bound it; a restart passes the ports it had, so clients keep their addresses. `host` is
-    the address the server listens on; clients reach a wildcard address through 127.0.0.1.
+    the address the server listens on; clients reach a wildcard address through 127.0.0.1. The server runs in
+    `cwd`, by default `workdir`.
     """
     log_file = workdir / f"{server}.log"
     fixed = {name: port for name, port in (ports or {}).items() if port}
@@ -101,7 +103,7 @@ def launch(  # noqa: PLR0913
         chosen = {**dict(zip(port_names, free_ports(len(port_names)))), **fixed}
         command, env = make_command(chosen)
         step(f"starting {server} for {name} ({', '.join(f'{k} {v}' for k, v in chosen.items())})")
-        process = start_detached(command, env, log_file, workdir, parent_death_signal=parent_death_signal)
+        process = start_detached(command, env, log_file, cwd or workdir, parent_death_signal=parent_death_signal)
         deployment = Deployment(
             name=name,
             server=server,

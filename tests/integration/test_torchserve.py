@@ -193,3 +193,29 @@ def test_a_deploy_whose_worker_sockets_would_not_fit_is_refused_before_torchserv
     assert result.exit_code == 1, result.output
     assert "TorchServe's worker sockets would have" in result.output and "set MFN_HOME to a shorter directory" in result.output
     assert not (home / "deployments").exists() or not list((home / "deployments").iterdir())
+
+
+def test_the_frontend_maps_a_class_data_archive_once_one_was_built(tmp_path):
+    """The first start of this MFN_HOME's TorchServe lists the classes it loads and an archive is built from them
+    in the background; later starts map it (mfn.servers.torchserve.class_data)."""
+    import psutil
+
+    from mfn.local.supervision import read_status
+    from mfn.servers.torchserve import class_data
+    from mfn.servers.torchserve.launch import find_java_home
+
+    mfn.package(TEXT_STATS, tmp_path, server="torchserve")
+    archive, _ = class_data.paths(find_java_home())
+    if not archive.is_file():
+        deployments.deploy(tmp_path, name="cds-first", drain_timeout_s=0)
+        deployments.undeploy("cds-first")
+        wait_for(archive.is_file, 120, "the class-data archive to be built")
+    deployment = deployments.deploy(tmp_path, name="cds", drain_timeout_s=0)
+    try:
+        server = psutil.Process(read_status(deployment).server_pid)
+        (java,) = [process for process in [server, *server.children(recursive=True)] if process.name() == "java"]
+        assert str(archive) in {mapping.path for mapping in java.memory_maps()}
+        with mfn.Client("cds") as client:
+            assert client.infer("text_stats", {"text": [["mapped classes"]]})["n_words"].tolist() == [[2]]
+    finally:
+        deployments.undeploy("cds")

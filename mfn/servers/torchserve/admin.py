@@ -19,7 +19,7 @@ from mfn.local.state import Deployment, read_key
 from mfn.store import Store
 from mfn.local.versions import ServedVersions, plan_versions
 from mfn.errors import DeployError
-from mfn.servers.torchserve import launch as torchserve
+from mfn.servers.torchserve import class_data, launch as torchserve
 from mfn.servers.drain import wait_until_answered
 from mfn.servers.process import group_on_parent_death
 
@@ -49,20 +49,23 @@ def start(
     torchserve.check_installed()
     java_home = torchserve.find_java_home()
     torchserve.check_socket_room(workdir / "tmp")
-    for directory in ("tmp", "logs"):
+    for directory in ("tmp", "logs", class_data.RUN_DIR):
         (workdir / directory).mkdir(exist_ok=True)
     (workdir / "log4j2.xml").write_text(torchserve.LOG_CONFIG)
+    run_dir = workdir / class_data.RUN_DIR  # empty at the JVM's start (see class_data) but for the key file it writes
+    key_file = run_dir / torchserve.KEY_FILE
+    key_file.unlink(missing_ok=True)
+    jvm_options = class_data.vm_options(java_home)
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
         config = torchserve.config_properties(
             torchserve.Ports(**_rename(ports)), str(store.root), auth=True, max_request_bytes=options.max_request_bytes,
             load_models=",".join(archives) or None, jvm_heap_mb=options.jvm_heap_mb, address=options.host, management_host="127.0.0.1",
+            jvm_options=jvm_options,
         )
         (workdir / "config.properties").write_text(config)
         command = torchserve.server_command(str(workdir / "config.properties"), str(workdir / "log4j2.xml"), str(store.root))
         return group_on_parent_death(command), torchserve.server_environment(java_home, workdir)
-
-    key_file = workdir / torchserve.KEY_FILE
 
     def ping_token() -> str | None:
         # With authorization on, even /ping wants the inference key, which exists once the server has started.
@@ -73,9 +76,11 @@ def start(
 
     deployment, process = launch(
         name, "torchserve", workdir, PORT_NAMES, command, "/ping", store.root, live_token=ping_token, ports=options.ports,
-        parent_death_signal=signal.SIGHUP, host=options.host,
+        parent_death_signal=signal.SIGHUP, host=options.host, cwd=run_dir,
     )
     deployment.key_file = str(key_file)
+    if not any(option.startswith("-XX:SharedArchiveFile") for option in jvm_options):
+        class_data.build_in_background(java_home)
     return deployment, process
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def config_properties(  # noqa: PLR0913
     jvm_heap_mb: int | None = None,
     management_host: str | None = None,
     token_expiration_min: int = TOKEN_EXPIRATION_MIN,
+    jvm_options: Sequence[str] = (),
 ) -> str:
     """config.properties for one server, locally and in the Helm chart; the server reads no other settings.
 
@@ -80,7 +82,8 @@ def config_properties(  # noqa: PLR0913
     6,553,500 bytes, refuses a few images' worth of tensors). `jvm_heap_mb` is the frontend's heap,
     by default `jvm_heap_mb(max_request_bytes)`. The management APIs (REST and gRPC) listen on
     `management_host`, by default `address`: a pod serves inference on all interfaces and keeps them on
-    127.0.0.1, since registering a model runs its code.
+    127.0.0.1, since registering a model runs its code. `jvm_options` are added to the frontend's JVM options
+    (mfn.servers.torchserve.class_data's, locally).
     """
     management = management_host or address
     properties = {
@@ -107,7 +110,8 @@ def config_properties(  # noqa: PLR0913
         "max_response_size": max_request_bytes,
         # A fixed heap, sized for the bodies it must hold, rather than the JVM's share of whatever memory the
         # machine or container has; out of memory, the server exits and is restarted rather than limping on.
-        "vmargs": f"-Xmx{jvm_heap_mb or default_jvm_heap_mb(max_request_bytes)}m -XX:+ExitOnOutOfMemoryError",
+        "vmargs": " ".join([f"-Xmx{jvm_heap_mb or default_jvm_heap_mb(max_request_bytes)}m", "-XX:+ExitOnOutOfMemoryError",
+                            *jvm_options]),
     }
     if load_models:
         properties["load_models"] = load_models
