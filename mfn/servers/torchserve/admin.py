@@ -21,6 +21,7 @@ from mfn.local.versions import ServedVersions, plan_versions
 from mfn.errors import DeployError
 from mfn.servers.torchserve import class_data, launch as torchserve
 from mfn.servers.drain import wait_until_answered
+from mfn.files import write_text
 from mfn.servers.process import group_on_parent_death
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ def start(
     run_dir = workdir / class_data.RUN_DIR  # empty at the JVM's start (see class_data) but for the key file it writes
     key_file = run_dir / torchserve.KEY_FILE
     key_file.unlink(missing_ok=True)
+    # Where mfn's clients read the keys: the previous start's stay there until this one's replace them, so a client
+    # that asks meanwhile (a wake-up, a restart) gets a key it can send, refused at worst, and reads the file again.
+    published_keys = workdir / torchserve.KEY_FILE
     jvm_options = class_data.vm_options(java_home)
 
     def command(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
@@ -78,7 +82,8 @@ def start(
         name, "torchserve", workdir, PORT_NAMES, command, "/ping", store.root, live_token=ping_token, ports=options.ports,
         parent_death_signal=signal.SIGHUP, host=options.host, cwd=run_dir,
     )
-    deployment.key_file = str(key_file)
+    write_text(published_keys, key_file.read_text())
+    deployment.key_file = str(published_keys)
     if not any(option.startswith("-XX:SharedArchiveFile") for option in jvm_options):
         class_data.build_in_background(java_home)
     return deployment, process
