@@ -129,7 +129,7 @@ def follow_tracks(name: str, give_up: Callable[[], bool] | None = None) -> bool:
 
 def new_route(primary: state.Deployment, ports: dict[str, int], callers_need_key: bool = True) -> Route:
     """A route for `primary`; a deployment first fronted by a rollout serves keyed inference (open inference is
-    fronted when deployed, see mfn.local.deployments.deploy), unless it is an open idle Triton, which has no key."""
+    fronted when deployed, see mfn.local.deployments.deploy)."""
     chosen = dict(zip(("http", "grpc"), free_ports(2)))
     chosen.update({protocol: port for protocol, port in ports.items() if port})
     from mfn.local.launching import check_ports_free
